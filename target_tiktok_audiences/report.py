@@ -1,0 +1,162 @@
+"""Run report: what each stream and audience received, as log lines and as JSON.
+
+It holds counts, names and ids only; never an identifier, a digest or a token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from target_tiktok_audiences.client import CallStats
+
+MATCH_NOTE = (
+    "TikTok matches uploaded users in 24-48 hours; an audience is usable for targeting from "
+    "1,000 matched users."
+)
+
+
+@dataclass
+class AudienceReport:
+    """One audience in one advertiser."""
+
+    advertiser_id: str
+    audience_name: str
+    sync_mode: str
+    contracts: list[str]
+    audience_id: str | None = None
+    created: bool = False
+    status: str = "pending"  # pending | delivered | skipped | failed
+    action: str | None = None
+    files: int = 0
+    identifiers_uploaded: int = 0
+    identifiers_removed: int = 0
+    users_added: int = 0
+    users_removed: int = 0
+    batches: int = 0
+    note: str | None = None
+    stats: CallStats = field(default_factory=CallStats)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(data.pop("stats"))
+        return data
+
+
+@dataclass
+class StreamReport:
+    """What one stream brought in."""
+
+    stream: str
+    sync_mode: str
+    records_read: int = 0
+    records_removed: int = 0
+    records_without_identifiers: int = 0
+    accepted: dict[str, int] = field(default_factory=dict)  # contract -> identifiers
+    removed: dict[str, int] = field(default_factory=dict)  # contract -> identifiers
+    rejected: dict[str, dict[str, int]] = field(default_factory=dict)  # contract -> reason -> n
+    audiences: list[AudienceReport] = field(default_factory=list)
+
+    def reject(self, contract: str, reason: str) -> None:
+        reasons = self.rejected.setdefault(contract, {})
+        reasons[reason] = reasons.get(reason, 0) + 1
+
+
+@dataclass
+class RunReport:
+    """The whole run."""
+
+    dry_run: bool
+    started_at: str = field(default_factory=lambda: _now())
+    finished_at: str | None = None
+    status: str = "running"  # running | succeeded | failed | interrupted
+    error: str | None = None
+    streams: dict[str, StreamReport] = field(default_factory=dict)
+    ignored_streams: dict[str, str] = field(default_factory=dict)  # stream -> why
+    calls: CallStats = field(default_factory=CallStats)
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        self.status = status
+        self.error = error
+        self.finished_at = _now()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "error": self.error,
+            "dry_run": self.dry_run,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "calls": asdict(self.calls),
+            "ignored_streams": self.ignored_streams,
+            "streams": [
+                {**{k: v for k, v in asdict(s).items() if k != "audiences"},
+                 "audiences": [a.as_dict() for a in s.audiences]}
+                for s in self.streams.values()
+            ],
+            "note": MATCH_NOTE,
+        }
+
+    def write_json(self, path: str | os.PathLike[str]) -> None:
+        """Write atomically, so a reader never sees half a report."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".report-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(self.as_dict(), fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, target)
+
+    def log_summary(self, logger: logging.Logger) -> None:
+        """A few lines per audience, readable in `meltano run` output."""
+        for stream in self.streams.values():
+            rejected = sum(sum(r.values()) for r in stream.rejected.values())
+            logger.info(
+                "Stream '%s' (%s): %d records read, %d removed, %d without a usable identifier; "
+                "identifiers accepted %s; rejected %d%s.",
+                stream.stream, stream.sync_mode, stream.records_read, stream.records_removed,
+                stream.records_without_identifiers, _counts(stream.accepted) or "none",
+                rejected, f" ({_reasons(stream.rejected)})" if rejected else "",
+            )
+            for aud in stream.audiences:
+                logger.info(
+                    "Audience '%s' in advertiser %s: %s%s, id %s%s; %s; %d calls, %d retries.",
+                    aud.audience_name, aud.advertiser_id, aud.status,
+                    f" ({aud.action})" if aud.action else "",
+                    aud.audience_id or "-", " (created)" if aud.created else "",
+                    _delivery_line(aud), aud.stats.calls, aud.stats.retries,
+                )
+                if aud.note:
+                    logger.warning("Audience '%s' in advertiser %s: %s", aud.audience_name,
+                                   aud.advertiser_id, aud.note)
+        for stream, why in self.ignored_streams.items():
+            logger.info("Stream '%s' ignored: %s", stream, why)
+        if self.streams:
+            logger.info(MATCH_NOTE)
+
+
+def _delivery_line(aud: AudienceReport) -> str:
+    if aud.sync_mode == "incremental":
+        return f"{aud.users_added} users added, {aud.users_removed} removed in {aud.batches} batches"
+    return (
+        f"{aud.identifiers_uploaded} identifiers uploaded, {aud.identifiers_removed} removed, "
+        f"{aud.files} files, {aud.stats.bytes_uploaded} bytes"
+    )
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+
+
+def _reasons(rejected: dict[str, dict[str, int]]) -> str:
+    return "; ".join(f"{c}: {_counts(r)}" for c, r in sorted(rejected.items()))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,154 @@
+"""mirror and append: customer-file audiences fed by uploaded files of digests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from target_tiktok_audiences.client import MAX_FILE_PATHS_PER_CALL
+from target_tiktok_audiences.report import AudienceReport
+from target_tiktok_audiences.sinks.base import Delivery
+from target_tiktok_audiences.spool import Chunk, Spool
+
+MIN_AUDIENCE = 1_000
+
+
+class FileDelivery(Delivery):
+    """Spools digests per contract; at commit uploads them and creates or updates audiences.
+
+    mirror: the stream's users (minus removed rows) REPLACE the audience.
+    append: added users are APPENDed, removed users REMOVEd; never REPLACE. Within one run a
+    user both added and removed ends up removed (REMOVE goes last).
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._added: dict[str, Spool] = {}
+        self._removed: dict[str, Spool] = {}
+
+    def _spool(self, spools: dict[str, Spool], contract: str, kind: str) -> Spool:
+        spool = spools.get(contract)
+        if spool is None:
+            stem = f"{id(self):x}-{kind}-{contract.lower()}"
+            spool = spools[contract] = Spool(
+                self.runtime.workdir, stem, self.runtime.settings.file_max_ids
+            )
+        return spool
+
+    def add(self, ids: dict[str, str], removed: bool) -> None:
+        if removed:
+            if self.mapping.sync_mode == "mirror":
+                return  # a mirror set simply leaves removed rows out
+            spools, kind = self._removed, "remove"
+        else:
+            spools, kind = self._added, "add"
+        for contract, digest in ids.items():
+            spool = spools.get(contract) or self._spool(spools, contract, kind)
+            spool.write(digest)
+
+    def flush(self) -> None:
+        for spool in (*self._added.values(), *self._removed.values()):
+            spool.flush()
+
+    @property
+    def pending(self) -> bool:
+        return any(s.pending for s in (*self._added.values(), *self._removed.values()))
+
+    def audience_name(self, contract: str) -> str:
+        name = self.mapping.audience_name
+        return name if len(self.contracts) == 1 else f"{name} ({contract})"
+
+    def commit(self) -> None:
+        for contract in self.contracts:
+            added = self._added[contract].take() if contract in self._added else []
+            removed = self._removed[contract].take() if contract in self._removed else []
+            try:
+                self._commit_contract(contract, added, removed)
+            finally:
+                for chunk in (*added, *removed):
+                    chunk.path.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        for spool in (*self._added.values(), *self._removed.values()):
+            spool.discard()
+
+    def _commit_contract(self, contract: str, added: list[Chunk], removed: list[Chunk]) -> None:
+        mirror = self.mapping.sync_mode == "mirror"
+        name = self.audience_name(contract)
+        size = sum(c.lines for c in added)
+        if not added and not removed and not mirror:
+            return
+        logger = self.runtime.logger
+        for advertiser_id in self.runtime.settings.advertiser_ids:
+            entry = self.new_entry(advertiser_id, name, [contract])
+            if mirror and not added:
+                entry.status = "skipped"
+                entry.note = (
+                    "no identifiers for this audience in this run; it was left unchanged "
+                    "(TikTok cannot replace an audience with an empty set)."
+                )
+                logger.warning("Audience '%s' in advertiser %s: %s", name, advertiser_id,
+                               entry.note)
+                continue
+            if mirror and size < MIN_AUDIENCE:
+                entry.note = (
+                    f"only {size} identifiers; TikTok needs 1,000 matched users before an "
+                    "audience can be used, and may refuse updates below 1,000."
+                )
+                logger.warning("Audience '%s' in advertiser %s: %s", name, advertiser_id,
+                               entry.note)
+            with self.tracking(entry):
+                self._deliver(advertiser_id, name, contract, added, removed, entry)
+
+    def _deliver(self, advertiser_id: str, name: str, contract: str, added: list[Chunk],
+                 removed: list[Chunk], entry: AudienceReport) -> None:
+        runtime = self.runtime
+        client, directory = runtime.client, runtime.directory
+        explicit = self.mapping.audience_ids.get(advertiser_id)
+        audience_id = (
+            directory.by_id(advertiser_id, explicit, contract, name)
+            if explicit
+            else directory.by_name(advertiser_id, name, contract)
+        )
+        if added:
+            groups = self._upload(advertiser_id, contract, name, added, entry)
+            entry.identifiers_uploaded = sum(c.lines for c in added)
+            first = "REPLACE" if self.mapping.sync_mode == "mirror" else "APPEND"
+            if audience_id is None:
+                audience_id, entry.created = directory.find_or_create(
+                    advertiser_id, name, contract,
+                    lambda: client.create_customer_audience(
+                        advertiser_id, name, contract, groups[0],
+                        runtime.settings.retention_in_days,
+                    ),
+                )
+                entry.action = "CREATE"
+            if not entry.created:
+                client.update_customer_audience(advertiser_id, audience_id, groups[0], first)
+                entry.action = first
+            for group in groups[1:]:
+                client.update_customer_audience(advertiser_id, audience_id, group, "APPEND")
+        entry.audience_id = audience_id
+        if removed:
+            if audience_id is None:
+                entry.note = "removals skipped: the audience does not exist yet."
+            else:
+                for group in self._upload(advertiser_id, contract, name, removed, entry):
+                    client.update_customer_audience(advertiser_id, audience_id, group, "REMOVE")
+                entry.identifiers_removed = sum(c.lines for c in removed)
+                entry.action = f"{entry.action}+REMOVE" if entry.action else "REMOVE"
+        entry.status = "delivered"
+
+    def _upload(self, advertiser_id: str, contract: str, name: str, chunks: Sequence[Chunk],
+                entry: AudienceReport) -> list[list[str]]:
+        """Upload the chunks; their file paths grouped by what one call may carry."""
+        paths: list[str] = []
+        for i, chunk in enumerate(chunks, 1):
+            if len(chunks) > 1:
+                self.runtime.logger.info(
+                    "Audience '%s' in advertiser %s: uploading file %d of %d (%d identifiers).",
+                    name, advertiser_id, i, len(chunks), chunk.lines,
+                )
+            paths.append(self.runtime.client.upload_file(advertiser_id, contract, chunk.path))
+            entry.files += 1
+        step = MAX_FILE_PATHS_PER_CALL
+        return [paths[i : i + step] for i in range(0, len(paths), step)]

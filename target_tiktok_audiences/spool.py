@@ -1,0 +1,89 @@
+"""Digests spooled to private temp files, already split the way they will be uploaded.
+
+Memory stays flat however large the audience: each digest goes straight to a buffered file,
+and a file is closed when it holds `max_lines` digests (TikTok takes at most 50 MB a file).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+_BUFFER = 1 << 20
+
+
+def private_workdir() -> Path:
+    """A fresh temp dir only this user can read (mkdtemp creates it 0700)."""
+    return Path(tempfile.mkdtemp(prefix="target-tiktok-audiences-"))
+
+
+def remove_workdir(path: Path | None) -> None:
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One closed spool file: one upload."""
+
+    path: Path
+    lines: int
+
+
+class Spool:
+    """Appends digests to numbered files of at most max_lines lines each."""
+
+    def __init__(self, directory: Path, stem: str, max_lines: int) -> None:
+        self._dir = directory
+        self._stem = stem
+        self._max = max_lines
+        self._chunks: list[Chunk] = []
+        self._fh: IO[str] | None = None
+        self._path: Path | None = None
+        self._lines = 0
+        self._serial = 0
+        self.total = 0
+
+    def write(self, digest: str) -> None:
+        if self._fh is None:
+            self._open()
+        self._fh.write(digest + "\n")  # type: ignore[union-attr]
+        self._lines += 1
+        if self._lines >= self._max:
+            self._close()
+
+    def _open(self) -> None:
+        self._serial += 1
+        self._path = self._dir / f"{self._stem}-{self._serial:04d}.txt"
+        fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self._fh = open(fd, "w", encoding="ascii", newline="\n", buffering=_BUFFER)  # noqa: SIM115
+
+    def _close(self) -> None:
+        if self._fh is not None and self._path is not None:
+            self._fh.close()
+            self._chunks.append(Chunk(self._path, self._lines))
+            self.total += self._lines
+        self._fh, self._path, self._lines = None, None, 0
+
+    def flush(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+
+    @property
+    def pending(self) -> int:
+        """Digests written and not yet taken."""
+        return self.total + self._lines
+
+    def take(self) -> list[Chunk]:
+        """Close the current file and hand over every chunk; the spool starts afresh."""
+        self._close()
+        chunks, self._chunks, self.total = self._chunks, [], 0
+        return chunks
+
+    def discard(self) -> None:
+        for chunk in self.take():
+            chunk.path.unlink(missing_ok=True)
