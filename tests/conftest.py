@@ -99,6 +99,7 @@ def run_target(
     *,
     timeout: float = 300,
     name: str = "run",
+    env: dict[str, str] | None = None,
 ) -> Run:
     """Run the real console script with a config file and the messages on stdin."""
     work = tmp_path / name
@@ -109,7 +110,7 @@ def run_target(
     data = messages if isinstance(messages, str) else singer_lines(messages)
     report_path = Path(config["report_path"])
     report_path.unlink(missing_ok=True)
-    env = {**os.environ, "TMPDIR": str(work)}
+    env = {**os.environ, "TMPDIR": str(work), **(env or {})}
     proc = subprocess.run(
         [CLI, "--config", str(config_path)], input=data, capture_output=True, text=True,
         timeout=timeout, cwd=work, env=env,

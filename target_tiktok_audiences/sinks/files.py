@@ -77,7 +77,6 @@ class FileDelivery(Delivery):
         size = sum(c.lines for c in added)
         if not added and not removed and not mirror:
             return
-        logger = self.runtime.logger
         for advertiser_id in self.runtime.settings.advertiser_ids:
             entry = self.new_entry(advertiser_id, name, [contract])
             if mirror and not added:
@@ -86,16 +85,12 @@ class FileDelivery(Delivery):
                     "no identifiers for this audience in this run; it was left unchanged "
                     "(TikTok cannot replace an audience with an empty set)."
                 )
-                logger.warning("Audience '%s' in advertiser %s: %s", name, advertiser_id,
-                               entry.note)
                 continue
             if mirror and size < MIN_AUDIENCE:
                 entry.note = (
                     f"only {size} identifiers; TikTok needs 1,000 matched users before an "
                     "audience can be used, and may refuse updates below 1,000."
                 )
-                logger.warning("Audience '%s' in advertiser %s: %s", name, advertiser_id,
-                               entry.note)
             with self.tracking(entry):
                 self._deliver(advertiser_id, name, contract, added, removed, entry)
 
