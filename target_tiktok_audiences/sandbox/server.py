@@ -1,0 +1,181 @@
+"""Run the sandbox app on a werkzeug threaded server in a daemon thread (tests, demo, bench)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from .app import ADMIN_PATH, BASE_PATH, DEFAULT_TOKENS, SandboxApp, SandboxConfig
+from .faults import FaultRule
+from .store import Store
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """The app logs one line per call itself; werkzeug's access log would repeat it."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
+class SandboxServer:
+    """A running (after ``start()``) sandbox; also a context manager."""
+
+    def __init__(
+        self,
+        db_path: str | Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tokens: Mapping[str, Iterable[str]] | None = None,
+        min_audience_size: int = 1000,
+        replace_cooldown_seconds: float = 0.0,
+        slow_seconds: float = 5.0,
+        max_upload_bytes: int = 50 * 1024 * 1024,
+        mapping_rate_limit: int | None = None,
+        max_audiences: int = 400,
+        faults: Iterable[FaultRule] = (),
+    ) -> None:
+        token_map = DEFAULT_TOKENS if tokens is None else tokens
+        self.config = SandboxConfig(
+            tokens={t: [str(a) for a in ads] for t, ads in token_map.items()},
+            min_audience_size=min_audience_size,
+            replace_cooldown_seconds=replace_cooldown_seconds,
+            slow_seconds=slow_seconds,
+            max_upload_bytes=max_upload_bytes,
+            mapping_rate_limit=mapping_rate_limit,
+            max_audiences=max_audiences,
+        )
+        self.store = Store(db_path)
+        self.app = SandboxApp(self.store, self.config)
+        for rule in faults:
+            self.app.faults.add(rule)
+        self.host = host
+        self._requested_port = port
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> SandboxServer:
+        self._server = make_server(self.host, self._requested_port, self.app, threaded=True,
+                                   request_handler=_QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.1},
+                                        name=f"tiktok-sandbox-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.app.stopping.set()  # wake `slow` requests so they finish promptly
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+        self.store.close()
+
+    def __enter__(self) -> SandboxServer:
+        return self.start() if self._server is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- addresses ----------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("sandbox server is not running")
+        return int(self._server.server_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.url + BASE_PATH
+
+    @property
+    def admin_url(self) -> str:
+        return self.url + ADMIN_PATH
+
+    # --- test helpers (direct calls, same effect as the /_sandbox/ endpoints) -----------------
+
+    def audiences(self, advertiser_id: str | None = None) -> list[dict[str, Any]]:
+        return self.app.dump_audiences(advertiser_id)
+
+    def audience(self, audience_id: str) -> dict[str, Any]:
+        row = self.store.audience(str(audience_id))
+        if row is None:
+            raise KeyError(audience_id)
+        return {**self.app.audience_row(row), "members": self.members(audience_id),
+                "history": self.app.history_rows(str(audience_id))}
+
+    def members(self, audience_id: str) -> dict[str, list[str]]:
+        return self.store.members(str(audience_id))
+
+    def calls(self, path: str | None = None) -> list[dict[str, Any]]:
+        return [c for c in self.store.calls() if path is None or path in c["path"]]
+
+    def inject(
+        self,
+        kind: str,
+        count: int | None = None,
+        rate: float | None = None,
+        seed: int = 0,
+        paths: list[str] | None = None,
+        slow_seconds: float | None = None,
+    ) -> None:
+        self.app.faults.add(FaultRule(kind, count=count, rate=rate, seed=seed, paths=paths,
+                                      slow_seconds=slow_seconds))
+
+    def clear_faults(self) -> None:
+        self.app.clear_faults()
+
+    def add_token(self, token: str, advertiser_ids: Iterable[str]) -> None:
+        self.app.add_token(token, list(advertiser_ids))
+
+    def revoke_token(self, token: str) -> None:
+        self.app.revoke_token(token)
+
+    def revoke_advertiser(self, token: str, advertiser_id: str) -> None:
+        self.app.revoke_advertiser(token, advertiser_id)
+
+    def reset(self) -> None:
+        self.app.reset()
+
+
+@contextmanager
+def run_sandbox(
+    db_path: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    tokens: Mapping[str, Iterable[str]] | None = None,
+    min_audience_size: int = 1000,
+    replace_cooldown_seconds: float = 0.0,
+    slow_seconds: float = 5.0,
+    max_upload_bytes: int = 50 * 1024 * 1024,
+    mapping_rate_limit: int | None = None,
+    max_audiences: int = 400,
+    faults: Iterable[FaultRule] = (),
+) -> Iterator[SandboxServer]:
+    """Start a sandbox for the duration of a ``with`` block; tokens default to ``sandbox-token``
+    with advertisers 7000000000000000001 and 7000000000000000002."""
+    server = SandboxServer(
+        db_path, host=host, port=port, tokens=tokens, min_audience_size=min_audience_size,
+        replace_cooldown_seconds=replace_cooldown_seconds, slow_seconds=slow_seconds,
+        max_upload_bytes=max_upload_bytes, mapping_rate_limit=mapping_rate_limit,
+        max_audiences=max_audiences, faults=faults,
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,503 @@
+"""The bundled TikTok API emulator, exercised over real HTTP (no mocks)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from target_tiktok_audiences.sandbox import cli
+from target_tiktok_audiences.sandbox.app import (
+    AUDIENCE_TYPE_CUSTOMER_FILE,
+    AUDIENCE_TYPE_PARTNER,
+)
+from target_tiktok_audiences.sandbox.server import SandboxServer, run_sandbox
+
+TOKEN = "sandbox-token"
+ADV1, ADV2 = "7000000000000000001", "7000000000000000002"
+
+
+def sha(i: int | str) -> str:
+    return hashlib.sha256(f"user{i}".encode()).hexdigest()
+
+
+def md5(i: int | str) -> str:
+    return hashlib.md5(f"user{i}".encode()).hexdigest()
+
+
+def shas(lo: int, hi: int) -> list[str]:
+    return [sha(i) for i in range(lo, hi)]
+
+
+@pytest.fixture
+def sb(tmp_path: Path) -> Iterator[SandboxServer]:
+    with run_sandbox(tmp_path / "sandbox.db", min_audience_size=3, slow_seconds=0.6) as server:
+        yield server
+
+
+def call(sb: SandboxServer, method: str, path: str, *, token: str | None = TOKEN,
+         **kw: Any) -> dict[str, Any]:
+    headers = {"Access-Token": token} if token else {}
+    headers.update(kw.pop("headers", {}))
+    resp = requests.request(method, sb.base_url + path, headers=headers, timeout=10, **kw)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def ok(body: dict[str, Any]) -> dict[str, Any]:
+    assert body["code"] == 0, body
+    return body["data"]
+
+
+def err(body: dict[str, Any], code: int, *words: str) -> str:
+    assert body["code"] == code, body
+    for word in words:
+        assert word in body["message"], body
+    return body["message"]
+
+
+def upload_raw(sb: SandboxServer, content: bytes, *, adv: str = ADV1,
+               ctype: str = "EMAIL_SHA256", name: str = "ids.csv",
+               signature: str | None = None) -> dict[str, Any]:
+    form = {"advertiser_id": adv, "calculate_type": ctype,
+            "file_signature": signature or hashlib.md5(content).hexdigest()}
+    return call(sb, "POST", "/dmp/custom_audience/file/upload/", data=form,
+                files={"file": (name, content, "text/csv")})
+
+
+def upload(sb: SandboxServer, digests: list[str], **kw: Any) -> str:
+    return ok(upload_raw(sb, "".join(d + "\n" for d in digests).encode(), **kw))["file_path"]
+
+
+def create(sb: SandboxServer, digests: list[str], *, name: str = "aud", adv: str = ADV1,
+           ctype: str = "EMAIL_SHA256") -> str:
+    fp = upload(sb, digests, adv=adv, ctype=ctype)
+    body = {"advertiser_id": adv, "custom_audience_name": name, "file_paths": [fp],
+            "calculate_type": ctype}
+    return ok(call(sb, "POST", "/dmp/custom_audience/create/", json=body))["custom_audience_id"]
+
+
+def update(sb: SandboxServer, aid: str, digests: list[str], action: str | None,
+           **kw: Any) -> dict[str, Any]:
+    body = {"advertiser_id": ADV1, "custom_audience_id": aid,
+            "file_paths": [upload(sb, digests, **kw)]}
+    if action:
+        body["action"] = action
+    return call(sb, "POST", "/dmp/custom_audience/update/", json=body)
+
+
+def segment(sb: SandboxServer, name: str = "partner", adv: str = ADV1) -> str:
+    body = {"advertiser_id": adv, "action": "create", "custom_audience_name": name}
+    return ok(call(sb, "POST", "/segment/audience/", json=body))["audience_id"]
+
+
+def mapping(sb: SandboxServer, schema: list[str], batch: list[list[dict[str, Any]]],
+            action: str = "add", advs: list[str] | None = None) -> dict[str, Any]:
+    body = {"advertiser_ids": advs or [ADV1], "action": action, "id_schema": schema,
+            "batch_data": batch}
+    return call(sb, "POST", "/segment/mapping/", json=body)
+
+
+# --- auth and envelope ------------------------------------------------------------------------
+
+
+def test_token_checks(sb: SandboxServer) -> None:
+    first = call(sb, "GET", "/user/info/")
+    assert ok(first)["display_name"]
+    assert first["request_id"] != call(sb, "GET", "/user/info/")["request_id"]
+    err(call(sb, "GET", "/user/info/", token=None), 40105, "missing")
+    err(call(sb, "GET", "/user/info/", token="nope"), 40105, "invalid")
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    err(call(sb, "GET", "/user/info/", token=None, headers=bearer), 40105, "Access-Token")
+    sb.revoke_token(TOKEN)
+    err(call(sb, "GET", "/user/info/"), 40105, "revoked")
+
+
+def test_advertiser_permission(sb: SandboxServer) -> None:
+    data = ok(call(sb, "GET", "/advertiser/info/", params={"advertiser_ids": json.dumps([ADV1])}))
+    assert data["list"][0]["advertiser_id"] == ADV1
+    params = {"advertiser_ids": json.dumps([ADV1, "7999"])}
+    err(call(sb, "GET", "/advertiser/info/", params=params), 40001, "7999")
+    err(call(sb, "GET", "/advertiser/info/", params={"advertiser_ids": ADV1}), 40002,
+        "advertiser_ids")
+    sb.revoke_advertiser(TOKEN, ADV2)
+    err(call(sb, "GET", "/dmp/custom_audience/list/", params={"advertiser_id": ADV2}), 40001)
+    ok(call(sb, "GET", "/dmp/custom_audience/list/", params={"advertiser_id": ADV1}))
+
+
+def test_routing_errors(sb: SandboxServer) -> None:
+    resp = requests.get(sb.base_url + "/no/such/", headers={"Access-Token": TOKEN}, timeout=5)
+    assert resp.status_code == 404 and resp.json()["code"] == 40002
+    resp = requests.get(sb.url + "/user/info/", headers={"Access-Token": TOKEN}, timeout=5)
+    assert resp.status_code == 404  # missing /open_api/v1.3 prefix
+    resp = requests.get(sb.base_url + "/user/info", headers={"Access-Token": TOKEN}, timeout=5)
+    assert resp.status_code == 404 and "end with /" in resp.json()["message"]
+    err(call(sb, "GET", "/segment/mapping/"), 40002, "use POST")
+    err(call(sb, "POST", "/segment/audience/", data="x"), 40002, "JSON")
+
+
+# --- file upload ------------------------------------------------------------------------------
+
+GOOD = (sha(1) + "\n" + sha(2) + "\n").encode()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"signature": "0" * 32}, "file_signature"),
+        ({"content": b"not-hex\n"}, "line 1"),
+        ({"content": GOOD + md5(3).encode() + b"\n"}, "line 3"),  # 32 chars under SHA256
+        ({"content": sha(1).upper().encode() + b"\n"}, "lowercase"),
+        ({"content": GOOD.replace(b"\n", b"\r\n")}, "line 1"),
+        ({"content": b"email_sha256\n" + GOOD}, "line 1"),  # header row
+        ({"content": GOOD + b"\n"}, "line 3"),  # empty line
+        ({"content": b""}, "empty"),
+        ({"name": "ids.json"}, ".csv or .txt"),
+        ({"ctype": "MULTIPLE_TYPES"}, "calculate_type"),
+        ({"ctype": "AAID_SHA256"}, "calculate_type"),
+        ({"ctype": "EMAIL_MD5"}, "calculate_type"),
+    ],
+)
+def test_upload_rejects(sb: SandboxServer, kwargs: dict[str, Any], field: str) -> None:
+    content = kwargs.pop("content", GOOD)
+    err(upload_raw(sb, content, **kwargs), 40002, field)
+    assert not list(sb.store.files_dir.iterdir())  # nothing kept from a rejected upload
+
+
+def test_upload_ok_and_limits(tmp_path: Path) -> None:
+    with run_sandbox(tmp_path / "s.db", max_upload_bytes=1000) as sb:
+        data = ok(upload_raw(sb, GOOD[:-1], name="x.txt"))  # final newline is optional
+        assert data["file_path"]
+        ok(upload_raw(sb, md5(1).encode(), ctype="IDFA_MD5"))
+        err(upload_raw(sb, (sha(1) + "\n").encode() * 16), 40002, "limit")
+        err(upload_raw(sb, GOOD, adv="7999"), 40001)
+        up = [c for c in sb.calls("/file/upload/") if c["code"] == 0]
+        assert [c["lines"] for c in up] == [2, 1]
+
+
+# --- customer-file audiences ------------------------------------------------------------------
+
+
+def test_create_is_union_of_files_and_names_may_repeat(sb: SandboxServer) -> None:
+    f1, f2 = upload(sb, shas(0, 3)), upload(sb, [*shas(2, 5), sha(0)])
+    body = {"advertiser_id": ADV1, "custom_audience_name": "same", "file_paths": [f1, f2],
+            "calculate_type": "EMAIL_SHA256", "retention_in_days": 30}
+    aid = ok(call(sb, "POST", "/dmp/custom_audience/create/", json=body))["custom_audience_id"]
+    assert sb.members(aid) == {"EMAIL_SHA256": sorted(shas(0, 5))}
+    aid2 = ok(call(sb, "POST", "/dmp/custom_audience/create/", json=body))["custom_audience_id"]
+    assert aid2 != aid and [a["name"] for a in sb.audiences(ADV1)] == ["same", "same"]
+    assert sb.audience(aid)["retention_in_days"] == 30
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"custom_audience_name": ""}, "custom_audience_name"),
+        ({"custom_audience_name": "x" * 129}, "custom_audience_name"),
+        ({"retention_in_days": 366}, "retention_in_days"),
+        ({"file_paths": []}, "file_paths"),
+        ({"file_paths": ["nope"] * 501}, "file_paths"),
+        ({"file_paths": ["dmp/unknown"]}, "file_paths[0]"),
+        ({"calculate_type": "PHONE_SHA256"}, "file_paths[0]"),  # file is EMAIL_SHA256
+        ({"calculate_type": "MULTIPLE_TYPES"}, "calculate_type"),
+    ],
+)
+def test_create_rejects(sb: SandboxServer, change: dict[str, Any], field: str) -> None:
+    body = {"advertiser_id": ADV1, "custom_audience_name": "a", "calculate_type": "EMAIL_SHA256",
+            "file_paths": [upload(sb, shas(0, 3))], **change}
+    err(call(sb, "POST", "/dmp/custom_audience/create/", json=body), 40002, field)
+    assert sb.audiences() == []
+
+
+def test_file_belongs_to_its_advertiser(sb: SandboxServer) -> None:
+    body = {"advertiser_id": ADV2, "custom_audience_name": "a", "calculate_type": "EMAIL_SHA256",
+            "file_paths": [upload(sb, shas(0, 3), adv=ADV1)]}
+    err(call(sb, "POST", "/dmp/custom_audience/create/", json=body), 40002, "file_paths[0]")
+
+
+def test_update_actions_change_membership_exactly(sb: SandboxServer) -> None:
+    aid = create(sb, shas(0, 5))
+    ok(update(sb, aid, shas(3, 8), "APPEND"))
+    assert sb.members(aid)["EMAIL_SHA256"] == sorted(shas(0, 8))
+    ok(update(sb, aid, [*shas(0, 2), sha(99)], "REMOVE"))
+    assert sb.members(aid)["EMAIL_SHA256"] == sorted(shas(2, 8))
+    ok(update(sb, aid, shas(10, 14), "REPLACE"))
+    assert sb.members(aid)["EMAIL_SHA256"] == sorted(shas(10, 14))
+    ok(update(sb, aid, shas(20, 23), None))  # no action: TikTok's default is REPLACE
+    assert sb.members(aid)["EMAIL_SHA256"] == sorted(shas(20, 23))
+    assert [h["action"] for h in sb.audience(aid)["history"]] == [
+        "CREATE", "APPEND", "REMOVE", "REPLACE", "REPLACE"]
+    assert sb.audience(aid)["cover_num"] == 3
+    actions = [c["action"] for c in sb.calls("/custom_audience/update/")]
+    assert actions == ["APPEND", "REMOVE", "REPLACE", "REPLACE"]
+
+
+def test_update_rejects(sb: SandboxServer) -> None:
+    aid = create(sb, shas(0, 4))
+    err(update(sb, aid, shas(0, 2), "REMOVE"), 40002, "below the minimum of 3")
+    err(update(sb, aid, shas(0, 2), "REPLACE"), 40002, "would have 2 members")
+    assert sb.members(aid)["EMAIL_SHA256"] == sorted(shas(0, 4))  # nothing changed
+    err(update(sb, aid, shas(0, 4), "MERGE"), 40002, "action")
+    err(update(sb, aid, shas(0, 4), "APPEND", ctype="PHONE_SHA256"), 40002, "calculate_type")
+    err(update(sb, "123", shas(0, 4), "APPEND"), 40002, "custom_audience_id")
+    err(update(sb, segment(sb), shas(0, 4), "APPEND"), 40002, "customer-file")
+
+
+def test_replace_cooldown(tmp_path: Path) -> None:
+    with run_sandbox(tmp_path / "s.db", min_audience_size=1, replace_cooldown_seconds=60) as sb:
+        aid = create(sb, shas(0, 3))
+        ok(update(sb, aid, shas(3, 6), "REPLACE"))
+        err(update(sb, aid, shas(6, 9), "REPLACE"), 40002, "one replace per day")
+        ok(update(sb, aid, shas(6, 9), "APPEND"))
+        assert sb.members(aid)["EMAIL_SHA256"] == sorted(shas(3, 9))
+
+
+def test_list_paging_and_get(sb: SandboxServer) -> None:
+    file_ids = [create(sb, shas(0, 3), name=f"file{i}") for i in range(3)]
+    partner_ids = [segment(sb, f"partner{i}") for i in range(2)]
+    create(sb, shas(0, 3), adv=ADV2)
+    pages = [ok(call(sb, "GET", "/dmp/custom_audience/list/",
+                     params={"advertiser_id": ADV1, "page": p, "page_size": 2}))
+             for p in (1, 2, 3)]
+    assert pages[0]["page_info"] == {"page": 1, "page_size": 2, "total_number": 5,
+                                     "total_page": 3}
+    rows = {r["audience_id"]: r for page in pages for r in page["list"]}
+    assert set(rows) == set(file_ids + partner_ids) and len(pages[2]["list"]) == 1
+    assert rows[file_ids[0]]["audience_type"] == AUDIENCE_TYPE_CUSTOMER_FILE
+    assert rows[file_ids[0]]["calculate_type"] == "EMAIL_SHA256"
+    assert rows[file_ids[0]]["cover_num"] == 3 and rows[file_ids[0]]["is_valid"]
+    assert rows[partner_ids[0]]["audience_type"] == AUDIENCE_TYPE_PARTNER
+    assert rows[partner_ids[0]]["calculate_type"] is None
+    default = ok(call(sb, "GET", "/dmp/custom_audience/list/", params={"advertiser_id": ADV1}))
+    assert default["page_info"]["page_size"] == 10
+    params = {"advertiser_id": ADV1, "page_size": 101}
+    err(call(sb, "GET", "/dmp/custom_audience/list/", params=params), 40002, "page_size")
+
+    params = {"advertiser_id": ADV1, "custom_audience_ids": json.dumps(file_ids[:2])}
+    got = ok(call(sb, "GET", "/dmp/custom_audience/get/", params=params))["list"]
+    assert [g["audience_details"]["audience_id"] for g in got] == file_ids[:2]
+    assert got[0]["audience_history"][0]["action"] == "CREATE"
+    params = {"advertiser_id": ADV2, "custom_audience_ids": json.dumps(file_ids[:1])}
+    err(call(sb, "GET", "/dmp/custom_audience/get/", params=params), 40002, "custom_audience_ids")
+
+
+def test_large_file_is_applied_quickly(sb: SandboxServer) -> None:
+    digests = [hashlib.sha256(i.to_bytes(4, "big")).hexdigest() for i in range(200_000)]
+    start = time.monotonic()
+    aid = create(sb, digests + digests[:1000])
+    assert sb.audience(aid)["cover_num"] == 200_000
+    assert time.monotonic() - start < 10  # generous: the point is streaming, not a benchmark
+
+
+# --- partner audiences (segment API) ----------------------------------------------------------
+
+
+def test_segment_audience_create(sb: SandboxServer) -> None:
+    long_name = "n" * 80
+    aid = segment(sb, long_name)
+    assert sb.audience(aid)["name"] == "n" * 67 + "..."
+    assert sb.audience(segment(sb, "x" * 70))["name"] == "x" * 70
+    body = {"advertiser_id": ADV1, "action": "create", "custom_audience_name": "a",
+            "id_type": "EMAIL_SHA256"}
+    err(call(sb, "POST", "/segment/audience/", json=body), 40002, "id_type")
+    body = {"advertiser_id": ADV1, "custom_audience_name": "a"}
+    err(call(sb, "POST", "/segment/audience/", json=body), 40002, "action")
+    body = {"advertiser_id": "7999", "action": "create", "custom_audience_name": "a"}
+    err(call(sb, "POST", "/segment/audience/", json=body), 40001)
+
+
+def test_mapping_add_and_delete(sb: SandboxServer) -> None:
+    a1, a2 = segment(sb, "one"), segment(sb, "two")
+    schema = ["EMAIL_SHA256", "AAID_MD5"]
+    batch = [
+        [{"id": sha(1), "audience_ids": [a1, a2]}, {"id": md5(1), "audience_ids": [a1]}],
+        [{"id": sha(2), "audience_ids": [a1]}, {}],
+        [{}, {"id": md5(3), "audience_ids": [a2]}],
+    ]
+    ok(mapping(sb, schema, batch))
+    assert sb.members(a1) == {"AAID_MD5": [md5(1)], "EMAIL_SHA256": sorted([sha(1), sha(2)])}
+    assert sb.members(a2) == {"AAID_MD5": [md5(3)], "EMAIL_SHA256": [sha(1)]}
+    ok(mapping(sb, schema, batch[:1], action="delete"))
+    assert sb.members(a1) == {"EMAIL_SHA256": [sha(2)]}
+    assert sb.audience(a1)["cover_num"] == 1
+    assert sb.calls("/segment/mapping/")[0]["users"] == 3
+
+
+def user(aid: str, i: int = 1) -> list[dict[str, Any]]:
+    return [{"id": sha(i), "audience_ids": [aid]}]
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda a: (["EMAIL_SHA256"], [[*user(a), {}]]), "len(id_schema) = 1"),
+        (lambda a: (["EMAIL_SHA256", "PHONE_SHA256"], [user(a)]), "len(id_schema) = 2"),
+        (lambda a: (["EMAIL_SHA256"], [user(a, i) for i in range(10_001)]), "batch_data"),
+        (lambda a: (["EMAIL_SHA256"], []), "batch_data"),
+        (lambda a: (["EMAIL"], [user(a)]), "id_schema[0]"),
+        (lambda a: (["GAID_SHA256"], [user(a)]), "id_schema[0]"),
+        (lambda a: (["EMAIL_SHA256", "EMAIL_SHA256"], [[*user(a), {}]]), "duplicate"),
+        (lambda a: (["EMAIL_SHA256"], [[{}]]), "at least one identifier"),
+        (lambda a: (["EMAIL_SHA256"], [[{"id": md5(1), "audience_ids": [a]}]]), "64 lowercase"),
+        (lambda a: (["EMAIL_SHA256"], [[{"id": sha(1).upper(), "audience_ids": [a]}]]), ".id"),
+        (lambda a: (["EMAIL_SHA256"], [[{"id": sha(1)}]]), "batch_data[1][0]"),
+        (lambda a: (["EMAIL_SHA256"], [[{"id": sha(1), "audience_ids": []}]]), "audience_ids"),
+        (lambda a: (["EMAIL_SHA256"], [user(a), user("999")]), "999"),
+    ],
+)
+def test_mapping_rejects_whole_batch(sb: SandboxServer, make: Any, field: str) -> None:
+    aid = segment(sb)
+    schema, batch = make(aid)
+    if batch:  # a valid first user, to prove it is not applied when a later one is bad
+        batch = [user(aid, 7) + [{}] * (len(schema) - 1), *batch]
+    err(mapping(sb, schema, batch), 40002, field)
+    assert sb.members(aid) == {}  # all-or-nothing: the valid first user was not applied
+
+
+def test_mapping_audience_checks(sb: SandboxServer) -> None:
+    file_aid = create(sb, shas(0, 3))
+    err(mapping(sb, ["EMAIL_SHA256"], [user(file_aid)]), 40002, "partner")
+    other = segment(sb, adv=ADV2)
+    err(mapping(sb, ["EMAIL_SHA256"], [user(other)]), 40002, other)
+    ok(mapping(sb, ["EMAIL_SHA256"], [user(other)], advs=[ADV1, ADV2]))
+    err(mapping(sb, ["EMAIL_SHA256"], [user(other)], advs=["7999"]), 40001)
+    err(mapping(sb, ["EMAIL_SHA256"], [user(other)], action="remove"), 40002, "action")
+
+
+def test_mapping_rate_limit(tmp_path: Path) -> None:
+    with run_sandbox(tmp_path / "s.db", mapping_rate_limit=2) as sb:
+        aid = segment(sb)
+        codes = [mapping(sb, ["EMAIL_SHA256"], [user(aid)])["code"] for _ in range(3)]
+        assert codes == [0, 0, 40100]
+
+
+# --- faults -----------------------------------------------------------------------------------
+
+
+def test_fault_rate_limit_and_server_error_are_not_processed(sb: SandboxServer) -> None:
+    sb.inject("rate_limit", count=2, paths=["/segment/audience/"])
+    ok(call(sb, "GET", "/user/info/"))  # path filter: not faulted, not counted
+    body = {"advertiser_id": ADV1, "action": "create", "custom_audience_name": "a"}
+    err(call(sb, "POST", "/segment/audience/", json=body), 40100)
+    err(call(sb, "POST", "/segment/audience/", json=body), 40100)
+    sb.inject("server_error", count=1)
+    err(call(sb, "POST", "/segment/audience/", json=body), 50002)
+    ok(call(sb, "POST", "/segment/audience/", json=body))
+    assert len(sb.audiences()) == 1
+    faults = [c["fault"] for c in sb.calls("/segment/audience/")]
+    assert faults == ["rate_limit", "rate_limit", "server_error", None]
+
+
+def test_fault_http_503(sb: SandboxServer) -> None:
+    sb.inject("http_503", count=1)
+    resp = requests.get(sb.base_url + "/user/info/", headers={"Access-Token": TOKEN}, timeout=5)
+    assert resp.status_code == 503 and "<html>" in resp.text
+    ok(call(sb, "GET", "/user/info/"))
+
+
+def test_fault_slow_is_processed_after_client_timeout(sb: SandboxServer) -> None:
+    sb.inject("slow", count=1)
+    body = {"advertiser_id": ADV1, "action": "create", "custom_audience_name": "slow"}
+    with pytest.raises(requests.Timeout):
+        requests.post(sb.base_url + "/segment/audience/", json=body,
+                      headers={"Access-Token": TOKEN}, timeout=0.2)
+    assert [a["name"] for a in sb.audiences()] == ["slow"]  # the server acted anyway
+
+
+@pytest.mark.parametrize(("kind", "processed"), [("drop", 0), ("drop_after", 1)])
+def test_fault_drop(sb: SandboxServer, kind: str, processed: int) -> None:
+    sb.inject(kind, count=1)
+    body = {"advertiser_id": ADV1, "action": "create", "custom_audience_name": "d"}
+    with pytest.raises(requests.ConnectionError):
+        requests.post(sb.base_url + "/segment/audience/", json=body,
+                      headers={"Access-Token": TOKEN}, timeout=5)
+    assert len(sb.audiences()) == processed
+    ok(call(sb, "GET", "/user/info/"))
+
+
+def test_fault_rate_is_deterministic(sb: SandboxServer) -> None:
+    def pattern() -> list[int]:
+        sb.clear_faults()
+        sb.inject("server_error", rate=0.5, seed=7)
+        return [call(sb, "GET", "/user/info/")["code"] for _ in range(12)]
+
+    first = pattern()
+    assert first == pattern() and 0 < first.count(50002) < 12
+
+
+# --- admin endpoints and CLI ------------------------------------------------------------------
+
+
+def test_admin_endpoints(sb: SandboxServer) -> None:
+    admin = sb.admin_url
+    assert requests.post(f"{admin}/faults", json={"kind": "rate_limit", "count": 1},
+                         timeout=5).json()["data"]["faults"][0]["kind"] == "rate_limit"
+    err(call(sb, "GET", "/user/info/"), 40100)
+    requests.post(f"{admin}/faults", json={"kind": "rate_limit", "count": 5}, timeout=5)
+    requests.delete(f"{admin}/faults", timeout=5)
+    ok(call(sb, "GET", "/user/info/"))
+    assert requests.post(f"{admin}/faults", json={"kind": "boom", "count": 1},
+                         timeout=5).status_code == 400
+
+    requests.post(f"{admin}/tokens", json={"token": "t2", "advertiser_ids": [ADV2]}, timeout=5)
+    ok(call(sb, "GET", "/dmp/custom_audience/list/", token="t2", params={"advertiser_id": ADV2}))
+    err(call(sb, "GET", "/dmp/custom_audience/list/", token="t2", params={"advertiser_id": ADV1}),
+        40001)
+    requests.post(f"{admin}/revoke_advertiser", json={"token": "t2", "advertiser_id": ADV2},
+                  timeout=5)
+    err(call(sb, "GET", "/dmp/custom_audience/list/", token="t2", params={"advertiser_id": ADV2}),
+        40001)
+    requests.post(f"{admin}/revoke_token", json={"token": "t2"}, timeout=5)
+    err(call(sb, "GET", "/user/info/", token="t2"), 40105)
+
+    aid = create(sb, shas(0, 3))
+    dumped = requests.get(f"{admin}/audiences", params={"advertiser_id": ADV1},
+                          timeout=5).json()["data"]["audiences"]
+    assert dumped[0]["audience_id"] == aid
+    assert dumped[0]["members"] == {"EMAIL_SHA256": sorted(shas(0, 3))}
+    calls = requests.get(f"{admin}/calls", timeout=5).json()["data"]["calls"]
+    assert {"method", "path", "advertiser_id", "code", "http_status", "users", "lines",
+            "action"} <= set(calls[0])
+    assert calls[-1]["path"] == "/dmp/custom_audience/create/" and calls[-1]["lines"] == 3
+    requests.post(f"{admin}/reset", timeout=5)
+    assert sb.audiences() == [] and sb.calls() == []
+    ok(call(sb, "GET", "/user/info/"))  # configured token survives a reset
+
+
+def test_cli_serve_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "cli.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "target_tiktok_audiences.sandbox", "--port", "0", "--db", str(db),
+         "--token", "cli-token", "--advertiser", "42", "--fault", "rate_limit:1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        base_url = proc.stdout.readline().strip()
+        assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/open_api/v1.3")
+        headers = {"Access-Token": "cli-token"}
+        assert requests.get(f"{base_url}/user/info/", headers=headers, timeout=5).json()[
+            "code"] == 40100
+        assert requests.get(f"{base_url}/user/info/", headers=headers, timeout=5).json()[
+            "code"] == 0
+        body = {"advertiser_id": "42", "action": "create", "custom_audience_name": "cli aud"}
+        requests.post(f"{base_url}/segment/audience/", json=body, headers=headers, timeout=5)
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=10)
+    assert proc.returncode == 0, stderr
+    assert "GET /user/info/ code=0" in stderr and "cli-token" not in stderr
+
+    assert cli.main(["show", "--db", str(db)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["advertiser", "audience_id", "name", "type", "calculate_type",
+                              "members"]
+    assert "cli aud" in out[1] and AUDIENCE_TYPE_PARTNER in out[1] and out[1].startswith("42")
+    assert cli.main(["show", "--db", str(tmp_path / "missing.db")]) == 2
