@@ -73,9 +73,12 @@ class AudienceDirectory:
             return found, False
         try:
             audience_id = create()
-        except TransientError:
+        except TransientError as exc:
             # TikTok may have created it before the answer was lost: look again before
             # every further try.
+            self._client.count_retry()
+            log.warning("%s; looking the audience up before trying again.", exc)
+
             def again() -> str:
                 return self.by_name(advertiser_id, name, kind, refresh=True) or create()
 

@@ -197,6 +197,10 @@ class TikTokClient:
         if wait > 0:
             time.sleep(wait)
 
+    def count_retry(self) -> None:
+        """A call is being tried again outside the backoff decorator (create-or-find)."""
+        self._count("retries")
+
     def _on_backoff(self, details: Mapping[str, Any]) -> None:
         self._count("retries")
         log.warning(

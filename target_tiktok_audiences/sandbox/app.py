@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from werkzeug.wrappers import Request, Response
 
-from .faults import AFTER, FaultError, FaultRule, Faults
+from .faults import PERMANENT, AFTER, FaultError, FaultRule, Faults
 from .store import Store
 
 log = logging.getLogger("target_tiktok_audiences.sandbox")
@@ -284,6 +284,10 @@ class SandboxApp:
     def fault_response(
         self, request: Request, rule: FaultRule, call: dict[str, Any], request_id: str
     ) -> Response:
+        if rule.kind in PERMANENT:
+            code, message = PERMANENT[rule.kind]
+            self.record(call, code, 200, rule.kind, request_id)
+            return self.envelope(code, message, {}, request_id)
         code, http = {"rate_limit": (RATE_LIMIT, 200), "server_error": (SERVER_ERROR, 200),
                       "http_503": (None, 503), "drop": (None, None)}[rule.kind]
         self.record(call, code, http, rule.kind, request_id)
