@@ -143,7 +143,8 @@ class RunReport:
 
 def _delivery_line(aud: AudienceReport) -> str:
     if aud.sync_mode == "incremental":
-        return f"{aud.users_added} users added, {aud.users_removed} removed in {aud.batches} batches"
+        return (f"{aud.users_added} users added, {aud.users_removed} removed in "
+                f"{aud.batches} batches")
     return (
         f"{aud.identifiers_uploaded} identifiers uploaded, {aud.identifiers_removed} removed, "
         f"{aud.files} files, {aud.stats.bytes_uploaded} bytes"

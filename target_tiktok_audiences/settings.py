@@ -18,7 +18,8 @@ MAX_FILE_IDS = 750_000
 MAX_SEGMENT_BATCH = 10_000
 
 AUDIENCE_MAPPING = th.ObjectType(
-    th.Property("stream", th.StringType, required=True, description="Stream name (after stream maps)."),
+    th.Property("stream", th.StringType, required=True,
+                description="Stream name (after stream maps)."),
     th.Property(
         "audience_name",
         th.StringType,
@@ -32,7 +33,8 @@ AUDIENCE_MAPPING = th.ObjectType(
     th.Property(
         "identifiers",
         th.ObjectType(additional_properties=th.StringType),
-        description="Contract to column, e.g. {\"EMAIL_SHA256\": \"email\", \"PHONE_SHA256\": \"phone\"}.",
+        description="Contract to column, e.g. "
+        "{\"EMAIL_SHA256\": \"email\", \"PHONE_SHA256\": \"phone\"}.",
     ),
     th.Property(
         "remove_column",

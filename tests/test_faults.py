@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import (
     ADV1,
     ADV2,
@@ -106,7 +105,7 @@ def test_revoked_token_fails_before_reading_input(sandbox, tmp_path):
     assert run.returncode != 0
     assert run.states == []
     assert [c["path"] for c in sandbox.calls()] == ["/user/info/"]  # never retried
-    line = next(l for l in run.stderr.splitlines() if "Checking the access token failed" in l)
+    line = next(x for x in run.stderr.splitlines() if "Checking the access token failed" in x)
     assert "(code 40105, request_id " in line
     assert "Re-authorise the TikTok app" in line
     assert run.report["status"] == "failed"

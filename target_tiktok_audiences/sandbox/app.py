@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from werkzeug.wrappers import Request, Response
 
-from .faults import PERMANENT, AFTER, FaultError, FaultRule, Faults
+from .faults import AFTER, PERMANENT, FaultError, FaultRule, Faults
 from .store import Store
 
 log = logging.getLogger("target_tiktok_audiences.sandbox")

@@ -1,0 +1,422 @@
+"""Identifier contracts: normalise, validate and hash user identifiers.
+
+Pure functions only (no I/O, no HTTP, no Singer SDK) so that the sinks, the dry-run writer and the
+tests all share one definition of what TikTok receives. The rules follow design.md "Identifiers"
+and tiktok-api.md "Identifier normalisation".
+
+The hot path is :func:`make_encoder`: it resolves every setting once and returns a closure that is
+called once per identifier value (millions of times per run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import phonenumbers
+
+__all__ = [
+    "ALGORITHMS",
+    "CONTRACTS",
+    "CONTRACT_ALIASES",
+    "EMAIL_MODES",
+    "KINDS",
+    "MAX_VALUE_LENGTH",
+    "REASONS",
+    "REASON_ALREADY_HASHED",
+    "REASON_INVALID_AD_ID",
+    "REASON_INVALID_EMAIL",
+    "REASON_INVALID_PHONE",
+    "REASON_MESSAGES",
+    "REASON_NOT_HASHED",
+    "REASON_TOO_LONG",
+    "REASON_TRACKING_LIMITED",
+    "REASON_WRONG_TYPE",
+    "Encoder",
+    "Rules",
+    "algorithm_of",
+    "canonical_contract",
+    "detect_identifier_columns",
+    "digest",
+    "kind_of",
+    "make_encoder",
+    "normalize_ad_id",
+    "normalize_email",
+    "normalize_phone",
+]
+
+# --- Contracts -------------------------------------------------------------------------------
+
+# TikTok customer-file `calculate_type` values we support (the Segment API says AAID for GAID).
+CONTRACTS: tuple[str, ...] = (
+    "EMAIL_SHA256",
+    "PHONE_SHA256",
+    "IDFA_SHA256",
+    "IDFA_MD5",
+    "GAID_SHA256",
+    "GAID_MD5",
+)
+CONTRACT_ALIASES: dict[str, str] = {"AAID_SHA256": "GAID_SHA256", "AAID_MD5": "GAID_MD5"}
+
+KINDS: tuple[str, ...] = ("email", "phone", "idfa", "gaid")
+ALGORITHMS: tuple[str, ...] = ("sha256", "md5")
+
+_KIND: dict[str, str] = {c: c.split("_", 1)[0].lower() for c in CONTRACTS}
+_ALGORITHM: dict[str, str] = {c: c.rsplit("_", 1)[1].lower() for c in CONTRACTS}
+# Upper-cased lookup table so canonical_contract is a single dict hit.
+_CANONICAL: dict[str, str] = {**{c: c for c in CONTRACTS}, **CONTRACT_ALIASES}
+_HASHERS: dict[str, Callable[[bytes], Any]] = {
+    "sha256": hashlib.sha256,
+    "md5": hashlib.md5,
+}
+_DIGEST_LENGTH: dict[str, int] = {"sha256": 64, "md5": 32}
+
+
+def canonical_contract(name: str) -> str | None:
+    """Return the canonical contract for ``name`` (case-insensitive, aliases mapped), else None."""
+    if not isinstance(name, str):
+        return None
+    return _CANONICAL.get(name.strip().upper())
+
+
+def _require_contract(contract: str) -> str:
+    canonical = canonical_contract(contract)
+    if canonical is None:
+        raise ValueError(
+            f"unknown identifier contract {contract!r}; expected one of {', '.join(CONTRACTS)}"
+        )
+    return canonical
+
+
+def kind_of(contract: str) -> str:
+    """Identifier kind of a contract: "email", "phone", "idfa" or "gaid" (ValueError if unknown)."""
+    return _KIND[_require_contract(contract)]
+
+
+def algorithm_of(contract: str) -> str:
+    """Hash algorithm of a contract: "sha256" or "md5" (ValueError if unknown)."""
+    return _ALGORITHM[_require_contract(contract)]
+
+
+# --- Rejection reasons -----------------------------------------------------------------------
+
+REASON_WRONG_TYPE = "wrong_type"
+REASON_INVALID_EMAIL = "invalid_email"
+REASON_INVALID_PHONE = "invalid_phone"
+REASON_INVALID_AD_ID = "invalid_ad_id"
+REASON_TRACKING_LIMITED = "tracking_limited"
+REASON_ALREADY_HASHED = "already_hashed"
+REASON_NOT_HASHED = "not_hashed"
+REASON_TOO_LONG = "too_long"
+
+REASONS: tuple[str, ...] = (
+    REASON_WRONG_TYPE,
+    REASON_INVALID_EMAIL,
+    REASON_INVALID_PHONE,
+    REASON_INVALID_AD_ID,
+    REASON_TRACKING_LIMITED,
+    REASON_ALREADY_HASHED,
+    REASON_NOT_HASHED,
+    REASON_TOO_LONG,
+)
+
+# Strings longer than this are rejected before any work: no real identifier comes close, and it
+# keeps a runaway column (a JSON blob, a document) from costing regex or phonenumbers time.
+MAX_VALUE_LENGTH = 4096
+
+# User-facing texts; format with ``contract=``. They never include the value (it is PII).
+REASON_MESSAGES: dict[str, str] = {
+    REASON_WRONG_TYPE: "the value for {contract} is not a string",
+    REASON_INVALID_EMAIL: "the value for {contract} is not a valid email address",
+    REASON_INVALID_PHONE: "the value for {contract} is not a valid phone number",
+    REASON_INVALID_AD_ID: "the value for {contract} is not a valid advertising id (UUID)",
+    REASON_TRACKING_LIMITED: (
+        "the value for {contract} is the all-zero advertising id (tracking limited)"
+    ),
+    REASON_ALREADY_HASHED: "the value for {contract} appears to already be hashed",
+    REASON_NOT_HASHED: "hashing is disabled but the value for {contract} appears to be unhashed",
+    REASON_TOO_LONG: f"the value for {{contract}} is longer than {MAX_VALUE_LENGTH} characters",
+}
+
+# --- Rules -----------------------------------------------------------------------------------
+
+EMAIL_MODES: tuple[str, ...] = ("basic", "tiktok")
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The settings that change how identifiers are encoded."""
+
+    hash_identifiers: bool = True
+    email_normalization: str = "basic"
+    default_phone_region: str | None = None
+
+
+# --- Normalisation ---------------------------------------------------------------------------
+
+# Explicit ASCII classes: in Python `\d` also matches other scripts' digits, and `$` would accept a
+# trailing newline, so every pattern is used with fullmatch().
+# One '@', non-empty local part, a dot in the domain, no whitespace (`\s` == str.isspace()).
+_EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]*\.[^@\s]*")
+_E164_RE = re.compile(r"\+[1-9][0-9]{7,14}")
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_ZERO_UUID = "00000000-0000-0000-0000-000000000000"
+_HEX_RE = re.compile(r"[0-9a-fA-F]+")
+_LOWER_HEX_RE = re.compile(r"[0-9a-f]+")
+_DIGEST_LENGTHS: frozenset[int] = frozenset(_DIGEST_LENGTH.values())
+
+_E164 = phonenumbers.PhoneNumberFormat.E164
+_NumberParseException = phonenumbers.NumberParseException
+
+
+# The private normalisers take an already stripped, non-empty string; the public ones strip.
+
+
+def _email_basic(stripped: str) -> str | None:
+    email = stripped.lower()
+    if _EMAIL_RE.fullmatch(email) is None:
+        return None
+    # Lone surrogates (possible from JSON "\ud800") cannot be UTF-8 encoded, so cannot be hashed.
+    if not email.isascii():
+        try:
+            email.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+    return email
+
+
+def _email_tiktok(stripped: str) -> str | None:
+    email = _email_basic(stripped)
+    if email is None:
+        return None
+    local, domain = email.split("@")
+    # TikTok's rule touches the local part only; the domain keeps its dots (a peer's bug).
+    local = local.split("+", 1)[0].replace(".", "")
+    if not local:
+        return None
+    return f"{local}@{domain}"
+
+
+_EMAIL_NORMALIZERS: dict[str, Callable[[str], str | None]] = {
+    "basic": _email_basic,
+    "tiktok": _email_tiktok,
+}
+
+
+def _phone(stripped: str, region: str | None) -> str | None:
+    # Fast path: already E.164, taken as is (no phonenumbers call for the common warehouse case).
+    if _E164_RE.fullmatch(stripped) is not None:
+        return stripped
+    try:
+        number = phonenumbers.parse(stripped, region)
+    except _NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    e164 = phonenumbers.format_number(number, _E164)
+    if _E164_RE.fullmatch(e164) is not None:
+        return e164
+    # Outside 8-15 digits. E.164 never exceeds 15; a few small plans (Niue, Saint Helena) have
+    # fewer than 8. Keep a short one only if it parses back to itself: phonenumbers turns junk
+    # such as "000000" (region DE) into "+4900000", which then normalises to "+490000".
+    if len(e164) > 16:
+        return None
+    try:
+        again = phonenumbers.parse(e164, None)
+    except _NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(again):
+        return None
+    return e164 if phonenumbers.format_number(again, _E164) == e164 else None
+
+
+def _ad_id(stripped: str) -> str | None:
+    ad_id = stripped.lower()
+    if _UUID_RE.fullmatch(ad_id) is None or ad_id == _ZERO_UUID:
+        return None
+    return ad_id
+
+
+def _region(region: str | None) -> str | None:
+    # phonenumbers only knows upper-case region codes ("us" fails to parse).
+    if region is None:
+        return None
+    region = region.strip().upper()
+    return region or None
+
+
+def normalize_email(value: str, mode: str = "basic") -> str | None:
+    """Trim and lowercase an email (``tiktok`` mode: also drop ``+suffix`` and dots of the local
+    part); None when it is not a valid email."""
+    normalizer = _EMAIL_NORMALIZERS.get(mode)
+    if normalizer is None:
+        raise ValueError(f"unknown email_normalization {mode!r}; expected one of {EMAIL_MODES}")
+    if not isinstance(value, str):
+        return None
+    stripped = value.strip()
+    return normalizer(stripped) if stripped else None
+
+
+def normalize_phone(value: str, region: str | None) -> str | None:
+    """Return the phone number in E.164 with '+', or None when it is not a possible number."""
+    if not isinstance(value, str):
+        return None
+    stripped = value.strip()
+    return _phone(stripped, _region(region)) if stripped else None
+
+
+def normalize_ad_id(value: str) -> str | None:
+    """Return the IDFA/GAID as a lowercase UUID, or None (also for the all-zero id)."""
+    if not isinstance(value, str):
+        return None
+    stripped = value.strip()
+    return _ad_id(stripped) if stripped else None
+
+
+def digest(normalized: str, algorithm: str) -> str:
+    """Lowercase hex SHA-256 or MD5 of the UTF-8 bytes of an already normalised value."""
+    hasher = _HASHERS.get(algorithm)
+    if hasher is None:
+        raise ValueError(f"unknown hash algorithm {algorithm!r}; expected one of {ALGORITHMS}")
+    return hasher(normalized.encode("utf-8")).hexdigest()
+
+
+# --- Encoder (hot path) ----------------------------------------------------------------------
+
+Encoder = Callable[[object], tuple[str | None, str | None]]
+
+# Shared result tuples: no allocation on the rejection paths.
+_ABSENT: tuple[None, None] = (None, None)
+_WRONG_TYPE: tuple[None, str] = (None, REASON_WRONG_TYPE)
+_TOO_LONG: tuple[None, str] = (None, REASON_TOO_LONG)
+_ALREADY_HASHED: tuple[None, str] = (None, REASON_ALREADY_HASHED)
+_NOT_HASHED: tuple[None, str] = (None, REASON_NOT_HASHED)
+_INVALID_EMAIL: tuple[None, str] = (None, REASON_INVALID_EMAIL)
+_INVALID_PHONE: tuple[None, str] = (None, REASON_INVALID_PHONE)
+_INVALID_AD_ID: tuple[None, str] = (None, REASON_INVALID_AD_ID)
+_TRACKING_LIMITED: tuple[None, str] = (None, REASON_TRACKING_LIMITED)
+
+
+def _ad_id_rejection(stripped: str) -> tuple[None, str]:
+    return _TRACKING_LIMITED if stripped.lower() == _ZERO_UUID else _INVALID_AD_ID
+
+
+def make_encoder(contract: str, rules: Rules) -> Encoder:
+    """Build the per-value encoder for ``contract`` under ``rules``.
+
+    The encoder maps any JSON value to ``(digest, None)`` on success, ``(None, None)`` when the
+    value is absent (None, empty or blank string) and ``(None, reason)`` on rejection. It never
+    raises. With ``hash_identifiers=False`` the "digest" is the validated, lowercased input.
+    """
+    canonical = _require_contract(contract)
+    kind = _KIND[canonical]
+    algorithm = _ALGORITHM[canonical]
+    max_length = MAX_VALUE_LENGTH
+
+    if not rules.hash_identifiers:
+        expected_length = _DIGEST_LENGTH[algorithm]
+        lower_hex = _LOWER_HEX_RE.fullmatch
+
+        def encode_prehashed(value: object) -> tuple[str | None, str | None]:
+            if value.__class__ is not str and not isinstance(value, str):
+                return _ABSENT if value is None else _WRONG_TYPE
+            if len(value) > max_length:
+                return _TOO_LONG
+            lowered = value.strip().lower()
+            if not lowered:
+                return _ABSENT
+            if len(lowered) == expected_length and lower_hex(lowered) is not None:
+                return (lowered, None)
+            return _NOT_HASHED
+
+        return encode_prehashed
+
+    normalize: Callable[[str], str | None]
+    reject: Callable[[str], tuple[None, str]]
+    if kind == "email":
+        mode = rules.email_normalization
+        if mode not in _EMAIL_NORMALIZERS:
+            raise ValueError(f"unknown email_normalization {mode!r}; expected one of {EMAIL_MODES}")
+        normalize = _EMAIL_NORMALIZERS[mode]
+
+        def reject(_: str) -> tuple[None, str]:
+            return _INVALID_EMAIL
+
+    elif kind == "phone":
+        region = _region(rules.default_phone_region)
+        e164 = _E164_RE.fullmatch
+
+        def normalize(stripped: str) -> str | None:
+            # Inline the E.164 fast path to save a call per value in the common case.
+            if e164(stripped) is not None:
+                return stripped
+            return _phone(stripped, region)
+
+        def reject(_: str) -> tuple[None, str]:
+            return _INVALID_PHONE
+
+    else:  # idfa / gaid
+        normalize = _ad_id
+        reject = _ad_id_rejection
+
+    hasher = _HASHERS[algorithm]
+    digest_lengths = _DIGEST_LENGTHS
+    any_hex = _HEX_RE.fullmatch
+
+    def encode(value: object) -> tuple[str | None, str | None]:
+        if value.__class__ is not str and not isinstance(value, str):
+            return _ABSENT if value is None else _WRONG_TYPE
+        if len(value) > max_length:
+            return _TOO_LONG
+        stripped = value.strip()
+        if not stripped:
+            return _ABSENT
+        # Never hash a hash: a 32/64 hex value is almost surely a digest sent with hashing on.
+        if len(stripped) in digest_lengths and any_hex(stripped) is not None:
+            return _ALREADY_HASHED
+        normalized = normalize(stripped)
+        if normalized is None:
+            return reject(stripped)
+        return (hasher(normalized.encode("utf-8")).hexdigest(), None)
+
+    return encode
+
+
+# --- Column detection ------------------------------------------------------------------------
+
+# Per contract, accepted column names in priority order (lowercase).
+_COLUMN_NAMES: dict[str, tuple[str, ...]] = {
+    "EMAIL_SHA256": ("email", "email_address"),
+    "PHONE_SHA256": ("phone", "phone_number", "mobile"),
+    "IDFA_SHA256": ("idfa",),
+    "GAID_SHA256": ("gaid", "aaid", "adid", "android_advertising_id"),
+}
+_COLUMN_LOOKUP: dict[str, tuple[str, int]] = {
+    name: (contract, rank)
+    for contract, names in _COLUMN_NAMES.items()
+    for rank, name in enumerate(names)
+}
+
+
+def detect_identifier_columns(property_names: Iterable[str]) -> dict[str, str]:
+    """Map contract -> column for the identifier columns found by (case-insensitive) name.
+
+    When several columns map to one contract, the one earliest in the priority list wins (and,
+    for equal names differing only in case, the first one given), so the choice is deterministic.
+    The column keeps its original spelling. Contracts come back in CONTRACTS order.
+    """
+    best: dict[str, tuple[int, str]] = {}
+    for name in property_names:
+        if not isinstance(name, str):
+            continue
+        hit = _COLUMN_LOOKUP.get(name.lower())
+        if hit is None:
+            continue
+        contract, rank = hit
+        current = best.get(contract)
+        if current is None or rank < current[0]:
+            best[contract] = (rank, name)
+    return {contract: best[contract][1] for contract in CONTRACTS if contract in best}
