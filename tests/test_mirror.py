@@ -165,3 +165,23 @@ def test_a_name_match_of_the_wrong_type_stops_with_both_named(sandbox, tmp_path)
     assert "type PHONE_SHA256" in second.stderr
     assert "customer-file audience of type EMAIL_SHA256" in second.stderr
     assert len(sandbox.audiences(ADV1)) == 1
+
+
+def test_activate_version_delivers_each_complete_version(sandbox, tmp_path):
+    config = base_config(sandbox, advertiser_ids=[ADV1], audiences=[
+        {"stream": "users", "audience_name": "Versions", "identifiers": {"EMAIL_SHA256": "email"}}
+    ])
+    activate = [{"type": "ACTIVATE_VERSION", "stream": "users", "version": v} for v in (1, 2)]
+    messages = [
+        schema_msg("users", ["email"]), activate[0],  # SDK taps announce a version first
+        record_msg("users", {"id": 1, "email": "v1@x.io"}), state_msg(1),
+        activate[1],  # the next version starts: version 1 is complete
+        record_msg("users", {"id": 2, "email": "v2@x.io"}), state_msg(2),
+    ]
+    run = run_target(tmp_path, config, messages)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.states == [2]
+    (audience,) = sandbox.audiences(ADV1)
+    assert audience["members"] == {"EMAIL_SHA256": [sha256("v2@x.io")]}
+    actions = [a["action"] for a in stream_report(run, "users")["audiences"]]
+    assert actions == ["CREATE", "REPLACE"]

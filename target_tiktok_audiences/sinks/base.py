@@ -155,9 +155,12 @@ class AudienceSink(BatchSink):
             self.delivery.flush()
 
     def activate_version(self, new_version: int) -> None:
-        # A complete version of the table has been sent: for mirror, that is the audience.
+        # A version boundary: what was read before it is a complete set (for mirror, the
+        # audience). SDK taps send it before a full-table sync's records, classic taps also
+        # after them; with nothing read yet there is nothing to deliver.
         if self.delivery is not None:
-            self.logger.info("ACTIVATE_VERSION %s for stream '%s': delivering what was read.",
-                             new_version, self.stream_name)
             self.delivery.flush()
-            self.delivery.commit()
+            if self.delivery.pending:
+                self.logger.info("ACTIVATE_VERSION %s for stream '%s': delivering what was "
+                                 "read before it.", new_version, self.stream_name)
+                self.delivery.commit()
