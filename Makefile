@@ -14,6 +14,7 @@ $(BIN)/target-tiktok-audiences: pyproject.toml
 install: $(BIN)/target-tiktok-audiences
 
 demo: install
+	bash scripts/ensure-postgres
 	$(BIN)/python demo/run_demo.py
 
 test: install

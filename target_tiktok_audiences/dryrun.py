@@ -56,12 +56,16 @@ class DryRunClient:
             dest = self.out / "files" / f"{len(self._copies) + 1:04d}-{path.name}"
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, dest)
-            lines = sum(1 for _ in dest.open("rb"))
+            with dest.open("rb") as fh:
+                lines = sum(1 for _ in fh)
             self._copies[path] = (dest.relative_to(self.out).as_posix(), lines)
         rel, lines = self._copies[path]
         self._record({"call": "upload", "advertiser_id": advertiser_id,
                       "calculate_type": calculate_type, "file": rel, "lines": lines,
                       "file_signature": file_md5(path)})
+        for stats in (self.total, self.tracker):
+            if stats is not None:
+                stats.bytes_uploaded += path.stat().st_size
         return rel
 
     def _new_id(self) -> str:

@@ -159,8 +159,9 @@ class Rules:
 
 # Explicit ASCII classes: in Python `\d` also matches other scripts' digits, and `$` would accept a
 # trailing newline, so every pattern is used with fullmatch().
-# One '@', non-empty local part, a dot in the domain, no whitespace (`\s` == str.isspace()).
-_EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]*\.[^@\s]*")
+# One '@', non-empty local part, a dot in the domain, no whitespace (`\s` == str.isspace())
+# and no control characters (a NUL or escape code is a broken value, not an address).
+_EMAIL_RE = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]*\.[^@\s\x00-\x1f\x7f]*")
 _E164_RE = re.compile(r"\+[1-9][0-9]{7,14}")
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ZERO_UUID = "00000000-0000-0000-0000-000000000000"

@@ -118,19 +118,21 @@ class RunReport:
         for stream in self.streams.values():
             rejected = sum(sum(r.values()) for r in stream.rejected.values())
             logger.info(
-                "Stream '%s' (%s): %d records read, %d removed, %d without a usable identifier; "
+                "Stream '%s' (%s): %s read, %d removed, %d without a usable identifier; "
                 "identifiers accepted %s; rejected %d%s.",
-                stream.stream, stream.sync_mode, stream.records_read, stream.records_removed,
-                stream.records_without_identifiers, _counts(stream.accepted) or "none",
-                rejected, f" ({_reasons(stream.rejected)})" if rejected else "",
+                stream.stream, stream.sync_mode, _n(stream.records_read, "record"),
+                stream.records_removed, stream.records_without_identifiers,
+                _counts(stream.accepted) or "none", rejected,
+                f" ({_reasons(stream.rejected)})" if rejected else "",
             )
             for aud in stream.audiences:
                 logger.info(
-                    "Audience '%s' in advertiser %s: %s%s, id %s%s; %s; %d calls, %d retries.",
+                    "Audience '%s' in advertiser %s: %s%s, id %s%s; %s; %s, %s.",
                     aud.audience_name, aud.advertiser_id, aud.status,
                     f" ({aud.action})" if aud.action else "",
                     aud.audience_id or "-", " (created)" if aud.created else "",
-                    _delivery_line(aud), aud.stats.calls, aud.stats.retries,
+                    _delivery_line(aud), _n(aud.stats.calls, "call"),
+                    _n(aud.stats.retries, "retry", "retries"),
                 )
                 if aud.note:
                     logger.warning("Audience '%s' in advertiser %s: %s", aud.audience_name,
@@ -143,12 +145,16 @@ class RunReport:
 
 def _delivery_line(aud: AudienceReport) -> str:
     if aud.sync_mode == "incremental":
-        return (f"{aud.users_added} users added, {aud.users_removed} removed in "
-                f"{aud.batches} batches")
+        return (f"{_n(aud.users_added, 'user')} added, {aud.users_removed} removed in "
+                f"{_n(aud.batches, 'batch', 'batches')}")
     return (
-        f"{aud.identifiers_uploaded} identifiers uploaded, {aud.identifiers_removed} removed, "
-        f"{aud.files} files, {aud.stats.bytes_uploaded} bytes"
+        f"{_n(aud.identifiers_uploaded, 'identifier')} uploaded, {aud.identifiers_removed} "
+        f"removed, {_n(aud.files, 'file')}, {_n(aud.stats.bytes_uploaded, 'byte')}"
     )
+
+
+def _n(count: int, one: str, many: str | None = None) -> str:
+    return f"{count:,} {one if count == 1 else many or one + 's'}"
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -20,6 +20,7 @@ from target_tiktok_audiences.audiences import AudienceDirectory
 from target_tiktok_audiences.client import TikTokClient
 from target_tiktok_audiences.dryrun import DryRunClient
 from target_tiktok_audiences.identifiers import Encoder, detect_identifier_columns, make_encoder
+from target_tiktok_audiences.reader import PrivateSingerReader
 from target_tiktok_audiences.report import RunReport, StreamReport
 from target_tiktok_audiences.settings import CONFIG_SCHEMA, Settings, cross_field_errors
 from target_tiktok_audiences.sinks import AudienceSink, Delivery, Runtime
@@ -63,6 +64,7 @@ class TargetTikTokAudiences(Target):
     name = "target-tiktok-audiences"
     config_jsonschema = CONFIG_SCHEMA
     default_sink_class = AudienceSink
+    message_reader_class = PrivateSingerReader
     # No validate_records: only identifier columns are read, and bad values there are counted.
     capabilities = [  # noqa: RUF012 - the SDK declares it as a class variable
         PluginCapabilities.ABOUT,
@@ -226,6 +228,11 @@ class TargetTikTokAudiences(Target):
         if status != "succeeded":
             for delivery in self._deliveries.values():
                 delivery.discard()
+        if isinstance(runtime.client, DryRunClient):
+            for stream in report.streams.values():
+                for entry in stream.audiences:
+                    if entry.status == "delivered":
+                        entry.status = "planned"  # nothing was sent
         report.finish(status, report.error or error)
         report.calls = runtime.client.total
         report.log_summary(self.logger)

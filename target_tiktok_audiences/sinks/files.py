@@ -88,7 +88,7 @@ class FileDelivery(Delivery):
                 continue
             if mirror and size < MIN_AUDIENCE:
                 entry.note = (
-                    f"only {size} identifiers; TikTok needs 1,000 matched users before an "
+                    f"only {size} identifier{'s' if size != 1 else ''}; TikTok needs 1,000 matched users before an "
                     "audience can be used, and may refuse updates below 1,000."
                 )
             with self.tracking(entry):

@@ -1,0 +1,1 @@
+"""Benchmark of target-tiktok-audiences against meltanolabs-target-csv (see bench/README.md)."""

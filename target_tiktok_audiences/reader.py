@@ -1,0 +1,32 @@
+"""The Singer message reader: msgspec's fast JSON, and errors that never echo a line.
+
+The SDK's readers put the offending line into the exception and the log; here a line is a
+user's email or phone, so errors name only the problem and where it is.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from singer_sdk.contrib.msgspec import MsgSpecReader, decoder
+from singer_sdk.singerlib.exceptions import InvalidInputLine
+
+
+class PrivateSingerReader(MsgSpecReader):
+    """MsgSpecReader that keeps input lines out of exceptions and logs."""
+
+    def deserialize_json(self, line: str) -> dict:
+        try:
+            return decoder.decode(line)  # type: ignore[no-any-return]
+        except msgspec.DecodeError as exc:
+            # msgspec's message gives the byte offset, never the content.
+            msg = (f"An input line is not valid JSON ({exc}); it is not shown because it may "
+                   "hold personal data. Check the tap's output.")
+            raise InvalidInputLine(msg) from None
+
+    @staticmethod
+    def assert_line_requires(line_dict: dict, requires: set[str]) -> None:
+        if not requires.issubset(line_dict):
+            missing = ", ".join(sorted(requires - set(line_dict)))
+            kind = line_dict.get("type") if isinstance(line_dict.get("type"), str) else "a"
+            msg = f"A {kind} message lacks the required key(s) {missing}; check the tap's output."
+            raise InvalidInputLine(msg)

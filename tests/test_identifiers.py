@@ -1,0 +1,758 @@
+"""Tests for target_tiktok_audiences.identifiers (pure: no network, no SDK)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import string
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from target_tiktok_audiences import identifiers as ids
+from target_tiktok_audiences.identifiers import (
+    CONTRACT_ALIASES,
+    CONTRACTS,
+    EMAIL_MODES,
+    MAX_VALUE_LENGTH,
+    REASON_ALREADY_HASHED,
+    REASON_INVALID_AD_ID,
+    REASON_INVALID_EMAIL,
+    REASON_INVALID_PHONE,
+    REASON_MESSAGES,
+    REASON_NOT_HASHED,
+    REASON_TOO_LONG,
+    REASON_TRACKING_LIMITED,
+    REASON_WRONG_TYPE,
+    REASONS,
+    Rules,
+    algorithm_of,
+    canonical_contract,
+    detect_identifier_columns,
+    digest,
+    kind_of,
+    make_encoder,
+    normalize_ad_id,
+    normalize_email,
+    normalize_phone,
+)
+
+# Deterministic and quick; applied per test (not a global profile) so that other test modules keep
+# their own Hypothesis settings, and no example database is written into the checkout.
+HYPOTHESIS = settings(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    max_examples=150,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+HASH_ON = Rules()
+HASH_ON_TIKTOK = Rules(email_normalization="tiktok")
+HASH_ON_US = Rules(default_phone_region="US")
+HASH_OFF = Rules(hash_identifiers=False)
+
+SHA256_CONTRACTS = tuple(c for c in CONTRACTS if c.endswith("_SHA256"))
+MD5_CONTRACTS = tuple(c for c in CONTRACTS if c.endswith("_MD5"))
+AD_ID_CONTRACTS = ("IDFA_SHA256", "IDFA_MD5", "GAID_SHA256", "GAID_MD5")
+
+HEX64 = "a" * 64
+HEX32 = "b" * 32
+ZERO_UUID = "00000000-0000-0000-0000-000000000000"
+IDFA = "6d92078a-8246-4ba4-ae5b-76104861e7dc"
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --- Public test vectors (tiktok-api.md), every one, exact digests ---------------------------
+
+VECTORS = [
+    # (contract, rules, input, normalised, digest)
+    pytest.param(
+        "EMAIL_SHA256", HASH_ON, "janedoe@gmail.com", "janedoe@gmail.com",
+        "d6117306485ed0e50afab3ac871e98f81699151f30281527d63ff5f233656c69", id="email-janedoe",
+    ),
+    pytest.param(
+        "EMAIL_SHA256", HASH_ON, "testing@testing.com", "testing@testing.com",
+        "584c4423c421df49955759498a71495aba49b8780eb9387dff333b6f0982c777", id="email-testing",
+    ),
+    pytest.param(
+        "EMAIL_SHA256", HASH_ON, "alex@email.com", "alex@email.com",
+        "ac0f1baec38a9ef3cfcb56db981df7d9bab2568c7f53ef3776d1c059ec58e72b", id="email-alex",
+    ),
+    pytest.param(
+        "EMAIL_SHA256", HASH_ON_TIKTOK, "Test.User+tag@Testing.com", "testuser@testing.com",
+        "2458778dc6906a947a016ee3bef93b57099bb130945b8f717f7d8794beb69bca", id="email-tiktok",
+    ),
+    pytest.param(
+        "PHONE_SHA256", HASH_ON, "+129988776655", "+129988776655",
+        "31e78a3bf9ce2b43316f64fe883a531d6266938091e94e2f2480272481163dee", id="phone-e164",
+    ),
+    pytest.param(
+        "PHONE_SHA256", HASH_ON_US, "(415) 555-0134", "+14155550134",
+        "e80ac8e3eca883c7344a609f3532e3f70365f5c1facd204f88f5d2c7caebac38", id="phone-us",
+    ),
+    pytest.param(
+        "IDFA_SHA256", HASH_ON, " 6D92078A-8246-4BA4-AE5B-76104861E7DC ", IDFA,
+        "31b806b4deec8c4cb1ffb18b9ab4ee1fa82a2b30e1f47902f04d03f5db023376", id="idfa-sha256",
+    ),
+    pytest.param(
+        "IDFA_MD5", HASH_ON, " 6D92078A-8246-4BA4-AE5B-76104861E7DC ", IDFA,
+        "0c2074fb86930fc4a2a7bb791240a7d3", id="idfa-md5",
+    ),
+]  # fmt: skip
+
+
+def _normalize(contract: str, rules: Rules, value: str) -> str | None:
+    kind = kind_of(contract)
+    if kind == "email":
+        return normalize_email(value, rules.email_normalization)
+    if kind == "phone":
+        return normalize_phone(value, rules.default_phone_region)
+    return normalize_ad_id(value)
+
+
+@pytest.mark.parametrize(("contract", "rules", "raw", "normalized", "expected"), VECTORS)
+def test_public_vectors(
+    contract: str, rules: Rules, raw: str, normalized: str, expected: str
+) -> None:
+    assert _normalize(contract, rules, raw) == normalized
+    assert digest(normalized, algorithm_of(contract)) == expected
+    assert make_encoder(contract, rules)(raw) == (expected, None)
+    # The same digest, sent pre-hashed (upper case too), passes through unchanged.
+    off = make_encoder(contract, HASH_OFF)
+    assert off(expected) == (expected, None)
+    assert off(expected.upper()) == (expected, None)
+
+
+@pytest.mark.parametrize(
+    ("contract", "rules", "raw", "normalized", "expected"),
+    [v for v in VECTORS if v.values[0].startswith("IDFA_")],
+)
+def test_public_vector_gaid_twins(
+    contract: str, rules: Rules, raw: str, normalized: str, expected: str
+) -> None:
+    # GAID/AAID contracts share the IDFA rules: same input, same digest.
+    for twin in (contract.replace("IDFA", "GAID"), contract.replace("IDFA", "AAID")):
+        assert make_encoder(twin, rules)(raw) == (expected, None)
+
+
+# --- Contracts -------------------------------------------------------------------------------
+
+
+def test_contract_constants() -> None:
+    assert CONTRACTS == (
+        "EMAIL_SHA256", "PHONE_SHA256", "IDFA_SHA256", "IDFA_MD5", "GAID_SHA256", "GAID_MD5",
+    )  # fmt: skip
+    assert CONTRACT_ALIASES == {"AAID_SHA256": "GAID_SHA256", "AAID_MD5": "GAID_MD5"}
+    assert EMAIL_MODES == ("basic", "tiktok")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("EMAIL_SHA256", "EMAIL_SHA256"),
+        ("email_sha256", "EMAIL_SHA256"),
+        ("Phone_Sha256", "PHONE_SHA256"),
+        ("IDFA_MD5", "IDFA_MD5"),
+        ("gaid_md5", "GAID_MD5"),
+        ("AAID_SHA256", "GAID_SHA256"),
+        ("aaid_md5", "GAID_MD5"),
+        ("EMAIL_MD5", None),
+        ("FIRST_SHA256", None),
+        ("MULTIPLE_TYPES", None),
+        ("", None),
+        ("email", None),
+    ],
+)
+def test_canonical_contract(name: str, expected: str | None) -> None:
+    assert canonical_contract(name) == expected
+
+
+@pytest.mark.parametrize(
+    ("contract", "kind", "algorithm"),
+    [
+        ("EMAIL_SHA256", "email", "sha256"),
+        ("PHONE_SHA256", "phone", "sha256"),
+        ("IDFA_SHA256", "idfa", "sha256"),
+        ("IDFA_MD5", "idfa", "md5"),
+        ("GAID_SHA256", "gaid", "sha256"),
+        ("GAID_MD5", "gaid", "md5"),
+        ("AAID_SHA256", "gaid", "sha256"),
+        ("aaid_md5", "gaid", "md5"),
+    ],
+)
+def test_kind_and_algorithm(contract: str, kind: str, algorithm: str) -> None:
+    assert kind_of(contract) == kind
+    assert algorithm_of(contract) == algorithm
+
+
+@pytest.mark.parametrize("func", [kind_of, algorithm_of])
+def test_unknown_contract_raises(func: Any) -> None:
+    with pytest.raises(ValueError, match="unknown identifier contract"):
+        func("EMAIL_MD5")
+
+
+def test_make_encoder_rejects_bad_config() -> None:
+    with pytest.raises(ValueError, match="unknown identifier contract"):
+        make_encoder("NOPE", HASH_ON)
+    with pytest.raises(ValueError, match="email_normalization"):
+        make_encoder("EMAIL_SHA256", Rules(email_normalization="gmail"))
+    with pytest.raises(ValueError, match="email_normalization"):
+        normalize_email("a@b.co", "gmail")
+    with pytest.raises(ValueError, match="hash algorithm"):
+        digest("x", "sha1")
+
+
+def test_make_encoder_accepts_alias_and_any_case() -> None:
+    assert make_encoder("aaid_sha256", HASH_ON)(IDFA) == (sha256(IDFA), None)
+
+
+# --- Email -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "basic", "tiktok"),
+    [
+        ("janedoe@gmail.com", "janedoe@gmail.com", "janedoe@gmail.com"),
+        ("  Jane.Doe@Gmail.COM \n", "jane.doe@gmail.com", "janedoe@gmail.com"),
+        ("\tJANE@EXAMPLE.ORG\t", "jane@example.org", "jane@example.org"),
+        # Dots in the domain are always kept (a peer once removed every dot).
+        ("j.d@mail.example.co.uk", "j.d@mail.example.co.uk", "jd@mail.example.co.uk"),
+        ("first.last+news@sub.domain.com", "first.last+news@sub.domain.com",
+         "firstlast@sub.domain.com"),
+        # Only the first '+' matters: everything after it in the local part goes.
+        ("a+b+c@x.io", "a+b+c@x.io", "a@x.io"),
+        # A '+' in the domain is left untouched, in both modes.
+        ("user@do+main.com", "user@do+main.com", "user@do+main.com"),
+        ("u.ser@do.main+x.com", "u.ser@do.main+x.com", "user@do.main+x.com"),
+        # Non-ASCII is lowercased, not rejected.
+        ("ÉLODIE@Exemple.fr", "élodie@exemple.fr", "élodie@exemple.fr"),
+        # tiktok mode empties the local part: invalid there, valid in basic mode.
+        ("+tag@x.com", "+tag@x.com", None),
+        ("...@x.com", "...@x.com", None),
+        (".+x@x.com", ".+x@x.com", None),
+    ],
+)  # fmt: skip
+def test_email_modes(raw: str, basic: str | None, tiktok: str | None) -> None:
+    assert normalize_email(raw) == basic
+    assert normalize_email(raw, "basic") == basic
+    assert normalize_email(raw, "tiktok") == tiktok
+    for rules, expected in ((HASH_ON, basic), (HASH_ON_TIKTOK, tiktok)):
+        want = (sha256(expected), None) if expected else (None, REASON_INVALID_EMAIL)
+        assert make_encoder("EMAIL_SHA256", rules)(raw) == want
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "plainaddress",  # no @
+        "a@b@c.com",  # two @
+        "a@@c.com",
+        "user@localhost",  # no dot in the domain
+        "user@",  # empty domain
+        "@example.com",  # empty local part
+        "jane doe@example.com",  # inner whitespace
+        "jane@exa mple.com",
+        "jane@example.com\nx",
+        "jane\u00a0doe@example.com",  # non-breaking space is whitespace too
+        "jane.doe@example\tcom",
+        "\ud800@example.com",  # lone surrogate from JSON: cannot be UTF-8 encoded
+    ],
+)
+def test_invalid_emails(raw: str) -> None:
+    for mode in EMAIL_MODES:
+        assert normalize_email(raw, mode) is None
+        encoder = make_encoder("EMAIL_SHA256", Rules(email_normalization=mode))
+        assert encoder(raw) == (None, REASON_INVALID_EMAIL)
+
+
+# --- Phone -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "expected"),
+    [
+        # E.164 fast path: taken as is, region irrelevant.
+        ("+14155550134", None, "+14155550134"),
+        ("  +14155550134  ", "GB", "+14155550134"),
+        ("+129988776655", None, "+129988776655"),
+        ("+12345678", None, "+12345678"),  # 8 digits: shortest accepted as is
+        ("+123456789012345", None, "+123456789012345"),  # 15 digits: longest
+        # Formatted international numbers go through phonenumbers.
+        ("+1 (415) 555-0134", None, "+14155550134"),
+        ("+44 20 7946 0958", None, "+442079460958"),
+        ("+44 (0)20 7946 0958", None, "+442079460958"),
+        # National numbers with a default region.
+        ("(415) 555-0134", "US", "+14155550134"),
+        ("415.555.0134", "US", "+14155550134"),
+        ("(415) 555-0134", "us", "+14155550134"),  # region case does not matter
+        ("020 7946 0958", "GB", "+442079460958"),
+        ("030 123456", "DE", "+4930123456"),
+        ("٤١٥٥٥٥٠١٣٤", "US", "+14155550134"),  # Arabic-Indic digits
+        # Short but real plans (Niue, Saint Helena) survive the parse path.
+        ("+683 4002", None, "+6834002"),
+        ("+290 22 123", None, "+29022123"),
+        # phonenumbers calls these "possible", but the first is beyond E.164's 15-digit cap and
+        # the second ("+4900000") would normalise to "+490000": both are invalid.
+        ("000000000000000", "DE", None),
+        ("000000", "DE", None),
+        # National numbers without a region cannot be placed: invalid.
+        ("(415) 555-0134", None, None),
+        ("4155550134", None, None),
+        ("4155550134", "", None),
+        # Letters, too short, junk.
+        ("abcdefgh", "US", None),
+        ("not a phone", "US", None),
+        ("12", "US", None),
+        ("+1", None, None),
+        ("+1234567", None, None),  # 7 digits: not E.164 syntax, not a possible number
+        ("+0123456789", None, None),  # country code cannot start with 0
+        ("+", None, None),
+        ("+14155550134\n", None, "+14155550134"),  # trailing newline is trimmed, not '$'-matched
+    ],
+)
+def test_phones(raw: str, region: str | None, expected: str | None) -> None:
+    assert normalize_phone(raw, region) == expected
+    encoder = make_encoder("PHONE_SHA256", Rules(default_phone_region=region))
+    want = (sha256(expected), None) if expected else (None, REASON_INVALID_PHONE)
+    assert encoder(raw) == want
+
+
+def test_phone_fast_path_skips_phonenumbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*_: object, **__: object) -> None:
+        raise AssertionError("phonenumbers.parse must not be called for E.164 input")
+
+    monkeypatch.setattr(ids.phonenumbers, "parse", boom)
+    encoder = make_encoder("PHONE_SHA256", HASH_ON)
+    assert encoder("+14155550134") == (sha256("+14155550134"), None)
+    assert normalize_phone(" +14155550134 ", None) == "+14155550134"
+
+
+def test_phone_unicode_digits_not_on_fast_path() -> None:
+    # `\d` would match these; the fast path must not pass non-ASCII digits through unchanged.
+    arabic = "+١٤١٥٥٥٥٠١٣٤"
+    assert normalize_phone(arabic, None) == "+14155550134"
+
+
+# --- Advertising ids -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected", "reason"),
+    [
+        (IDFA, IDFA, None),
+        (IDFA.upper(), IDFA, None),
+        (f"  {IDFA.upper()}\t\n", IDFA, None),
+        ("38400000-8CF0-11BD-B23E-10B96E40000D", "38400000-8cf0-11bd-b23e-10b96e40000d", None),
+        (f"{{{IDFA}}}", None, REASON_INVALID_AD_ID),  # braces
+        (IDFA[:-1], None, REASON_INVALID_AD_ID),  # too short
+        (IDFA + "0", None, REASON_INVALID_AD_ID),  # too long
+        (IDFA.replace("6d", "6g"), None, REASON_INVALID_AD_ID),  # not hex
+        ("6d92078a 8246 4ba4 ae5b 76104861e7dc", None, REASON_INVALID_AD_ID),  # spaces for dashes
+        ("6d92078a-8246-4ba4-ae5b-76104861e7dc-", None, REASON_INVALID_AD_ID),
+        ("6d92078a-8246-4ba4-ae5b-76104861e7dc-0000", None, REASON_INVALID_AD_ID),
+        ("not-a-uuid", None, REASON_INVALID_AD_ID),
+        ("12345", None, REASON_INVALID_AD_ID),
+        # Dashes are required; without them a UUID is 32 hex chars, i.e. looks like an MD5.
+        (IDFA.replace("-", ""), None, REASON_ALREADY_HASHED),
+        (ZERO_UUID, None, REASON_TRACKING_LIMITED),
+    ],
+)
+def test_ad_ids(raw: str, expected: str | None, reason: str | None) -> None:
+    assert normalize_ad_id(raw) == expected
+    for contract in AD_ID_CONTRACTS:
+        result = make_encoder(contract, HASH_ON)(raw)
+        if expected is None:
+            assert result == (None, reason)
+        else:
+            assert result == (digest(expected, algorithm_of(contract)), None)
+
+
+@pytest.mark.parametrize("contract", AD_ID_CONTRACTS)
+@pytest.mark.parametrize("raw", [ZERO_UUID, f" {ZERO_UUID} ", ZERO_UUID.upper()])
+def test_all_zero_ad_id_is_tracking_limited(contract: str, raw: str) -> None:
+    assert make_encoder(contract, HASH_ON)(raw) == (None, REASON_TRACKING_LIMITED)
+
+
+# --- Absent values, wrong types, size cap ----------------------------------------------------
+
+ALL_RULES = [
+    pytest.param(HASH_ON, id="hash-on"),
+    pytest.param(HASH_ON_TIKTOK, id="hash-on-tiktok"),
+    pytest.param(HASH_ON_US, id="hash-on-US"),
+    pytest.param(HASH_OFF, id="hash-off"),
+]
+
+
+@pytest.mark.parametrize("rules", ALL_RULES)
+@pytest.mark.parametrize("contract", CONTRACTS)
+@pytest.mark.parametrize("value", [None, "", " ", "\t\n", "\u00a0\u2003"])
+def test_absent_values(contract: str, rules: Rules, value: object) -> None:
+    assert make_encoder(contract, rules)(value) == (None, None)
+
+
+@pytest.mark.parametrize("rules", ALL_RULES)
+@pytest.mark.parametrize("contract", CONTRACTS)
+@pytest.mark.parametrize(
+    "value",
+    [0, 14155550134, -1, 1.5, float("nan"), float("inf"), True, False, {}, {"email": "a@b.co"},
+     [], ["a@b.co"], b"a@b.co"],
+    ids=repr,
+)  # fmt: skip
+def test_wrong_type(contract: str, rules: Rules, value: object) -> None:
+    assert make_encoder(contract, rules)(value) == (None, REASON_WRONG_TYPE)
+
+
+@pytest.mark.parametrize("rules", ALL_RULES)
+@pytest.mark.parametrize("contract", CONTRACTS)
+def test_too_long(contract: str, rules: Rules) -> None:
+    encoder = make_encoder(contract, rules)
+    assert encoder("x" * (MAX_VALUE_LENGTH + 1)) == (None, REASON_TOO_LONG)
+    assert encoder(" " * (MAX_VALUE_LENGTH + 1)) == (None, REASON_TOO_LONG)  # checked before trim
+    assert encoder("a" * 1_000_000 + "@x.com") == (None, REASON_TOO_LONG)
+    # At the cap the value is processed normally (and here rejected for its content instead).
+    assert encoder("x" * MAX_VALUE_LENGTH)[1] not in (None, REASON_TOO_LONG)
+
+
+def test_max_value_length_is_generous() -> None:
+    assert MAX_VALUE_LENGTH == 4096
+    padded = " " * 2000 + "jane@example.com" + " " * 2000
+    assert make_encoder("EMAIL_SHA256", HASH_ON)(padded) == (sha256("jane@example.com"), None)
+
+
+def test_str_subclass_is_a_string() -> None:
+    class Text(str):
+        pass
+
+    assert make_encoder("EMAIL_SHA256", HASH_ON)(Text("A@B.co")) == (sha256("a@b.co"), None)
+
+
+# --- Hashing on / off ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("contract", CONTRACTS)
+@pytest.mark.parametrize(
+    "value",
+    [HEX64, HEX32, HEX64.upper(), f"  {HEX32.upper()}  ", sha256("jane@example.com"),
+     "12345678901234567890123456789012", IDFA.replace("-", "")],
+)  # fmt: skip
+def test_hash_on_never_hashes_a_hash(contract: str, value: str) -> None:
+    for rules in (HASH_ON, HASH_ON_TIKTOK, HASH_ON_US):
+        assert make_encoder(contract, rules)(value) == (None, REASON_ALREADY_HASHED)
+
+
+@pytest.mark.parametrize("contract", CONTRACTS)
+def test_hash_on_near_digest_lengths_are_not_already_hashed(contract: str) -> None:
+    encoder = make_encoder(contract, HASH_ON)
+    for value in ("a" * 31, "a" * 33, "a" * 63, "a" * 65, "g" * 64, "z" * 32):
+        assert encoder(value)[1] not in (REASON_ALREADY_HASHED, None)
+
+
+@pytest.mark.parametrize("contract", SHA256_CONTRACTS)
+def test_hash_off_sha256(contract: str) -> None:
+    encoder = make_encoder(contract, HASH_OFF)
+    good = sha256("jane@example.com")
+    assert encoder(good) == (good, None)
+    assert encoder(good.upper()) == (good, None)
+    assert encoder(f"  {good}\n") == (good, None)
+    assert encoder(HEX32) == (None, REASON_NOT_HASHED)  # an MD5 for a SHA-256 contract
+    assert encoder("jane@example.com") == (None, REASON_NOT_HASHED)
+    assert encoder("+14155550134") == (None, REASON_NOT_HASHED)
+    assert encoder(IDFA) == (None, REASON_NOT_HASHED)
+    assert encoder("g" * 64) == (None, REASON_NOT_HASHED)
+    assert encoder(good[:-1]) == (None, REASON_NOT_HASHED)
+    assert encoder(good + "0") == (None, REASON_NOT_HASHED)
+
+
+@pytest.mark.parametrize("contract", MD5_CONTRACTS)
+def test_hash_off_md5(contract: str) -> None:
+    encoder = make_encoder(contract, HASH_OFF)
+    good = hashlib.md5(IDFA.encode()).hexdigest()
+    assert encoder(good) == (good, None)
+    assert encoder(good.upper()) == (good, None)
+    assert encoder(HEX64) == (None, REASON_NOT_HASHED)  # a SHA-256 for an MD5 contract
+    assert encoder(IDFA) == (None, REASON_NOT_HASHED)
+    assert encoder(IDFA.replace("-", "").replace("6d", "zz")) == (None, REASON_NOT_HASHED)
+
+
+def test_hash_off_ignores_normalisation_rules() -> None:
+    # Pre-hashed input is passed on, whatever the email mode or phone region.
+    for rules in (
+        Rules(hash_identifiers=False, email_normalization="tiktok"),
+        Rules(hash_identifiers=False, default_phone_region="US"),
+    ):
+        assert make_encoder("EMAIL_SHA256", rules)(HEX64) == (HEX64, None)
+        assert make_encoder("PHONE_SHA256", rules)(HEX64) == (HEX64, None)
+
+
+# --- Messages --------------------------------------------------------------------------------
+
+
+def test_reason_constants() -> None:
+    assert (
+        REASON_WRONG_TYPE, REASON_INVALID_EMAIL, REASON_INVALID_PHONE, REASON_INVALID_AD_ID,
+        REASON_TRACKING_LIMITED, REASON_ALREADY_HASHED, REASON_NOT_HASHED, REASON_TOO_LONG,
+    ) == (
+        "wrong_type", "invalid_email", "invalid_phone", "invalid_ad_id", "tracking_limited",
+        "already_hashed", "not_hashed", "too_long",
+    )  # fmt: skip
+    assert set(REASONS) == set(REASON_MESSAGES)
+    assert len(REASONS) == 8
+
+
+@pytest.mark.parametrize(
+    ("reason", "text"),
+    [
+        (REASON_WRONG_TYPE, "the value for EMAIL_SHA256 is not a string"),
+        (REASON_INVALID_EMAIL, "the value for EMAIL_SHA256 is not a valid email address"),
+        (REASON_INVALID_PHONE, "the value for EMAIL_SHA256 is not a valid phone number"),
+        (REASON_INVALID_AD_ID, "the value for EMAIL_SHA256 is not a valid advertising id (UUID)"),
+        (
+            REASON_TRACKING_LIMITED,
+            "the value for EMAIL_SHA256 is the all-zero advertising id (tracking limited)",
+        ),
+        (REASON_ALREADY_HASHED, "the value for EMAIL_SHA256 appears to already be hashed"),
+        (
+            REASON_NOT_HASHED,
+            "hashing is disabled but the value for EMAIL_SHA256 appears to be unhashed",
+        ),
+        (REASON_TOO_LONG, "the value for EMAIL_SHA256 is longer than 4096 characters"),
+    ],
+)
+def test_reason_messages(reason: str, text: str) -> None:
+    assert REASON_MESSAGES[reason].format(contract="EMAIL_SHA256") == text
+
+
+def test_reason_messages_never_hold_a_value_placeholder() -> None:
+    for message in REASON_MESSAGES.values():
+        fields = set(re.findall(r"\{(\w*)\}", message))
+        assert fields == {"contract"}
+
+
+# --- Column detection ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("columns", "expected"),
+    [
+        ([], {}),
+        (["id", "name", "created_at"], {}),
+        (["email"], {"EMAIL_SHA256": "email"}),
+        (["Email_Address"], {"EMAIL_SHA256": "Email_Address"}),
+        # Priority order wins over the order of the columns.
+        (["email_address", "EMAIL"], {"EMAIL_SHA256": "EMAIL"}),
+        (["mobile", "phone_number", "Phone"], {"PHONE_SHA256": "Phone"}),
+        (["mobile", "phone_number"], {"PHONE_SHA256": "phone_number"}),
+        (["Mobile"], {"PHONE_SHA256": "Mobile"}),
+        (["IDFA"], {"IDFA_SHA256": "IDFA"}),
+        (["android_advertising_id", "adid", "aaid", "GAID"], {"GAID_SHA256": "GAID"}),
+        (["android_advertising_id", "adid", "aaid"], {"GAID_SHA256": "aaid"}),
+        (["android_advertising_id", "AdId"], {"GAID_SHA256": "AdId"}),
+        # Same name in two spellings: the first one given.
+        (["Email", "EMAIL", "email"], {"EMAIL_SHA256": "Email"}),
+        # No fuzzy matching.
+        (["e-mail", "email ", "user_email", "phone1", "idfv"], {}),
+        (
+            ["user_id", "MOBILE", "idfa", "Email", "gaid", "_sdc_deleted_at"],
+            {"EMAIL_SHA256": "Email", "PHONE_SHA256": "MOBILE", "IDFA_SHA256": "idfa",
+             "GAID_SHA256": "gaid"},
+        ),
+    ],
+)  # fmt: skip
+def test_detect_identifier_columns(columns: list[str], expected: dict[str, str]) -> None:
+    result = detect_identifier_columns(columns)
+    assert result == expected
+    assert list(result) == [c for c in CONTRACTS if c in result]  # deterministic order
+    assert detect_identifier_columns(iter(columns)) == expected  # any iterable, one pass
+
+
+def test_detect_identifier_columns_is_order_independent() -> None:
+    columns = ["mobile", "Email_Address", "phone", "email", "adid", "GAID"]
+    assert detect_identifier_columns(columns) == detect_identifier_columns(reversed(columns))
+
+
+# --- Property tests --------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=8,
+)
+
+ENCODERS = [
+    (contract, rules, make_encoder(contract, rules))
+    for contract in (*CONTRACTS, *CONTRACT_ALIASES)
+    for rules in (HASH_ON, HASH_ON_TIKTOK, HASH_ON_US, HASH_OFF)
+]
+_LOWER_HEX = re.compile(r"[0-9a-f]+")
+_ALL_REASONS = frozenset(REASONS)
+
+
+def _check_result(contract: str, rules: Rules, result: object) -> None:
+    assert isinstance(result, tuple)
+    assert len(result) == 2
+    value, reason = result
+    if value is None:
+        assert reason is None or reason in _ALL_REASONS
+        return
+    assert reason is None
+    assert isinstance(value, str)
+    assert _LOWER_HEX.fullmatch(value), "a success is always lowercase hex"
+    assert len(value) == (64 if algorithm_of(contract) == "sha256" else 32)
+
+
+@HYPOTHESIS
+@given(value=json_values)
+def test_encoders_never_raise_on_any_json(value: object) -> None:
+    for contract, rules, encoder in ENCODERS:
+        _check_result(contract, rules, encoder(value))
+
+
+@HYPOTHESIS
+@given(value=st.text(st.characters(codec=None), max_size=80))
+def test_encoders_never_raise_on_any_text(value: str) -> None:
+    # Includes lone surrogates, which json.loads can produce from "\ud800".
+    for contract, rules, encoder in ENCODERS:
+        _check_result(contract, rules, encoder(value))
+
+
+# Plausible values: realistic shapes with noise in case, whitespace and formatting.
+_local_chars = string.ascii_letters + string.digits + "._+-"
+plausible_emails = (
+    st.builds(
+        lambda pad1, local, domain, tld, pad2: f"{pad1}{local}@{domain}.{tld}{pad2}",
+        st.sampled_from(["", " ", "\t", "  "]),
+        st.text(_local_chars, min_size=1, max_size=20),
+        st.text(string.ascii_letters + string.digits + "-.+", min_size=1, max_size=15),
+        st.text(string.ascii_letters, min_size=2, max_size=6),
+        st.sampled_from(["", " ", "\n"]),
+    )
+    | st.emails()
+)
+
+_REGIONS = [None, "US", "GB", "DE", "FR", "IN", "BR", "JP", "AU", "IT"]
+plausible_phones = st.builds(
+    lambda prefix, digits, seps: prefix + "".join(map("".join, zip(digits, seps, strict=False))),
+    st.sampled_from(["", "+", "+1 ", "+44 ", "0", "00", "(", " +"]),
+    st.text(string.digits, min_size=3, max_size=17),
+    st.lists(st.sampled_from(["", "", "", " ", "-", ".", ")"]), min_size=17, max_size=17),
+)
+
+plausible_ad_ids = st.builds(
+    lambda uuid, upper, pad: f"{pad}{str(uuid).upper() if upper else uuid}{pad}",
+    st.uuids(),
+    st.booleans(),
+    st.sampled_from(["", " ", "\t"]),
+) | st.just(ZERO_UUID)
+
+
+@HYPOTHESIS
+@given(value=st.text(max_size=60) | plausible_emails, mode=st.sampled_from(EMAIL_MODES))
+def test_email_normalisation_is_idempotent(value: str, mode: str) -> None:
+    once = normalize_email(value, mode)
+    if once is not None:
+        assert normalize_email(once, mode) == once
+        assert once == once.strip()
+        assert once.count("@") == 1
+        if mode == "tiktok":
+            local, domain = once.split("@")
+            assert "." not in local and "+" not in local
+            assert domain == value.strip().lower().split("@")[1]  # domain never changed
+
+
+@HYPOTHESIS
+@given(value=plausible_emails)
+def test_plausible_emails_encode_to_sha256(value: str) -> None:
+    for rules in (HASH_ON, HASH_ON_TIKTOK):
+        result = make_encoder("EMAIL_SHA256", rules)(value)
+        normalized = normalize_email(value, rules.email_normalization)
+        if normalized is None:
+            assert result == (None, REASON_INVALID_EMAIL)
+        else:
+            assert result == (sha256(normalized), None)
+
+
+@HYPOTHESIS
+@given(
+    value=st.text(max_size=30) | plausible_phones,
+    region=st.sampled_from(_REGIONS),
+)
+def test_phone_normalisation_is_idempotent(value: str, region: str | None) -> None:
+    once = normalize_phone(value, region)
+    if once is not None:
+        assert once.startswith("+")
+        assert once[1:].isdigit() and once.isascii()
+        assert normalize_phone(once, region) == once
+        assert normalize_phone(once, None) == once  # E.164 needs no region
+
+
+@HYPOTHESIS
+@given(value=plausible_phones, region=st.sampled_from(_REGIONS))
+def test_plausible_phones_encode(value: str, region: str | None) -> None:
+    result = make_encoder("PHONE_SHA256", Rules(default_phone_region=region))(value)
+    normalized = normalize_phone(value, region)
+    if normalized is None:
+        assert result[0] is None and result[1] in (REASON_INVALID_PHONE, REASON_ALREADY_HASHED)
+    else:
+        assert result == (sha256(normalized), None)
+
+
+@HYPOTHESIS
+@given(value=st.text(max_size=45) | plausible_ad_ids)
+def test_ad_id_normalisation_is_idempotent(value: str) -> None:
+    once = normalize_ad_id(value)
+    if once is not None:
+        assert normalize_ad_id(once) == once
+        assert once == once.lower() and len(once) == 36 and once != ZERO_UUID
+
+
+@HYPOTHESIS
+@given(value=plausible_ad_ids)
+def test_plausible_ad_ids_encode(value: str) -> None:
+    for contract in AD_ID_CONTRACTS:
+        result = make_encoder(contract, HASH_ON)(value)
+        if value.strip() == ZERO_UUID:
+            assert result == (None, REASON_TRACKING_LIMITED)
+        else:
+            expected = digest(value.strip().lower(), algorithm_of(contract))
+            assert result == (expected, None)
+            _check_result(contract, HASH_ON, result)
+
+
+@HYPOTHESIS
+@given(
+    value=st.text(max_size=40) | plausible_emails | plausible_phones | plausible_ad_ids,
+    contract=st.sampled_from(CONTRACTS),
+)
+def test_successful_digest_matches_normalised_value(value: str, contract: str) -> None:
+    rules = Rules(email_normalization="tiktok", default_phone_region="US")
+    result = make_encoder(contract, rules)(value)
+    _check_result(contract, rules, result)
+    if result[0] is not None:
+        normalized = _normalize(contract, rules, value)
+        assert normalized is not None
+        assert result[0] == digest(normalized, algorithm_of(contract))
+
+
+@HYPOTHESIS
+@given(
+    raw=st.binary(min_size=16, max_size=16) | st.binary(min_size=32, max_size=32),
+    upper=st.booleans(),
+    contract=st.sampled_from(CONTRACTS),
+)
+def test_hash_off_accepts_exactly_matching_digests(raw: bytes, upper: bool, contract: str) -> None:
+    hexed = raw.hex().upper() if upper else raw.hex()
+    result = make_encoder(contract, HASH_OFF)(hexed)
+    if len(hexed) == (64 if algorithm_of(contract) == "sha256" else 32):
+        assert result == (hexed.lower(), None)
+    else:
+        assert result == (None, REASON_NOT_HASHED)
+    # With hashing on, the same value is never hashed again.
+    assert make_encoder(contract, HASH_ON)(hexed) == (None, REASON_ALREADY_HASHED)

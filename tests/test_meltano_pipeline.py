@@ -1,0 +1,331 @@
+"""The real pipeline: `meltano run tap-postgres target-tiktok-audiences`.
+
+Real PostgreSQL (a throwaway cluster), real Meltano (installing tap-postgres from PyPI and the
+target from this checkout), real HTTP to the bundled sandbox. No mocks: the assertions are the
+sandbox's audience members, digest by digest, computed here from hand-normalised values.
+
+Cost control: one cluster and one Meltano project (one `meltano install`) per xdist worker;
+installs are serialised across workers with a file lock so a cold uv cache is filled once.
+Every test gets its own database, sandbox and state id, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pg import PostgresCluster, throwaway_cluster
+
+from target_tiktok_audiences.sandbox.server import SandboxServer, run_sandbox
+
+REPO = Path(__file__).resolve().parents[1]
+MELTANO = Path(sys.executable).parent / "meltano"
+ADVERTISERS = ("7000000000000000001", "7000000000000000002")
+LOADER = "target-tiktok-audiences"
+# Names the project's meltano.yml gives the audiences of the `public-users` stream.
+EMAIL_AUDIENCE = "CRM users (EMAIL_SHA256)"
+PHONE_AUDIENCE = "CRM users (PHONE_SHA256)"
+
+
+def sha256(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+# -- fixtures: PostgreSQL and a Meltano project, once per worker ------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PostgresCluster]:
+    with throwaway_cluster() as cluster:
+        yield cluster
+
+
+@dataclass
+class MeltanoProject:
+    root: Path
+    env: dict[str, str]
+
+    def run(
+        self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 240
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(MELTANO), *args],
+            cwd=self.root,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def _clean_env(root: Path) -> dict[str, str]:
+    # Settings from the developer's shell must not leak into the pipeline under test.
+    prefixes = ("MELTANO_", "TAP_POSTGRES", "TARGET_TIKTOK_AUDIENCES")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env.update(
+        {
+            "MELTANO_PROJECT_ROOT": str(root),
+            "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+            "MELTANO_ENVIRONMENT": "sandbox",
+            "NO_COLOR": "1",
+            "PATH": f"{MELTANO.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def meltano_project(tmp_path_factory: pytest.TempPathFactory) -> MeltanoProject:
+    if not MELTANO.exists():
+        pytest.fail(f"meltano is not installed next to {sys.executable} (pip install --group test)")
+    root = tmp_path_factory.mktemp("meltano-project")
+    text = (REPO / "meltano.yml").read_text()
+    # The project's own meltano.yml, with the loader installed from this checkout.
+    assert text.count("pip_url: -e .\n") == 1, "meltano.yml: loader must use `pip_url: -e .`"
+    (root / "meltano.yml").write_text(text.replace("pip_url: -e .\n", f"pip_url: -e {REPO}\n"))
+    project = MeltanoProject(root, _clean_env(root))
+    # Shared by all xdist workers of this session (getbasetemp() is per worker, its parent not).
+    lock_path = tmp_path_factory.getbasetemp().parent / "meltano-install.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = project.run("install", timeout=600)
+    assert proc.returncode == 0, f"meltano install failed:\n{proc.stderr[-4000:]}"
+    return project
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[SandboxServer]:
+    # min_audience_size=1: TikTok needs 1,000 users; a handful keeps the test readable.
+    with run_sandbox(tmp_path / "sandbox.db", min_audience_size=1) as server:
+        yield server
+
+
+@pytest.fixture
+def database(pg: PostgresCluster) -> str:
+    name = f"crm_{uuid.uuid4().hex[:12]}"
+    pg.create_database(name)
+    return name
+
+
+def run_pipeline(
+    project: MeltanoProject,
+    sandbox: SandboxServer,
+    db_url: str,
+    state_id: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    json_logs: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    args = ["--log-format=json"] if json_logs else []
+    proc = project.run(
+        *args,
+        "run",
+        "--no-install",
+        f"--state-id-suffix={state_id}",
+        "tap-postgres",
+        LOADER,
+        env={
+            "TAP_POSTGRES_SQLALCHEMY_URL": db_url,
+            # The environment points at the documented port 8765; the test's sandbox is on a
+            # free port.
+            "TARGET_TIKTOK_AUDIENCES_API_BASE_URL": sandbox.base_url,
+            **(env or {}),
+        },
+    )
+    assert proc.returncode == 0, f"meltano run failed:\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def audiences(sandbox: SandboxServer) -> dict[tuple[str, str], dict[str, Any]]:
+    """{(advertiser, name): audience} over both sandbox advertisers."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for advertiser in ADVERTISERS:
+        for audience in sandbox.audiences(advertiser):
+            key = (advertiser, audience["name"])
+            assert key not in out, f"duplicate audience {key}"
+            out[key] = audience
+    return out
+
+
+def assert_members(
+    found: dict[tuple[str, str], dict[str, Any]], expected: Mapping[str, tuple[str, set[str]]]
+) -> None:
+    """expected: audience name -> (contract, plain normalised values), in every advertiser."""
+    assert set(found) == {(a, name) for a in ADVERTISERS for name in expected}
+    for (advertiser, name), audience in found.items():
+        contract, values = expected[name]
+        want = {contract: sorted(sha256(v) for v in values)}
+        assert audience["members"] == want, f"{name} in {advertiser}"
+
+
+# -- the data -------------------------------------------------------------------------------
+
+USERS_DDL = """
+CREATE TABLE users (id integer PRIMARY KEY, name text, email text, phone text);
+INSERT INTO users VALUES
+  (1,  'Jane',   '  Jane.Doe@Gmail.com ', '(415) 555-0132'),
+  (2,  'John',   'JOHN@EXAMPLE.ORG',      '+44 20 7946 0958'),
+  (3,  'Mary',   'mary+news@example.com', '+4915123456789'),
+  (4,  'Nope',   'not-an-email',          '12'),
+  (5,  'Phoebe', NULL,                    '415.555.0199'),
+  (6,  'Bob',    'bob@example',           '+1 650 253 0000'),
+  (7,  'Blank',  '   ',                   NULL),
+  (8,  'Ann',    'Ann@Example.com',       NULL),
+  (9,  'Ann2',   ' ann@example.com',      '  +1 (212) 555-0100 ');
+"""
+# Hand-normalised: emails trimmed + lowercased (basic mode keeps +suffix and dots); phones in
+# E.164 with default_phone_region US. Rows 4 and 7 have nothing valid; 'bob@example' has no
+# dot in its domain; Ann is one member although she is in two rows.
+EMAILS = {"jane.doe@gmail.com", "john@example.org", "mary+news@example.com", "ann@example.com"}
+PHONES = {
+    "+14155550132",
+    "+442079460958",
+    "+4915123456789",
+    "+14155550199",
+    "+16502530000",
+    "+12125550100",
+}
+
+
+def test_mirror_follows_the_table(
+    meltano_project: MeltanoProject, pg: PostgresCluster, database: str, sandbox: SandboxServer
+) -> None:
+    pg.psql(USERS_DDL, database)
+    first = run_pipeline(meltano_project, sandbox, pg.url(database), database)
+
+    found = audiences(sandbox)
+    assert_members(
+        found, {EMAIL_AUDIENCE: ("EMAIL_SHA256", EMAILS), PHONE_AUDIENCE: ("PHONE_SHA256", PHONES)}
+    )
+    assert {a["audience_type"] for a in found.values()} == {"Customer File"}
+    ids = {key: a["audience_id"] for key, a in found.items()}
+    # The run summary is readable in Meltano's console output, attributed to the loader.
+    assert f"Audience '{EMAIL_AUDIENCE}' in advertiser {ADVERTISERS[0]}: delivered" in first.stderr
+    assert "TikTok matches uploaded users in 24-48 hours" in first.stderr
+
+    # Users leave and join; a mirror audience follows the table on the next run.
+    pg.psql(
+        "DELETE FROM users WHERE id IN (1, 5, 8, 9);"
+        "INSERT INTO users VALUES (10, 'New', 'New.User@Example.com', '212-555-0111');",
+        database,
+    )
+    second = run_pipeline(meltano_project, sandbox, pg.url(database), database, json_logs=True)
+
+    found = audiences(sandbox)
+    assert_members(
+        found,
+        {
+            EMAIL_AUDIENCE: (
+                "EMAIL_SHA256",
+                {"john@example.org", "mary+news@example.com", "new.user@example.com"},
+            ),
+            PHONE_AUDIENCE: (
+                "PHONE_SHA256",
+                {"+442079460958", "+4915123456789", "+16502530000", "+12125550111"},
+            ),
+        },
+    )
+    assert {key: a["audience_id"] for key, a in found.items()} == ids, "same audiences, updated"
+    for audience in found.values():
+        assert "REPLACE" in [h["action"] for h in audience["history"]]
+
+    # Structured logging: Meltano gave the SDK its JSON formatter and parsed the lines back,
+    # so the loader's levels survive (a plain-text plugin would log everything at info).
+    events = [json.loads(line) for line in second.stderr.splitlines() if line.startswith("{")]
+    ours = [e for e in events if e.get("name") == LOADER]
+    assert ours and all(e.get("app_name") == "singer-sdk" for e in ours if "pid" in e)
+    assert any(e["level"] == "warning" and "only 3 identifiers" in e["event"] for e in ours)
+    assert any(e["level"] == "info" and "delivered (REPLACE)" in e["event"] for e in ours)
+    # No raw identifier reaches the logs.
+    for text in (first.stderr, second.stderr):
+        for raw in ("jane.doe", "Jane.Doe", "john@example", "555-0132", "4155550132"):
+            assert raw not in text
+
+
+CONTACTS_DDL = """
+CREATE TABLE contacts (id integer PRIMARY KEY, mail text, unsubscribed boolean NOT NULL);
+INSERT INTO contacts VALUES
+  (1, ' Kim@Example.com',  false),
+  (2, 'LEE@example.org ',  false),
+  (3, 'gone@example.com',  true),
+  (4, NULL,                false);
+"""
+
+
+def test_stream_maps_hash_in_the_map(
+    meltano_project: MeltanoProject, pg: PostgresCluster, database: str, sandbox: SandboxServer
+) -> None:
+    """A user hashes in the loader's stream map and turns the target's hashing off."""
+    pg.psql(CONTACTS_DDL, database)
+    stream_maps = {
+        "public-contacts": {
+            "__alias__": "newsletter",
+            "__filter__": "not unsubscribed",
+            "email_sha256": "sha256(mail.strip().lower()) if mail else None",
+            "mail": "__NULL__",  # the plain address never reaches the target
+        },
+    }
+    mapping = [
+        {
+            "stream": "newsletter",
+            "audience_name": "Newsletter",
+            "identifiers": {"EMAIL_SHA256": "email_sha256"},
+        }
+    ]
+    run_pipeline(
+        meltano_project,
+        sandbox,
+        pg.url(database),
+        database,
+        env={
+            "TAP_POSTGRES__SELECT": json.dumps(["public-contacts.*"]),
+            "TARGET_TIKTOK_AUDIENCES_STREAM_MAPS": json.dumps(stream_maps),
+            "TARGET_TIKTOK_AUDIENCES_AUDIENCES": json.dumps(mapping),
+            "TARGET_TIKTOK_AUDIENCES_HASH_IDENTIFIERS": "false",
+        },
+    )
+    # One contract: the audience keeps the configured name as is.
+    assert_members(
+        audiences(sandbox), {"Newsletter": ("EMAIL_SHA256", {"kim@example.com", "lee@example.org"})}
+    )
+
+
+def test_dry_run_environment_sends_nothing(
+    meltano_project: MeltanoProject, pg: PostgresCluster, database: str, tmp_path: Path
+) -> None:
+    """meltano.yml's `dry-run` environment: no token, no network, hashed files and a plan."""
+    pg.psql(USERS_DDL, database)
+    output = tmp_path / "dry-run"
+    proc = meltano_project.run(
+        "run",
+        "--no-install",
+        f"--state-id-suffix={database}",
+        "tap-postgres",
+        LOADER,
+        env={
+            "MELTANO_ENVIRONMENT": "dry-run",
+            "TAP_POSTGRES_SQLALCHEMY_URL": pg.url(database),
+            "TARGET_TIKTOK_AUDIENCES_OUTPUT_DIR": str(output),
+        },
+    )
+    assert proc.returncode == 0, f"meltano run failed:\n{proc.stderr[-6000:]}"
+    plan = json.loads((output / "plan.json").read_text())
+    assert sorted(a["audience_name"] for a in plan["audiences"]) == [
+        EMAIL_AUDIENCE,
+        PHONE_AUDIENCE,
+    ]
+    digests = {
+        line for f in (output / "files").iterdir() for line in f.read_text().splitlines() if line
+    }
+    assert digests == {sha256(v) for v in EMAILS | PHONES}
