@@ -22,7 +22,9 @@ from target_tiktok_audiences.target import TargetTikTokAudiences
 
 COLUMNS = ["email", "phone", "gaid", "idfa"]
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    # Infinity is not JSON: taps never send it, and the reader rejects such a line.
+    st.none() | st.booleans() | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
                                                                 max_size=3),
     max_leaves=5,
@@ -100,7 +102,7 @@ def test_each_bad_email_is_counted_by_reason(value: object, reason: str) -> None
 
 def test_non_ascii_and_missing_fields(tmp_path: Path) -> None:
     records = [{"id": 1, "email": "ÉLODIE@Exemple.FR"}, {"id": 2}, {"id": 3, "email": None},
-               {"id": 4, "phone": "(٢١٢) ٥٥٥-٠١٣٤"}, {"id": 5, "not_in_schema": "x@y.zz"}]
+               {"id": 4, "phone": "(\u0662\u0661\u0662) \u0665\u0665\u0665-\u0660\u0661\u0663\u0664"}, {"id": 5, "not_in_schema": "x@y.zz"}]
     target = dry_run(records)
     stream = target.runtime.report.streams["users"]
     assert stream.accepted == {"EMAIL_SHA256": 1, "PHONE_SHA256": 1}

@@ -88,8 +88,9 @@ class FileDelivery(Delivery):
                 continue
             if mirror and size < MIN_AUDIENCE:
                 entry.note = (
-                    f"only {size} identifier{'s' if size != 1 else ''}; TikTok needs 1,000 matched users before an "
-                    "audience can be used, and may refuse updates below 1,000."
+                    f"only {size} identifier{'s' if size != 1 else ''}; TikTok needs 1,000 "
+                    "matched users before an audience can be used, and may refuse updates "
+                    "below 1,000."
                 )
             with self.tracking(entry):
                 self._deliver(advertiser_id, name, contract, added, removed, entry)
