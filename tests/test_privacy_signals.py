@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import (
     ADV1,
     CLI,
@@ -61,6 +62,7 @@ def test_no_leak_when_tiktok_fails(sandbox, tmp_path):
     assert leaks(run.output) == []
     assert run.report["status"] == "failed"
     assert leaks(json.dumps(run.report)) == []
+    assert list((tmp_path / "run").glob("target-tiktok-audiences-*")) == []  # spool removed
 
 
 def test_dry_run_plan_and_files_hold_digests_only(tmp_path):
