@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/levers.py [--records N] [--scale 4] [--repeat R]   # the matrix
     .venv/bin/python bench/levers.py verify-phone [--samples 300000]           # equivalence
+    .venv/bin/python bench/levers.py big M [LEVER,...]                         # M-record mirror run
     .venv/bin/python bench/levers.py target LEVER[,LEVER...] --config CFG     # one target run
 
 Levers (each one is what PROFILE.md recommends changing in the target's code):
@@ -255,8 +256,30 @@ def matrix(args: argparse.Namespace) -> int:
     return 0
 
 
+def big(records: int, levers: str) -> int:
+    """The --big run of bench/run.py, with levers applied."""
+    from bench.generate import generate
+    from bench.run import run_tiktok, verify
+
+    ensure_msgspec()
+    with tempfile.TemporaryDirectory(prefix="tiktok-levers-big-") as tmp:
+        work = Path(tmp)
+        data = work / "big.singer"
+        expected = generate(data, records)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "target", levers]
+        result, _ = run_tiktok(data, records, work, name="big", command=cmd)
+        verify(result, expected)
+    run = result.run
+    print(f"levers {levers}, {records:,} records: CPU {run.cpu:.1f} s "
+          f"({run.per_cpu_second:,.0f} records / CPU s), peak RSS {run.rss_mib:.1f} MiB, "
+          f"wall {run.wall:.0f} s; files per contract {result.uploads}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["big"]:
+        return big(int(argv[1]), argv[2] if len(argv) > 2 else ",".join(LEVERS))
     if argv[:1] == ["target"]:
         run_target(argv[1], argv[2:])
         return 0

@@ -153,28 +153,13 @@ class SandboxServer:
 
 
 @contextmanager
-def run_sandbox(
-    db_path: str | Path,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    tokens: Mapping[str, Iterable[str]] | None = None,
-    min_audience_size: int = 1000,
-    replace_cooldown_seconds: float = 0.0,
-    slow_seconds: float = 5.0,
-    max_upload_bytes: int = 50 * 1024 * 1024,
-    mapping_rate_limit: int | None = None,
-    max_audiences: int = 400,
-    faults: Iterable[FaultRule] = (),
-) -> Iterator[SandboxServer]:
-    """Start a sandbox for the duration of a ``with`` block; tokens default to ``sandbox-token``
-    with advertisers 7000000000000000001 and 7000000000000000002."""
-    server = SandboxServer(
-        db_path, host=host, port=port, tokens=tokens, min_audience_size=min_audience_size,
-        replace_cooldown_seconds=replace_cooldown_seconds, slow_seconds=slow_seconds,
-        max_upload_bytes=max_upload_bytes, mapping_rate_limit=mapping_rate_limit,
-        max_audiences=max_audiences, faults=faults,
-    ).start()
+def run_sandbox(db_path: str | Path, **options: Any) -> Iterator[SandboxServer]:
+    """Start a sandbox for the duration of a ``with`` block; options are SandboxServer's.
+
+    Tokens default to ``sandbox-token`` with advertisers 7000000000000000001 and
+    7000000000000000002.
+    """
+    server = SandboxServer(db_path, **options).start()
     try:
         yield server
     finally:
