@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
     p.add_argument("--cprofile", action="store_true")
     p.add_argument("--command", nargs="+", default=None,
-                   help="target command instead of the installed entry point (lever harness)")
+                   help="target command instead of the installed entry point")
     args = p.parse_args(argv)
     n = args.records
     with tempfile.TemporaryDirectory(prefix="tiktok-profile-") as tmp:

@@ -347,7 +347,7 @@ def write_readme(section: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--records", type=int, default=100_000, help="N (default 100,000)")
+    p.add_argument("--records", type=int, default=200_000, help="N (default 200,000)")
     p.add_argument("--scale", type=int, default=4, help="memory run at scale x N (default 4)")
     p.add_argument("--big", type=int, default=0, metavar="N",
                    help="also a mirror run of N records (e.g. 5000000) checking the file split")

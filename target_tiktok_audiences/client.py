@@ -18,6 +18,7 @@ from typing import Any
 
 import backoff
 import requests
+from requests_toolbelt import MultipartEncoder
 
 PATH_USER_INFO = "/user/info/"
 PATH_ADVERTISER_INFO = "/advertiser/info/"
@@ -233,9 +234,12 @@ class TikTokClient:
             if upload is not None:
                 form, file_path, file_name = upload
                 with file_path.open("rb") as fh:
+                    # Streamed from disk: a 50 MB file never sits in memory (requests' files=
+                    # would build the whole body there). Opened per attempt, so retries work.
+                    body = MultipartEncoder({**form, "file": (file_name, fh, "text/csv")})
                     response = self.session.request(
-                        method, self.base_url + path, data=dict(form),
-                        files={"file": (file_name, fh, "text/csv")}, timeout=self.timeout,
+                        method, self.base_url + path, data=body,
+                        headers={"Content-Type": body.content_type}, timeout=self.timeout,
                     )
                 self._count("bytes_uploaded", file_path.stat().st_size)
             else:

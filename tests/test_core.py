@@ -21,3 +21,18 @@ TestTargetTikTokAudiences = get_target_test_class(
     config={"advertiser_ids": ["7000000000000000001"], "dry_run": True,
             "output_dir": OUTPUT_DIR},
 )
+
+
+def test_the_private_sdk_hooks_overridden_by_the_sink_still_exist() -> None:
+    """AudienceSink overrides two private SDK hooks; an SDK rename must fail loudly here.
+
+    _remove_sdc_metadata_from_record: soft deletes must be read before the SDK strips them.
+    _validate_and_parse: skipped for speed (only identifier columns are read).
+    """
+    from singer_sdk.sinks import Sink
+
+    from target_tiktok_audiences.sinks import AudienceSink
+
+    for hook in ("_remove_sdc_metadata_from_record", "_validate_and_parse"):
+        assert callable(getattr(Sink, hook, None)), hook
+        assert hook in vars(AudienceSink), hook

@@ -7,6 +7,7 @@ import re
 import string
 from typing import Any
 
+import phonenumbers
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -756,3 +757,31 @@ def test_hash_off_accepts_exactly_matching_digests(raw: bytes, upper: bool, cont
         assert result == (None, REASON_NOT_HASHED)
     # With hashing on, the same value is never hashed again.
     assert make_encoder(contract, HASH_ON)(hexed) == (None, REASON_ALREADY_HASHED)
+
+
+# --- The North American shortcut agrees with phonenumbers ------------------------------------
+
+_nanp_values = st.builds(
+    lambda one, area, rest, style: style.format(one=one, a=area, r=rest[:3], s=rest[3:]),
+    st.sampled_from(["", "1", "1 ", "1-"]),
+    st.from_regex(r"[0-9]{3}", fullmatch=True),
+    st.from_regex(r"[0-9]{7}", fullmatch=True),
+    st.sampled_from(["{one}({a}) {r}-{s}", "{one}{a}{r}{s}", "{one}{a}.{r}.{s}",
+                     "{one}{a}-{r}-{s}", "{one}{a} {r} {s}", "({a}){r}-{s}"]),
+)
+
+
+def _phonenumbers_only(value: str, region: str) -> str | None:
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+@settings(max_examples=400, derandomize=True, database=None, deadline=None)
+@given(_nanp_values, st.sampled_from(["US", "CA"]))
+def test_nanp_shortcut_gives_what_phonenumbers_gives(value: str, region: str) -> None:
+    assert normalize_phone(value, region) == _phonenumbers_only(value, region)
