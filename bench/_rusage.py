@@ -17,6 +17,13 @@ proc = subprocess.Popen(sys.argv[2:])  # inherits stdin, stdout, stderr
 _, status, usage = os.wait4(proc.pid, 0)
 proc.returncode = code = os.waitstatus_to_exitcode(status)
 with open(sys.argv[1], "w", encoding="utf-8") as fh:
-    json.dump({"user": usage.ru_utime, "system": usage.ru_stime, "maxrss_kb": usage.ru_maxrss,
-               "returncode": code}, fh)
+    json.dump(
+        {
+            "user": usage.ru_utime,
+            "system": usage.ru_stime,
+            "maxrss_kb": usage.ru_maxrss,
+            "returncode": code,
+        },
+        fh,
+    )
 sys.exit(0)

@@ -26,8 +26,7 @@ from pathlib import Path
 
 STREAM = "users"
 CONTRACTS: tuple[str, ...] = ("EMAIL_SHA256", "PHONE_SHA256", "GAID_SHA256")
-COLUMNS: dict[str, str] = {"EMAIL_SHA256": "email", "PHONE_SHA256": "phone",
-                           "GAID_SHA256": "gaid"}
+COLUMNS: dict[str, str] = {"EMAIL_SHA256": "email", "PHONE_SHA256": "phone", "GAID_SHA256": "gaid"}
 
 SCHEMA = {
     "type": "SCHEMA",
@@ -99,8 +98,12 @@ def _email(rng: random.Random, k: int) -> tuple[str | None, str | None]:
     if r < 0.04:
         return "   ", None
     if r < 0.08:  # invalid
-        bad = (f"user{k}.example.com", f"user{k}@localhost", f"user {k}@example.com",
-               "@example.com")
+        bad = (
+            f"user{k}.example.com",
+            f"user{k}@localhost",
+            f"user {k}@example.com",
+            "@example.com",
+        )
         return bad[k % len(bad)], None
     clean = f"{local}@{domain}"
     return _pad(rng, _messy_case(rng, clean)), clean.lower()
@@ -148,8 +151,11 @@ def _gaid(rng: random.Random, k: int) -> tuple[str | None, str | None]:
     return _pad(rng, raw), (None if uuid == _ZERO_UUID else uuid)
 
 
-_MAKERS = (("EMAIL_SHA256", "email", _email), ("PHONE_SHA256", "phone", _phone),
-           ("GAID_SHA256", "gaid", _gaid))
+_MAKERS = (
+    ("EMAIL_SHA256", "email", _email),
+    ("PHONE_SHA256", "phone", _phone),
+    ("GAID_SHA256", "gaid", _gaid),
+)
 
 
 def generate(path: str | Path, n: int, seed: int = 42, *, collect: bool = False) -> Expected:

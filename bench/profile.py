@@ -35,8 +35,10 @@ TOOLS = BENCH / ".venv-tools"
 # ties within one frame.
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("phonenumbers (parse, is_possible_number, format)", ("phonenumbers/",)),
-    ("upload: md5 + requests multipart (client.py)", ("requests/", "urllib3/", "http/client",
-                                                       "client.py", "socket.py", "ssl.py")),
+    (
+        "upload: md5 + requests multipart (client.py)",
+        ("requests/", "urllib3/", "http/client", "client.py", "socket.py", "ssl.py"),
+    ),
     ("spooling: Spool.write (spool.py)", ("spool.py",)),
     ("our normalise/validate/hash (identifiers.py)", ("identifiers.py",)),
     ("FileDelivery.add (sinks/files.py)", ("sinks/files.py",)),
@@ -57,8 +59,9 @@ def ensure_py_spy() -> Path:
     exe = TOOLS / "bin" / "py-spy"
     if not exe.exists():
         subprocess.run([sys.executable, "-m", "venv", str(TOOLS)], check=True)
-        subprocess.run([str(TOOLS / "bin" / "python"), "-m", "pip", "install", "-q", "py-spy"],
-                       check=True)
+        subprocess.run(
+            [str(TOOLS / "bin" / "python"), "-m", "pip", "install", "-q", "py-spy"], check=True
+        )
     return exe
 
 
@@ -70,8 +73,7 @@ def categorize(raw: Path) -> collections.Counter[str]:
         frames = stack.split(";")
         label = "other"
         for frame in reversed(frames):  # innermost first
-            hit = next((name for name, keys in CATEGORIES if any(k in frame for k in keys)),
-                       None)
+            hit = next((name for name, keys in CATEGORIES if any(k in frame for k in keys)), None)
             if hit is not None:
                 label = hit
                 break
@@ -84,8 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--records", type=int, default=200_000)
     p.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
     p.add_argument("--cprofile", action="store_true")
-    p.add_argument("--command", nargs="+", default=None,
-                   help="target command instead of the installed entry point")
+    p.add_argument(
+        "--command",
+        nargs="+",
+        default=None,
+        help="target command instead of the installed entry point",
+    )
     args = p.parse_args(argv)
     n = args.records
     with tempfile.TemporaryDirectory(prefix="tiktok-profile-") as tmp:
@@ -95,16 +101,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = args.command or [sys.executable, "-m", "target_tiktok_audiences.target"]
         plain, _ = run_tiktok(data, n, work, name="plain", command=base)
         cpu = plain.run.cpu
-        print(f"plain run: {n:,} records, {cpu:.2f} CPU s = {cpu / n * 1e6:.1f} us/record, "
-              f"peak RSS {plain.run.rss_mib:.1f} MiB")
+        print(
+            f"plain run: {n:,} records, {cpu:.2f} CPU s = {cpu / n * 1e6:.1f} us/record, "
+            f"peak RSS {plain.run.rss_mib:.1f} MiB"
+        )
         raw = work / "spy.txt"
         spy = ensure_py_spy()
         with Sandbox(_mk(work / "spy")) as sandbox:
             cfg = work / "spy" / "config.json"
             cfg.write_text(json.dumps(tiktok_config(sandbox.base_url, work / "spy" / "r.json")))
-            run = measure("py-spy", [str(spy), "record", "--nonblocking", "-r", str(args.rate),
-                                     "-f", "raw", "-o", str(raw), "--", *base,
-                                     "--config", str(cfg)], data, n, work / "spy")
+            run = measure(
+                "py-spy",
+                [
+                    str(spy),
+                    "record",
+                    "--nonblocking",
+                    "-r",
+                    str(args.rate),
+                    "-f",
+                    "raw",
+                    "-o",
+                    str(raw),
+                    "--",
+                    *base,
+                    "--config",
+                    str(cfg),
+                ],
+                data,
+                n,
+                work / "spy",
+            )
             run.check()
         counts = categorize(raw)
         total = sum(counts.values())
@@ -118,8 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             with Sandbox(_mk(work / "cp")) as sandbox:
                 cfg = work / "cp" / "config.json"
                 cfg.write_text(json.dumps(tiktok_config(sandbox.base_url, work / "cp" / "r.json")))
-                cmd = [*base[:1], "-m", "cProfile", "-o", str(out), *base[1:]] \
-                    if base[1:2] == ["-m"] else base
+                cmd = (
+                    [*base[:1], "-m", "cProfile", "-o", str(out), *base[1:]]
+                    if base[1:2] == ["-m"]
+                    else base
+                )
                 measure("cprofile", [*cmd, "--config", str(cfg)], data, n, work / "cp").check()
             stats = pstats.Stats(str(out))
             print("\ncProfile, top 25 by own time (cProfile overhead included):")

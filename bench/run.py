@@ -90,22 +90,40 @@ class Run:
             raise RuntimeError(f"{self.name} exited with {self.returncode}; log tail:\n{tail}")
 
 
-def measure(name: str, cmd: Sequence[str], stdin: Path, records: int, workdir: Path,
-            env: dict[str, str] | None = None) -> Run:
+def measure(
+    name: str,
+    cmd: Sequence[str],
+    stdin: Path,
+    records: int,
+    workdir: Path,
+    env: dict[str, str] | None = None,
+) -> Run:
     """Run cmd < stdin; CPU and peak RSS of that process alone, from os.wait4 in a small
     launcher (bench/_rusage.py explains why not here)."""
     log = workdir / f"{name}.log"
     usage_path = workdir / f"{name}.rusage.json"
     launcher = [sys.executable, "-I", "-S", str(BENCH / "_rusage.py"), str(usage_path)]
     start = time.perf_counter()
-    with stdin.open("rb") as fin, (workdir / f"{name}.out").open("wb") as fout, \
-            log.open("wb") as ferr:
-        subprocess.run([*launcher, *cmd], stdin=fin, stdout=fout, stderr=ferr, cwd=workdir,
-                       env=env, check=True)
+    with (
+        stdin.open("rb") as fin,
+        (workdir / f"{name}.out").open("wb") as fout,
+        log.open("wb") as ferr,
+    ):
+        subprocess.run(
+            [*launcher, *cmd], stdin=fin, stdout=fout, stderr=ferr, cwd=workdir, env=env, check=True
+        )
     wall = time.perf_counter() - start
     usage = json.loads(usage_path.read_text())
-    return Run(name, records, usage["user"], usage["system"], usage["maxrss_kb"], wall,
-               usage["returncode"], log)
+    return Run(
+        name,
+        records,
+        usage["user"],
+        usage["system"],
+        usage["maxrss_kb"],
+        wall,
+        usage["returncode"],
+        log,
+    )
 
 
 # --- the sandbox, as its own process ------------------------------------------------------------
@@ -126,12 +144,17 @@ class Sandbox:
 
     def __enter__(self) -> Sandbox:
         exe = _venv_bin("tiktok-audiences-sandbox")
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m",
-                                               "target_tiktok_audiences.sandbox"]
+        cmd = (
+            [str(exe)]
+            if exe.exists()
+            else [sys.executable, "-m", "target_tiktok_audiences.sandbox"]
+        )
         with self.log.open("wb") as err:
             self._proc = subprocess.Popen(
                 [*cmd, "--port", "0", "--db", str(self.db), "--min-audience-size", "1"],
-                stdout=subprocess.PIPE, stderr=err)
+                stdout=subprocess.PIPE,
+                stderr=err,
+            )
         assert self._proc.stdout is not None
         self.base_url = self._proc.stdout.readline().decode().strip()  # first line: the URL
         if not self.base_url.startswith("http"):
@@ -170,14 +193,15 @@ class Sandbox:
 
     def audiences(self) -> dict[str, dict[str, Any]]:
         """name -> {audience_id, member_count, calculate_type}."""
-        rows = self._query("SELECT name, audience_id, member_count, calculate_type "
-                           "FROM audiences")
+        rows = self._query("SELECT name, audience_id, member_count, calculate_type FROM audiences")
         return {r["name"]: dict(r) for r in rows}
 
     def uploads(self) -> dict[str, tuple[int, int]]:
         """calculate_type -> (files uploaded, lines in them)."""
-        rows = self._query("SELECT calculate_type, count(*) AS n, sum(line_count) AS lines "
-                           "FROM files GROUP BY calculate_type")
+        rows = self._query(
+            "SELECT calculate_type, count(*) AS n, sum(line_count) AS lines "
+            "FROM files GROUP BY calculate_type"
+        )
         return {r["calculate_type"]: (r["n"], r["lines"]) for r in rows}
 
     def members(self, audience_id: str) -> set[str]:
@@ -188,8 +212,9 @@ class Sandbox:
 # --- the two targets ----------------------------------------------------------------------------
 
 
-def tiktok_config(base_url: str, report_path: Path, file_max_ids: int | None = None
-                  ) -> dict[str, Any]:
+def tiktok_config(
+    base_url: str, report_path: Path, file_max_ids: int | None = None
+) -> dict[str, Any]:
     """Mirror mode, three contracts, US phone region, one advertiser; defaults otherwise."""
     config: dict[str, Any] = {
         "access_token": TOKEN,
@@ -223,9 +248,15 @@ def audience_name(contract: str) -> str:
     return f"{STREAM} ({contract})"
 
 
-def run_tiktok(input_path: Path, records: int, workdir: Path, *, name: str = "tiktok",
-               file_max_ids: int | None = None, command: Sequence[str] | None = None
-               ) -> tuple[TikTokResult, Sandbox]:
+def run_tiktok(
+    input_path: Path,
+    records: int,
+    workdir: Path,
+    *,
+    name: str = "tiktok",
+    file_max_ids: int | None = None,
+    command: Sequence[str] | None = None,
+) -> tuple[TikTokResult, Sandbox]:
     """One measured run against a fresh sandbox. `command` replaces the target's executable
     (the lever harness uses it); `--config` is appended. The returned Sandbox is stopped; its
     db stays on disk under workdir/name, readable with .members() and .audiences()."""
@@ -234,14 +265,15 @@ def run_tiktok(input_path: Path, records: int, workdir: Path, *, name: str = "ti
     report_path = runs_dir / "report.json"
     config_path = runs_dir / "config.json"
     with Sandbox(runs_dir) as sandbox:
-        config_path.write_text(json.dumps(tiktok_config(sandbox.base_url, report_path,
-                                                         file_max_ids)))
-        cmd = ([*command, "--config", str(config_path)] if command
-               else tiktok_command(config_path))
+        config_path.write_text(
+            json.dumps(tiktok_config(sandbox.base_url, report_path, file_max_ids))
+        )
+        cmd = [*command, "--config", str(config_path)] if command else tiktok_command(config_path)
         run = measure(name, cmd, input_path, records, runs_dir)
         run.check()
-        upload_calls = sum(1 for c in sandbox.calls()
-                           if c["path"].endswith("/file/upload/") and c["code"] == 0)
+        upload_calls = sum(
+            1 for c in sandbox.calls() if c["path"].endswith("/file/upload/") and c["code"] == 0
+        )
     report = json.loads(report_path.read_text())
     if report["status"] != "succeeded":
         raise RuntimeError(f"{name}: run report says {report['status']}: {report['error']}")
@@ -255,13 +287,16 @@ def verify(result: TikTokResult, expected: Expected) -> None:
     for contract in COLUMNS:
         got = stream["accepted"].get(contract, 0)
         if got != expected.accepted[contract]:
-            raise AssertionError(f"{contract}: accepted {got}, generator expects "
-                                 f"{expected.accepted[contract]}")
+            raise AssertionError(
+                f"{contract}: accepted {got}, generator expects {expected.accepted[contract]}"
+            )
         if expected.values is not None:
             size = result.audiences[audience_name(contract)]["member_count"]
             if size != expected.distinct(contract):
-                raise AssertionError(f"{contract}: audience holds {size}, generator expects "
-                                     f"{expected.distinct(contract)} distinct")
+                raise AssertionError(
+                    f"{contract}: audience holds {size}, generator expects "
+                    f"{expected.distinct(contract)} distinct"
+                )
 
 
 def ensure_csv_target() -> Path:
@@ -270,8 +305,10 @@ def ensure_csv_target() -> Path:
     if not exe.exists():
         print(f"installing {CSV_REQUIREMENT} into {CSV_VENV} ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(CSV_VENV)], check=True)
-        subprocess.run([str(CSV_VENV / "bin" / "python"), "-m", "pip", "install", "-q",
-                        CSV_REQUIREMENT], check=True)
+        subprocess.run(
+            [str(CSV_VENV / "bin" / "python"), "-m", "pip", "install", "-q", CSV_REQUIREMENT],
+            check=True,
+        )
     return exe
 
 
@@ -281,8 +318,13 @@ def run_csv(input_path: Path, records: int, workdir: Path) -> Run:
     out.mkdir(parents=True, exist_ok=True)
     config_path = runs_dir / "config.json"
     config_path.write_text(json.dumps({"output_path": str(out)}))  # otherwise defaults
-    run = measure("target-csv", [str(ensure_csv_target()), "--config", str(config_path)],
-                  input_path, records, runs_dir)
+    run = measure(
+        "target-csv",
+        [str(ensure_csv_target()), "--config", str(config_path)],
+        input_path,
+        records,
+        runs_dir,
+    )
     run.check()
     return run
 
@@ -306,9 +348,15 @@ def machine() -> dict[str, str]:
     csv_sdk = "not run"
     py = CSV_VENV / "bin" / "python"
     if py.exists():
-        csv_sdk = subprocess.run(
-            [str(py), "-c", "import importlib.metadata as m; print(m.version('singer-sdk'))"],
-            capture_output=True, text=True, check=False).stdout.strip() or "unknown"
+        csv_sdk = (
+            subprocess.run(
+                [str(py), "-c", "import importlib.metadata as m; print(m.version('singer-sdk'))"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip()
+            or "unknown"
+        )
     return {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu,
@@ -321,10 +369,15 @@ def machine() -> dict[str, str]:
 
 
 def table(runs: Sequence[Run]) -> str:
-    head = ("| target | records | CPU s (user+sys) | records / CPU s | peak RSS MiB | wall s |\n"
-            "|---|---:|---:|---:|---:|---:|")
-    rows = [f"| {r.name} | {r.records:,} | {r.cpu:.2f} | {r.per_cpu_second:,.0f} | "
-            f"{r.rss_mib:.1f} | {r.wall:.2f} |" for r in runs]
+    head = (
+        "| target | records | CPU s (user+sys) | records / CPU s | peak RSS MiB | wall s |\n"
+        "|---|---:|---:|---:|---:|---:|"
+    )
+    rows = [
+        f"| {r.name} | {r.records:,} | {r.cpu:.2f} | {r.per_cpu_second:,.0f} | "
+        f"{r.rss_mib:.1f} | {r.wall:.2f} |"
+        for r in runs
+    ]
     return "\n".join([head, *rows])
 
 
@@ -345,21 +398,35 @@ def write_readme(section: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--records", type=int, default=200_000, help="N (default 200,000)")
     p.add_argument("--scale", type=int, default=4, help="memory run at scale x N (default 4)")
-    p.add_argument("--big", type=int, default=0, metavar="N",
-                   help="also a mirror run of N records (e.g. 5000000) checking the file split")
-    p.add_argument("--big-file-max-ids", type=int, default=None, metavar="N",
-                   help="file_max_ids for the --big run (default: the target's default)")
+    p.add_argument(
+        "--big",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also a mirror run of N records (e.g. 5000000) checking the file split",
+    )
+    p.add_argument(
+        "--big-file-max-ids",
+        type=int,
+        default=None,
+        metavar="N",
+        help="file_max_ids for the --big run (default: the target's default)",
+    )
     p.add_argument("--quick", action="store_true", help="N = 20,000: a fast sanity run")
     p.add_argument("--repeat", type=int, default=1, help="runs per measurement; least CPU kept")
     p.add_argument("--no-csv", action="store_true", help="skip target-csv")
     p.add_argument("--seed", type=int, default=SEED)
     p.add_argument("--keep", action="store_true", help="keep the temp dir (inputs, logs)")
-    p.add_argument("--write-readme", action="store_true",
-                   help="rewrite the 'Latest figures' section of bench/README.md")
+    p.add_argument(
+        "--write-readme",
+        action="store_true",
+        help="rewrite the 'Latest figures' section of bench/README.md",
+    )
     args = p.parse_args(argv)
     n = 20_000 if args.quick else args.records
     workdir = Path(tempfile.mkdtemp(prefix="tiktok-bench-"))
@@ -373,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _bench(args: argparse.Namespace, n: int, workdir: Path) -> int:
-    say = (lambda *a: print(*a, flush=True))  # noqa: E731
+    say = lambda *a: print(*a, flush=True)  # noqa: E731
     runs: list[Run] = []
     input_n = workdir / f"users-{n}.singer"
     say(f"generating {n:,} records (seed {args.seed}) ...")
@@ -385,6 +452,7 @@ def _bench(args: argparse.Namespace, n: int, workdir: Path) -> int:
             result, _ = run_tiktok(path, records, workdir, name=f"{label}-{i}")
             verify(result, exp)
             return result
+
         result = best_of(args.repeat, once)
         result.run.name = "target-tiktok-audiences"
         return result
@@ -398,6 +466,7 @@ def _bench(args: argparse.Namespace, n: int, workdir: Path) -> int:
         def csv_once(i: int) -> Run:
             say(f"target-csv, {n:,} records (run {i + 1}) ...")
             return run_csv(input_n, n, workdir / f"csv-{i}")
+
         csv = best_of(args.repeat, csv_once)
         runs.append(csv)
     input_n.unlink()
@@ -415,19 +484,24 @@ def _bench(args: argparse.Namespace, n: int, workdir: Path) -> int:
     if csv is not None:
         ratio = small.run.per_cpu_second / csv.per_cpu_second
         ok &= ratio >= THROUGHPUT_GOAL
-        lines.append(f"- Throughput: {small.run.per_cpu_second:,.0f} vs "
-                     f"{csv.per_cpu_second:,.0f} records per CPU second = {ratio:.2f}x "
-                     f"target-csv (goal >= {THROUGHPUT_GOAL:g}x): "
-                     f"**{verdict(ratio >= THROUGHPUT_GOAL)}**")
+        lines.append(
+            f"- Throughput: {small.run.per_cpu_second:,.0f} vs "
+            f"{csv.per_cpu_second:,.0f} records per CPU second = {ratio:.2f}x "
+            f"target-csv (goal >= {THROUGHPUT_GOAL:g}x): "
+            f"**{verdict(ratio >= THROUGHPUT_GOAL)}**"
+        )
     growth = large.run.maxrss_kb / small.run.maxrss_kb
     ok &= growth <= MEMORY_GOAL
-    lines.append(f"- Memory: peak RSS {large.run.rss_mib:.1f} MiB at {n4:,} vs "
-                 f"{small.run.rss_mib:.1f} MiB at {n:,} = {growth:.3f}x "
-                 f"(goal <= {MEMORY_GOAL:g}x): **{verdict(growth <= MEMORY_GOAL)}**")
-    sizes = ", ".join(f"{c} {small.audiences[audience_name(c)]['member_count']:,}"
-                      for c in COLUMNS)
-    lines.append(f"- Correctness: accepted counts and audience sizes equal the generator's "
-                 f"at N and {args.scale}N (audiences at N: {sizes}).")
+    lines.append(
+        f"- Memory: peak RSS {large.run.rss_mib:.1f} MiB at {n4:,} vs "
+        f"{small.run.rss_mib:.1f} MiB at {n:,} = {growth:.3f}x "
+        f"(goal <= {MEMORY_GOAL:g}x): **{verdict(growth <= MEMORY_GOAL)}**"
+    )
+    sizes = ", ".join(f"{c} {small.audiences[audience_name(c)]['member_count']:,}" for c in COLUMNS)
+    lines.append(
+        f"- Correctness: accepted counts and audience sizes equal the generator's "
+        f"at N and {args.scale}N (audiences at N: {sizes})."
+    )
 
     if args.big:
         ok &= _big(args, workdir, lines, say)
@@ -454,8 +528,9 @@ def _big(args: argparse.Namespace, workdir: Path, lines: list[str], say: Any) ->
     expected = generate(path, big, args.seed, collect=False)
     say(f"  {path.stat().st_size / 2**20:,.0f} MiB in {time.perf_counter() - t0:.0f} s")
     say(f"target-tiktok-audiences, {big:,} records (mirror) ...")
-    result, _ = run_tiktok(path, big, workdir, name="tiktok-big",
-                           file_max_ids=args.big_file_max_ids)
+    result, _ = run_tiktok(
+        path, big, workdir, name="tiktok-big", file_max_ids=args.big_file_max_ids
+    )
     path.unlink()
     verify(result, expected)
     max_ids = args.big_file_max_ids or 500_000
@@ -467,15 +542,18 @@ def _big(args: argparse.Namespace, workdir: Path, lines: list[str], say: Any) ->
         files, uploaded = result.uploads.get(contract, (0, 0))
         want = math.ceil(accepted / max_ids)
         ok &= files == want and uploaded == accepted
-        parts.append(f"{contract} {accepted:,} accepted -> {files} files "
-                     f"(ceil({accepted:,}/{max_ids:,}) = {want})")
+        parts.append(
+            f"{contract} {accepted:,} accepted -> {files} files "
+            f"(ceil({accepted:,}/{max_ids:,}) = {want})"
+        )
     run = result.run
     lines += [
         "",
         f"Big mirror run, {big:,} records: CPU {run.cpu:.1f} s "
         f"({run.per_cpu_second:,.0f} records / CPU s), peak RSS {run.rss_mib:.1f} MiB, "
         f"wall {run.wall:.0f} s; {result.upload_calls} file uploads in the sandbox call log.",
-        f"- Uploads split by file_max_ids={max_ids:,}: " + "; ".join(parts)
+        f"- Uploads split by file_max_ids={max_ids:,}: "
+        + "; ".join(parts)
         + f": **{verdict(ok)}**",
     ]
     return ok

@@ -39,16 +39,16 @@ class AudienceDirectory:
                 _check_compatible(row, advertiser_id, kind, name)
                 return audience_id
         raise PermanentError(
-            f"Using audience id {audience_id} (audiences[].audience_ids, stream audience "
-            f"'{name}')",
+            f"Using audience id {audience_id} (audiences[].audience_ids, stream audience '{name}')",
             advertiser_id=advertiser_id,
             message="no such audience in this advertiser",
             hint="Fix or remove that audience id; without it the audience is found by name "
             "or created.",
         )
 
-    def by_name(self, advertiser_id: str, name: str, kind: str, *, refresh: bool = False
-                ) -> str | None:
+    def by_name(
+        self, advertiser_id: str, name: str, kind: str, *, refresh: bool = False
+    ) -> str | None:
         """The id of the audience with exactly this name and a compatible type, if any."""
         matches = [r for r in self._list(advertiser_id, refresh=refresh) if r.name == name]
         if not matches:
@@ -58,7 +58,10 @@ class AudienceDirectory:
                 if len(matches) > 1:
                     log.warning(
                         "Advertiser %s has %d audiences named '%s'; using %s.",
-                        advertiser_id, len(matches), name, row.audience_id,
+                        advertiser_id,
+                        len(matches),
+                        name,
+                        row.audience_id,
                     )
                 return row.audience_id
         _check_compatible(matches[0], advertiser_id, kind, name)
@@ -84,11 +87,21 @@ class AudienceDirectory:
 
             audience_id = self._client.retrying(again)
         self._rows.setdefault(advertiser_id, []).append(
-            AudienceRow(audience_id, name, "Partner" if kind == PARTNER else "Customer File",
-                        None if kind == PARTNER else kind, None)
+            AudienceRow(
+                audience_id,
+                name,
+                "Partner" if kind == PARTNER else "Customer File",
+                None if kind == PARTNER else kind,
+                None,
+            )
         )
-        log.info("Created audience '%s' (%s) in advertiser %s: id %s.", name,
-                 "partner" if kind == PARTNER else kind, advertiser_id, audience_id)
+        log.info(
+            "Created audience '%s' (%s) in advertiser %s: id %s.",
+            name,
+            "partner" if kind == PARTNER else kind,
+            advertiser_id,
+            audience_id,
+        )
         return audience_id, True
 
 
@@ -101,11 +114,15 @@ def _compatible(row: AudienceRow, kind: str) -> bool:
 def _check_compatible(row: AudienceRow, advertiser_id: str, kind: str, name: str) -> None:
     if _compatible(row, kind):
         return
-    have = "a partner audience" if row.is_partner else (
-        f"a {row.audience_type or 'custom'} audience of type {row.calculate_type}"
+    have = (
+        "a partner audience"
+        if row.is_partner
+        else (f"a {row.audience_type or 'custom'} audience of type {row.calculate_type}")
     )
-    want = "a partner audience (sync_mode incremental)" if kind == PARTNER else (
-        f"a customer-file audience of type {kind}"
+    want = (
+        "a partner audience (sync_mode incremental)"
+        if kind == PARTNER
+        else (f"a customer-file audience of type {kind}")
     )
     raise PermanentError(
         f"Matching audience '{name}'",

@@ -87,7 +87,7 @@ class TikTokError(Exception):
 
     def _text(self) -> str:
         where = f" for advertiser {self.advertiser_id}" if self.advertiser_id else ""
-        said = f": TikTok said \"{self.tiktok_message}\"" if self.tiktok_message else ""
+        said = f': TikTok said "{self.tiktok_message}"' if self.tiktok_message else ""
         ids = ", ".join(
             part
             for part in (
@@ -211,8 +211,10 @@ class TikTokClient:
     @staticmethod
     def _on_giveup(details: Mapping[str, Any]) -> None:
         exc = details["exception"]
-        exc.hint = f"Gave up after {details['tries']} tries in {details['elapsed']:.0f} s. " \
+        exc.hint = (
+            f"Gave up after {details['tries']} tries in {details['elapsed']:.0f} s. "
             + HINT_TRANSIENT
+        )
         exc.args = (exc._text(),)
 
     def _send(
@@ -238,8 +240,11 @@ class TikTokClient:
                     # would build the whole body there). Opened per attempt, so retries work.
                     body = MultipartEncoder({**form, "file": (file_name, fh, "text/csv")})
                     response = self.session.request(
-                        method, self.base_url + path, data=body,
-                        headers={"Content-Type": body.content_type}, timeout=self.timeout,
+                        method,
+                        self.base_url + path,
+                        data=body,
+                        headers={"Content-Type": body.content_type},
+                        timeout=self.timeout,
                     )
                 self._count("bytes_uploaded", file_path.stat().st_size)
             else:
@@ -248,7 +253,8 @@ class TikTokClient:
                 )
         except requests.Timeout:
             raise TransientError(
-                what, advertiser_id=advertiser_id,
+                what,
+                advertiser_id=advertiser_id,
                 message=f"no answer within {self.timeout:g} s",
             ) from None
         except requests.ConnectionError:
@@ -276,7 +282,10 @@ class TikTokClient:
         """Fail fast when the token cannot manage one of the advertisers."""
         for advertiser_id in advertiser_ids:
             data = self._call(
-                "GET", PATH_ADVERTISER_INFO, "Checking access to the advertiser", advertiser_id,
+                "GET",
+                PATH_ADVERTISER_INFO,
+                "Checking access to the advertiser",
+                advertiser_id,
                 params={"advertiser_ids": json.dumps([advertiser_id])},
             )
             rows = data.get("list")
@@ -284,8 +293,10 @@ class TikTokClient:
                 str(row.get("advertiser_id")) == advertiser_id for row in rows
             ):
                 raise PermanentError(
-                    "Checking access to the advertiser", advertiser_id=advertiser_id,
-                    message="advertiser not returned for this token", hint=HINT_PERMISSION,
+                    "Checking access to the advertiser",
+                    advertiser_id=advertiser_id,
+                    message="advertiser not returned for this token",
+                    hint=HINT_PERMISSION,
                 )
 
     # -- customer-file audiences -----------------------------------------------------------
@@ -295,9 +306,11 @@ class TikTokClient:
         page = 1
         while True:
             data = self._call(
-                "GET", PATH_LIST, "Listing custom audiences", advertiser_id,
-                params={"advertiser_id": advertiser_id, "page": page,
-                        "page_size": LIST_PAGE_SIZE},
+                "GET",
+                PATH_LIST,
+                "Listing custom audiences",
+                advertiser_id,
+                params={"advertiser_id": advertiser_id, "page": page, "page_size": LIST_PAGE_SIZE},
             )
             for row in data.get("list") or []:
                 yield AudienceRow(
@@ -320,8 +333,12 @@ class TikTokClient:
             "file_signature": file_md5(path),
         }
         data = self._call(
-            "POST", PATH_FILE_UPLOAD, f"Uploading a {calculate_type} file", advertiser_id,
-            upload=(form, path, path.name), write=True,
+            "POST",
+            PATH_FILE_UPLOAD,
+            f"Uploading a {calculate_type} file",
+            advertiser_id,
+            upload=(form, path, path.name),
+            write=True,
         )
         return str(data["file_path"])
 
@@ -343,8 +360,13 @@ class TikTokClient:
         if retention_in_days:
             body["retention_in_days"] = retention_in_days
         data = self._call(
-            "POST", PATH_CREATE, f"Creating audience '{name}'", advertiser_id,
-            body=body, write=True, retry=False,
+            "POST",
+            PATH_CREATE,
+            f"Creating audience '{name}'",
+            advertiser_id,
+            body=body,
+            write=True,
+            retry=False,
         )
         return str(data["custom_audience_id"])
 
@@ -358,9 +380,16 @@ class TikTokClient:
         says so, and the audience already holds the new set (uncertain TikTok behaviour).
         """
         self._call(
-            "POST", PATH_UPDATE, f"{action} on audience {audience_id}", advertiser_id,
-            body={"advertiser_id": advertiser_id, "custom_audience_id": audience_id,
-                  "file_paths": list(file_paths), "action": action},
+            "POST",
+            PATH_UPDATE,
+            f"{action} on audience {audience_id}",
+            advertiser_id,
+            body={
+                "advertiser_id": advertiser_id,
+                "custom_audience_id": audience_id,
+                "file_paths": list(file_paths),
+                "action": action,
+            },
             write=True,
         )
 
@@ -369,10 +398,13 @@ class TikTokClient:
     def create_partner_audience(self, advertiser_id: str, name: str) -> str:
         """Create a partner audience; not retried here (a retry could duplicate it)."""
         data = self._call(
-            "POST", PATH_SEGMENT_AUDIENCE, f"Creating partner audience '{name}'", advertiser_id,
-            body={"advertiser_id": advertiser_id, "action": "create",
-                  "custom_audience_name": name},
-            write=True, retry=False,
+            "POST",
+            PATH_SEGMENT_AUDIENCE,
+            f"Creating partner audience '{name}'",
+            advertiser_id,
+            body={"advertiser_id": advertiser_id, "action": "create", "custom_audience_name": name},
+            write=True,
+            retry=False,
         )
         return str(data["audience_id"])
 
@@ -387,18 +419,20 @@ class TikTokClient:
         """Add or delete users (each {contract: digest}) in one all-or-nothing call."""
         audience_ids = [audience_id]
         batch_data = [
-            [
-                {"id": user[c], "audience_ids": audience_ids} if c in user else {}
-                for c in contracts
-            ]
+            [{"id": user[c], "audience_ids": audience_ids} if c in user else {} for c in contracts]
             for user in users
         ]
         self._call(
-            "POST", PATH_SEGMENT_MAPPING,
-            f"Sending {len(users)} users ({action}) to audience {audience_id}", advertiser_id,
-            body={"advertiser_ids": [advertiser_id], "action": action,
-                  "id_schema": [SEGMENT_ID_TYPES[c] for c in contracts],
-                  "batch_data": batch_data},
+            "POST",
+            PATH_SEGMENT_MAPPING,
+            f"Sending {len(users)} users ({action}) to audience {audience_id}",
+            advertiser_id,
+            body={
+                "advertiser_ids": [advertiser_id],
+                "action": action,
+                "id_schema": [SEGMENT_ID_TYPES[c] for c in contracts],
+                "batch_data": batch_data,
+            },
             write=True,
         )
 
@@ -413,7 +447,8 @@ def _unwrap(response: requests.Response, what: str, advertiser_id: str | None) -
     except ValueError:
         error = TransientError if status < 400 else PermanentError
         raise error(
-            what, advertiser_id=advertiser_id,
+            what,
+            advertiser_id=advertiser_id,
             message=f"HTTP {status} with an answer that is not JSON",
         ) from None
     if not isinstance(body, dict):
@@ -425,7 +460,9 @@ def _unwrap(response: requests.Response, what: str, advertiser_id: str | None) -
         data = body.get("data")
         return data if isinstance(data, dict) else {}
     kwargs: dict[str, Any] = {
-        "advertiser_id": advertiser_id, "code": code, "message": message,
+        "advertiser_id": advertiser_id,
+        "code": code,
+        "message": message,
         "request_id": request_id,
     }
     if code in RETRYABLE_CODES:

@@ -60,9 +60,16 @@ class DryRunClient:
                 lines = sum(1 for _ in fh)
             self._copies[path] = (dest.relative_to(self.out).as_posix(), lines)
         rel, lines = self._copies[path]
-        self._record({"call": "upload", "advertiser_id": advertiser_id,
-                      "calculate_type": calculate_type, "file": rel, "lines": lines,
-                      "file_signature": file_md5(path)})
+        self._record(
+            {
+                "call": "upload",
+                "advertiser_id": advertiser_id,
+                "calculate_type": calculate_type,
+                "file": rel,
+                "lines": lines,
+                "file_signature": file_md5(path),
+            }
+        )
         for stats in (self.total, self.tracker):
             if stats is not None:
                 stats.bytes_uploaded += path.stat().st_size
@@ -72,40 +79,92 @@ class DryRunClient:
         self._ids += 1
         return f"dry-run-{self._ids}"
 
-    def create_customer_audience(self, advertiser_id: str, name: str, calculate_type: str,
-                                 file_paths: Sequence[str], retention_in_days: int | None) -> str:
+    def create_customer_audience(
+        self,
+        advertiser_id: str,
+        name: str,
+        calculate_type: str,
+        file_paths: Sequence[str],
+        retention_in_days: int | None,
+    ) -> str:
         audience_id = self._new_id()
-        self._record({"call": "create", "advertiser_id": advertiser_id, "name": name,
-                      "audience_id": audience_id, "calculate_type": calculate_type,
-                      "files": list(file_paths), "retention_in_days": retention_in_days})
+        self._record(
+            {
+                "call": "create",
+                "advertiser_id": advertiser_id,
+                "name": name,
+                "audience_id": audience_id,
+                "calculate_type": calculate_type,
+                "files": list(file_paths),
+                "retention_in_days": retention_in_days,
+            }
+        )
         return audience_id
 
-    def update_customer_audience(self, advertiser_id: str, audience_id: str,
-                                 file_paths: Sequence[str], action: str) -> None:
-        self._record({"call": "update", "advertiser_id": advertiser_id,
-                      "audience_id": audience_id, "action": action, "files": list(file_paths)})
+    def update_customer_audience(
+        self, advertiser_id: str, audience_id: str, file_paths: Sequence[str], action: str
+    ) -> None:
+        self._record(
+            {
+                "call": "update",
+                "advertiser_id": advertiser_id,
+                "audience_id": audience_id,
+                "action": action,
+                "files": list(file_paths),
+            }
+        )
 
     def create_partner_audience(self, advertiser_id: str, name: str) -> str:
         audience_id = self._new_id()
-        self._record({"call": "create_partner", "advertiser_id": advertiser_id, "name": name,
-                      "audience_id": audience_id})
+        self._record(
+            {
+                "call": "create_partner",
+                "advertiser_id": advertiser_id,
+                "name": name,
+                "audience_id": audience_id,
+            }
+        )
         return audience_id
 
-    def map_users(self, advertiser_id: str, audience_id: str, action: str,
-                  contracts: Sequence[str], users: Sequence[Mapping[str, str]]) -> None:
+    def map_users(
+        self,
+        advertiser_id: str,
+        audience_id: str,
+        action: str,
+        contracts: Sequence[str],
+        users: Sequence[Mapping[str, str]],
+    ) -> None:
         batch = self.out / "batches" / f"{len(self.calls) + 1:06d}-{advertiser_id}.json"
         batch.parent.mkdir(parents=True, exist_ok=True)
         schema = [SEGMENT_ID_TYPES[c] for c in contracts]
         with batch.open("w", encoding="utf-8") as fh:
-            json.dump({"advertiser_id": advertiser_id, "audience_id": audience_id,
-                       "action": action, "id_schema": schema,
-                       "users": [[u.get(c) for c in contracts] for u in users]}, fh)
-        self._record({"call": "mapping", "advertiser_id": advertiser_id,
-                      "audience_id": audience_id, "action": action, "id_schema": schema,
-                      "users": len(users), "file": batch.relative_to(self.out).as_posix()})
+            json.dump(
+                {
+                    "advertiser_id": advertiser_id,
+                    "audience_id": audience_id,
+                    "action": action,
+                    "id_schema": schema,
+                    "users": [[u.get(c) for c in contracts] for u in users],
+                },
+                fh,
+            )
+        self._record(
+            {
+                "call": "mapping",
+                "advertiser_id": advertiser_id,
+                "audience_id": audience_id,
+                "action": action,
+                "id_schema": schema,
+                "users": len(users),
+                "file": batch.relative_to(self.out).as_posix(),
+            }
+        )
 
     def write_plan(self, audiences: list[dict[str, Any]]) -> Path:
         plan = self.out / "plan.json"
-        plan.write_text(json.dumps({"dry_run": True, "audiences": audiences,
-                                    "calls": self.calls}, indent=2) + "\n", encoding="utf-8")
+        plan.write_text(
+            json.dumps({"dry_run": True, "audiences": audiences, "calls": self.calls}, indent=2)
+            + "\n",
+            encoding="utf-8",
+        )
         return plan

@@ -19,8 +19,10 @@ class PrivateSingerReader(MsgSpecReader):
             return decoder.decode(line)  # type: ignore[no-any-return]
         except msgspec.DecodeError as exc:
             # msgspec's message gives the byte offset, never the content.
-            msg = (f"An input line is not valid JSON ({exc}); it is not shown because it may "
-                   "hold personal data. Check the tap's output.")
+            msg = (
+                f"An input line is not valid JSON ({exc}); it is not shown because it may "
+                "hold personal data. Check the tap's output."
+            )
             raise InvalidInputLine(msg) from None
 
     @staticmethod

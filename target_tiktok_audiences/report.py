@@ -96,8 +96,10 @@ class RunReport:
             "calls": asdict(self.calls),
             "ignored_streams": self.ignored_streams,
             "streams": [
-                {**{k: v for k, v in asdict(s).items() if k != "audiences"},
-                 "audiences": [a.as_dict() for a in s.audiences]}
+                {
+                    **{k: v for k, v in asdict(s).items() if k != "audiences"},
+                    "audiences": [a.as_dict() for a in s.audiences],
+                }
                 for s in self.streams.values()
             ],
             "note": MATCH_NOTE,
@@ -120,23 +122,35 @@ class RunReport:
             logger.info(
                 "Stream '%s' (%s): %s read, %d removed, %d without a usable identifier; "
                 "identifiers accepted %s; rejected %d%s.",
-                stream.stream, stream.sync_mode, _n(stream.records_read, "record"),
-                stream.records_removed, stream.records_without_identifiers,
-                _counts(stream.accepted) or "none", rejected,
+                stream.stream,
+                stream.sync_mode,
+                _n(stream.records_read, "record"),
+                stream.records_removed,
+                stream.records_without_identifiers,
+                _counts(stream.accepted) or "none",
+                rejected,
                 f" ({_reasons(stream.rejected)})" if rejected else "",
             )
             for aud in stream.audiences:
                 logger.info(
                     "Audience '%s' in advertiser %s: %s%s, id %s%s; %s; %s, %s.",
-                    aud.audience_name, aud.advertiser_id, aud.status,
+                    aud.audience_name,
+                    aud.advertiser_id,
+                    aud.status,
                     f" ({aud.action})" if aud.action else "",
-                    aud.audience_id or "-", " (created)" if aud.created else "",
-                    _delivery_line(aud), _n(aud.stats.calls, "call"),
+                    aud.audience_id or "-",
+                    " (created)" if aud.created else "",
+                    _delivery_line(aud),
+                    _n(aud.stats.calls, "call"),
                     _n(aud.stats.retries, "retry", "retries"),
                 )
                 if aud.note:
-                    logger.warning("Audience '%s' in advertiser %s: %s", aud.audience_name,
-                                   aud.advertiser_id, aud.note)
+                    logger.warning(
+                        "Audience '%s' in advertiser %s: %s",
+                        aud.audience_name,
+                        aud.advertiser_id,
+                        aud.note,
+                    )
         for stream, why in self.ignored_streams.items():
             logger.info("Stream '%s' ignored: %s", stream, why)
         if self.streams:
@@ -145,8 +159,10 @@ class RunReport:
 
 def _delivery_line(aud: AudienceReport) -> str:
     if aud.sync_mode == "incremental":
-        return (f"{_n(aud.users_added, 'user')} added, {aud.users_removed} removed in "
-                f"{_n(aud.batches, 'batch', 'batches')}")
+        return (
+            f"{_n(aud.users_added, 'user')} added, {aud.users_removed} removed in "
+            f"{_n(aud.batches, 'batch', 'batches')}"
+        )
     return (
         f"{_n(aud.identifiers_uploaded, 'identifier')} uploaded, {aud.identifiers_removed} "
         f"removed, {_n(aud.files, 'file')}, {_n(aud.stats.bytes_uploaded, 'byte')}"

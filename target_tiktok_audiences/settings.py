@@ -18,8 +18,9 @@ MAX_FILE_IDS = 750_000
 MAX_SEGMENT_BATCH = 10_000
 
 AUDIENCE_MAPPING = th.ObjectType(
-    th.Property("stream", th.StringType, required=True,
-                description="Stream name (after stream maps)."),
+    th.Property(
+        "stream", th.StringType, required=True, description="Stream name (after stream maps)."
+    ),
     th.Property(
         "audience_name",
         th.StringType,
@@ -28,13 +29,12 @@ AUDIENCE_MAPPING = th.ObjectType(
     th.Property(
         "audience_ids",
         th.ObjectType(additional_properties=th.StringType),
-        description="Existing audience id per advertiser id, e.g. {\"7000...\": \"12345\"}.",
+        description='Existing audience id per advertiser id, e.g. {"7000...": "12345"}.',
     ),
     th.Property(
         "identifiers",
         th.ObjectType(additional_properties=th.StringType),
-        description="Contract to column, e.g. "
-        "{\"EMAIL_SHA256\": \"email\", \"PHONE_SHA256\": \"phone\"}.",
+        description='Contract to column, e.g. {"EMAIL_SHA256": "email", "PHONE_SHA256": "phone"}.',
     ),
     th.Property(
         "remove_column",
@@ -259,8 +259,9 @@ class Settings:
         """The mapping of a stream; None when `audiences` is set and does not list it."""
         if self.mappings is not None:
             return self.mappings.get(stream)
-        return AudienceMapping(stream=stream, audience_name=stream, sync_mode=self.sync_mode,
-                               identifiers=None)
+        return AudienceMapping(
+            stream=stream, audience_name=stream, sync_mode=self.sync_mode, identifiers=None
+        )
 
 
 def _mapping(raw: Mapping[str, Any], config: Mapping[str, Any]) -> AudienceMapping:
@@ -270,9 +271,7 @@ def _mapping(raw: Mapping[str, Any], config: Mapping[str, Any]) -> AudienceMappi
         audience_name=(raw.get("audience_name") or raw["stream"]).strip(),
         sync_mode=raw.get("sync_mode") or config.get("sync_mode") or "mirror",
         identifiers=(
-            {canonical_contract(k) or k: v for k, v in identifiers.items()}
-            if identifiers
-            else None
+            {canonical_contract(k) or k: v for k, v in identifiers.items()} if identifiers else None
         ),
         audience_ids={str(k): str(v) for k, v in (raw.get("audience_ids") or {}).items()},
         remove_column=raw.get("remove_column"),
@@ -288,7 +287,7 @@ def cross_field_errors(config: Mapping[str, Any]) -> list[str]:
     if len(set(advertisers)) != len(advertisers):
         errors.append("advertiser_ids: an advertiser id is listed twice")
     if any(not a.strip().isdigit() for a in advertisers):
-        errors.append("advertiser_ids: advertiser ids are numbers, e.g. \"7012345678901234567\"")
+        errors.append('advertiser_ids: advertiser ids are numbers, e.g. "7012345678901234567"')
     if not config.get("dry_run") and not config.get("access_token"):
         errors.append("access_token: required unless dry_run is true")
     region = config.get("default_phone_region")

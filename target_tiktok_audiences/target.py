@@ -30,8 +30,10 @@ from target_tiktok_audiences.spool import private_workdir, remove_workdir
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-DETECTED_COLUMNS = "email, email_address, phone, phone_number, mobile, idfa, gaid, aaid, adid, " \
+DETECTED_COLUMNS = (
+    "email, email_address, phone, phone_number, mobile, idfa, gaid, aaid, adid, "
     "android_advertising_id"
+)
 
 
 @dataclass
@@ -110,14 +112,17 @@ class TargetTikTokAudiences(Target):
     def _preflight(self) -> None:
         """Check the token and every advertiser before a single record is read."""
         if self.settings.dry_run:
-            self.logger.info("dry_run: nothing is sent to TikTok; files and plan go to %s",
-                             self.settings.output_dir)
+            self.logger.info(
+                "dry_run: nothing is sent to TikTok; files and plan go to %s",
+                self.settings.output_dir,
+            )
             return
         client = self.runtime.client
         client.check_token()
         client.check_advertisers(self.settings.advertiser_ids)
-        self.logger.info("Access token accepted for advertisers %s.",
-                         ", ".join(self.settings.advertiser_ids))
+        self.logger.info(
+            "Access token accepted for advertisers %s.", ", ".join(self.settings.advertiser_ids)
+        )
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         errors = super()._validate_config(raise_errors=False)
@@ -147,9 +152,12 @@ class TargetTikTokAudiences(Target):
         wanted = [(f"identifiers.{c}", col) for c, col in found.items()]
         if mapping.remove_column:
             wanted.append(("remove_column", mapping.remove_column))
-        missing = [f"audiences[stream={stream}].{key}: column '{col}' is not in the schema of "
-                   f"stream '{stream}' (columns: {', '.join(columns) or 'none'})"
-                   for key, col in wanted if col not in columns]
+        missing = [
+            f"audiences[stream={stream}].{key}: column '{col}' is not in the schema of "
+            f"stream '{stream}' (columns: {', '.join(columns) or 'none'})"
+            for key, col in wanted
+            if col not in columns
+        ]
         if missing:
             raise ConfigValidationError(missing[0], errors=missing)
         stream_report = report.streams.get(stream)
@@ -164,8 +172,11 @@ class TargetTikTokAudiences(Target):
         else:
             delivery.extend(list(found))
         self.logger.info(
-            "Stream '%s' -> audience '%s' (%s) in %d advertiser(s): %s.", stream,
-            mapping.audience_name, mapping.sync_mode, len(self.settings.advertiser_ids),
+            "Stream '%s' -> audience '%s' (%s) in %d advertiser(s): %s.",
+            stream,
+            mapping.audience_name,
+            mapping.sync_mode,
+            len(self.settings.advertiser_ids),
             ", ".join(f"{c} from column '{col}'" for c, col in found.items()),
         )
         rules = self.settings.rules
@@ -211,7 +222,8 @@ class TargetTikTokAudiences(Target):
         # replace an audience.
         self.logger.error(
             "Received signal %d: stopping without delivering what is pending; no STATE was "
-            "emitted for it, so re-running is safe.", signum,
+            "emitted for it, so re-running is safe.",
+            signum,
         )
         self.finish("interrupted", f"stopped by signal {signum}")
         sys.exit(128 + signum)
@@ -241,8 +253,11 @@ class TargetTikTokAudiences(Target):
             self.logger.info("Run report written to %s", self.settings.report_path)
         if isinstance(runtime.client, DryRunClient):
             plan = runtime.client.write_plan(
-                [{"stream": s.stream, **a.as_dict()} for s in report.streams.values()
-                 for a in s.audiences]
+                [
+                    {"stream": s.stream, **a.as_dict()}
+                    for s in report.streams.values()
+                    for a in s.audiences
+                ]
             )
             self.logger.info("dry_run: plan written to %s", Path(plan))
         remove_workdir(runtime.workdir)

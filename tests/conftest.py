@@ -54,12 +54,17 @@ def base_config(sandbox: SandboxServer, **overrides: Any) -> dict[str, Any]:
 
 # -- Singer messages ------------------------------------------------------------------------
 
+
 def schema_msg(stream: str, properties: Iterable[str], key: str | None = "id") -> dict:
     props: dict[str, Any] = {p: {"type": ["string", "null"]} for p in properties}
     if key:
         props[key] = {"type": ["integer", "string"]}
-    return {"type": "SCHEMA", "stream": stream, "schema": {"type": "object", "properties": props},
-            "key_properties": [key] if key else []}
+    return {
+        "type": "SCHEMA",
+        "stream": stream,
+        "schema": {"type": "object", "properties": props},
+        "key_properties": [key] if key else [],
+    }
 
 
 def record_msg(stream: str, record: dict) -> dict:
@@ -75,6 +80,7 @@ def singer_lines(messages: Iterable[dict]) -> str:
 
 
 # -- running the CLI ------------------------------------------------------------------------
+
 
 @dataclass
 class Run:
@@ -112,8 +118,13 @@ def run_target(
     report_path.unlink(missing_ok=True)
     env = {**os.environ, "TMPDIR": str(work), **(env or {})}
     proc = subprocess.run(
-        [CLI, "--config", str(config_path)], input=data, capture_output=True, text=True,
-        timeout=timeout, cwd=work, env=env,
+        [CLI, "--config", str(config_path)],
+        input=data,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=work,
+        env=env,
     )
     report = json.loads(report_path.read_text()) if report_path.exists() else None
     return Run(proc.returncode, proc.stdout, proc.stderr, report)

@@ -20,10 +20,18 @@ def messy_users(start: int, stop: int) -> tuple[list[dict], dict[str, set[str]]]
     rows: list[dict] = []
     expected: dict[str, set[str]] = {c: set() for c in CONTRACTS}
     for i in range(start, stop):
-        email = [f"  User{i}@Example.COM ", f"USER{i}@EXAMPLE.COM", f"user{i}@example.com\t",
-                 f"User{i}@example.com"][i % 4]
-        phone = [f"(212) 555-{i % 10000:04d}", f"212.555.{i % 10000:04d}",
-                 f"+1 212 555 {i % 10000:04d}", f" +1212555{i % 10000:04d} "][i % 4]
+        email = [
+            f"  User{i}@Example.COM ",
+            f"USER{i}@EXAMPLE.COM",
+            f"user{i}@example.com\t",
+            f"User{i}@example.com",
+        ][i % 4]
+        phone = [
+            f"(212) 555-{i % 10000:04d}",
+            f"212.555.{i % 10000:04d}",
+            f"+1 212 555 {i % 10000:04d}",
+            f" +1212555{i % 10000:04d} ",
+        ][i % 4]
         gaid = str(uuid.UUID(int=(i + 1) * 7919))
         gaid = f" {gaid.upper()} " if i % 2 else gaid
         row: dict = {"id": i, "email": email, "phone": phone, "gaid": gaid}

@@ -24,10 +24,14 @@ from conftest import (
 COLUMNS = ["email", "phone", "gaid", "idfa"]
 json_values = st.recursive(
     # Infinity is not JSON: taps never send it, and the reader rejects such a line.
-    st.none() | st.booleans() | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=5,
 )
 # Plausible-looking strings reach deeper into the normalisers than arbitrary text does.
@@ -42,9 +46,15 @@ identifier_strings = st.one_of(
 
 def dry_run(records: list[dict], **config: object) -> TargetTikTokAudiences:
     with tempfile.TemporaryDirectory() as out:
-        target = TargetTikTokAudiences(config={"advertiser_ids": [ADV1], "dry_run": True,
-                                               "output_dir": out, "default_phone_region": "US",
-                                               **config})
+        target = TargetTikTokAudiences(
+            config={
+                "advertiser_ids": [ADV1],
+                "dry_run": True,
+                "output_dir": out,
+                "default_phone_region": "US",
+                **config,
+            }
+        )
         messages = [schema_msg("users", COLUMNS), *(record_msg("users", r) for r in records)]
         target.listen(io.StringIO(singer_lines(messages)))
     return target
@@ -61,21 +71,29 @@ def check_accounting(target: TargetTikTokAudiences, records: list[dict]) -> None
         assert count <= with_ids, contract
 
 
-@settings(max_examples=60, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.dictionaries(st.sampled_from([*COLUMNS, "other"]), json_values, max_size=5),
-                max_size=15))
+@settings(
+    max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(
+    st.lists(
+        st.dictionaries(st.sampled_from([*COLUMNS, "other"]), json_values, max_size=5), max_size=15
+    )
+)
 def test_arbitrary_records_are_counted_never_fatal(records: list[dict]) -> None:
     records = [{"id": i, **r} for i, r in enumerate(records)]
     check_accounting(dry_run(records), records)
 
 
-@settings(max_examples=60, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.fixed_dictionaries({c: identifier_strings for c in COLUMNS}), max_size=10),
-       st.booleans())
-def test_arbitrary_identifier_strings_are_counted_never_fatal(records: list[dict],
-                                                             hashed: bool) -> None:
+@settings(
+    max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(
+    st.lists(st.fixed_dictionaries({c: identifier_strings for c in COLUMNS}), max_size=10),
+    st.booleans(),
+)
+def test_arbitrary_identifier_strings_are_counted_never_fatal(
+    records: list[dict], hashed: bool
+) -> None:
     records = [{"id": i, **r} for i, r in enumerate(records)]
     check_accounting(dry_run(records, hash_identifiers=not hashed), records)
 
@@ -106,8 +124,13 @@ ARABIC_INDIC_PHONE = "(\u0662\u0661\u0662) \u0665\u0665\u0665-\u0660\u0661\u0663
 
 
 def test_non_ascii_and_missing_fields(tmp_path: Path) -> None:
-    records = [{"id": 1, "email": "ÉLODIE@Exemple.FR"}, {"id": 2}, {"id": 3, "email": None},
-               {"id": 4, "phone": ARABIC_INDIC_PHONE}, {"id": 5, "not_in_schema": "x@y.zz"}]
+    records = [
+        {"id": 1, "email": "ÉLODIE@Exemple.FR"},
+        {"id": 2},
+        {"id": 3, "email": None},
+        {"id": 4, "phone": ARABIC_INDIC_PHONE},
+        {"id": 5, "not_in_schema": "x@y.zz"},
+    ]
     target = dry_run(records)
     stream = target.runtime.report.streams["users"]
     assert stream.accepted == {"EMAIL_SHA256": 1, "PHONE_SHA256": 1}
@@ -117,10 +140,13 @@ def test_non_ascii_and_missing_fields(tmp_path: Path) -> None:
 
 def test_columns_absent_from_the_schema_are_not_read() -> None:
     with tempfile.TemporaryDirectory() as out:
-        target = TargetTikTokAudiences(config={"advertiser_ids": [ADV1], "dry_run": True,
-                                               "output_dir": out})
-        messages = [schema_msg("users", ["name"]),
-                    record_msg("users", {"id": 1, "name": "x", "email": "a@b.co"})]
+        target = TargetTikTokAudiences(
+            config={"advertiser_ids": [ADV1], "dry_run": True, "output_dir": out}
+        )
+        messages = [
+            schema_msg("users", ["name"]),
+            record_msg("users", {"id": 1, "name": "x", "email": "a@b.co"}),
+        ]
         target.listen(io.StringIO(singer_lines(messages)))
     assert target.runtime.report.ignored_streams == {
         "users": "it has no identifier column (looked for email, email_address, phone, "
@@ -129,21 +155,31 @@ def test_columns_absent_from_the_schema_are_not_read() -> None:
 
 
 def test_mapped_column_missing_from_schema_stops_before_records(sandbox, tmp_path):
-    config = base_config(sandbox, advertiser_ids=[ADV1], audiences=[
-        {"stream": "users", "identifiers": {"EMAIL_SHA256": "e_mail"}}])
-    run = run_target(tmp_path, config, [schema_msg("users", ["email"]),
-                                        record_msg("users", {"id": 1, "email": "a@b.co"})])
+    config = base_config(
+        sandbox,
+        advertiser_ids=[ADV1],
+        audiences=[{"stream": "users", "identifiers": {"EMAIL_SHA256": "e_mail"}}],
+    )
+    run = run_target(
+        tmp_path,
+        config,
+        [schema_msg("users", ["email"]), record_msg("users", {"id": 1, "email": "a@b.co"})],
+    )
     assert run.returncode != 0
-    assert ("audiences[stream=users].identifiers.EMAIL_SHA256: column 'e_mail' is not in the "
-            "schema of stream 'users' (columns: email, id)") in run.stderr
+    assert (
+        "audiences[stream=users].identifiers.EMAIL_SHA256: column 'e_mail' is not in the "
+        "schema of stream 'users' (columns: email, id)"
+    ) in run.stderr
     assert sandbox.calls("/dmp/custom_audience/") == []
     assert run.report["status"] == "failed"
 
 
 def test_invalid_json_line_stops_without_echoing_the_line(sandbox, tmp_path):
     config = base_config(sandbox, advertiser_ids=[ADV1])
-    data = singer_lines([schema_msg("users", ["email"])]) + '{"type": "RECORD", "stream": ' \
+    data = (
+        singer_lines([schema_msg("users", ["email"])]) + '{"type": "RECORD", "stream": '
         '"users", "record": {"email": "secret.person@example.com"\n'
+    )
     run = run_target(tmp_path, config, data)
     assert run.returncode != 0
     assert "secret.person@example.com" not in run.output

@@ -35,8 +35,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     for contract in COLUMNS:
         audience = result.audiences[audience_name(contract)]
         assert audience["calculate_type"] == contract
-        want = {hashlib.sha256(v.encode("utf-8")).hexdigest()
-                for v in expected.values[contract]}
+        want = {hashlib.sha256(v.encode("utf-8")).hexdigest() for v in expected.values[contract]}
         assert audience["member_count"] == len(want)
         assert sandbox.members(audience["audience_id"]) == want
     # One upload per contract at this size (file_max_ids defaults to 500,000).

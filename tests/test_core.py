@@ -18,8 +18,7 @@ OUTPUT_DIR = _OUTPUT.name
 
 TestTargetTikTokAudiences = get_target_test_class(
     TargetTikTokAudiences,
-    config={"advertiser_ids": ["7000000000000000001"], "dry_run": True,
-            "output_dir": OUTPUT_DIR},
+    config={"advertiser_ids": ["7000000000000000001"], "dry_run": True, "output_dir": OUTPUT_DIR},
 )
 
 

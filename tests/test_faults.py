@@ -25,21 +25,32 @@ from conftest import (
 from test_privacy_signals import _start
 
 MIRROR = {"stream": "vip", "audience_name": "VIP", "identifiers": {"EMAIL_SHA256": "email"}}
-STREAMED = {"stream": "people", "audience_name": "People", "sync_mode": "incremental",
-            "identifiers": {"EMAIL_SHA256": "email", "PHONE_SHA256": "phone"}}
+STREAMED = {
+    "stream": "people",
+    "audience_name": "People",
+    "sync_mode": "incremental",
+    "identifiers": {"EMAIL_SHA256": "email", "PHONE_SHA256": "phone"},
+}
 
 
 def two_streams(n: int) -> tuple[list[dict], dict[str, dict[str, list[str]]]]:
     vip = [{"id": i, "email": f" VIP{i}@Example.com"} for i in range(n)]
-    people = [{"id": i, "email": f"p{i}@example.com", "phone": f"+1415555{i:04d}"}
-              for i in range(n)]
-    messages = [schema_msg("vip", ["email"]), schema_msg("people", ["email", "phone"]),
-                *(record_msg("vip", r) for r in vip), *(record_msg("people", r) for r in people),
-                state_msg({"done": n})]
+    people = [
+        {"id": i, "email": f"p{i}@example.com", "phone": f"+1415555{i:04d}"} for i in range(n)
+    ]
+    messages = [
+        schema_msg("vip", ["email"]),
+        schema_msg("people", ["email", "phone"]),
+        *(record_msg("vip", r) for r in vip),
+        *(record_msg("people", r) for r in people),
+        state_msg({"done": n}),
+    ]
     expected = {
         "VIP": {"EMAIL_SHA256": sorted(sha256(f"vip{i}@example.com") for i in range(n))},
-        "People": {"EMAIL_SHA256": sorted(sha256(f"p{i}@example.com") for i in range(n)),
-                   "PHONE_SHA256": sorted(sha256(f"+1415555{i:04d}") for i in range(n))},
+        "People": {
+            "EMAIL_SHA256": sorted(sha256(f"p{i}@example.com") for i in range(n)),
+            "PHONE_SHA256": sorted(sha256(f"+1415555{i:04d}") for i in range(n)),
+        },
     }
     return messages, expected
 
@@ -68,24 +79,27 @@ def test_a_storm_of_each_transient_fault_ends_with_the_exact_audiences(
     sandbox, tmp_path: Path, kind: str, rule: dict
 ) -> None:
     messages, expected = two_streams(300)
-    config = base_config(sandbox, advertiser_ids=[ADV1], audiences=[MIRROR, STREAMED],
-                         segment_batch_size=100)
+    config = base_config(
+        sandbox, advertiser_ids=[ADV1], audiences=[MIRROR, STREAMED], segment_batch_size=100
+    )
     sandbox.inject(kind, **rule)
     run = run_target(tmp_path, config, messages)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.states == [{"done": 300}]
     assert_exact(sandbox, expected)
     assert run.report["calls"]["retries"] > 0
-    assert ("; retry 1 in " in run.stderr
-            or "looking the audience up before trying again" in run.stderr)
+    assert (
+        "; retry 1 in " in run.stderr or "looking the audience up before trying again" in run.stderr
+    )
     faulted = [c for c in sandbox.calls() if c["fault"]]
     assert faulted
 
 
 def test_a_third_of_all_calls_faulted_still_gives_the_exact_audiences(sandbox, tmp_path):
     messages, expected = two_streams(2000)
-    config = base_config(sandbox, audiences=[MIRROR, STREAMED], segment_batch_size=250,
-                         file_max_ids=500)
+    config = base_config(
+        sandbox, audiences=[MIRROR, STREAMED], segment_batch_size=250, file_max_ids=500
+    )
     for seed, kind in enumerate(["rate_limit", "server_error", "http_503", "drop_after"]):
         sandbox.inject(kind, rate=0.1, seed=seed)
     run = run_target(tmp_path, config, messages)
@@ -100,9 +114,15 @@ def test_a_third_of_all_calls_faulted_still_gives_the_exact_audiences(sandbox, t
 def test_revoked_token_fails_before_reading_input(sandbox, tmp_path):
     sandbox.revoke_token(TOKEN)
     config = base_config(sandbox, audiences=[MIRROR])
-    run = run_target(tmp_path, config, [schema_msg("vip", ["email"]),
-                                        record_msg("vip", {"id": 1, "email": "a@b.co"}),
-                                        state_msg(1)])
+    run = run_target(
+        tmp_path,
+        config,
+        [
+            schema_msg("vip", ["email"]),
+            record_msg("vip", {"id": 1, "email": "a@b.co"}),
+            state_msg(1),
+        ],
+    )
     assert run.returncode != 0
     assert run.states == []
     assert [c["path"] for c in sandbox.calls()] == ["/user/info/"]  # never retried
@@ -127,8 +147,7 @@ def test_advertiser_revoked_mid_run_stops_with_no_state(sandbox, tmp_path):
     proc, work = _start(tmp_path, config)
     assert proc.stdin is not None
     first = [record_msg("people", {"id": i, "email": f"p{i}@x.io"}) for i in range(10_000)]
-    proc.stdin.write(singer_lines([schema_msg("people", ["email", "phone"]), *first,
-                                   state_msg(1)]))
+    proc.stdin.write(singer_lines([schema_msg("people", ["email", "phone"]), *first, state_msg(1)]))
     proc.stdin.flush()
     deadline = time.monotonic() + 60
     while len(sandbox.calls("/segment/mapping/")) < 2 and time.monotonic() < deadline:
@@ -156,8 +175,9 @@ def test_advertiser_revoked_mid_run_stops_with_no_state(sandbox, tmp_path):
     ],
 )
 @pytest.mark.parametrize("path", ["/dmp/custom_audience/create/", "/segment/mapping/"])
-def test_permanent_errors_stop_at_once_with_one_clear_line(sandbox, tmp_path, kind, code, hint,
-                                                           path):
+def test_permanent_errors_stop_at_once_with_one_clear_line(
+    sandbox, tmp_path, kind, code, hint, path
+):
     messages, _ = two_streams(50)
     config = base_config(sandbox, advertiser_ids=[ADV1], audiences=[MIRROR, STREAMED])
     sandbox.inject(kind, count=1, paths=[path])

@@ -766,8 +766,16 @@ _nanp_values = st.builds(
     st.sampled_from(["", "1", "1 ", "1-"]),
     st.from_regex(r"[0-9]{3}", fullmatch=True),
     st.from_regex(r"[0-9]{7}", fullmatch=True),
-    st.sampled_from(["{one}({a}) {r}-{s}", "{one}{a}{r}{s}", "{one}{a}.{r}.{s}",
-                     "{one}{a}-{r}-{s}", "{one}{a} {r} {s}", "({a}){r}-{s}"]),
+    st.sampled_from(
+        [
+            "{one}({a}) {r}-{s}",
+            "{one}{a}{r}{s}",
+            "{one}{a}.{r}.{s}",
+            "{one}{a}-{r}-{s}",
+            "{one}{a} {r} {s}",
+            "({a}){r}-{s}",
+        ]
+    ),
 )
 
 

@@ -18,14 +18,19 @@ from conftest import (
 )
 from messy import CONTRACTS, messy_users
 
-MAPPING = {"stream": "users", "audience_name": "Loyal customers",
-           "identifiers": {"EMAIL_SHA256": "email", "PHONE_SHA256": "phone",
-                           "GAID_SHA256": "gaid"}}
+MAPPING = {
+    "stream": "users",
+    "audience_name": "Loyal customers",
+    "identifiers": {"EMAIL_SHA256": "email", "PHONE_SHA256": "phone", "GAID_SHA256": "gaid"},
+}
 
 
 def users_messages(rows: list[dict], bookmark: int) -> list[dict]:
-    return [schema_msg("users", ["email", "phone", "gaid"]),
-            *(record_msg("users", r) for r in rows), state_msg({"bookmark": bookmark})]
+    return [
+        schema_msg("users", ["email", "phone", "gaid"]),
+        *(record_msg("users", r) for r in rows),
+        state_msg({"bookmark": bookmark}),
+    ]
 
 
 def test_messy_rows_mirror_into_two_advertisers_then_replace(sandbox, tmp_path: Path) -> None:
@@ -48,8 +53,10 @@ def test_messy_rows_mirror_into_two_advertisers_then_replace(sandbox, tmp_path: 
     assert report["accepted"] == {c: len(expected[c]) for c in CONTRACTS}
     emails = [r["email"] for r in rows]
     assert report["rejected"] == {
-        "EMAIL_SHA256": {"invalid_email": sum(isinstance(e, str) and "@" not in e for e in emails),
-                         "wrong_type": sum(isinstance(e, int) for e in emails)},
+        "EMAIL_SHA256": {
+            "invalid_email": sum(isinstance(e, str) and "@" not in e for e in emails),
+            "wrong_type": sum(isinstance(e, int) for e in emails),
+        },
         "PHONE_SHA256": {"invalid_phone": sum(r["phone"] == "12" for r in rows)},
         "GAID_SHA256": {"tracking_limited": 300},
     }
@@ -76,42 +83,67 @@ def test_messy_rows_mirror_into_two_advertisers_then_replace(sandbox, tmp_path: 
 
 
 def test_single_contract_uses_the_audience_name_and_skips_removed_rows(sandbox, tmp_path):
-    config = base_config(sandbox, advertiser_ids=[ADV1], audiences=[
-        {"stream": "users", "audience_name": "Newsletter", "identifiers": {"EMAIL_SHA256": "email"}}
-    ])
+    config = base_config(
+        sandbox,
+        advertiser_ids=[ADV1],
+        audiences=[
+            {
+                "stream": "users",
+                "audience_name": "Newsletter",
+                "identifiers": {"EMAIL_SHA256": "email"},
+            }
+        ],
+    )
     messages = [
         schema_msg("users", ["email"]),
         record_msg("users", {"id": 1, "email": "janedoe@gmail.com"}),
-        record_msg("users", {"id": 2, "email": "alex@email.com",
-                             "_sdc_deleted_at": "2026-01-01T00:00:00Z"}),
+        record_msg(
+            "users", {"id": 2, "email": "alex@email.com", "_sdc_deleted_at": "2026-01-01T00:00:00Z"}
+        ),
         record_msg("users", {"id": 3, "email": "testing@testing.com"}),
     ]
     run = run_target(tmp_path, config, messages)
     assert run.returncode == 0, run.stderr[-3000:]
     (audience,) = sandbox.audiences(ADV1)
     assert audience["name"] == "Newsletter"
-    assert audience["members"] == {"EMAIL_SHA256": sorted(
-        [sha256("janedoe@gmail.com"), sha256("testing@testing.com")])}
+    assert audience["members"] == {
+        "EMAIL_SHA256": sorted([sha256("janedoe@gmail.com"), sha256("testing@testing.com")])
+    }
     report = stream_report(run, "users")
     assert report["records_removed"] == 1
     assert "only 2 identifiers" in run.stderr
 
 
 def test_existing_audience_found_by_id_and_replaced(sandbox, tmp_path):
-    config = base_config(sandbox, advertiser_ids=[ADV1], audiences=[
-        {"stream": "users", "audience_name": "First", "identifiers": {"EMAIL_SHA256": "email"}}
-    ])
-    run = run_target(tmp_path, config, [schema_msg("users", ["email"]),
-                                        record_msg("users", {"id": 1, "email": "a@b.co"})],
-                     name="create")
+    config = base_config(
+        sandbox,
+        advertiser_ids=[ADV1],
+        audiences=[
+            {"stream": "users", "audience_name": "First", "identifiers": {"EMAIL_SHA256": "email"}}
+        ],
+    )
+    run = run_target(
+        tmp_path,
+        config,
+        [schema_msg("users", ["email"]), record_msg("users", {"id": 1, "email": "a@b.co"})],
+        name="create",
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     (audience,) = sandbox.audiences(ADV1)
-    config["audiences"] = [{"stream": "users", "audience_name": "Renamed in config",
-                            "audience_ids": {ADV1: audience["audience_id"]},
-                            "identifiers": {"EMAIL_SHA256": "email"}}]
-    run = run_target(tmp_path, config, [schema_msg("users", ["email"]),
-                                        record_msg("users", {"id": 1, "email": "c@d.co"})],
-                     name="by-id")
+    config["audiences"] = [
+        {
+            "stream": "users",
+            "audience_name": "Renamed in config",
+            "audience_ids": {ADV1: audience["audience_id"]},
+            "identifiers": {"EMAIL_SHA256": "email"},
+        }
+    ]
+    run = run_target(
+        tmp_path,
+        config,
+        [schema_msg("users", ["email"]), record_msg("users", {"id": 1, "email": "c@d.co"})],
+        name="by-id",
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     (audience,) = sandbox.audiences(ADV1)
     assert audience["members"] == {"EMAIL_SHA256": [sha256("c@d.co")]}
@@ -119,13 +151,20 @@ def test_existing_audience_found_by_id_and_replaced(sandbox, tmp_path):
 
 def test_hash_identifiers_false_passes_digests_and_rejects_plain_values(sandbox, tmp_path):
     digest = sha256("janedoe@gmail.com")
-    config = base_config(sandbox, advertiser_ids=[ADV1], hash_identifiers=False, audiences=[
-        {"stream": "users", "audience_name": "Hashed", "identifiers": {"EMAIL_SHA256": "email"}}
-    ])
-    messages = [schema_msg("users", ["email"]),
-                record_msg("users", {"id": 1, "email": digest.upper()}),
-                record_msg("users", {"id": 2, "email": "alex@email.com"}),
-                record_msg("users", {"id": 3, "email": sha256("x")[:40]})]
+    config = base_config(
+        sandbox,
+        advertiser_ids=[ADV1],
+        hash_identifiers=False,
+        audiences=[
+            {"stream": "users", "audience_name": "Hashed", "identifiers": {"EMAIL_SHA256": "email"}}
+        ],
+    )
+    messages = [
+        schema_msg("users", ["email"]),
+        record_msg("users", {"id": 1, "email": digest.upper()}),
+        record_msg("users", {"id": 2, "email": "alex@email.com"}),
+        record_msg("users", {"id": 3, "email": sha256("x")[:40]}),
+    ]
     run = run_target(tmp_path, config, messages)
     assert run.returncode == 0, run.stderr[-3000:]
     (audience,) = sandbox.audiences(ADV1)
@@ -135,12 +174,18 @@ def test_hash_identifiers_false_passes_digests_and_rejects_plain_values(sandbox,
 
 
 def test_hashing_on_rejects_values_that_already_look_hashed(sandbox, tmp_path):
-    config = base_config(sandbox, advertiser_ids=[ADV1], audiences=[
-        {"stream": "users", "audience_name": "Plain", "identifiers": {"EMAIL_SHA256": "email"}}
-    ])
-    messages = [schema_msg("users", ["email"]),
-                record_msg("users", {"id": 1, "email": sha256("janedoe@gmail.com")}),
-                record_msg("users", {"id": 2, "email": "alex@email.com"})]
+    config = base_config(
+        sandbox,
+        advertiser_ids=[ADV1],
+        audiences=[
+            {"stream": "users", "audience_name": "Plain", "identifiers": {"EMAIL_SHA256": "email"}}
+        ],
+    )
+    messages = [
+        schema_msg("users", ["email"]),
+        record_msg("users", {"id": 1, "email": sha256("janedoe@gmail.com")}),
+        record_msg("users", {"id": 2, "email": "alex@email.com"}),
+    ]
     run = run_target(tmp_path, config, messages)
     assert run.returncode == 0, run.stderr[-3000:]
     (audience,) = sandbox.audiences(ADV1)
@@ -149,17 +194,31 @@ def test_hashing_on_rejects_values_that_already_look_hashed(sandbox, tmp_path):
 
 
 def test_a_name_match_of_the_wrong_type_stops_with_both_named(sandbox, tmp_path):
-    config = base_config(sandbox, advertiser_ids=[ADV1], audiences=[
-        {"stream": "users", "audience_name": "Shared", "identifiers": {"PHONE_SHA256": "phone"}}
-    ])
-    first = run_target(tmp_path, config, [schema_msg("users", ["phone"]),
-                                          record_msg("users", {"id": 1, "phone": "+14155550134"})],
-                       name="phone")
+    config = base_config(
+        sandbox,
+        advertiser_ids=[ADV1],
+        audiences=[
+            {"stream": "users", "audience_name": "Shared", "identifiers": {"PHONE_SHA256": "phone"}}
+        ],
+    )
+    first = run_target(
+        tmp_path,
+        config,
+        [schema_msg("users", ["phone"]), record_msg("users", {"id": 1, "phone": "+14155550134"})],
+        name="phone",
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     config["audiences"][0]["identifiers"] = {"EMAIL_SHA256": "email"}
-    second = run_target(tmp_path, config, [schema_msg("users", ["email"]),
-                                           record_msg("users", {"id": 1, "email": "a@b.co"}),
-                                           state_msg({"bookmark": 9})], name="email")
+    second = run_target(
+        tmp_path,
+        config,
+        [
+            schema_msg("users", ["email"]),
+            record_msg("users", {"id": 1, "email": "a@b.co"}),
+            state_msg({"bookmark": 9}),
+        ],
+        name="email",
+    )
     assert second.returncode != 0
     assert second.states == []
     assert "type PHONE_SHA256" in second.stderr
@@ -168,15 +227,26 @@ def test_a_name_match_of_the_wrong_type_stops_with_both_named(sandbox, tmp_path)
 
 
 def test_activate_version_delivers_each_complete_version(sandbox, tmp_path):
-    config = base_config(sandbox, advertiser_ids=[ADV1], audiences=[
-        {"stream": "users", "audience_name": "Versions", "identifiers": {"EMAIL_SHA256": "email"}}
-    ])
+    config = base_config(
+        sandbox,
+        advertiser_ids=[ADV1],
+        audiences=[
+            {
+                "stream": "users",
+                "audience_name": "Versions",
+                "identifiers": {"EMAIL_SHA256": "email"},
+            }
+        ],
+    )
     activate = [{"type": "ACTIVATE_VERSION", "stream": "users", "version": v} for v in (1, 2)]
     messages = [
-        schema_msg("users", ["email"]), activate[0],  # SDK taps announce a version first
-        record_msg("users", {"id": 1, "email": "v1@x.io"}), state_msg(1),
+        schema_msg("users", ["email"]),
+        activate[0],  # SDK taps announce a version first
+        record_msg("users", {"id": 1, "email": "v1@x.io"}),
+        state_msg(1),
         activate[1],  # the next version starts: version 1 is complete
-        record_msg("users", {"id": 2, "email": "v2@x.io"}), state_msg(2),
+        record_msg("users", {"id": 2, "email": "v2@x.io"}),
+        state_msg(2),
     ]
     run = run_target(tmp_path, config, messages)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -29,8 +29,14 @@ RAW = {
     "idfa": "6D92078A-8246-4BA4-AE5B-76104861E7DC",
 }
 # Normalised forms are just as personal as the raw ones.
-FORMS = [*RAW.values(), "secret.person+vip@example.com", "+14155550199", "4155550199",
-         "6d92078a-8246-4ba4-ae5b-76104861e7dc", "not-an-email-but@private"]
+FORMS = [
+    *RAW.values(),
+    "secret.person+vip@example.com",
+    "+14155550199",
+    "4155550199",
+    "6d92078a-8246-4ba4-ae5b-76104861e7dc",
+    "not-an-email-but@private",
+]
 BAD = {"email": "not-an-email-but@private", "phone": "private-phone-12", "idfa": "nope"}
 
 
@@ -39,8 +45,12 @@ def leaks(text: str) -> list[str]:
 
 
 def messages(stream: str) -> list[dict]:
-    return [schema_msg(stream, list(RAW)), record_msg(stream, {"id": 1, **RAW}),
-            record_msg(stream, {"id": 2, **BAD}), state_msg({"s": 1})]
+    return [
+        schema_msg(stream, list(RAW)),
+        record_msg(stream, {"id": 1, **RAW}),
+        record_msg(stream, {"id": 2, **BAD}),
+        state_msg({"s": 1}),
+    ]
 
 
 @pytest.mark.parametrize("mode", ["mirror", "incremental", "append"])
@@ -67,10 +77,18 @@ def test_no_leak_when_tiktok_fails(sandbox, tmp_path):
 
 def test_dry_run_plan_and_files_hold_digests_only(tmp_path):
     out = tmp_path / "out"
-    run = run_target(tmp_path, {"advertiser_ids": [ADV1], "dry_run": True,
-                                "output_dir": str(out), "sync_mode": "incremental",
-                                "default_phone_region": "US"}, messages("users"),
-                     env={"LOGLEVEL": "DEBUG"})
+    run = run_target(
+        tmp_path,
+        {
+            "advertiser_ids": [ADV1],
+            "dry_run": True,
+            "output_dir": str(out),
+            "sync_mode": "incremental",
+            "default_phone_region": "US",
+        },
+        messages("users"),
+        env={"LOGLEVEL": "DEBUG"},
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     written = "".join(p.read_text() for p in out.rglob("*") if p.is_file())
     assert "6d92078a" not in written.replace("0c2074fb", "")  # the IDFA itself, not its MD5
@@ -92,9 +110,15 @@ def _start(tmp_path: Path, config: dict) -> tuple[subprocess.Popen, Path]:
     work.mkdir()
     config_path = work / "config.json"
     config_path.write_text(json.dumps({**config, "report_path": str(work / "report.json")}))
-    proc = subprocess.Popen([CLI, "--config", str(config_path)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TMPDIR": str(work)}, cwd=work)
+    proc = subprocess.Popen(
+        [CLI, "--config", str(config_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(work)},
+        cwd=work,
+    )
     return proc, work
 
 

@@ -43,8 +43,9 @@ def sb(tmp_path: Path) -> Iterator[SandboxServer]:
         yield server
 
 
-def call(sb: SandboxServer, method: str, path: str, *, token: str | None = TOKEN,
-         **kw: Any) -> dict[str, Any]:
+def call(
+    sb: SandboxServer, method: str, path: str, *, token: str | None = TOKEN, **kw: Any
+) -> dict[str, Any]:
     headers = {"Access-Token": token} if token else {}
     headers.update(kw.pop("headers", {}))
     resp = requests.request(method, sb.base_url + path, headers=headers, timeout=10, **kw)
@@ -64,31 +65,59 @@ def err(body: dict[str, Any], code: int, *words: str) -> str:
     return body["message"]
 
 
-def upload_raw(sb: SandboxServer, content: bytes, *, adv: str = ADV1,
-               ctype: str = "EMAIL_SHA256", name: str = "ids.csv",
-               signature: str | None = None) -> dict[str, Any]:
-    form = {"advertiser_id": adv, "calculate_type": ctype,
-            "file_signature": signature or hashlib.md5(content).hexdigest()}
-    return call(sb, "POST", "/dmp/custom_audience/file/upload/", data=form,
-                files={"file": (name, content, "text/csv")})
+def upload_raw(
+    sb: SandboxServer,
+    content: bytes,
+    *,
+    adv: str = ADV1,
+    ctype: str = "EMAIL_SHA256",
+    name: str = "ids.csv",
+    signature: str | None = None,
+) -> dict[str, Any]:
+    form = {
+        "advertiser_id": adv,
+        "calculate_type": ctype,
+        "file_signature": signature or hashlib.md5(content).hexdigest(),
+    }
+    return call(
+        sb,
+        "POST",
+        "/dmp/custom_audience/file/upload/",
+        data=form,
+        files={"file": (name, content, "text/csv")},
+    )
 
 
 def upload(sb: SandboxServer, digests: list[str], **kw: Any) -> str:
     return ok(upload_raw(sb, "".join(d + "\n" for d in digests).encode(), **kw))["file_path"]
 
 
-def create(sb: SandboxServer, digests: list[str], *, name: str = "aud", adv: str = ADV1,
-           ctype: str = "EMAIL_SHA256") -> str:
+def create(
+    sb: SandboxServer,
+    digests: list[str],
+    *,
+    name: str = "aud",
+    adv: str = ADV1,
+    ctype: str = "EMAIL_SHA256",
+) -> str:
     fp = upload(sb, digests, adv=adv, ctype=ctype)
-    body = {"advertiser_id": adv, "custom_audience_name": name, "file_paths": [fp],
-            "calculate_type": ctype}
+    body = {
+        "advertiser_id": adv,
+        "custom_audience_name": name,
+        "file_paths": [fp],
+        "calculate_type": ctype,
+    }
     return ok(call(sb, "POST", "/dmp/custom_audience/create/", json=body))["custom_audience_id"]
 
 
-def update(sb: SandboxServer, aid: str, digests: list[str], action: str | None,
-           **kw: Any) -> dict[str, Any]:
-    body = {"advertiser_id": ADV1, "custom_audience_id": aid,
-            "file_paths": [upload(sb, digests, **kw)]}
+def update(
+    sb: SandboxServer, aid: str, digests: list[str], action: str | None, **kw: Any
+) -> dict[str, Any]:
+    body = {
+        "advertiser_id": ADV1,
+        "custom_audience_id": aid,
+        "file_paths": [upload(sb, digests, **kw)],
+    }
     if action:
         body["action"] = action
     return call(sb, "POST", "/dmp/custom_audience/update/", json=body)
@@ -99,10 +128,19 @@ def segment(sb: SandboxServer, name: str = "partner", adv: str = ADV1) -> str:
     return ok(call(sb, "POST", "/segment/audience/", json=body))["audience_id"]
 
 
-def mapping(sb: SandboxServer, schema: list[str], batch: list[list[dict[str, Any]]],
-            action: str = "add", advs: list[str] | None = None) -> dict[str, Any]:
-    body = {"advertiser_ids": advs or [ADV1], "action": action, "id_schema": schema,
-            "batch_data": batch}
+def mapping(
+    sb: SandboxServer,
+    schema: list[str],
+    batch: list[list[dict[str, Any]]],
+    action: str = "add",
+    advs: list[str] | None = None,
+) -> dict[str, Any]:
+    body = {
+        "advertiser_ids": advs or [ADV1],
+        "action": action,
+        "id_schema": schema,
+        "batch_data": batch,
+    }
     return call(sb, "POST", "/segment/mapping/", json=body)
 
 
@@ -126,8 +164,11 @@ def test_advertiser_permission(sb: SandboxServer) -> None:
     assert data["list"][0]["advertiser_id"] == ADV1
     params = {"advertiser_ids": json.dumps([ADV1, "7999"])}
     err(call(sb, "GET", "/advertiser/info/", params=params), 40001, "7999")
-    err(call(sb, "GET", "/advertiser/info/", params={"advertiser_ids": ADV1}), 40002,
-        "advertiser_ids")
+    err(
+        call(sb, "GET", "/advertiser/info/", params={"advertiser_ids": ADV1}),
+        40002,
+        "advertiser_ids",
+    )
     sb.revoke_advertiser(TOKEN, ADV2)
     err(call(sb, "GET", "/dmp/custom_audience/list/", params={"advertiser_id": ADV2}), 40001)
     ok(call(sb, "GET", "/dmp/custom_audience/list/", params={"advertiser_id": ADV1}))
@@ -188,8 +229,13 @@ def test_upload_ok_and_limits(tmp_path: Path) -> None:
 
 def test_create_is_union_of_files_and_names_may_repeat(sb: SandboxServer) -> None:
     f1, f2 = upload(sb, shas(0, 3)), upload(sb, [*shas(2, 5), sha(0)])
-    body = {"advertiser_id": ADV1, "custom_audience_name": "same", "file_paths": [f1, f2],
-            "calculate_type": "EMAIL_SHA256", "retention_in_days": 30}
+    body = {
+        "advertiser_id": ADV1,
+        "custom_audience_name": "same",
+        "file_paths": [f1, f2],
+        "calculate_type": "EMAIL_SHA256",
+        "retention_in_days": 30,
+    }
     aid = ok(call(sb, "POST", "/dmp/custom_audience/create/", json=body))["custom_audience_id"]
     assert sb.members(aid) == {"EMAIL_SHA256": sorted(shas(0, 5))}
     aid2 = ok(call(sb, "POST", "/dmp/custom_audience/create/", json=body))["custom_audience_id"]
@@ -211,15 +257,24 @@ def test_create_is_union_of_files_and_names_may_repeat(sb: SandboxServer) -> Non
     ],
 )
 def test_create_rejects(sb: SandboxServer, change: dict[str, Any], field: str) -> None:
-    body = {"advertiser_id": ADV1, "custom_audience_name": "a", "calculate_type": "EMAIL_SHA256",
-            "file_paths": [upload(sb, shas(0, 3))], **change}
+    body = {
+        "advertiser_id": ADV1,
+        "custom_audience_name": "a",
+        "calculate_type": "EMAIL_SHA256",
+        "file_paths": [upload(sb, shas(0, 3))],
+        **change,
+    }
     err(call(sb, "POST", "/dmp/custom_audience/create/", json=body), 40002, field)
     assert sb.audiences() == []
 
 
 def test_file_belongs_to_its_advertiser(sb: SandboxServer) -> None:
-    body = {"advertiser_id": ADV2, "custom_audience_name": "a", "calculate_type": "EMAIL_SHA256",
-            "file_paths": [upload(sb, shas(0, 3), adv=ADV1)]}
+    body = {
+        "advertiser_id": ADV2,
+        "custom_audience_name": "a",
+        "calculate_type": "EMAIL_SHA256",
+        "file_paths": [upload(sb, shas(0, 3), adv=ADV1)],
+    }
     err(call(sb, "POST", "/dmp/custom_audience/create/", json=body), 40002, "file_paths[0]")
 
 
@@ -234,7 +289,12 @@ def test_update_actions_change_membership_exactly(sb: SandboxServer) -> None:
     ok(update(sb, aid, shas(20, 23), None))  # no action: TikTok's default is REPLACE
     assert sb.members(aid)["EMAIL_SHA256"] == sorted(shas(20, 23))
     assert [h["action"] for h in sb.audience(aid)["history"]] == [
-        "CREATE", "APPEND", "REMOVE", "REPLACE", "REPLACE"]
+        "CREATE",
+        "APPEND",
+        "REMOVE",
+        "REPLACE",
+        "REPLACE",
+    ]
     assert sb.audience(aid)["cover_num"] == 3
     actions = [c["action"] for c in sb.calls("/custom_audience/update/")]
     assert actions == ["APPEND", "REMOVE", "REPLACE", "REPLACE"]
@@ -264,11 +324,18 @@ def test_list_paging_and_get(sb: SandboxServer) -> None:
     file_ids = [create(sb, shas(0, 3), name=f"file{i}") for i in range(3)]
     partner_ids = [segment(sb, f"partner{i}") for i in range(2)]
     create(sb, shas(0, 3), adv=ADV2)
-    pages = [ok(call(sb, "GET", "/dmp/custom_audience/list/",
-                     params={"advertiser_id": ADV1, "page": p, "page_size": 2}))
-             for p in (1, 2, 3)]
-    assert pages[0]["page_info"] == {"page": 1, "page_size": 2, "total_number": 5,
-                                     "total_page": 3}
+    pages = [
+        ok(
+            call(
+                sb,
+                "GET",
+                "/dmp/custom_audience/list/",
+                params={"advertiser_id": ADV1, "page": p, "page_size": 2},
+            )
+        )
+        for p in (1, 2, 3)
+    ]
+    assert pages[0]["page_info"] == {"page": 1, "page_size": 2, "total_number": 5, "total_page": 3}
     rows = {r["audience_id"]: r for page in pages for r in page["list"]}
     assert set(rows) == set(file_ids + partner_ids) and len(pages[2]["list"]) == 1
     assert rows[file_ids[0]]["audience_type"] == AUDIENCE_TYPE_CUSTOMER_FILE
@@ -305,8 +372,12 @@ def test_segment_audience_create(sb: SandboxServer) -> None:
     aid = segment(sb, long_name)
     assert sb.audience(aid)["name"] == "n" * 67 + "..."
     assert sb.audience(segment(sb, "x" * 70))["name"] == "x" * 70
-    body = {"advertiser_id": ADV1, "action": "create", "custom_audience_name": "a",
-            "id_type": "EMAIL_SHA256"}
+    body = {
+        "advertiser_id": ADV1,
+        "action": "create",
+        "custom_audience_name": "a",
+        "id_type": "EMAIL_SHA256",
+    }
     err(call(sb, "POST", "/segment/audience/", json=body), 40002, "id_type")
     body = {"advertiser_id": ADV1, "custom_audience_name": "a"}
     err(call(sb, "POST", "/segment/audience/", json=body), 40002, "action")
@@ -407,8 +478,12 @@ def test_fault_slow_is_processed_after_client_timeout(sb: SandboxServer) -> None
     sb.inject("slow", count=1)
     body = {"advertiser_id": ADV1, "action": "create", "custom_audience_name": "slow"}
     with pytest.raises(requests.Timeout):
-        requests.post(sb.base_url + "/segment/audience/", json=body,
-                      headers={"Access-Token": TOKEN}, timeout=0.2)
+        requests.post(
+            sb.base_url + "/segment/audience/",
+            json=body,
+            headers={"Access-Token": TOKEN},
+            timeout=0.2,
+        )
     assert [a["name"] for a in sb.audiences()] == ["slow"]  # the server acted anyway
 
 
@@ -417,8 +492,12 @@ def test_fault_drop(sb: SandboxServer, kind: str, processed: int) -> None:
     sb.inject(kind, count=1)
     body = {"advertiser_id": ADV1, "action": "create", "custom_audience_name": "d"}
     with pytest.raises(requests.ConnectionError):
-        requests.post(sb.base_url + "/segment/audience/", json=body,
-                      headers={"Access-Token": TOKEN}, timeout=5)
+        requests.post(
+            sb.base_url + "/segment/audience/",
+            json=body,
+            headers={"Access-Token": TOKEN},
+            timeout=5,
+        )
     assert len(sb.audiences()) == processed
     ok(call(sb, "GET", "/user/info/"))
 
@@ -438,34 +517,54 @@ def test_fault_rate_is_deterministic(sb: SandboxServer) -> None:
 
 def test_admin_endpoints(sb: SandboxServer) -> None:
     admin = sb.admin_url
-    assert requests.post(f"{admin}/faults", json={"kind": "rate_limit", "count": 1},
-                         timeout=5).json()["data"]["faults"][0]["kind"] == "rate_limit"
+    assert (
+        requests.post(f"{admin}/faults", json={"kind": "rate_limit", "count": 1}, timeout=5).json()[
+            "data"
+        ]["faults"][0]["kind"]
+        == "rate_limit"
+    )
     err(call(sb, "GET", "/user/info/"), 40100)
     requests.post(f"{admin}/faults", json={"kind": "rate_limit", "count": 5}, timeout=5)
     requests.delete(f"{admin}/faults", timeout=5)
     ok(call(sb, "GET", "/user/info/"))
-    assert requests.post(f"{admin}/faults", json={"kind": "boom", "count": 1},
-                         timeout=5).status_code == 400
+    assert (
+        requests.post(f"{admin}/faults", json={"kind": "boom", "count": 1}, timeout=5).status_code
+        == 400
+    )
 
     requests.post(f"{admin}/tokens", json={"token": "t2", "advertiser_ids": [ADV2]}, timeout=5)
     ok(call(sb, "GET", "/dmp/custom_audience/list/", token="t2", params={"advertiser_id": ADV2}))
-    err(call(sb, "GET", "/dmp/custom_audience/list/", token="t2", params={"advertiser_id": ADV1}),
-        40001)
-    requests.post(f"{admin}/revoke_advertiser", json={"token": "t2", "advertiser_id": ADV2},
-                  timeout=5)
-    err(call(sb, "GET", "/dmp/custom_audience/list/", token="t2", params={"advertiser_id": ADV2}),
-        40001)
+    err(
+        call(sb, "GET", "/dmp/custom_audience/list/", token="t2", params={"advertiser_id": ADV1}),
+        40001,
+    )
+    requests.post(
+        f"{admin}/revoke_advertiser", json={"token": "t2", "advertiser_id": ADV2}, timeout=5
+    )
+    err(
+        call(sb, "GET", "/dmp/custom_audience/list/", token="t2", params={"advertiser_id": ADV2}),
+        40001,
+    )
     requests.post(f"{admin}/revoke_token", json={"token": "t2"}, timeout=5)
     err(call(sb, "GET", "/user/info/", token="t2"), 40105)
 
     aid = create(sb, shas(0, 3))
-    dumped = requests.get(f"{admin}/audiences", params={"advertiser_id": ADV1},
-                          timeout=5).json()["data"]["audiences"]
+    dumped = requests.get(f"{admin}/audiences", params={"advertiser_id": ADV1}, timeout=5).json()[
+        "data"
+    ]["audiences"]
     assert dumped[0]["audience_id"] == aid
     assert dumped[0]["members"] == {"EMAIL_SHA256": sorted(shas(0, 3))}
     calls = requests.get(f"{admin}/calls", timeout=5).json()["data"]["calls"]
-    assert {"method", "path", "advertiser_id", "code", "http_status", "users", "lines",
-            "action"} <= set(calls[0])
+    assert {
+        "method",
+        "path",
+        "advertiser_id",
+        "code",
+        "http_status",
+        "users",
+        "lines",
+        "action",
+    } <= set(calls[0])
     assert calls[-1]["path"] == "/dmp/custom_audience/create/" and calls[-1]["lines"] == 3
     requests.post(f"{admin}/reset", timeout=5)
     assert sb.audiences() == [] and sb.calls() == []
@@ -475,18 +574,37 @@ def test_admin_endpoints(sb: SandboxServer) -> None:
 def test_cli_serve_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "cli.db"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "target_tiktok_audiences.sandbox", "--port", "0", "--db", str(db),
-         "--token", "cli-token", "--advertiser", "42", "--fault", "rate_limit:1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "target_tiktok_audiences.sandbox",
+            "--port",
+            "0",
+            "--db",
+            str(db),
+            "--token",
+            "cli-token",
+            "--advertiser",
+            "42",
+            "--fault",
+            "rate_limit:1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         base_url = proc.stdout.readline().strip()
         assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/open_api/v1.3")
         headers = {"Access-Token": "cli-token"}
-        assert requests.get(f"{base_url}/user/info/", headers=headers, timeout=5).json()[
-            "code"] == 40100
-        assert requests.get(f"{base_url}/user/info/", headers=headers, timeout=5).json()[
-            "code"] == 0
+        assert (
+            requests.get(f"{base_url}/user/info/", headers=headers, timeout=5).json()["code"]
+            == 40100
+        )
+        assert (
+            requests.get(f"{base_url}/user/info/", headers=headers, timeout=5).json()["code"] == 0
+        )
         body = {"advertiser_id": "42", "action": "create", "custom_audience_name": "cli aud"}
         requests.post(f"{base_url}/segment/audience/", json=body, headers=headers, timeout=5)
     finally:
@@ -497,7 +615,13 @@ def test_cli_serve_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
     assert cli.main(["show", "--db", str(db)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["advertiser", "audience_id", "name", "type", "calculate_type",
-                              "members"]
+    assert out[0].split() == [
+        "advertiser",
+        "audience_id",
+        "name",
+        "type",
+        "calculate_type",
+        "members",
+    ]
     assert "cli aud" in out[1] and AUDIENCE_TYPE_PARTNER in out[1] and out[1].startswith("42")
     assert cli.main(["show", "--db", str(tmp_path / "missing.db")]) == 2

@@ -20,61 +20,125 @@ GOOD = {"advertiser_ids": [ADV1, ADV2], "dry_run": True}
     ("config", "message"),
     [
         ({"advertiser_ids": [ADV1]}, "access_token: required unless dry_run is true"),
-        ({"advertiser_ids": [], "dry_run": True},
-         "advertiser_ids: list at least one TikTok advertiser id"),
-        ({"advertiser_ids": ["acme"], "dry_run": True},
-         'advertiser_ids: advertiser ids are numbers, e.g. "7012345678901234567"'),
-        ({**GOOD, "default_phone_region": "USA"},
-         "default_phone_region: 'USA' is not an ISO 3166 alpha-2 region such as US or GB"),
-        ({**GOOD, "audiences": [{"stream": "s", "identifiers": {"EMAIL_MD5": "email"}}]},
-         "audiences[0].identifiers: unknown contract 'EMAIL_MD5'; use one of EMAIL_SHA256, "
-         "PHONE_SHA256, IDFA_SHA256, IDFA_MD5, GAID_SHA256, GAID_MD5"),
-        ({**GOOD, "audiences": [{"stream": "s", "audience_nme": "x"}]},
-         "audiences[0]: unknown key 'audience_nme'; use audience_ids, audience_name, "
-         "identifiers, remove_column, stream, sync_mode"),
-        ({**GOOD, "audiences": [{"stream": "s", "audience_ids": {"7999": "1"},
-                                 "identifiers": {"EMAIL_SHA256": "email"}}]},
-         "audiences[0].audience_ids: advertiser '7999' is not in advertiser_ids"),
-        ({**GOOD, "audiences": [{"stream": "s"}, {"stream": "s"}]},
-         "audiences[1].stream: stream 's' is mapped twice"),
-        ({**GOOD, "audiences": [{"stream": "s", "identifiers": {"GAID_SHA256": "a",
-                                                                "AAID_SHA256": "b"}}]},
-         "audiences[0].identifiers: a contract is mapped twice (AAID_* = GAID_*)"),
-        ({**GOOD, "audiences": [{"stream": "s", "audience_ids": {ADV1: "1"},
-                                 "identifiers": {"EMAIL_SHA256": "e", "PHONE_SHA256": "p"}}]},
-         "audiences[0].audience_ids: a customer-file audience holds one contract; map exactly "
-         "one identifier when you name existing audiences"),
-        ({**GOOD, "audiences": [{"stream": "s", "audience_name": "x" * 129}]},
-         "audiences[0].audience_name: must be 1 to 128 characters"),
+        (
+            {"advertiser_ids": [], "dry_run": True},
+            "advertiser_ids: list at least one TikTok advertiser id",
+        ),
+        (
+            {"advertiser_ids": ["acme"], "dry_run": True},
+            'advertiser_ids: advertiser ids are numbers, e.g. "7012345678901234567"',
+        ),
+        (
+            {**GOOD, "default_phone_region": "USA"},
+            "default_phone_region: 'USA' is not an ISO 3166 alpha-2 region such as US or GB",
+        ),
+        (
+            {**GOOD, "audiences": [{"stream": "s", "identifiers": {"EMAIL_MD5": "email"}}]},
+            "audiences[0].identifiers: unknown contract 'EMAIL_MD5'; use one of EMAIL_SHA256, "
+            "PHONE_SHA256, IDFA_SHA256, IDFA_MD5, GAID_SHA256, GAID_MD5",
+        ),
+        (
+            {**GOOD, "audiences": [{"stream": "s", "audience_nme": "x"}]},
+            "audiences[0]: unknown key 'audience_nme'; use audience_ids, audience_name, "
+            "identifiers, remove_column, stream, sync_mode",
+        ),
+        (
+            {
+                **GOOD,
+                "audiences": [
+                    {
+                        "stream": "s",
+                        "audience_ids": {"7999": "1"},
+                        "identifiers": {"EMAIL_SHA256": "email"},
+                    }
+                ],
+            },
+            "audiences[0].audience_ids: advertiser '7999' is not in advertiser_ids",
+        ),
+        (
+            {**GOOD, "audiences": [{"stream": "s"}, {"stream": "s"}]},
+            "audiences[1].stream: stream 's' is mapped twice",
+        ),
+        (
+            {
+                **GOOD,
+                "audiences": [
+                    {"stream": "s", "identifiers": {"GAID_SHA256": "a", "AAID_SHA256": "b"}}
+                ],
+            },
+            "audiences[0].identifiers: a contract is mapped twice (AAID_* = GAID_*)",
+        ),
+        (
+            {
+                **GOOD,
+                "audiences": [
+                    {
+                        "stream": "s",
+                        "audience_ids": {ADV1: "1"},
+                        "identifiers": {"EMAIL_SHA256": "e", "PHONE_SHA256": "p"},
+                    }
+                ],
+            },
+            "audiences[0].audience_ids: a customer-file audience holds one contract; map exactly "
+            "one identifier when you name existing audiences",
+        ),
+        (
+            {**GOOD, "audiences": [{"stream": "s", "audience_name": "x" * 129}]},
+            "audiences[0].audience_name: must be 1 to 128 characters",
+        ),
         ({**GOOD, "sync_mode": "upsert"}, "sync_mode"),
         ({**GOOD, "segment_batch_size": 20_000}, "segment_batch_size"),
         ({**GOOD, "retention_in_days": 400}, "retention_in_days"),
     ],
 )
 def test_bad_config_stops_before_reading_and_names_the_setting(tmp_path, config, message):
-    run = run_target(tmp_path, config, [schema_msg("s", ["email"]),
-                                        record_msg("s", {"id": 1, "email": "a@b.co"})])
+    run = run_target(
+        tmp_path,
+        config,
+        [schema_msg("s", ["email"]), record_msg("s", {"id": 1, "email": "a@b.co"})],
+    )
     assert run.returncode != 0
     assert message in run.stderr
     assert run.report is None  # stopped before anything ran
 
 
 def test_about_lists_every_setting_and_marks_the_token_secret():
-    about = json.loads(subprocess.run([CLI, "--about", "--format", "json"], check=True,
-                                      capture_output=True, text=True).stdout)
+    about = json.loads(
+        subprocess.run(
+            [CLI, "--about", "--format", "json"], check=True, capture_output=True, text=True
+        ).stdout
+    )
     properties = about["settings"]["properties"]
-    for name in ("access_token", "advertiser_ids", "api_base_url", "sync_mode",
-                 "hash_identifiers", "email_normalization", "default_phone_region", "audiences",
-                 "retention_in_days", "dry_run", "output_dir", "report_path", "file_max_ids",
-                 "segment_batch_size", "max_requests_per_second"):
+    for name in (
+        "access_token",
+        "advertiser_ids",
+        "api_base_url",
+        "sync_mode",
+        "hash_identifiers",
+        "email_normalization",
+        "default_phone_region",
+        "audiences",
+        "retention_in_days",
+        "dry_run",
+        "output_dir",
+        "report_path",
+        "file_max_ids",
+        "segment_batch_size",
+        "max_requests_per_second",
+    ):
         assert name in properties, name
     assert properties["access_token"]["secret"] is True
     assert about["settings"]["required"] == ["advertiser_ids"]
 
 
 def test_aliases_and_defaults_are_normalised():
-    settings = Settings.from_config({**GOOD, "default_phone_region": "gb", "audiences": [
-        {"stream": "app", "identifiers": {"aaid_md5": "gaid"}}]})
+    settings = Settings.from_config(
+        {
+            **GOOD,
+            "default_phone_region": "gb",
+            "audiences": [{"stream": "app", "identifiers": {"aaid_md5": "gaid"}}],
+        }
+    )
     mapping = settings.mapping_for("app")
     assert mapping is not None
     assert mapping.identifiers == {"GAID_MD5": "gaid"}
@@ -102,19 +166,39 @@ def test_write_calls_are_throttled(monkeypatch):
 
 def test_dry_run_sends_nothing_and_writes_files_and_plan(tmp_path: Path):
     out = tmp_path / "out"
-    config = {"advertiser_ids": [ADV1, ADV2], "dry_run": True, "output_dir": str(out),
-              "api_base_url": "http://127.0.0.1:9/unreachable", "audiences": [
-                  {"stream": "s", "audience_name": "Plan", "identifiers": {"EMAIL_SHA256": "e"}}]}
-    run = run_target(tmp_path, config, [schema_msg("s", ["e"]),
-                                        record_msg("s", {"id": 1, "e": " Alex@Email.com"}),
-                                        record_msg("s", {"id": 2, "e": "janedoe@gmail.com"})])
+    config = {
+        "advertiser_ids": [ADV1, ADV2],
+        "dry_run": True,
+        "output_dir": str(out),
+        "api_base_url": "http://127.0.0.1:9/unreachable",
+        "audiences": [
+            {"stream": "s", "audience_name": "Plan", "identifiers": {"EMAIL_SHA256": "e"}}
+        ],
+    }
+    run = run_target(
+        tmp_path,
+        config,
+        [
+            schema_msg("s", ["e"]),
+            record_msg("s", {"id": 1, "e": " Alex@Email.com"}),
+            record_msg("s", {"id": 2, "e": "janedoe@gmail.com"}),
+        ],
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     (data_file,) = (out / "files").iterdir()
     assert data_file.read_text() == (
         "ac0f1baec38a9ef3cfcb56db981df7d9bab2568c7f53ef3776d1c059ec58e72b\n"
-        "d6117306485ed0e50afab3ac871e98f81699151f30281527d63ff5f233656c69\n")
+        "d6117306485ed0e50afab3ac871e98f81699151f30281527d63ff5f233656c69\n"
+    )
     plan = json.loads((out / "plan.json").read_text())
-    assert [(a["advertiser_id"], a["audience_name"], a["action"], a["status"],
-             a["identifiers_uploaded"]) for a in plan["audiences"]] == [
-        (ADV1, "Plan", "CREATE", "planned", 2), (ADV2, "Plan", "CREATE", "planned", 2)]
+    assert [
+        (
+            a["advertiser_id"],
+            a["audience_name"],
+            a["action"],
+            a["status"],
+            a["identifiers_uploaded"],
+        )
+        for a in plan["audiences"]
+    ] == [(ADV1, "Plan", "CREATE", "planned", 2), (ADV2, "Plan", "CREATE", "planned", 2)]
     assert [c["call"] for c in plan["calls"]] == ["upload", "create", "upload", "create"]

@@ -34,10 +34,22 @@ BASE_PATH = "/open_api/v1.3"
 ADMIN_PATH = "/_sandbox"
 AUDIENCE_TYPE_CUSTOMER_FILE = "Customer File"
 AUDIENCE_TYPE_PARTNER = "Partner Audience"
-CALCULATE_TYPES = ("EMAIL_SHA256", "PHONE_SHA256", "IDFA_SHA256", "IDFA_MD5", "GAID_SHA256",
-                   "GAID_MD5")
-SEGMENT_ID_TYPES = ("EMAIL_SHA256", "PHONE_SHA256", "IDFA_SHA256", "AAID_SHA256", "IDFA_MD5",
-                    "AAID_MD5")
+CALCULATE_TYPES = (
+    "EMAIL_SHA256",
+    "PHONE_SHA256",
+    "IDFA_SHA256",
+    "IDFA_MD5",
+    "GAID_SHA256",
+    "GAID_MD5",
+)
+SEGMENT_ID_TYPES = (
+    "EMAIL_SHA256",
+    "PHONE_SHA256",
+    "IDFA_SHA256",
+    "AAID_SHA256",
+    "IDFA_MD5",
+    "AAID_MD5",
+)
 UPDATE_ACTIONS = ("APPEND", "REMOVE", "REPLACE")
 DEFAULT_TOKENS: dict[str, list[str]] = {
     "sandbox-token": ["7000000000000000001", "7000000000000000002"],
@@ -47,7 +59,13 @@ MAX_MAPPING_USERS = 10_000
 PARTNER_NAME_MAX = 70  # longer names are cut to 67 characters + "..."
 
 OK, NO_PERMISSION, PARAM_ERROR, RATE_LIMIT, BAD_TOKEN, SERVER_ERROR = (
-    0, 40001, 40002, 40100, 40105, 50002)
+    0,
+    40001,
+    40002,
+    40100,
+    40105,
+    50002,
+)
 
 Handler = Callable[[Request, str, dict[str, Any]], dict[str, Any]]
 
@@ -224,11 +242,14 @@ class SandboxApp:
             ("DELETE", "/faults"): lambda r: self.clear_faults(),
             ("POST", "/revoke_token"): lambda r: self._admin_call(r, self.revoke_token, "token"),
             ("POST", "/revoke_advertiser"): lambda r: self._admin_call(
-                r, self.revoke_advertiser, "token", "advertiser_id"),
+                r, self.revoke_advertiser, "token", "advertiser_id"
+            ),
             ("POST", "/tokens"): lambda r: self._admin_call(
-                r, self.add_token, "token", "advertiser_ids"),
+                r, self.add_token, "token", "advertiser_ids"
+            ),
             ("GET", "/audiences"): lambda r: {
-                "audiences": self.dump_audiences(r.args.get("advertiser_id"))},
+                "audiences": self.dump_audiences(r.args.get("advertiser_id"))
+            },
             ("GET", "/calls"): lambda r: {"calls": self.store.calls()},
             ("POST", "/reset"): lambda r: self.reset(),
         }
@@ -240,7 +261,7 @@ class SandboxApp:
         request = Request(environ)
         path = request.path
         if path.startswith(ADMIN_PATH + "/"):
-            response = self.handle_admin(request, path[len(ADMIN_PATH):])
+            response = self.handle_admin(request, path[len(ADMIN_PATH) :])
         else:
             response = self.handle_api(request, path)
         return response(environ, start_response)
@@ -248,7 +269,7 @@ class SandboxApp:
     def handle_api(self, request: Request, full_path: str) -> Response:
         # Outside the base path nothing matches: a client with a wrong base URL must notice.
         inside = full_path.startswith(BASE_PATH + "/")
-        path = full_path[len(BASE_PATH):] if inside else full_path
+        path = full_path[len(BASE_PATH) :] if inside else full_path
         call: dict[str, Any] = {"method": request.method, "path": path}
         request_id = new_request_id()
         rule = self.faults.pick(path) if inside else None
@@ -274,8 +295,11 @@ class SandboxApp:
     def dispatch(self, request: Request, path: str, call: dict[str, Any]) -> dict[str, Any]:
         route = self.routes.get(path) if request.path.startswith(BASE_PATH + "/") else None
         if route is None:
-            raise ApiError(PARAM_ERROR, f"unknown path {request.path!r}; API paths start with "
-                           f"{BASE_PATH}/ and end with /", http=404)
+            raise ApiError(
+                PARAM_ERROR,
+                f"unknown path {request.path!r}; API paths start with {BASE_PATH}/ and end with /",
+                http=404,
+            )
         method, handler = route
         if request.method != method:
             raise param_error(f"method {request.method} is not allowed for {path}; use {method}")
@@ -288,8 +312,12 @@ class SandboxApp:
             code, message = PERMANENT[rule.kind]
             self.record(call, code, 200, rule.kind, request_id)
             return self.envelope(code, message, {}, request_id)
-        code, http = {"rate_limit": (RATE_LIMIT, 200), "server_error": (SERVER_ERROR, 200),
-                      "http_503": (None, 503), "drop": (None, None)}[rule.kind]
+        code, http = {
+            "rate_limit": (RATE_LIMIT, 200),
+            "server_error": (SERVER_ERROR, 200),
+            "http_503": (None, 503),
+            "drop": (None, None),
+        }[rule.kind]
         self.record(call, code, http, rule.kind, request_id)
         if rule.kind == "drop":
             return self.drop(request)
@@ -309,15 +337,21 @@ class SandboxApp:
         return Response(b"", status=502)
 
     @staticmethod
-    def envelope(code: int, message: str, data: dict[str, Any], request_id: str,
-                 http: int = 200) -> Response:
+    def envelope(
+        code: int, message: str, data: dict[str, Any], request_id: str, http: int = 200
+    ) -> Response:
         body = {"code": code, "message": message, "request_id": request_id, "data": data}
         return Response(json.dumps(body), status=http, mimetype="application/json")
 
-    def record(self, call: dict[str, Any], code: int | None, http: int | None,
-               fault: str | None, request_id: str) -> None:
-        call = {**call, "code": code, "http_status": http, "fault": fault,
-                "request_id": request_id}
+    def record(
+        self,
+        call: dict[str, Any],
+        code: int | None,
+        http: int | None,
+        fault: str | None,
+        request_id: str,
+    ) -> None:
+        call = {**call, "code": code, "http_status": http, "fault": fault, "request_id": request_id}
         try:
             self.store.log_call(call)
         except sqlite3.ProgrammingError:  # store closed: a `slow` call outlived stop()
@@ -331,8 +365,11 @@ class SandboxApp:
     def authenticate(self, request: Request) -> str:
         token = request.headers.get("Access-Token")
         if not token:
-            hint = " (send Access-Token, not Authorization: Bearer)" if request.headers.get(
-                "Authorization") else ""
+            hint = (
+                " (send Access-Token, not Authorization: Bearer)"
+                if request.headers.get("Authorization")
+                else ""
+            )
             raise ApiError(BAD_TOKEN, f"Access token is missing{hint}")
         if not self.store.token_ok(token):
             raise ApiError(BAD_TOKEN, "Access token is invalid or has been revoked")
@@ -341,8 +378,11 @@ class SandboxApp:
     def advertiser(self, token: str, value: Any, name: str = "advertiser_id") -> str:
         advertiser_id = check_id(value, name)
         if not self.store.can_access(token, advertiser_id):
-            raise ApiError(NO_PERMISSION, f"No permission to operate advertiser {advertiser_id}: "
-                           "the access token is not authorised for it (or access was revoked)")
+            raise ApiError(
+                NO_PERMISSION,
+                f"No permission to operate advertiser {advertiser_id}: "
+                "the access token is not authorised for it (or access was revoked)",
+            )
         return advertiser_id
 
     @staticmethod
@@ -356,47 +396,67 @@ class SandboxApp:
         audience_id = check_id(value, name)
         audience = self.store.audience(audience_id)
         if audience is None or audience["advertiser_id"] != advertiser_id:
-            raise param_error(f"{name}: audience {audience_id} does not exist for advertiser "
-                              f"{advertiser_id}")
+            raise param_error(
+                f"{name}: audience {audience_id} does not exist for advertiser {advertiser_id}"
+            )
         return audience
 
-    def files(self, body: dict[str, Any], advertiser_id: str, calculate_type: str
-              ) -> list[dict[str, Any]]:
+    def files(
+        self, body: dict[str, Any], advertiser_id: str, calculate_type: str
+    ) -> list[dict[str, Any]]:
         """file_paths: 1..500 uploads of this advertiser, all of the audience's calculate_type."""
         rows = []
         for i, fp in enumerate(check_list(body.get("file_paths"), "file_paths", 1, MAX_FILE_PATHS)):
             row = self.store.file(fp) if isinstance(fp, str) else None
             if row is None or row["advertiser_id"] != advertiser_id:
-                raise param_error(f"file_paths[{i}]: no uploaded file with this path for "
-                                  f"advertiser {advertiser_id}")
+                raise param_error(
+                    f"file_paths[{i}]: no uploaded file with this path for "
+                    f"advertiser {advertiser_id}"
+                )
             if row["calculate_type"] != calculate_type:
-                raise param_error(f"file_paths[{i}]: file has calculate_type "
-                                  f"{row['calculate_type']}, expected {calculate_type}")
+                raise param_error(
+                    f"file_paths[{i}]: file has calculate_type "
+                    f"{row['calculate_type']}, expected {calculate_type}"
+                )
             rows.append(row)
         return rows
 
     def audience_row(self, a: dict[str, Any]) -> dict[str, Any]:
         retention = a["retention_in_days"]
         return {
-            "audience_id": a["audience_id"], "name": a["name"], "advertiser_id": a["advertiser_id"],
-            "audience_type": a["audience_type"], "calculate_type": a["calculate_type"],
+            "audience_id": a["audience_id"],
+            "name": a["name"],
+            "advertiser_id": a["advertiser_id"],
+            "audience_type": a["audience_type"],
+            "calculate_type": a["calculate_type"],
             "cover_num": a["member_count"],
             "is_valid": a["member_count"] >= self.config.min_audience_size,
-            "is_expiring": False, "is_creator": True, "shared": False,
-            "retention_in_days": retention, "create_time": _time(a["created_at"]),
+            "is_expiring": False,
+            "is_creator": True,
+            "shared": False,
+            "retention_in_days": retention,
+            "create_time": _time(a["created_at"]),
             "update_time": _time(a["updated_at"]),
             "expired_time": _time(a["created_at"] + retention * 86400) if retention else None,
         }
 
     def history_rows(self, audience_id: str) -> list[dict[str, Any]]:
-        return [{"action": h["action"], "opt_time": _time(h["created_at"]), "editor": "sandbox",
-                 "action_detail": f"{h['action']} with {len(json.loads(h['file_paths']))} file(s); "
-                                  f"{h['member_count']} members after",
-                 "file_paths": json.loads(h["file_paths"]), "cover_num": h["member_count"]}
-                for h in self.store.history(audience_id)]
+        return [
+            {
+                "action": h["action"],
+                "opt_time": _time(h["created_at"]),
+                "editor": "sandbox",
+                "action_detail": f"{h['action']} with {len(json.loads(h['file_paths']))} file(s); "
+                f"{h['member_count']} members after",
+                "file_paths": json.loads(h["file_paths"]),
+                "cover_num": h["member_count"],
+            }
+            for h in self.store.history(audience_id)
+        ]
 
-    def apply_files(self, c: Any, audience: dict[str, Any], action: str,
-                    files: list[dict[str, Any]]) -> int:
+    def apply_files(
+        self, c: Any, audience: dict[str, Any], action: str, files: list[dict[str, Any]]
+    ) -> int:
         """Apply files to members inside an open transaction; returns the new member count."""
         aid, id_type = audience["audience_id"], audience["calculate_type"]
         delta = -self.store.clear_members(c, aid) if action == "REPLACE" else 0
@@ -408,25 +468,37 @@ class SandboxApp:
 
     def check_room(self, advertiser_id: str) -> None:
         if self.store.count_audiences(advertiser_id) >= self.config.max_audiences:
-            raise param_error(f"advertiser {advertiser_id} already has {self.config.max_audiences} "
-                              "custom audiences, the maximum per ad account")
+            raise param_error(
+                f"advertiser {advertiser_id} already has {self.config.max_audiences} "
+                "custom audiences, the maximum per ad account"
+            )
 
     # --- API endpoints ------------------------------------------------------------------------
 
     def user_info(self, request: Request, token: str, call: dict[str, Any]) -> dict[str, Any]:
-        return {"core_user_id": "7000000000000000000", "display_name": "Sandbox User",
-                "email": "sandbox-user@example.com", "create_time": 1700000000}
+        return {
+            "core_user_id": "7000000000000000000",
+            "display_name": "Sandbox User",
+            "email": "sandbox-user@example.com",
+            "create_time": 1700000000,
+        }
 
-    def advertiser_info(self, request: Request, token: str, call: dict[str, Any]
-                        ) -> dict[str, Any]:
+    def advertiser_info(self, request: Request, token: str, call: dict[str, Any]) -> dict[str, Any]:
         ids = json_list_param(request.args, "advertiser_ids")
         out = []
         for advertiser_id in ids:
             self.advertiser(token, advertiser_id, "advertiser_ids")
             row = self.store.advertiser(advertiser_id) or {"name": advertiser_id}
-            out.append({"advertiser_id": advertiser_id, "name": row["name"],
-                        "status": "STATUS_ENABLE", "currency": "USD", "timezone": "Etc/GMT",
-                        "role": "ROLE_ADVERTISER"})
+            out.append(
+                {
+                    "advertiser_id": advertiser_id,
+                    "name": row["name"],
+                    "status": "STATUS_ENABLE",
+                    "currency": "USD",
+                    "timezone": "Etc/GMT",
+                    "role": "ROLE_ADVERTISER",
+                }
+            )
         call["advertiser_id"] = ",".join(ids)
         return {"list": out}
 
@@ -434,8 +506,7 @@ class SandboxApp:
         # werkzeug spools big uploads to a temp file; scan_upload stops reading past the limit.
         limit, form, uploads = self.config.max_upload_bytes, request.form, request.files
         advertiser_id = call["advertiser_id"] = self.advertiser(token, form.get("advertiser_id"))
-        calculate_type = check_choice(form.get("calculate_type"), "calculate_type",
-                                      CALCULATE_TYPES)
+        calculate_type = check_choice(form.get("calculate_type"), "calculate_type", CALCULATE_TYPES)
         upload = uploads.get("file")
         if upload is None:
             raise param_error("file: required (multipart file field)")
@@ -447,8 +518,9 @@ class SandboxApp:
         dest = self.store.files_dir / stored_name
         try:
             with dest.open("wb") as out:
-                md5, size, lines, error = scan_upload(upload.stream, out,
-                                                      digest_length(calculate_type), limit)
+                md5, size, lines, error = scan_upload(
+                    upload.stream, out, digest_length(calculate_type), limit
+                )
             call["lines"] = lines
             if size > limit:
                 raise param_error(f"file: larger than the {limit} byte limit")
@@ -462,46 +534,60 @@ class SandboxApp:
             dest.unlink(missing_ok=True)
             raise
         file_path = f"dmp/{advertiser_id}/{secrets.token_hex(12)}/{file_name}"
-        self.store.add_file({"file_path": file_path, "advertiser_id": advertiser_id,
-                             "calculate_type": calculate_type, "file_name": file_name,
-                             "line_count": lines, "size_bytes": size, "md5": md5,
-                             "stored_name": stored_name, "created_at": time.time()})
+        self.store.add_file(
+            {
+                "file_path": file_path,
+                "advertiser_id": advertiser_id,
+                "calculate_type": calculate_type,
+                "file_name": file_name,
+                "line_count": lines,
+                "size_bytes": size,
+                "md5": md5,
+                "stored_name": stored_name,
+                "created_at": time.time(),
+            }
+        )
         return {"file_path": file_path, "size": size}
 
-    def audience_create(self, request: Request, token: str, call: dict[str, Any]
-                        ) -> dict[str, Any]:
+    def audience_create(self, request: Request, token: str, call: dict[str, Any]) -> dict[str, Any]:
         body = self.json_body(request)
         advertiser_id = call["advertiser_id"] = self.advertiser(token, body.get("advertiser_id"))
         name = check_string(body.get("custom_audience_name"), "custom_audience_name", 1, 128)
-        calculate_type = check_choice(body.get("calculate_type"), "calculate_type",
-                                      CALCULATE_TYPES)
+        calculate_type = check_choice(body.get("calculate_type"), "calculate_type", CALCULATE_TYPES)
         retention = check_int(body.get("retention_in_days"), "retention_in_days", 1, 365)
         files = self.files(body, advertiser_id, calculate_type)
         call.update(files=len(files), lines=sum(f["line_count"] for f in files))
         self.check_room(advertiser_id)
         with self.store.transaction() as c:
             audience_id = self.store.create_audience(
-                c, advertiser_id=advertiser_id, name=name, calculate_type=calculate_type,
-                audience_type=AUDIENCE_TYPE_CUSTOMER_FILE, retention_in_days=retention)
+                c,
+                advertiser_id=advertiser_id,
+                name=name,
+                calculate_type=calculate_type,
+                audience_type=AUDIENCE_TYPE_CUSTOMER_FILE,
+                retention_in_days=retention,
+            )
             audience = {"audience_id": audience_id, "calculate_type": calculate_type}
             count = self.apply_files(c, audience, "APPEND", files)
-            self.store.add_history(c, audience_id, "CREATE", [f["file_path"] for f in files],
-                                   count)
+            self.store.add_history(c, audience_id, "CREATE", [f["file_path"] for f in files], count)
         return {"custom_audience_id": audience_id}
 
-    def audience_update(self, request: Request, token: str, call: dict[str, Any]
-                        ) -> dict[str, Any]:
+    def audience_update(self, request: Request, token: str, call: dict[str, Any]) -> dict[str, Any]:
         body = self.json_body(request)
         advertiser_id = call["advertiser_id"] = self.advertiser(token, body.get("advertiser_id"))
-        audience = self.own_audience(body.get("custom_audience_id"), advertiser_id,
-                                     "custom_audience_id")
+        audience = self.own_audience(
+            body.get("custom_audience_id"), advertiser_id, "custom_audience_id"
+        )
         if audience["audience_type"] != AUDIENCE_TYPE_CUSTOMER_FILE:
-            raise param_error(f"custom_audience_id: audience {audience['audience_id']} is a "
-                              f"{audience['audience_type']}; only customer-file audiences can be "
-                              "updated with files")
+            raise param_error(
+                f"custom_audience_id: audience {audience['audience_id']} is a "
+                f"{audience['audience_type']}; only customer-file audiences can be "
+                "updated with files"
+            )
         # TikTok's default action is REPLACE when the field is absent.
-        action = call["action"] = check_choice(body.get("action", "REPLACE"), "action",
-                                               UPDATE_ACTIONS)
+        action = call["action"] = check_choice(
+            body.get("action", "REPLACE"), "action", UPDATE_ACTIONS
+        )
         files = self.files(body, advertiser_id, audience["calculate_type"])
         call.update(files=len(files), lines=sum(f["line_count"] for f in files))
         if action == "REPLACE":
@@ -510,10 +596,13 @@ class SandboxApp:
         with self.store.transaction() as c:
             count = self.apply_files(c, audience, action, files)
             if count < minimum:  # raising rolls the whole update back
-                raise param_error(f"The audience would have {count} members after {action}, "
-                                  f"below the minimum of {minimum}; nothing was changed")
-            self.store.add_history(c, audience["audience_id"], action,
-                                   [f["file_path"] for f in files], count)
+                raise param_error(
+                    f"The audience would have {count} members after {action}, "
+                    f"below the minimum of {minimum}; nothing was changed"
+                )
+            self.store.add_history(
+                c, audience["audience_id"], action, [f["file_path"] for f in files], count
+            )
         return {"custom_audience_id": audience["audience_id"]}
 
     def check_replace_cooldown(self, audience_id: str) -> None:
@@ -521,9 +610,11 @@ class SandboxApp:
         last = self.store.last_action_time(audience_id, "REPLACE") if window > 0 else None
         if last is not None and time.time() - last < window:
             wait = math.ceil(window - (time.time() - last))
-            raise param_error(f"custom_audience_id: audience {audience_id} has an unfinished "
-                              "REPLACE; no more than one replace per day is allowed "
-                              f"(sandbox: retry in {wait} s; see audience_history)")
+            raise param_error(
+                f"custom_audience_id: audience {audience_id} has an unfinished "
+                "REPLACE; no more than one replace per day is allowed "
+                f"(sandbox: retry in {wait} s; see audience_history)"
+            )
 
     def audience_list(self, request: Request, token: str, call: dict[str, Any]) -> dict[str, Any]:
         args = request.args
@@ -532,21 +623,35 @@ class SandboxApp:
         page_size = check_int(args.get("page_size"), "page_size", 1, 100, 10) or 10
         total = self.store.count_audiences(advertiser_id)
         rows = self.store.audiences(advertiser_id, limit=page_size, offset=(page - 1) * page_size)
-        return {"list": [self.audience_row(a) for a in rows],
-                "page_info": {"page": page, "page_size": page_size, "total_number": total,
-                              "total_page": math.ceil(total / page_size)}}
+        return {
+            "list": [self.audience_row(a) for a in rows],
+            "page_info": {
+                "page": page,
+                "page_size": page_size,
+                "total_number": total,
+                "total_page": math.ceil(total / page_size),
+            },
+        }
 
     def audience_get(self, request: Request, token: str, call: dict[str, Any]) -> dict[str, Any]:
         advertiser_id = call["advertiser_id"] = self.advertiser(
-            token, request.args.get("advertiser_id"))
+            token, request.args.get("advertiser_id")
+        )
         ids = json_list_param(request.args, "custom_audience_ids")
         audiences = [self.own_audience(i, advertiser_id, "custom_audience_ids") for i in ids]
-        return {"list": [{"audience_details": self.audience_row(a),
-                          "audience_history": self.history_rows(a["audience_id"])}
-                         for a in audiences]}
+        return {
+            "list": [
+                {
+                    "audience_details": self.audience_row(a),
+                    "audience_history": self.history_rows(a["audience_id"]),
+                }
+                for a in audiences
+            ]
+        }
 
-    def segment_audience(self, request: Request, token: str, call: dict[str, Any]
-                         ) -> dict[str, Any]:
+    def segment_audience(
+        self, request: Request, token: str, call: dict[str, Any]
+    ) -> dict[str, Any]:
         body = self.json_body(request)
         advertiser_id = call["advertiser_id"] = self.advertiser(token, body.get("advertiser_id"))
         if "id_type" in body:
@@ -554,26 +659,35 @@ class SandboxApp:
         call["action"] = check_choice(body.get("action"), "action", ["create"])
         name = check_string(body.get("custom_audience_name"), "custom_audience_name", 1, 1024)
         if len(name) > PARTNER_NAME_MAX:  # TikTok cuts long names instead of rejecting them
-            name = name[:PARTNER_NAME_MAX - 3] + "..."
+            name = name[: PARTNER_NAME_MAX - 3] + "..."
         self.check_room(advertiser_id)
         with self.store.transaction() as c:
             audience_id = self.store.create_audience(
-                c, advertiser_id=advertiser_id, name=name, audience_type=AUDIENCE_TYPE_PARTNER,
-                calculate_type=None, retention_in_days=None)
+                c,
+                advertiser_id=advertiser_id,
+                name=name,
+                audience_type=AUDIENCE_TYPE_PARTNER,
+                calculate_type=None,
+                retention_in_days=None,
+            )
             self.store.add_history(c, audience_id, "CREATE", [], 0)
         return {"audience_id": audience_id}
 
-    def segment_mapping(self, request: Request, token: str, call: dict[str, Any]
-                        ) -> dict[str, Any]:
+    def segment_mapping(self, request: Request, token: str, call: dict[str, Any]) -> dict[str, Any]:
         self.check_mapping_rate(token)
         body = self.json_body(request)
-        advertisers = [self.advertiser(token, v, "advertiser_ids")
-                       for v in check_list(body.get("advertiser_ids"), "advertiser_ids", 1, 100)]
+        advertisers = [
+            self.advertiser(token, v, "advertiser_ids")
+            for v in check_list(body.get("advertiser_ids"), "advertiser_ids", 1, 100)
+        ]
         call["advertiser_id"] = ",".join(advertisers)
         action = call["action"] = check_choice(body.get("action"), "action", ["add", "delete"])
-        schema = [check_choice(v, f"id_schema[{i}]", SEGMENT_ID_TYPES) for i, v in
-                  enumerate(check_list(body.get("id_schema"), "id_schema", 1,
-                                       len(SEGMENT_ID_TYPES)))]
+        schema = [
+            check_choice(v, f"id_schema[{i}]", SEGMENT_ID_TYPES)
+            for i, v in enumerate(
+                check_list(body.get("id_schema"), "id_schema", 1, len(SEGMENT_ID_TYPES))
+            )
+        ]
         if len(set(schema)) != len(schema):
             raise param_error("id_schema: duplicate id types")
         users = check_list(body.get("batch_data"), "batch_data", 1, MAX_MAPPING_USERS)
@@ -587,8 +701,9 @@ class SandboxApp:
             self.check_partner_audience(aid, advertisers)
         with self.store.transaction() as c:
             for (aid, id_type), digests in groups.items():
-                changed = self.store.apply_digests(c, aid, id_type, digests,
-                                                   remove=action == "delete")
+                changed = self.store.apply_digests(
+                    c, aid, id_type, digests, remove=action == "delete"
+                )
                 self.store.set_count(c, aid, -changed if action == "delete" else changed)
         return {}
 
@@ -596,15 +711,18 @@ class SandboxApp:
     def user_slots(user: Any, schema: list[str], where: str) -> list[tuple[str, str, str]]:
         """A user's (audience_id, id_type, digest) triples; a slot is {} or {id, audience_ids}."""
         if not isinstance(user, list) or len(user) != len(schema):
-            raise param_error(f"{where}: must be a list of len(id_schema) = {len(schema)} "
-                              "elements, one per id_schema entry ({} for a missing identifier)")
+            raise param_error(
+                f"{where}: must be a list of len(id_schema) = {len(schema)} "
+                "elements, one per id_schema entry ({} for a missing identifier)"
+            )
         out = []
         for i, slot in enumerate(user):
             if slot == {}:
                 continue
             if not isinstance(slot, dict) or set(slot) != {"id", "audience_ids"}:
-                raise param_error(f"{where}[{i}]: must be {{}} or "
-                                  '{"id": <digest>, "audience_ids": [..]}')
+                raise param_error(
+                    f'{where}[{i}]: must be {{}} or {{"id": <digest>, "audience_ids": [..]}}'
+                )
             digest = check_digest(slot["id"], schema[i], f"{where}[{i}].id")
             ids = check_list(slot["audience_ids"], f"{where}[{i}].audience_ids", 1, 100)
             out.extend((check_id(a, f"{where}[{i}].audience_ids"), schema[i], digest) for a in ids)
@@ -615,12 +733,15 @@ class SandboxApp:
     def check_partner_audience(self, audience_id: str, advertisers: list[str]) -> None:
         audience = self.store.audience(audience_id)
         if audience is None or audience["advertiser_id"] not in advertisers:
-            raise param_error(f"audience_ids: audience {audience_id} does not exist for "
-                              "advertiser_ids")
+            raise param_error(
+                f"audience_ids: audience {audience_id} does not exist for advertiser_ids"
+            )
         if audience["audience_type"] != AUDIENCE_TYPE_PARTNER:
-            raise param_error(f"audience_ids: audience {audience_id} is a "
-                              f"{audience['audience_type']} audience; only partner audiences "
-                              "created with segment/audience accept mappings")
+            raise param_error(
+                f"audience_ids: audience {audience_id} is a "
+                f"{audience['audience_type']} audience; only partner audiences "
+                "created with segment/audience accept mappings"
+            )
 
     def check_mapping_rate(self, token: str) -> None:
         limit = self.config.mapping_rate_limit
@@ -654,8 +775,9 @@ class SandboxApp:
         self.faults.add(FaultRule.from_dict(self.json_body(request)))
         return {"faults": self.faults.rules()}
 
-    def _admin_call(self, request: Request, fn: Callable[..., dict[str, Any]], *names: str
-                    ) -> dict[str, Any]:
+    def _admin_call(
+        self, request: Request, fn: Callable[..., dict[str, Any]], *names: str
+    ) -> dict[str, Any]:
         body = self.json_body(request)
         missing = [n for n in names if n not in body]
         if missing:
@@ -690,6 +812,11 @@ class SandboxApp:
 
     def dump_audiences(self, advertiser_id: str | None = None) -> list[dict[str, Any]]:
         """Audiences with full member lists and history: the test oracle."""
-        return [{**self.audience_row(a), "members": self.store.members(a["audience_id"]),
-                 "history": self.history_rows(a["audience_id"])}
-                for a in reversed(self.store.audiences(advertiser_id))]
+        return [
+            {
+                **self.audience_row(a),
+                "members": self.store.members(a["audience_id"]),
+                "history": self.history_rows(a["audience_id"]),
+            }
+            for a in reversed(self.store.audiences(advertiser_id))
+        ]

@@ -1,7 +1,7 @@
 """``tiktok-audiences-sandbox``: serve the emulator, or ``show`` the audiences in a sandbox db.
 
-    tiktok-audiences-sandbox --port 8765 --db sandbox.db [--fault http_503:0.33 --seed 1]
-    tiktok-audiences-sandbox show --db sandbox.db
+tiktok-audiences-sandbox --port 8765 --db sandbox.db [--fault http_503:0.33 --seed 1]
+tiktok-audiences-sandbox show --db sandbox.db
 """
 
 from __future__ import annotations
@@ -25,27 +25,53 @@ def _serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tiktok-audiences-sandbox",
         description="Local emulator of the TikTok Business API v1.3 (custom audiences). "
-                    "Use `tiktok-audiences-sandbox show --db PATH` to list stored audiences.")
+        "Use `tiktok-audiences-sandbox show --db PATH` to list stored audiences.",
+    )
     p.add_argument("--db", required=True, help="SQLite file holding the sandbox state")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765, help="0 picks a free port (default 8765)")
-    p.add_argument("--token", default=next(iter(DEFAULT_TOKENS)),
-                   help="access token to accept (default: sandbox-token)")
-    p.add_argument("--advertiser", action="extend", nargs="+", dest="advertisers",
-                   metavar="ID", help="advertiser ids the token can manage "
-                   "(default: 7000000000000000001 7000000000000000002)")
+    p.add_argument(
+        "--token",
+        default=next(iter(DEFAULT_TOKENS)),
+        help="access token to accept (default: sandbox-token)",
+    )
+    p.add_argument(
+        "--advertiser",
+        action="extend",
+        nargs="+",
+        dest="advertisers",
+        metavar="ID",
+        help="advertiser ids the token can manage "
+        "(default: 7000000000000000001 7000000000000000002)",
+    )
     p.add_argument("--min-audience-size", type=int, default=1000)
-    p.add_argument("--replace-cooldown", type=float, default=0.0, metavar="SECONDS",
-                   help="reject a second REPLACE on an audience within this window (default 0)")
-    p.add_argument("--slow-seconds", type=float, default=5.0,
-                   help="delay of the `slow` fault (default 5)")
+    p.add_argument(
+        "--replace-cooldown",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="reject a second REPLACE on an audience within this window (default 0)",
+    )
+    p.add_argument(
+        "--slow-seconds", type=float, default=5.0, help="delay of the `slow` fault (default 5)"
+    )
     p.add_argument("--max-upload-bytes", type=int, default=50 * 1024 * 1024)
-    p.add_argument("--mapping-rate-limit", type=int, default=None, metavar="N",
-                   help="answer 40100 above N segment/mapping calls per second per token")
-    p.add_argument("--fault", action="append", default=[], metavar="KIND:N|KIND:RATE[@PATHS]",
-                   help=f"inject faults: kinds {', '.join(sorted(KINDS))}; e.g. rate_limit:3 "
-                        "(next 3 calls), http_503:0.33 (a third of calls), "
-                        "drop:1@/segment/mapping/ (path filter)")
+    p.add_argument(
+        "--mapping-rate-limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="answer 40100 above N segment/mapping calls per second per token",
+    )
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KIND:N|KIND:RATE[@PATHS]",
+        help=f"inject faults: kinds {', '.join(sorted(KINDS))}; e.g. rate_limit:3 "
+        "(next 3 calls), http_503:0.33 (a third of calls), "
+        "drop:1@/segment/mapping/ (path filter)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for rate-based faults")
     return p
 
@@ -57,21 +83,29 @@ def serve(argv: Sequence[str]) -> int:
         faults = [FaultRule.parse(spec, seed=args.seed) for spec in args.fault]
     except FaultError as exc:
         parser.error(str(exc))
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s sandbox %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s sandbox %(message)s"
+    )
     advertisers = args.advertisers or DEFAULT_TOKENS[next(iter(DEFAULT_TOKENS))]
     server = SandboxServer(
-        args.db, host=args.host, port=args.port, tokens={args.token: advertisers},
-        min_audience_size=args.min_audience_size, replace_cooldown_seconds=args.replace_cooldown,
-        slow_seconds=args.slow_seconds, max_upload_bytes=args.max_upload_bytes,
-        mapping_rate_limit=args.mapping_rate_limit, faults=faults,
+        args.db,
+        host=args.host,
+        port=args.port,
+        tokens={args.token: advertisers},
+        min_audience_size=args.min_audience_size,
+        replace_cooldown_seconds=args.replace_cooldown,
+        slow_seconds=args.slow_seconds,
+        max_upload_bytes=args.max_upload_bytes,
+        mapping_rate_limit=args.mapping_rate_limit,
+        faults=faults,
     ).start()
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     print(server.base_url, flush=True)  # one line: scripts read the URL from stdout
     logging.getLogger("target_tiktok_audiences.sandbox").info(
-        "serving %s (admin %s, db %s)", server.base_url, server.admin_url, args.db)
+        "serving %s (admin %s, db %s)", server.base_url, server.admin_url, args.db
+    )
     while not done.wait(0.5):
         pass
     server.stop()
@@ -87,15 +121,18 @@ def audience_rows(db: Path) -> list[dict[str, Any]]:
             "SELECT a.advertiser_id, a.audience_id, a.name, a.audience_type, a.calculate_type, "
             "a.member_count, (SELECT group_concat(DISTINCT m.id_type) FROM members m "
             "WHERE m.audience_id = a.audience_id) AS id_types "
-            "FROM audiences a ORDER BY a.advertiser_id, a.seq").fetchall()
+            "FROM audiences a ORDER BY a.advertiser_id, a.seq"
+        ).fetchall()
         return [dict(r) for r in rows]
     finally:
         conn.close()
 
 
 def show(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="tiktok-audiences-sandbox show",
-                                     description="Print the audiences stored in a sandbox db.")
+    parser = argparse.ArgumentParser(
+        prog="tiktok-audiences-sandbox show",
+        description="Print the audiences stored in a sandbox db.",
+    )
     parser.add_argument("--db", required=True)
     args = parser.parse_args(argv)
     db = Path(args.db)
@@ -104,9 +141,16 @@ def show(argv: Sequence[str]) -> int:
         return 2
     header = ("advertiser", "audience_id", "name", "type", "calculate_type", "members")
     table = [header] + [
-        (r["advertiser_id"], r["audience_id"], r["name"], r["audience_type"],
-         r["calculate_type"] or r["id_types"] or "-", str(r["member_count"]))
-        for r in audience_rows(db)]
+        (
+            r["advertiser_id"],
+            r["audience_id"],
+            r["name"],
+            r["audience_type"],
+            r["calculate_type"] or r["id_types"] or "-",
+            str(r["member_count"]),
+        )
+        for r in audience_rows(db)
+    ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -10,10 +10,12 @@ from typing import Any
 # Kinds that stop the request before it is processed, and kinds that act after processing.
 # Permanent errors answer with TikTok's code for them; "unknown_error" uses a code that is
 # in no list, which a client must treat as permanent too.
-PERMANENT = {"permission_error": (40001, "No permission to operate this advertiser"),
-             "param_error": (40002, "Invalid parameter: custom_audience_id"),
-             "auth_error": (40105, "Access token is invalid or has been revoked"),
-             "unknown_error": (41999, "Something TikTok has not documented")}
+PERMANENT = {
+    "permission_error": (40001, "No permission to operate this advertiser"),
+    "param_error": (40002, "Invalid parameter: custom_audience_id"),
+    "auth_error": (40105, "Access token is invalid or has been revoked"),
+    "unknown_error": (41999, "Something TikTok has not documented"),
+}
 BEFORE = frozenset({"rate_limit", "server_error", "http_503", "drop", *PERMANENT})
 AFTER = frozenset({"slow", "drop_after"})
 KINDS = BEFORE | AFTER

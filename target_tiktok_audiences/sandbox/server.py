@@ -62,11 +62,15 @@ class SandboxServer:
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> SandboxServer:
-        self._server = make_server(self.host, self._requested_port, self.app, threaded=True,
-                                   request_handler=_QuietHandler)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.1},
-                                        name=f"tiktok-sandbox-{self.port}", daemon=True)
+        self._server = make_server(
+            self.host, self._requested_port, self.app, threaded=True, request_handler=_QuietHandler
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"tiktok-sandbox-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -115,8 +119,11 @@ class SandboxServer:
         row = self.store.audience(str(audience_id))
         if row is None:
             raise KeyError(audience_id)
-        return {**self.app.audience_row(row), "members": self.members(audience_id),
-                "history": self.app.history_rows(str(audience_id))}
+        return {
+            **self.app.audience_row(row),
+            "members": self.members(audience_id),
+            "history": self.app.history_rows(str(audience_id)),
+        }
 
     def members(self, audience_id: str) -> dict[str, list[str]]:
         return self.store.members(str(audience_id))
@@ -133,8 +140,11 @@ class SandboxServer:
         paths: list[str] | None = None,
         slow_seconds: float | None = None,
     ) -> None:
-        self.app.faults.add(FaultRule(kind, count=count, rate=rate, seed=seed, paths=paths,
-                                      slow_seconds=slow_seconds))
+        self.app.faults.add(
+            FaultRule(
+                kind, count=count, rate=rate, seed=seed, paths=paths, slow_seconds=slow_seconds
+            )
+        )
 
     def clear_faults(self) -> None:
         self.app.clear_faults()

@@ -113,8 +113,9 @@ class Store:
         return self.one(sql, (token,)) is not None
 
     def can_access(self, token: str, advertiser_id: str) -> bool:
-        sql = ("SELECT 1 FROM token_advertisers WHERE token = ? AND advertiser_id = ? "
-               "AND revoked = 0")
+        sql = (
+            "SELECT 1 FROM token_advertisers WHERE token = ? AND advertiser_id = ? AND revoked = 0"
+        )
         return self.one(sql, (token, advertiser_id)) is not None
 
     def revoke_token(self, token: str) -> bool:
@@ -186,8 +187,13 @@ class Store:
         return int(row["n"]) if row else 0
 
     def apply_digests(
-        self, c: sqlite3.Connection, audience_id: str, id_type: str, digests: Iterable[str],
-        *, remove: bool = False,
+        self,
+        c: sqlite3.Connection,
+        audience_id: str,
+        id_type: str,
+        digests: Iterable[str],
+        *,
+        remove: bool = False,
     ) -> int:
         """Add (duplicates collapse on the primary key) or remove digests; returns rows changed.
 
@@ -198,11 +204,12 @@ class Store:
         c.execute("DELETE FROM staging")
         c.executemany("INSERT INTO staging VALUES (?)", ((d,) for d in digests))
         if remove:
-            sql = ("DELETE FROM members WHERE audience_id = ? AND id_type = ? "
-                   "AND digest IN (SELECT digest FROM staging)")
+            sql = (
+                "DELETE FROM members WHERE audience_id = ? AND id_type = ? "
+                "AND digest IN (SELECT digest FROM staging)"
+            )
         else:
-            sql = ("INSERT OR IGNORE INTO members "
-                   "SELECT ?, ?, digest FROM staging ORDER BY digest")
+            sql = "INSERT OR IGNORE INTO members SELECT ?, ?, digest FROM staging ORDER BY digest"
         changed = c.execute(sql, (audience_id, id_type)).rowcount
         c.execute("DELETE FROM staging")
         return changed
@@ -222,7 +229,11 @@ class Store:
         return int(row[0])
 
     def add_history(
-        self, c: sqlite3.Connection, audience_id: str, action: str, file_paths: list[str],
+        self,
+        c: sqlite3.Connection,
+        audience_id: str,
+        action: str,
+        file_paths: list[str],
         count: int,
     ) -> None:
         c.execute(
@@ -262,8 +273,9 @@ class Store:
         cols = ", ".join(row)
         marks = ", ".join("?" * len(row))
         with self.transaction() as c:
-            c.execute(f"INSERT INTO calls (ts, {cols}) VALUES (?, {marks})",
-                      (time.time(), *row.values()))
+            c.execute(
+                f"INSERT INTO calls (ts, {cols}) VALUES (?, {marks})", (time.time(), *row.values())
+            )
 
     def calls(self) -> list[dict[str, Any]]:
         return self.query("SELECT * FROM calls ORDER BY id")
@@ -271,8 +283,16 @@ class Store:
     def reset(self) -> None:
         """Forget everything (tokens included); the caller re-grants configured tokens."""
         with self.transaction() as c:
-            for table in ("tokens", "advertisers", "token_advertisers", "files", "audiences",
-                          "audience_history", "members", "calls"):
+            for table in (
+                "tokens",
+                "advertisers",
+                "token_advertisers",
+                "files",
+                "audiences",
+                "audience_history",
+                "members",
+                "calls",
+            ):
                 c.execute(f"DELETE FROM {table}")
             # Keep audience ids unique across resets so stale ids held by a client never match.
         shutil.rmtree(self.files_dir, ignore_errors=True)

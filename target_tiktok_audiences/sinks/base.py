@@ -37,8 +37,13 @@ class Runtime:
 class Delivery(abc.ABC):
     """Everything one stream sends to TikTok, across schema changes of the stream."""
 
-    def __init__(self, runtime: Runtime, mapping: AudienceMapping, report: StreamReport,
-                 contracts: Sequence[str]) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        mapping: AudienceMapping,
+        report: StreamReport,
+        contracts: Sequence[str],
+    ) -> None:
         self.runtime = runtime
         self.mapping = mapping
         self.report = report
@@ -83,8 +88,12 @@ class Delivery(abc.ABC):
             client.tracker = None
 
     def new_entry(self, advertiser_id: str, name: str, contracts: list[str]) -> AudienceReport:
-        entry = AudienceReport(advertiser_id=advertiser_id, audience_name=name,
-                               sync_mode=self.mapping.sync_mode, contracts=contracts)
+        entry = AudienceReport(
+            advertiser_id=advertiser_id,
+            audience_name=name,
+            sync_mode=self.mapping.sync_mode,
+            contracts=contracts,
+        )
         self.report.audiences.append(entry)
         return entry
 
@@ -94,8 +103,13 @@ class AudienceSink(BatchSink):
 
     MAX_SIZE_DEFAULT = 10_000
 
-    def __init__(self, target: TargetTikTokAudiences, stream_name: str, schema: dict,
-                 key_properties: Sequence[str] | None) -> None:
+    def __init__(
+        self,
+        target: TargetTikTokAudiences,
+        stream_name: str,
+        schema: dict,
+        key_properties: Sequence[str] | None,
+    ) -> None:
         self._target = target
         self._stripped_deleted = False
         super().__init__(target, stream_name, schema, key_properties)
@@ -166,6 +180,9 @@ class AudienceSink(BatchSink):
         if self.delivery is not None:
             self.delivery.flush()
             if self.delivery.pending:
-                self.logger.info("ACTIVATE_VERSION %s for stream '%s': delivering what was "
-                                 "read before it.", new_version, self.stream_name)
+                self.logger.info(
+                    "ACTIVATE_VERSION %s for stream '%s': delivering what was read before it.",
+                    new_version,
+                    self.stream_name,
+                )
                 self.delivery.commit()

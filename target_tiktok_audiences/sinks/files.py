@@ -95,8 +95,15 @@ class FileDelivery(Delivery):
             with self.tracking(entry):
                 self._deliver(advertiser_id, name, contract, added, removed, entry)
 
-    def _deliver(self, advertiser_id: str, name: str, contract: str, added: list[Chunk],
-                 removed: list[Chunk], entry: AudienceReport) -> None:
+    def _deliver(
+        self,
+        advertiser_id: str,
+        name: str,
+        contract: str,
+        added: list[Chunk],
+        removed: list[Chunk],
+        entry: AudienceReport,
+    ) -> None:
         runtime = self.runtime
         client, directory = runtime.client, runtime.directory
         explicit = self.mapping.audience_ids.get(advertiser_id)
@@ -111,9 +118,14 @@ class FileDelivery(Delivery):
             first = "REPLACE" if self.mapping.sync_mode == "mirror" else "APPEND"
             if audience_id is None:
                 audience_id, entry.created = directory.find_or_create(
-                    advertiser_id, name, contract,
+                    advertiser_id,
+                    name,
+                    contract,
                     lambda: client.create_customer_audience(
-                        advertiser_id, name, contract, groups[0],
+                        advertiser_id,
+                        name,
+                        contract,
+                        groups[0],
                         runtime.settings.retention_in_days,
                     ),
                 )
@@ -134,15 +146,25 @@ class FileDelivery(Delivery):
                 entry.action = f"{entry.action}+REMOVE" if entry.action else "REMOVE"
         entry.status = "delivered"
 
-    def _upload(self, advertiser_id: str, contract: str, name: str, chunks: Sequence[Chunk],
-                entry: AudienceReport) -> list[list[str]]:
+    def _upload(
+        self,
+        advertiser_id: str,
+        contract: str,
+        name: str,
+        chunks: Sequence[Chunk],
+        entry: AudienceReport,
+    ) -> list[list[str]]:
         """Upload the chunks; their file paths grouped by what one call may carry."""
         paths: list[str] = []
         for i, chunk in enumerate(chunks, 1):
             if len(chunks) > 1:
                 self.runtime.logger.info(
                     "Audience '%s' in advertiser %s: uploading file %d of %d (%d identifiers).",
-                    name, advertiser_id, i, len(chunks), chunk.lines,
+                    name,
+                    advertiser_id,
+                    i,
+                    len(chunks),
+                    chunk.lines,
                 )
             paths.append(self.runtime.client.upload_file(advertiser_id, contract, chunk.path))
             entry.files += 1

@@ -9,6 +9,8 @@ from target_tiktok_audiences.client import partner_audience_name
 from target_tiktok_audiences.report import AudienceReport
 from target_tiktok_audiences.sinks.base import Delivery
 
+PROGRESS_EVERY = 10  # batches between progress lines: one line per 100,000 users by default
+
 
 class SegmentDelivery(Delivery):
     """Users go out in the order they came, `add` or `delete`, at most a batch per call.
@@ -59,6 +61,16 @@ class SegmentDelivery(Delivery):
                             entry.users_added += len(batch)
                         else:
                             entry.users_removed += len(batch)
+                        if entry.batches % PROGRESS_EVERY == 0:
+                            self.runtime.logger.info(
+                                "Audience '%s' in advertiser %s: %d batches sent so far "
+                                "(%d users added, %d removed).",
+                                entry.audience_name,
+                                advertiser_id,
+                                entry.batches,
+                                entry.users_added,
+                                entry.users_removed,
+                            )
         self._pending.clear()
 
     def _audience(self, advertiser_id: str) -> tuple[str, AudienceReport]:
@@ -68,13 +80,18 @@ class SegmentDelivery(Delivery):
         name = partner_audience_name(self.mapping.audience_name)
         entry = self.new_entry(advertiser_id, name, list(self.contracts))
         runtime = self.runtime
+        # TikTok says a new partner audience "may reject mappings for a minute or two" without
+        # documenting the code; such an answer stops the run like any permanent error, and a
+        # re-run (which finds the audience by name) delivers. Uncertain TikTok behaviour.
         with self.tracking(entry):
             explicit = self.mapping.audience_ids.get(advertiser_id)
             if explicit:
                 audience_id = runtime.directory.by_id(advertiser_id, explicit, PARTNER, name)
             else:
                 audience_id, entry.created = runtime.directory.find_or_create(
-                    advertiser_id, name, PARTNER,
+                    advertiser_id,
+                    name,
+                    PARTNER,
                     lambda: runtime.client.create_partner_audience(advertiser_id, name),
                 )
         entry.audience_id = audience_id
