@@ -22,6 +22,7 @@ __all__ = [
     "ALGORITHMS",
     "CONTRACTS",
     "CONTRACT_ALIASES",
+    "DETECTED_COLUMN_NAMES",
     "EMAIL_MODES",
     "KINDS",
     "MAX_VALUE_LENGTH",
@@ -398,7 +399,7 @@ def make_encoder(contract: str, rules: Rules) -> Encoder:
 # --- Column detection ------------------------------------------------------------------------
 
 # Per contract, accepted column names in priority order (lowercase).
-_COLUMN_NAMES: dict[str, tuple[str, ...]] = {
+DETECTED_COLUMN_NAMES: dict[str, tuple[str, ...]] = {
     "EMAIL_SHA256": ("email", "email_address"),
     "PHONE_SHA256": ("phone", "phone_number", "mobile"),
     "IDFA_SHA256": ("idfa",),
@@ -406,7 +407,7 @@ _COLUMN_NAMES: dict[str, tuple[str, ...]] = {
 }
 _COLUMN_LOOKUP: dict[str, tuple[str, int]] = {
     name: (contract, rank)
-    for contract, names in _COLUMN_NAMES.items()
+    for contract, names in DETECTED_COLUMN_NAMES.items()
     for rank, name in enumerate(names)
 }
 

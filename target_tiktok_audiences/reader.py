@@ -6,6 +6,9 @@ user's email or phone, so errors name only the problem and where it is.
 
 from __future__ import annotations
 
+import typing as t
+from collections.abc import Callable
+
 import msgspec
 from singer_sdk.contrib.msgspec import MsgSpecReader, decoder
 from singer_sdk.singerlib.exceptions import InvalidInputLine
@@ -13,6 +16,20 @@ from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 class PrivateSingerReader(MsgSpecReader):
     """MsgSpecReader that keeps input lines out of exceptions and logs."""
+
+    on_failure: Callable[[Exception], None] | None = None
+
+    def process_lines(
+        self, file_input: t.IO[str] | None, callbacks: dict[str, Callable[[dict], None]]
+    ) -> t.Counter[str]:
+        # One guard around the whole input loop, not one per message: whatever stops the run
+        # while reading or delivering reaches the run report first.
+        try:
+            return super().process_lines(file_input, callbacks)
+        except Exception as exc:
+            if self.on_failure is not None:
+                self.on_failure(exc)
+            raise
 
     def deserialize_json(self, line: str) -> dict:
         try:

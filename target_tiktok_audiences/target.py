@@ -19,7 +19,12 @@ from singer_sdk.helpers.capabilities import PluginCapabilities
 from target_tiktok_audiences.audiences import AudienceDirectory
 from target_tiktok_audiences.client import TikTokClient
 from target_tiktok_audiences.dryrun import DryRunClient
-from target_tiktok_audiences.identifiers import Encoder, detect_identifier_columns, make_encoder
+from target_tiktok_audiences.identifiers import (
+    DETECTED_COLUMN_NAMES,
+    Encoder,
+    detect_identifier_columns,
+    make_encoder,
+)
 from target_tiktok_audiences.reader import PrivateSingerReader
 from target_tiktok_audiences.report import RunReport, StreamReport
 from target_tiktok_audiences.settings import CONFIG_SCHEMA, Settings, cross_field_errors
@@ -30,10 +35,7 @@ from target_tiktok_audiences.spool import private_workdir, remove_workdir
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-DETECTED_COLUMNS = (
-    "email, email_address, phone, phone_number, mobile, idfa, gaid, aaid, adid, "
-    "android_advertising_id"
-)
+DETECTED_COLUMNS = ", ".join(n for names in DETECTED_COLUMN_NAMES.values() for n in names)
 
 
 @dataclass
@@ -106,6 +108,7 @@ class TargetTikTokAudiences(Target):
         )
         self._finished = False
         atexit.register(remove_workdir, self.runtime.workdir)
+        self.message_reader.on_failure = lambda exc: self.finish("failed", str(exc))
         self._preflight()
 
     @_reported
@@ -192,11 +195,7 @@ class TargetTikTokAudiences(Target):
             self.runtime.report.ignored_streams[stream] = why
             self.logger.warning("Stream '%s' is ignored: %s.", stream, why)
 
-    # -- message handling: every failure lands in the report --------------------------------
-
-    _process_schema_message = _reported(Target._process_schema_message)
-    _process_record_message = _reported(Target._process_record_message)
-    _process_activate_version_message = _reported(Target._process_activate_version_message)
+    # -- the end of input -----------------------------------------------------------------
 
     @_reported
     def process_endofpipe(self) -> None:

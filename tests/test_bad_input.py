@@ -183,3 +183,5 @@ def test_invalid_json_line_stops_without_echoing_the_line(sandbox, tmp_path):
     run = run_target(tmp_path, config, data)
     assert run.returncode != 0
     assert "secret.person@example.com" not in run.output
+    assert run.report["status"] == "failed"
+    assert "is not valid JSON" in run.report["error"]

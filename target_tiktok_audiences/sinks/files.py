@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from target_tiktok_audiences.client import MAX_FILE_PATHS_PER_CALL
-from target_tiktok_audiences.report import AudienceReport
-from target_tiktok_audiences.sinks.base import Delivery
+from target_tiktok_audiences.report import AudienceReport, StreamReport
+from target_tiktok_audiences.settings import AudienceMapping
+from target_tiktok_audiences.sinks.base import Delivery, Runtime
 from target_tiktok_audiences.spool import Chunk, Spool
 
 MIN_AUDIENCE = 1_000
@@ -20,8 +21,14 @@ class FileDelivery(Delivery):
     user both added and removed ends up removed (REMOVE goes last).
     """
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        runtime: Runtime,
+        mapping: AudienceMapping,
+        report: StreamReport,
+        contracts: Sequence[str],
+    ) -> None:
+        super().__init__(runtime, mapping, report, contracts)
         self._added: dict[str, Spool] = {}
         self._removed: dict[str, Spool] = {}
 

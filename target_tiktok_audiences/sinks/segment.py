@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import groupby
 
 from target_tiktok_audiences.audiences import PARTNER
 from target_tiktok_audiences.client import partner_audience_name
-from target_tiktok_audiences.report import AudienceReport
-from target_tiktok_audiences.sinks.base import Delivery
+from target_tiktok_audiences.report import AudienceReport, StreamReport
+from target_tiktok_audiences.settings import AudienceMapping
+from target_tiktok_audiences.sinks.base import Delivery, Runtime
 
 PROGRESS_EVERY = 10  # batches between progress lines: one line per 100,000 users by default
 
@@ -18,8 +20,14 @@ class SegmentDelivery(Delivery):
     One partner audience per (stream, advertiser) holds every contract of the stream.
     """
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        runtime: Runtime,
+        mapping: AudienceMapping,
+        report: StreamReport,
+        contracts: Sequence[str],
+    ) -> None:
+        super().__init__(runtime, mapping, report, contracts)
         self._pending: list[tuple[str, dict[str, str]]] = []
         self._audiences: dict[str, tuple[str, AudienceReport]] = {}
 
