@@ -34,20 +34,14 @@ class Runtime:
     logger: logging.Logger
 
 
+@dataclass(eq=False)
 class Delivery(abc.ABC):
     """Everything one stream sends to TikTok, across schema changes of the stream."""
 
-    def __init__(
-        self,
-        runtime: Runtime,
-        mapping: AudienceMapping,
-        report: StreamReport,
-        contracts: Sequence[str],
-    ) -> None:
-        self.runtime = runtime
-        self.mapping = mapping
-        self.report = report
-        self.contracts: list[str] = list(contracts)
+    runtime: Runtime
+    mapping: AudienceMapping
+    report: StreamReport
+    contracts: list[str]
 
     def extend(self, contracts: Sequence[str]) -> None:
         """A new schema of the stream may bring more identifier columns."""

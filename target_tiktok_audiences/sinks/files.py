@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from target_tiktok_audiences.client import MAX_FILE_PATHS_PER_CALL
-from target_tiktok_audiences.report import AudienceReport, StreamReport
-from target_tiktok_audiences.settings import AudienceMapping
-from target_tiktok_audiences.sinks.base import Delivery, Runtime
+from target_tiktok_audiences.report import AudienceReport
+from target_tiktok_audiences.sinks.base import Delivery
 from target_tiktok_audiences.spool import Chunk, Spool
 
 MIN_AUDIENCE = 1_000
 
 
+@dataclass(eq=False)
 class FileDelivery(Delivery):
     """Spools digests per contract; at commit uploads them and creates or updates audiences.
 
@@ -21,16 +22,8 @@ class FileDelivery(Delivery):
     user both added and removed ends up removed (REMOVE goes last).
     """
 
-    def __init__(
-        self,
-        runtime: Runtime,
-        mapping: AudienceMapping,
-        report: StreamReport,
-        contracts: Sequence[str],
-    ) -> None:
-        super().__init__(runtime, mapping, report, contracts)
-        self._added: dict[str, Spool] = {}
-        self._removed: dict[str, Spool] = {}
+    _added: dict[str, Spool] = field(default_factory=dict, init=False)
+    _removed: dict[str, Spool] = field(default_factory=dict, init=False)
 
     def _spool(self, spools: dict[str, Spool], contract: str, kind: str) -> Spool:
         spool = spools.get(contract)

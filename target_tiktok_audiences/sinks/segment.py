@@ -2,34 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass, field
 from itertools import groupby
 
 from target_tiktok_audiences.audiences import PARTNER
 from target_tiktok_audiences.client import partner_audience_name
-from target_tiktok_audiences.report import AudienceReport, StreamReport
-from target_tiktok_audiences.settings import AudienceMapping
-from target_tiktok_audiences.sinks.base import Delivery, Runtime
+from target_tiktok_audiences.report import AudienceReport
+from target_tiktok_audiences.sinks.base import Delivery
 
 PROGRESS_EVERY = 10  # batches between progress lines: one line per 100,000 users by default
 
 
+@dataclass(eq=False)
 class SegmentDelivery(Delivery):
     """Users go out in the order they came, `add` or `delete`, at most a batch per call.
 
     One partner audience per (stream, advertiser) holds every contract of the stream.
     """
 
-    def __init__(
-        self,
-        runtime: Runtime,
-        mapping: AudienceMapping,
-        report: StreamReport,
-        contracts: Sequence[str],
-    ) -> None:
-        super().__init__(runtime, mapping, report, contracts)
-        self._pending: list[tuple[str, dict[str, str]]] = []
-        self._audiences: dict[str, tuple[str, AudienceReport]] = {}
+    _pending: list[tuple[str, dict[str, str]]] = field(default_factory=list, init=False)
+    _audiences: dict[str, tuple[str, AudienceReport]] = field(default_factory=dict, init=False)
 
     def add(self, ids: dict[str, str], removed: bool) -> None:
         self._pending.append(("delete" if removed else "add", ids))
