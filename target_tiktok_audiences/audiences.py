@@ -1,15 +1,19 @@
 """Find an audience by id or exact name, or create it: never twice.
 
 A re-run finds what the last run created by name. A create whose answer was lost (timeout,
-dropped connection) is followed by a fresh lookup before it is sent again.
+dropped connection) is followed by lookups for `create_confirm_seconds` before it is sent
+again. Audiences shared in by another advertiser are listed by TikTok but cannot be updated:
+a name never resolves to one of them.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from target_tiktok_audiences.client import (
+    AudienceAPI,
     AudienceRow,
     PermanentError,
     TransientError,
@@ -18,14 +22,20 @@ from target_tiktok_audiences.client import (
 log = logging.getLogger("target_tiktok_audiences.audiences")
 
 PARTNER = "partner"
+_CONFIRM_POLL_SECONDS = (1.0, 2.0, 4.0, 8.0, 15.0)
 
 
 class AudienceDirectory:
     """The audiences of each advertiser, listed once per run and kept current."""
 
-    def __init__(self, client: object) -> None:
+    def __init__(
+        self, client: AudienceAPI, *, confirm_seconds: float = 120, max_new: int = 25
+    ) -> None:
         self._client = client
         self._rows: dict[str, list[AudienceRow]] = {}
+        self._confirm_seconds = confirm_seconds
+        self._max_new = max_new
+        self.created = 0
 
     def _list(self, advertiser_id: str, *, refresh: bool = False) -> list[AudienceRow]:
         if refresh or advertiser_id not in self._rows:
@@ -33,24 +43,43 @@ class AudienceDirectory:
         return self._rows[advertiser_id]
 
     def by_id(self, advertiser_id: str, audience_id: str, kind: str, name: str) -> str:
-        """Check that a configured audience id exists and has the right type."""
+        """Check that a configured audience id exists, is ours and has the right type."""
         for row in self._list(advertiser_id):
             if row.audience_id == audience_id:
                 _check_compatible(row, advertiser_id, kind, name)
+                if not row.owned:
+                    raise PermanentError(
+                        f"Using audience id {audience_id} (audiences[].audience_ids, "
+                        f"audience '{name}')",
+                        advertiser_id=advertiser_id,
+                        message="this audience was shared in by another advertiser; only its "
+                        "creator can update it",
+                        hint="Point audience_ids at an audience this advertiser created.",
+                        said=False,
+                    )
                 return audience_id
         raise PermanentError(
-            f"Using audience id {audience_id} (audiences[].audience_ids, stream audience '{name}')",
+            f"Using audience id {audience_id} (audiences[].audience_ids, audience '{name}')",
             advertiser_id=advertiser_id,
             message="no such audience in this advertiser",
             hint="Fix or remove that audience id; without it the audience is found by name "
             "or created.",
+            said=False,
         )
 
     def by_name(
         self, advertiser_id: str, name: str, kind: str, *, refresh: bool = False
     ) -> str | None:
-        """The id of the audience with exactly this name and a compatible type, if any."""
-        matches = [r for r in self._list(advertiser_id, refresh=refresh) if r.name == name]
+        """The id of our audience with exactly this name and a compatible type, if any."""
+        named = [r for r in self._list(advertiser_id, refresh=refresh) if r.name == name]
+        matches = [r for r in named if r.owned]
+        if len(matches) < len(named):
+            log.info(
+                "Advertiser %s sees an audience named '%s' shared in by another advertiser; "
+                "it is left alone.",
+                advertiser_id,
+                name,
+            )
         if not matches:
             return None
         for row in matches:
@@ -68,24 +97,41 @@ class AudienceDirectory:
         return None  # pragma: no cover - _check_compatible raised
 
     def find_or_create(
-        self, advertiser_id: str, name: str, kind: str, create: Callable[[], str]
+        self,
+        api: AudienceAPI,
+        advertiser_id: str,
+        name: str,
+        kind: str,
+        create: Callable[[], str],
     ) -> tuple[str, bool]:
         """(audience id, created). kind is a calculate_type or PARTNER."""
         found = self.by_name(advertiser_id, name, kind)
         if found:
             return found, False
+        if self.created >= self._max_new:
+            raise PermanentError(
+                f"Creating audience '{name}'",
+                advertiser_id=advertiser_id,
+                message=f"this run already created {self.created} audiences "
+                f"(max_new_audiences is {self._max_new}); TikTok allows 400 per advertiser",
+                hint="Map only the streams you want (audiences setting) or raise "
+                "max_new_audiences.",
+                said=False,
+            )
         try:
             audience_id = create()
         except TransientError as exc:
-            # TikTok may have created it before the answer was lost: look again before
-            # every further try.
-            self._client.count_retry()
-            log.warning("%s; looking the audience up before trying again.", exc)
+            # TikTok may have created it before the answer was lost, and may list it only
+            # later: look again for a while before creating it again.
+            api.count_retry()
+            log.warning("%s; looking the audience up before creating it again.", exc)
+            confirmed = self._confirm(advertiser_id, name, kind)
 
             def again() -> str:
                 return self.by_name(advertiser_id, name, kind, refresh=True) or create()
 
-            audience_id = self._client.retrying(again)
+            audience_id = confirmed or api.retrying(again)
+        self.created += 1
         self._rows.setdefault(advertiser_id, []).append(
             AudienceRow(
                 audience_id,
@@ -104,6 +150,27 @@ class AudienceDirectory:
         )
         return audience_id, True
 
+    def _confirm(self, advertiser_id: str, name: str, kind: str) -> str | None:
+        deadline = time.monotonic() + self._confirm_seconds
+        for pause in (0.0, *_CONFIRM_POLL_SECONDS, *[15.0] * 1000):
+            now = time.monotonic()
+            if now >= deadline:
+                return None
+            time.sleep(min(pause, deadline - now))
+            try:
+                found = self.by_name(advertiser_id, name, kind, refresh=True)
+            except TransientError:
+                continue
+            if found:
+                log.info(
+                    "Audience '%s' in advertiser %s was created after all: id %s.",
+                    name,
+                    advertiser_id,
+                    found,
+                )
+                return found
+        return None  # pragma: no cover - the deadline ends the loop
+
 
 def _compatible(row: AudienceRow, kind: str) -> bool:
     if kind == PARTNER:
@@ -120,7 +187,7 @@ def _check_compatible(row: AudienceRow, advertiser_id: str, kind: str, name: str
         else (f"a {row.audience_type or 'custom'} audience of type {row.calculate_type}")
     )
     want = (
-        "a partner audience (sync_mode incremental)"
+        "a partner audience (sync_mode incremental or audience_type partner)"
         if kind == PARTNER
         else (f"a customer-file audience of type {kind}")
     )
@@ -130,4 +197,5 @@ def _check_compatible(row: AudienceRow, advertiser_id: str, kind: str, name: str
         message=f"audience {row.audience_id} '{row.name}' is {have}, but this stream needs {want}",
         hint="Rename the audience (audiences[].audience_name) or point "
         "audiences[].audience_ids at a compatible audience.",
+        said=False,
     )

@@ -1,65 +1,126 @@
-"""dry_run: a stand-in for the TikTok client that sends nothing and writes down everything.
+"""dry_run: an AudienceAPI that sends nothing and writes down everything.
 
-Under output_dir: files/ holds the hashed files that would be uploaded, batches/ the Segment
-API batches, and plan.json the audiences, advertisers, actions and counts.
+Each run writes into a new folder under output_dir (named by its start time), so a dry run
+never touches what it did not write: files/ holds the hashed files that would be uploaded,
+batches/ the Segment API batches, and plan.json the audiences, actions and counts. Everything
+is private (folders 0700, files 0600): the files hold digests of personal data.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
+import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from target_tiktok_audiences.client import SEGMENT_ID_TYPES, AudienceRow, CallStats, file_md5
+from target_tiktok_audiences.client import (
+    SEGMENT_ID_TYPES,
+    AudienceRow,
+    AudienceStatus,
+    file_md5,
+)
+from target_tiktok_audiences.report import CallStats, RunReport
+
+T = TypeVar("T")
+log = logging.getLogger("target_tiktok_audiences.dryrun")
+
+
+def _private_dir(path: Path) -> Path:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def _private_file(path: Path) -> Any:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    return open(fd, "w", encoding="utf-8")
+
+
+def new_run_dir(output_dir: str | Path) -> Path:
+    """A fresh folder for this run under output_dir; never an existing one."""
+    root = Path(output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for n in range(1000):
+        candidate = root / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            candidate.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"output_dir {root}: too many dry runs started this second")
+
+
+class _Recorder:
+    """What every view of one dry-run client shares."""
+
+    def __init__(self, output_dir: str | Path) -> None:
+        self.out = new_run_dir(output_dir)
+        self.calls: list[dict[str, Any]] = []
+        self.total = CallStats()
+        self.copies: dict[Path, tuple[str, int]] = {}
+        self.ids = 0
 
 
 class DryRunClient:
     """Same calls as TikTokClient; no network at all."""
 
     def __init__(self, output_dir: str | Path) -> None:
-        self.out = Path(output_dir)
-        for stale in ("files", "batches", "plan.json"):
-            target = self.out / stale
-            if target.is_dir():
-                shutil.rmtree(target)
-            else:
-                target.unlink(missing_ok=True)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.calls: list[dict[str, Any]] = []
-        self.total = CallStats()
-        self.tracker: CallStats | None = None
-        self._copies: dict[Path, tuple[str, int]] = {}
-        self._ids = 0
+        self._rec = _Recorder(output_dir)
+        self._stats: tuple[CallStats, ...] = (self._rec.total,)
+
+    @property
+    def out(self) -> Path:
+        return self._rec.out
+
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        return self._rec.calls
+
+    @property
+    def total(self) -> CallStats:
+        return self._rec.total
+
+    def with_stats(self, stats: CallStats) -> DryRunClient:
+        view = copy.copy(self)
+        view._stats = (*self._stats, stats)
+        return view
 
     def _record(self, call: dict[str, Any]) -> None:
-        self.calls.append(call)
-        for stats in (self.total, self.tracker):
-            if stats is not None:
-                stats.calls += 1
+        self._rec.calls.append(call)
+        for stats in self._stats:
+            stats.add("calls")
 
-    def retrying(self, func: Callable[[], Any]) -> Any:
+    def retrying(self, func: Callable[[], T]) -> T:
         return func()
 
-    def check_token(self) -> None:
-        """Nothing to check offline."""
+    def count_retry(self) -> None:
+        """Nothing is retried offline."""
 
-    def check_advertisers(self, advertiser_ids: Sequence[str]) -> None:
-        """Nothing to check offline."""
+    def preflight(self, advertiser_ids: Sequence[str]) -> None:
+        log.info("dry_run: nothing is sent to TikTok; files and plan go to %s", self.out)
 
     def list_audiences(self, advertiser_id: str) -> Iterator[AudienceRow]:
         return iter(())  # offline, no audience is known: the plan says what would be created
 
+    def get_audience(self, advertiser_id: str, audience_id: str) -> AudienceStatus:
+        return AudienceStatus(None, None, None, None, last_action_processing=False)
+
     def upload_file(self, advertiser_id: str, calculate_type: str, path: Path) -> str:
-        if path not in self._copies:
-            dest = self.out / "files" / f"{len(self._copies) + 1:04d}-{path.name}"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, dest)
+        rec = self._rec
+        if path not in rec.copies:
+            dest = _private_dir(rec.out / "files") / f"{len(rec.copies) + 1:04d}-{path.name}"
+            with path.open("rb") as src, _private_file(dest) as dst:
+                shutil.copyfileobj(src, dst.buffer)
             with dest.open("rb") as fh:
                 lines = sum(1 for _ in fh)
-            self._copies[path] = (dest.relative_to(self.out).as_posix(), lines)
-        rel, lines = self._copies[path]
+            rec.copies[path] = (dest.relative_to(rec.out).as_posix(), lines)
+        rel, lines = rec.copies[path]
         self._record(
             {
                 "call": "upload",
@@ -70,14 +131,13 @@ class DryRunClient:
                 "file_signature": file_md5(path),
             }
         )
-        for stats in (self.total, self.tracker):
-            if stats is not None:
-                stats.bytes_uploaded += path.stat().st_size
+        for stats in self._stats:
+            stats.add("bytes_uploaded", path.stat().st_size)
         return rel
 
     def _new_id(self) -> str:
-        self._ids += 1
-        return f"dry-run-{self._ids}"
+        self._rec.ids += 1
+        return f"dry-run-{self._rec.ids}"
 
     def create_customer_audience(
         self,
@@ -133,11 +193,13 @@ class DryRunClient:
         action: str,
         contracts: Sequence[str],
         users: Sequence[Mapping[str, str]],
+        *,
+        warmup_until: float | None = None,
     ) -> None:
-        batch = self.out / "batches" / f"{len(self.calls) + 1:06d}-{advertiser_id}.json"
-        batch.parent.mkdir(parents=True, exist_ok=True)
+        rec = self._rec
+        batch = _private_dir(rec.out / "batches") / f"{len(rec.calls) + 1:06d}-{advertiser_id}.json"
         schema = [SEGMENT_ID_TYPES[c] for c in contracts]
-        with batch.open("w", encoding="utf-8") as fh:
+        with _private_file(batch) as fh:
             json.dump(
                 {
                     "advertiser_id": advertiser_id,
@@ -156,15 +218,20 @@ class DryRunClient:
                 "action": action,
                 "id_schema": schema,
                 "users": len(users),
-                "file": batch.relative_to(self.out).as_posix(),
+                "file": batch.relative_to(rec.out).as_posix(),
             }
         )
 
-    def write_plan(self, audiences: list[dict[str, Any]]) -> Path:
+    def finish(self, report: RunReport) -> None:
+        """Nothing was sent: delivered audiences are only planned; write plan.json."""
+        audiences = []
+        for stream in report.streams.values():
+            for entry in stream.audiences:
+                if entry.status == "delivered":
+                    entry.status = "planned"
+                audiences.append({"stream": stream.stream, **entry.as_dict()})
         plan = self.out / "plan.json"
-        plan.write_text(
-            json.dumps({"dry_run": True, "audiences": audiences, "calls": self.calls}, indent=2)
-            + "\n",
-            encoding="utf-8",
-        )
-        return plan
+        with _private_file(plan) as fh:
+            json.dump({"dry_run": True, "audiences": audiences, "calls": self.calls}, fh, indent=2)
+            fh.write("\n")
+        log.info("dry_run: plan written to %s", plan)

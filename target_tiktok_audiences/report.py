@@ -14,12 +14,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from target_tiktok_audiences.client import CallStats
-
 MATCH_NOTE = (
     "TikTok matches uploaded users in 24-48 hours; an audience is usable for targeting from "
     "1,000 matched users."
 )
+
+
+@dataclass
+class CallStats:
+    """Calls made on behalf of one audience (or in total)."""
+
+    calls: int = 0
+    retries: int = 0
+    bytes_uploaded: int = 0
+
+    def add(self, field_name: str, amount: int = 1) -> None:
+        setattr(self, field_name, getattr(self, field_name) + amount)
 
 
 @dataclass
@@ -32,7 +42,7 @@ class AudienceReport:
     contracts: list[str]
     audience_id: str | None = None
     created: bool = False
-    status: str = "pending"  # pending | delivered | skipped | failed
+    status: str = "pending"  # pending | delivered | planned | skipped | deferred | failed
     action: str | None = None
     files: int = 0
     identifiers_uploaded: int = 0
@@ -42,6 +52,11 @@ class AudienceReport:
     batches: int = 0
     note: str | None = None
     stats: CallStats = field(default_factory=CallStats)
+
+    def defer(self, advice: str, error: str) -> None:
+        """TikTok refused this audience alone: the run goes on, STATE is withheld."""
+        self.status = "deferred"
+        self.note = f"not delivered: {advice}. ({error})"
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

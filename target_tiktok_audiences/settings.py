@@ -1,21 +1,32 @@
-"""Typed view of the target's configuration and the cross-field checks the JSON schema cannot do."""
+"""The target's configuration: declared once (CONFIG_SCHEMA), a typed view of it, and the
+cross-field checks the JSON schema cannot express. Every message names the setting to fix.
+"""
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from singer_sdk import typing as th
 
+from target_tiktok_audiences.client import API_PATH_SUFFIX, AUDIENCE_NAME_MAX, MAX_USERS_PER_MAPPING
 from target_tiktok_audiences.identifiers import CONTRACTS, EMAIL_MODES, Rules, canonical_contract
+from target_tiktok_audiences.modes import AudienceType, MirrorStrategy, SyncMode
 
 DEFAULT_API_BASE_URL = "https://business-api.tiktok.com/open_api/v1.3"
-SYNC_MODES = ("mirror", "incremental", "append")
 # 50 MB per file at 65 bytes per SHA-256 line is ~770,000 lines; keep a margin.
 MAX_FILE_IDS = 750_000
-MAX_SEGMENT_BATCH = 10_000
+SYNC_MODES = [m.value for m in SyncMode]
+AUDIENCE_TYPES = [t.value for t in AudienceType]
+REMOVE_FLAG_HELP = (
+    "true, non-zero numbers and the strings true/t/yes/y/1 (any case) remove the user; "
+    "false, 0, the strings false/f/no/n/0, empty and null keep it; any other value is "
+    "rejected (invalid_remove_flag) and that user is neither added nor kept."
+)
 
 AUDIENCE_MAPPING = th.ObjectType(
     th.Property(
@@ -39,13 +50,19 @@ AUDIENCE_MAPPING = th.ObjectType(
     th.Property(
         "remove_column",
         th.StringType,
-        description="Boolean column; true means remove this user from the audience.",
+        description="Column that flags a user for removal: " + REMOVE_FLAG_HELP,
     ),
     th.Property(
         "sync_mode",
-        th.StringType(allowed_values=list(SYNC_MODES)),
+        th.StringType(allowed_values=SYNC_MODES),
         description="Overrides the global sync_mode for this stream.",
     ),
+    th.Property(
+        "audience_type",
+        th.StringType(allowed_values=AUDIENCE_TYPES),
+        description="Overrides the global audience_type for this stream.",
+    ),
+    additional_properties=False,
 )
 
 CONFIG_SCHEMA = th.PropertiesList(
@@ -74,12 +91,12 @@ CONFIG_SCHEMA = th.PropertiesList(
     ),
     th.Property(
         "sync_mode",
-        th.StringType(allowed_values=list(SYNC_MODES)),
-        default="mirror",
+        th.StringType(allowed_values=SYNC_MODES),
+        default=SyncMode.MIRROR.value,
         title="Sync Mode",
-        description="mirror: replace a customer-file audience with the stream's users; "
-        "append: add and remove users with files; incremental: add and remove users in "
-        "batches through the Segment API (partner audience).",
+        description="mirror: keep the audience equal to the stream's users; append: add and "
+        "remove users with files; incremental: add and remove users in batches through the "
+        "Segment API (partner audience).",
     ),
     th.Property(
         "hash_identifiers",
@@ -109,8 +126,8 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.ArrayType(AUDIENCE_MAPPING),
         title="Audiences",
         description="Per-stream mapping: stream, audience_name, audience_ids, identifiers, "
-        "remove_column, sync_mode. Without it every stream with identifier columns "
-        "(found by name) gets an audience named after the stream.",
+        "remove_column, sync_mode, audience_type. Without it every stream with identifier "
+        "columns (found by name) gets an audience named after the stream.",
     ),
     th.Property(
         "retention_in_days",
@@ -124,14 +141,14 @@ CONFIG_SCHEMA = th.PropertiesList(
         default=False,
         title="Dry Run",
         description="No network at all: write the hashed files and a plan of what would be "
-        "sent under output_dir.",
+        "sent into a new folder under output_dir.",
     ),
     th.Property(
         "output_dir",
         th.StringType,
         default="./tiktok-audiences-output",
         title="Output Directory",
-        description="Where dry_run writes its files and plan.json.",
+        description="Where dry_run writes each run's folder (files, batches, plan.json).",
     ),
     th.Property(
         "report_path",
@@ -148,8 +165,8 @@ CONFIG_SCHEMA = th.PropertiesList(
     ),
     th.Property(
         "segment_batch_size",
-        th.IntegerType(minimum=1, maximum=MAX_SEGMENT_BATCH),
-        default=MAX_SEGMENT_BATCH,
+        th.IntegerType(minimum=1, maximum=MAX_USERS_PER_MAPPING),
+        default=MAX_USERS_PER_MAPPING,
         title="Segment Batch Size",
         description="Users per segment/mapping call (at most 10,000).",
     ),
@@ -165,7 +182,7 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.NumberType(minimum=1),
         default=120,
         title="Request Timeout",
-        description="Seconds to wait for one TikTok answer before retrying it.",
+        description="Seconds one TikTok answer may take in all before the call is retried.",
     ),
     th.Property(
         "max_retries",
@@ -181,12 +198,62 @@ CONFIG_SCHEMA = th.PropertiesList(
         title="Max Retry Seconds",
         description="Total seconds one call may spend retrying before the run stops.",
     ),
+    th.Property(
+        "audience_type",
+        th.StringType(allowed_values=AUDIENCE_TYPES),
+        default=AudienceType.CUSTOMER_FILE.value,
+        title="Audience Type",
+        description="customer_file or partner: which kind of TikTok audience a mirror or "
+        "append mapping keeps (incremental always uses partner).",
+    ),
+    th.Property(
+        "mirror_strategy",
+        th.StringType(allowed_values=[s.value for s in MirrorStrategy]),
+        default=MirrorStrategy.DIFF.value,
+        title="Mirror Strategy",
+        description="diff: send only the difference against the snapshot of what TikTok "
+        "accepted (APPEND/REMOVE, or add/delete); replace: always REPLACE.",
+    ),
+    th.Property(
+        "snapshot_url",
+        th.StringType,
+        title="Snapshot URL",
+        description="Where mirror snapshots live: a local folder or an fsspec URL "
+        "(s3://bucket/prefix). Default: the user data folder. Keep it on persistent storage.",
+    ),
+    th.Property(
+        "partner_warmup_seconds",
+        th.IntegerType(minimum=0, maximum=3600),
+        default=180,
+        title="Partner Warm-up Seconds",
+        description="How long mappings into a just-created partner audience are retried "
+        "(TikTok rejects them for a minute or two).",
+    ),
+    th.Property(
+        "create_confirm_seconds",
+        th.IntegerType(minimum=0, maximum=3600),
+        default=120,
+        title="Create Confirm Seconds",
+        description="How long an unanswered create is looked up by name before the "
+        "audience is created again.",
+    ),
+    th.Property(
+        "max_new_audiences",
+        th.IntegerType(minimum=0),
+        default=25,
+        title="Max New Audiences",
+        description="Audiences one run may create; more stops the run (TikTok allows 400 "
+        "per advertiser).",
+    ),
 ).to_dict()
 
-MAPPING_KEYS = frozenset(
-    ("stream", "audience_name", "audience_ids", "identifiers", "remove_column", "sync_mode")
-)
+SCHEMA_DEFAULTS: dict[str, Any] = {
+    name: prop["default"] for name, prop in CONFIG_SCHEMA["properties"].items() if "default" in prop
+}
+MAPPING_KEYS = tuple(AUDIENCE_MAPPING.to_dict()["properties"])
+LONGEST_CONTRACT = max(CONTRACTS, key=len)
 _REGION = re.compile(r"^[A-Za-z]{2}$")
+_TOKEN_OK = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces or control characters
 
 
 @dataclass(frozen=True)
@@ -195,64 +262,84 @@ class AudienceMapping:
 
     stream: str
     audience_name: str
-    sync_mode: str
+    sync_mode: SyncMode
+    audience_type: AudienceType
     identifiers: dict[str, str] | None  # contract -> column; None: detect by column name
     audience_ids: dict[str, str] = field(default_factory=dict)
     remove_column: str | None = None
 
+    def audience_name_for(self, contract: str, contracts: Iterable[str]) -> str:
+        """One customer-file audience per contract: `<name> (<CONTRACT>)` when several."""
+        many = len(set(contracts)) > 1
+        return f"{self.audience_name} ({contract})" if many else self.audience_name
+
 
 @dataclass(frozen=True)
 class Settings:
-    """Validated configuration."""
+    """Validated configuration; defaults come from CONFIG_SCHEMA."""
 
     access_token: str | None
     advertiser_ids: tuple[str, ...]
     api_base_url: str
-    sync_mode: str
+    sync_mode: SyncMode
+    audience_type: AudienceType
+    mirror_strategy: MirrorStrategy
     rules: Rules
     mappings: dict[str, AudienceMapping] | None
     retention_in_days: int | None
     dry_run: bool
     output_dir: str
     report_path: str | None
+    snapshot_url: str | None
     file_max_ids: int
     segment_batch_size: int
     max_requests_per_second: float
     request_timeout: float
     max_retries: int
     max_retry_seconds: float
+    partner_warmup_seconds: int
+    create_confirm_seconds: int
+    max_new_audiences: int
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
-        """Build settings from a config that already passed JSON-schema validation."""
-        errors = cross_field_errors(config)
-        if errors:
-            raise ValueError("; ".join(errors))
-        get = config.get
+        """Build settings from a config that passed validation (see config_errors)."""
+        c = {**SCHEMA_DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
+        sync_mode = SyncMode(c["sync_mode"])
+        audience_type = AudienceType(c["audience_type"])
         mappings = None
-        if get("audiences") is not None:
-            mappings = {m.stream: m for m in (_mapping(r, config) for r in get("audiences"))}
+        if config.get("audiences") is not None:
+            mappings = {
+                m.stream: m
+                for m in (_mapping(raw, sync_mode, audience_type) for raw in c["audiences"])
+            }
         return cls(
-            access_token=get("access_token"),
-            advertiser_ids=tuple(str(a) for a in get("advertiser_ids") or ()),
-            api_base_url=str(get("api_base_url") or DEFAULT_API_BASE_URL).rstrip("/"),
-            sync_mode=get("sync_mode") or "mirror",
+            access_token=c.get("access_token"),
+            advertiser_ids=tuple(str(a) for a in c["advertiser_ids"]),
+            api_base_url=str(c["api_base_url"]).rstrip("/"),
+            sync_mode=sync_mode,
+            audience_type=audience_type,
+            mirror_strategy=MirrorStrategy(c["mirror_strategy"]),
             rules=Rules(
-                hash_identifiers=bool(get("hash_identifiers", True)),
-                email_normalization=get("email_normalization") or "basic",
-                default_phone_region=(get("default_phone_region") or "").upper() or None,
+                hash_identifiers=bool(c["hash_identifiers"]),
+                email_normalization=c["email_normalization"],
+                default_phone_region=str(c.get("default_phone_region") or "").upper() or None,
             ),
             mappings=mappings,
-            retention_in_days=get("retention_in_days"),
-            dry_run=bool(get("dry_run", False)),
-            output_dir=get("output_dir") or "./tiktok-audiences-output",
-            report_path=get("report_path"),
-            file_max_ids=int(get("file_max_ids") or 500_000),
-            segment_batch_size=int(get("segment_batch_size") or MAX_SEGMENT_BATCH),
-            max_requests_per_second=float(get("max_requests_per_second") or 20),
-            request_timeout=float(get("request_timeout") or 120),
-            max_retries=int(get("max_retries", 8)),
-            max_retry_seconds=float(get("max_retry_seconds") or 600),
+            retention_in_days=c.get("retention_in_days"),
+            dry_run=bool(c["dry_run"]),
+            output_dir=c["output_dir"],
+            report_path=c.get("report_path"),
+            snapshot_url=c.get("snapshot_url"),
+            file_max_ids=int(c["file_max_ids"]),
+            segment_batch_size=int(c["segment_batch_size"]),
+            max_requests_per_second=float(c["max_requests_per_second"]),
+            request_timeout=float(c["request_timeout"]),
+            max_retries=int(c["max_retries"]),
+            max_retry_seconds=float(c["max_retry_seconds"]),
+            partner_warmup_seconds=int(c["partner_warmup_seconds"]),
+            create_confirm_seconds=int(c["create_confirm_seconds"]),
+            max_new_audiences=int(c["max_new_audiences"]),
         )
 
     def mapping_for(self, stream: str) -> AudienceMapping | None:
@@ -260,16 +347,28 @@ class Settings:
         if self.mappings is not None:
             return self.mappings.get(stream)
         return AudienceMapping(
-            stream=stream, audience_name=stream, sync_mode=self.sync_mode, identifiers=None
+            stream=stream,
+            audience_name=stream,
+            sync_mode=self.sync_mode,
+            audience_type=_audience_type(self.sync_mode, self.audience_type),
+            identifiers=None,
         )
 
 
-def _mapping(raw: Mapping[str, Any], config: Mapping[str, Any]) -> AudienceMapping:
+def _audience_type(mode: SyncMode, wanted: AudienceType) -> AudienceType:
+    return mode.forced_audience_type or wanted
+
+
+def _mapping(
+    raw: Mapping[str, Any], sync_mode: SyncMode, audience_type: AudienceType
+) -> AudienceMapping:
     identifiers = raw.get("identifiers")
+    mode = SyncMode(raw.get("sync_mode") or sync_mode)
     return AudienceMapping(
         stream=raw["stream"],
         audience_name=(raw.get("audience_name") or raw["stream"]).strip(),
-        sync_mode=raw.get("sync_mode") or config.get("sync_mode") or "mirror",
+        sync_mode=mode,
+        audience_type=_audience_type(mode, AudienceType(raw.get("audience_type") or audience_type)),
         identifiers=(
             {canonical_contract(k) or k: v for k, v in identifiers.items()} if identifiers else None
         ),
@@ -278,7 +377,28 @@ def _mapping(raw: Mapping[str, Any], config: Mapping[str, Any]) -> AudienceMappi
     )
 
 
-def cross_field_errors(config: Mapping[str, Any]) -> list[str]:
+def _closest(name: str, known: Iterable[str]) -> str:
+    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def unknown_key_errors(config: Mapping[str, Any], known_settings: Iterable[str]) -> list[str]:
+    """Unknown settings, at the top or in a mapping, with the closest known name."""
+    known = sorted(known_settings)
+    errors = [
+        f"{key}: unknown setting{_closest(key, known)}" for key in sorted(set(config) - set(known))
+    ]
+    for i, raw in enumerate(config.get("audiences") or []):
+        if isinstance(raw, Mapping):
+            for key in sorted(set(raw) - set(MAPPING_KEYS)):
+                errors.append(
+                    f"audiences[{i}]: unknown key '{key}'{_closest(key, MAPPING_KEYS)} "
+                    f"(keys: {', '.join(MAPPING_KEYS)})"
+                )
+    return errors
+
+
+def config_errors(config: Mapping[str, Any]) -> list[str]:
     """Checks between settings; each message names the setting to fix."""
     errors: list[str] = []
     advertisers = [str(a) for a in config.get("advertiser_ids") or []]
@@ -288,26 +408,67 @@ def cross_field_errors(config: Mapping[str, Any]) -> list[str]:
         errors.append("advertiser_ids: an advertiser id is listed twice")
     if any(not a.strip().isdigit() for a in advertisers):
         errors.append('advertiser_ids: advertiser ids are numbers, e.g. "7012345678901234567"')
-    if not config.get("dry_run") and not config.get("access_token"):
+    token = config.get("access_token")
+    if not config.get("dry_run") and not token:
         errors.append("access_token: required unless dry_run is true")
+    if isinstance(token, str) and token and not _TOKEN_OK.match(token):
+        # Never echo the token: only say what is wrong with it.
+        errors.append(
+            "access_token: contains whitespace or control characters (often a newline or "
+            "space copied with it); paste the token again"
+        )
+    errors.extend(_url_errors(config.get("api_base_url")))
+    if config.get("load_method") not in (None, "append-only"):
+        errors.append(
+            f"load_method: '{config.get('load_method')}' has no meaning for TikTok audiences; "
+            "remove it and choose sync_mode (mirror, append or incremental) instead"
+        )
     region = config.get("default_phone_region")
     if region and not _REGION.match(region):
         errors.append(
             f"default_phone_region: '{region}' is not an ISO 3166 alpha-2 region such as US or GB"
         )
-    seen: set[str] = set()
+    errors.extend(_mapping_errors(config, advertisers))
+    return errors
+
+
+def config_warnings(config: Mapping[str, Any]) -> list[str]:
+    """Doubtful but possibly intended settings."""
+    url = str(config.get("api_base_url") or DEFAULT_API_BASE_URL).rstrip("/")
+    if urlsplit(url).scheme in ("http", "https") and not url.endswith(API_PATH_SUFFIX):
+        return [
+            f"api_base_url: {url} does not end in {API_PATH_SUFFIX}; TikTok's API and the "
+            "sandbox both live under that path"
+        ]
+    return []
+
+
+def _url_errors(value: object) -> list[str]:
+    if value is None:
+        return []
+    parts = urlsplit(str(value))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return [
+            "api_base_url: must be an http(s) URL such as "
+            f"{DEFAULT_API_BASE_URL} (or the sandbox's http://127.0.0.1:PORT/open_api/v1.3)"
+        ]
+    return []
+
+
+def _mapping_errors(config: Mapping[str, Any], advertisers: list[str]) -> list[str]:
+    errors: list[str] = []
+    seen: dict[str, int] = {}
+    audiences: dict[tuple[str, str, str], str] = {}  # (name, contract, type) -> stream
+    global_mode = SyncMode(config.get("sync_mode") or SyncMode.MIRROR.value)
+    global_type = AudienceType(config.get("audience_type") or AudienceType.CUSTOMER_FILE.value)
     for i, raw in enumerate(config.get("audiences") or []):
         where = f"audiences[{i}]"
-        for key in sorted(set(raw) - MAPPING_KEYS):
-            errors.append(f"{where}: unknown key '{key}'; use " + ", ".join(sorted(MAPPING_KEYS)))
         stream = raw.get("stream")
         if stream in seen:
             errors.append(f"{where}.stream: stream '{stream}' is mapped twice")
-        seen.add(stream)
-        name = raw.get("audience_name")
-        if name is not None and not 1 <= len(name.strip()) <= 128:
-            errors.append(f"{where}.audience_name: must be 1 to 128 characters")
-        for contract, column in (raw.get("identifiers") or {}).items():
+        seen[stream] = i
+        identifiers = raw.get("identifiers")
+        for contract, column in (identifiers or {}).items():
             if canonical_contract(contract) is None:
                 errors.append(
                     f"{where}.identifiers: unknown contract '{contract}'; use one of "
@@ -315,22 +476,51 @@ def cross_field_errors(config: Mapping[str, Any]) -> list[str]:
                 )
             if not isinstance(column, str) or not column:
                 errors.append(f"{where}.identifiers.{contract}: give the column name as a string")
-        if raw.get("identifiers") is not None and not raw.get("identifiers"):
+        if identifiers is not None and not identifiers:
             errors.append(f"{where}.identifiers: map at least one contract to a column")
-        canon = [canonical_contract(c) for c in raw.get("identifiers") or {}]
-        if len(set(canon)) != len(canon):
+        contracts = [c for c in (canonical_contract(k) for k in identifiers or {}) if c]
+        if len(set(contracts)) != len(contracts):
             errors.append(f"{where}.identifiers: a contract is mapped twice (AAID_* = GAID_*)")
         for advertiser in raw.get("audience_ids") or {}:
             if str(advertiser) not in advertisers:
                 errors.append(
                     f"{where}.audience_ids: advertiser '{advertiser}' is not in advertiser_ids"
                 )
-        mode = raw.get("sync_mode") or config.get("sync_mode") or "mirror"
-        if raw.get("audience_ids") and mode != "incremental":
-            contracts = {canonical_contract(c) for c in raw.get("identifiers") or {}}
-            if len(contracts) != 1:
+        mode = SyncMode(raw.get("sync_mode") or global_mode)
+        kind = _audience_type(mode, AudienceType(raw.get("audience_type") or global_type))
+        if raw.get("audience_ids") and kind is AudienceType.CUSTOMER_FILE and len(contracts) != 1:
+            errors.append(
+                f"{where}.audience_ids: a customer-file audience holds one contract; "
+                "map exactly one identifier when you name existing audiences"
+            )
+        name = str(raw.get("audience_name") or stream or "").strip()
+        if raw.get("audience_name") is not None and not name:
+            errors.append(f"{where}.audience_name: must not be empty")
+        names = _audience_names(name, contracts, kind)
+        longest = max((n for n, _ in names), key=len, default="")
+        if kind is AudienceType.CUSTOMER_FILE and len(longest) > AUDIENCE_NAME_MAX:
+            errors.append(
+                f"{where}.audience_name: the audience name '{longest[:40]}…' would be "
+                f"{len(longest)} characters; TikTok allows {AUDIENCE_NAME_MAX}"
+            )
+        for audience, contract in names:
+            key = (audience, contract, kind.value)
+            if key in audiences and audiences[key] != stream:
                 errors.append(
-                    f"{where}.audience_ids: a customer-file audience holds one contract; "
-                    "map exactly one identifier when you name existing audiences"
+                    f"{where}: streams '{audiences[key]}' and '{stream}' would both sync "
+                    f"audience '{audience}' ({contract}, {kind.value}) in the same advertisers; "
+                    "give one of them another audience_name"
                 )
+            audiences.setdefault(key, str(stream))
     return errors
+
+
+def _audience_names(name: str, contracts: list[str], kind: AudienceType) -> list[tuple[str, str]]:
+    """(audience name, contract) a mapping may sync; '*' when the contract is detected later."""
+    if kind is AudienceType.PARTNER:
+        return [(name, "*")]
+    if not contracts:  # detected from the columns: one contract (name) or several (suffixed)
+        return [(name, "*"), (f"{name} ({LONGEST_CONTRACT})", "*")]
+    if len(contracts) == 1:
+        return [(name, contracts[0])]
+    return [(f"{name} ({c})", c) for c in contracts]

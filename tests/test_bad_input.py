@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from target_tiktok_audiences.target import TargetTikTokAudiences
 
-from conftest import (
+from helpers import (
     ADV1,
     base_config,
     record_msg,
@@ -61,7 +61,7 @@ def dry_run(records: list[dict], **config: object) -> TargetTikTokAudiences:
 
 
 def check_accounting(target: TargetTikTokAudiences, records: list[dict]) -> None:
-    report = target.runtime.report
+    report = target.run.report
     assert report.status == "succeeded"
     stream = report.streams["users"]
     assert stream.records_read == len(records)
@@ -113,7 +113,7 @@ def test_arbitrary_identifier_strings_are_counted_never_fatal(
 )
 def test_each_bad_email_is_counted_by_reason(value: object, reason: str) -> None:
     target = dry_run([{"id": 1, "email": value}, {"id": 2, "email": "ok@example.com"}])
-    stream = target.runtime.report.streams["users"]
+    stream = target.run.report.streams["users"]
     assert stream.rejected == {"EMAIL_SHA256": {reason: 1}}
     assert stream.accepted == {"EMAIL_SHA256": 1}
     assert stream.records_without_identifiers == 1
@@ -132,7 +132,7 @@ def test_non_ascii_and_missing_fields(tmp_path: Path) -> None:
         {"id": 5, "not_in_schema": "x@y.zz"},
     ]
     target = dry_run(records)
-    stream = target.runtime.report.streams["users"]
+    stream = target.run.report.streams["users"]
     assert stream.accepted == {"EMAIL_SHA256": 1, "PHONE_SHA256": 1}
     assert stream.records_without_identifiers == 3
     assert stream.rejected == {}
@@ -148,9 +148,10 @@ def test_columns_absent_from_the_schema_are_not_read() -> None:
             record_msg("users", {"id": 1, "name": "x", "email": "a@b.co"}),
         ]
         target.listen(io.StringIO(singer_lines(messages)))
-    assert target.runtime.report.ignored_streams == {
+    assert target.run.report.ignored_streams == {
         "users": "it has no identifier column (looked for email, email_address, phone, "
-        "phone_number, mobile, idfa, gaid, aaid, adid, android_advertising_id)"
+        "phone_number, mobile, idfa, gaid, aaid, adid, android_advertising_id, in any case "
+        "and with any separators; its columns: name, id); map one with audiences[].identifiers"
     }
 
 
@@ -170,7 +171,11 @@ def test_mapped_column_missing_from_schema_stops_before_records(sandbox, tmp_pat
         "audiences[stream=users].identifiers.EMAIL_SHA256: column 'e_mail' is not in the "
         "schema of stream 'users' (columns: email, id)"
     ) in run.stderr
-    assert sandbox.calls("/dmp/custom_audience/") == []
+    # Only the preflight check (a one-row list) ran: nothing was uploaded or changed.
+    assert [c["path"] for c in sandbox.calls("/dmp/custom_audience/")] == [
+        "/dmp/custom_audience/list/",
+        "/dmp/custom_audience/list/",
+    ]
     assert run.report["status"] == "failed"
 
 

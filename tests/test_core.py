@@ -6,6 +6,7 @@ column and so becomes a planned audience.
 
 from __future__ import annotations
 
+import inspect
 import tempfile
 
 from singer_sdk.testing import get_target_test_class
@@ -22,16 +23,46 @@ TestTargetTikTokAudiences = get_target_test_class(
 )
 
 
-def test_the_private_sdk_hooks_overridden_by_the_sink_still_exist() -> None:
-    """AudienceSink overrides two private SDK hooks; an SDK rename must fail loudly here.
+# Private SDK methods the project overrides, and why; an SDK rename or signature change must
+# fail here, not silently stop being called in production.
+PRIVATE_OVERRIDES = {
+    "AudienceSink._remove_sdc_metadata_from_record": "soft deletes are read before the strip",
+    "AudienceSink._validate_and_parse": "skipped for speed (only identifier columns are read)",
+    "TargetTikTokAudiences._validate_config": "cross-field checks and closest-name messages",
+    "TargetTikTokAudiences._write_state_message": "STATE only after delivery",
+    "TargetTikTokAudiences._handle_termination": "never deliver on a signal",
+}
 
-    _remove_sdc_metadata_from_record: soft deletes must be read before the SDK strips them.
-    _validate_and_parse: skipped for speed (only identifier columns are read).
-    """
-    from singer_sdk.sinks import Sink
 
-    from target_tiktok_audiences.sinks import AudienceSink
+def _sdk_base_method(cls: type, name: str) -> object:
+    for base in cls.__mro__[1:]:
+        if base.__module__.startswith("singer_sdk") and name in vars(base):
+            return vars(base)[name]
+    return None
 
-    for hook in ("_remove_sdc_metadata_from_record", "_validate_and_parse"):
-        assert callable(getattr(Sink, hook, None)), hook
-        assert hook in vars(AudienceSink), hook
+
+def _signature(method: object) -> list[tuple[str, object]]:
+    func = method.__func__ if isinstance(method, (classmethod, staticmethod)) else method
+    return [(p.name, p.kind) for p in inspect.signature(func).parameters.values()]
+
+
+def test_every_overridden_sdk_method_keeps_the_sdk_signature() -> None:
+    from target_tiktok_audiences.reader import PrivateSingerReader
+    from target_tiktok_audiences.sink import AudienceSink
+
+    classes = {c.__name__: c for c in (AudienceSink, TargetTikTokAudiences, PrivateSingerReader)}
+    overridden = []
+    for cls in classes.values():
+        for name, method in vars(cls).items():
+            base = _sdk_base_method(cls, name)
+            if base is None or not callable(getattr(cls, name)) or name == "__init__":
+                continue
+            overridden.append(f"{cls.__name__}.{name}")
+            if name != "invoke":  # the SDK's own override of invoke is keyword-only too
+                assert _signature(method) == _signature(base), f"{cls.__name__}.{name}"
+    for qualified in PRIVATE_OVERRIDES:
+        assert qualified in overridden, f"{qualified}: the SDK no longer has this method"
+    private = {o for o in overridden if o.split(".")[1].startswith("_")}
+    assert private <= set(PRIVATE_OVERRIDES) | {
+        "PrivateSingerReader.__init__"
+    }, f"document why these private SDK methods are overridden: {private - set(PRIVATE_OVERRIDES)}"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (
+from helpers import (
     ADV1,
     ADV2,
     TOKEN,
@@ -21,8 +21,8 @@ from conftest import (
     sha256,
     singer_lines,
     state_msg,
+    start_target,
 )
-from test_privacy_signals import _start
 
 MIRROR = {"stream": "vip", "audience_name": "VIP", "identifiers": {"EMAIL_SHA256": "email"}}
 STREAMED = {
@@ -144,7 +144,7 @@ def test_advertiser_without_access_fails_naming_it(sandbox, tmp_path):
 
 def test_advertiser_revoked_mid_run_stops_with_no_state(sandbox, tmp_path):
     config = base_config(sandbox, audiences=[STREAMED])
-    proc, work = _start(tmp_path, config)
+    proc, work = start_target(tmp_path, config)
     assert proc.stdin is not None
     first = [record_msg("people", {"id": i, "email": f"p{i}@x.io"}) for i in range(10_000)]
     proc.stdin.write(singer_lines([schema_msg("people", ["email", "phone"]), *first, state_msg(1)]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from conftest import (
+from helpers import (
     ADV1,
     ADV2,
     audiences_by_name,

@@ -27,7 +27,7 @@ import pytest
 
 from target_tiktok_audiences.sandbox.server import SandboxServer, run_sandbox
 
-from pg import PostgresCluster, throwaway_cluster
+from helpers.pg import PostgresCluster, throwaway_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 MELTANO = Path(sys.executable).parent / "meltano"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import (
+from helpers import (
     ADV1,
     ADV2,
     audiences_by_name,
@@ -16,7 +16,7 @@ from conftest import (
     state_msg,
     stream_report,
 )
-from messy import CONTRACTS, messy_users
+from helpers.messy import CONTRACTS, messy_users
 
 MAPPING = {
     "stream": "users",

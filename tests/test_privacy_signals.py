@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (
+from helpers import (
+    dry_run_dir,
     ADV1,
     CLI,
     TOKEN,
@@ -21,6 +22,7 @@ from conftest import (
     schema_msg,
     singer_lines,
     state_msg,
+    start_target,
 )
 
 RAW = {
@@ -93,7 +95,7 @@ def test_dry_run_plan_and_files_hold_digests_only(tmp_path):
     written = "".join(p.read_text() for p in out.rglob("*") if p.is_file())
     assert "6d92078a" not in written.replace("0c2074fb", "")  # the IDFA itself, not its MD5
     assert leaks(written) == []
-    plan = json.loads((out / "plan.json").read_text())
+    plan = json.loads((dry_run_dir(out) / "plan.json").read_text())
     assert [c["call"] for c in plan["calls"]] == ["create_partner", "mapping"]
 
 
@@ -105,27 +107,10 @@ def test_spool_files_are_private_and_removed(sandbox, tmp_path):
     assert list(work.glob("target-tiktok-audiences-*")) == []
 
 
-def _start(tmp_path: Path, config: dict) -> tuple[subprocess.Popen, Path]:
-    work = tmp_path / "sig"
-    work.mkdir()
-    config_path = work / "config.json"
-    config_path.write_text(json.dumps({**config, "report_path": str(work / "report.json")}))
-    proc = subprocess.Popen(
-        [CLI, "--config", str(config_path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "TMPDIR": str(work)},
-        cwd=work,
-    )
-    return proc, work
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_mid_run_delivers_nothing_and_cleans_up(sandbox, tmp_path, signum):
     config = base_config(sandbox, advertiser_ids=[ADV1])
-    proc, work = _start(tmp_path, config)
+    proc, work = start_target(tmp_path, config)
     assert proc.stdin is not None
     rows = [record_msg("users", {"id": i, "email": f"u{i}@x.io"}) for i in range(5000)]
     proc.stdin.write(singer_lines([schema_msg("users", ["email"]), *rows, state_msg(1)]))

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from target_tiktok_audiences.client import TikTokClient
+from target_tiktok_audiences.modes import SyncMode
 from target_tiktok_audiences.settings import Settings
 
-from conftest import ADV1, ADV2, CLI, record_msg, run_target, schema_msg
+from helpers import ADV1, ADV2, CLI, dry_run_dir, record_msg, run_target, schema_msg
 
 GOOD = {"advertiser_ids": [ADV1, ADV2], "dry_run": True}
 
@@ -39,8 +40,9 @@ GOOD = {"advertiser_ids": [ADV1, ADV2], "dry_run": True}
         ),
         (
             {**GOOD, "audiences": [{"stream": "s", "audience_nme": "x"}]},
-            "audiences[0]: unknown key 'audience_nme'; use audience_ids, audience_name, "
-            "identifiers, remove_column, stream, sync_mode",
+            "audiences[0]: unknown key 'audience_nme'; did you mean 'audience_name'? (keys: "
+            "stream, audience_name, audience_ids, identifiers, remove_column, sync_mode, "
+            "audience_type)",
         ),
         (
             {
@@ -84,7 +86,48 @@ GOOD = {"advertiser_ids": [ADV1, ADV2], "dry_run": True}
         ),
         (
             {**GOOD, "audiences": [{"stream": "s", "audience_name": "x" * 129}]},
-            "audiences[0].audience_name: must be 1 to 128 characters",
+            "audiences[0].audience_name: the audience name '" + "x" * 40 + "…' would be 144 "
+            "characters; TikTok allows 128",
+        ),
+        (
+            {
+                **GOOD,
+                "audiences": [
+                    {
+                        "stream": "s",
+                        "audience_name": "y" * 115,
+                        "identifiers": {"EMAIL_SHA256": "e", "PHONE_SHA256": "p"},
+                    }
+                ],
+            },
+            "audiences[0].audience_name: the audience name '" + "y" * 40 + "…' would be 130 "
+            "characters",
+        ),
+        ({**GOOD, "sync_mod": "append"}, "sync_mod: unknown setting; did you mean 'sync_mode'?"),
+        (
+            {
+                **GOOD,
+                "audiences": [
+                    {"stream": "a", "audience_name": "VIP", "identifiers": {"EMAIL_SHA256": "e"}},
+                    {"stream": "b", "audience_name": "VIP", "identifiers": {"EMAIL_SHA256": "m"}},
+                ],
+            },
+            "audiences[1]: streams 'a' and 'b' would both sync audience 'VIP' (EMAIL_SHA256, "
+            "customer_file) in the same advertisers; give one of them another audience_name",
+        ),
+        (
+            {**GOOD, "dry_run": False, "access_token": "abc def\n"},
+            "access_token: contains whitespace or control characters (often a newline or space "
+            "copied with it); paste the token again",
+        ),
+        (
+            {**GOOD, "api_base_url": "business-api.tiktok.com/open_api/v1.3"},
+            "api_base_url: must be an http(s) URL such as",
+        ),
+        (
+            {**GOOD, "load_method": "overwrite"},
+            "load_method: 'overwrite' has no meaning for TikTok audiences; remove it and choose "
+            "sync_mode (mirror, append or incremental) instead",
         ),
         ({**GOOD, "sync_mode": "upsert"}, "sync_mode"),
         ({**GOOD, "segment_batch_size": 20_000}, "segment_batch_size"),
@@ -97,8 +140,13 @@ def test_bad_config_stops_before_reading_and_names_the_setting(tmp_path, config,
         config,
         [schema_msg("s", ["email"]), record_msg("s", {"id": 1, "email": "a@b.co"})],
     )
-    assert run.returncode != 0
+    assert run.returncode == 1
     assert message in run.stderr
+    assert "abc def" not in run.stderr  # a token is never echoed
+    assert "Traceback" not in run.stderr
+    assert run.stderr.rstrip().splitlines()[-1].split(" | ")[-1].startswith(
+        "Config validation failed: "
+    )
     assert run.report is None  # stopped before anything ran
 
 
@@ -143,7 +191,7 @@ def test_aliases_and_defaults_are_normalised():
     assert mapping is not None
     assert mapping.identifiers == {"GAID_MD5": "gaid"}
     assert mapping.audience_name == "app"
-    assert mapping.sync_mode == "mirror"
+    assert mapping.sync_mode is SyncMode.MIRROR
     assert settings.mapping_for("other") is None
     assert settings.rules.default_phone_region == "GB"
     assert settings.api_base_url == "https://business-api.tiktok.com/open_api/v1.3"
@@ -158,7 +206,7 @@ def test_write_calls_are_throttled(monkeypatch):
 
     monkeypatch.setattr("target_tiktok_audiences.client.time.monotonic", lambda: clock["now"])
     monkeypatch.setattr("target_tiktok_audiences.client.time.sleep", sleep)
-    client = TikTokClient("http://127.0.0.1:9", "t", max_requests_per_second=4)
+    client = TikTokClient("http://127.0.0.1:9/open_api/v1.3", "t", max_requests_per_second=4)
     for _ in range(9):
         client._throttle()
     assert clock["slept"] == pytest.approx(2.0)  # 9 writes at 4 a second span 2 seconds
@@ -185,12 +233,12 @@ def test_dry_run_sends_nothing_and_writes_files_and_plan(tmp_path: Path):
         ],
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    (data_file,) = (out / "files").iterdir()
+    (data_file,) = (dry_run_dir(out) / "files").iterdir()
     assert data_file.read_text() == (
         "ac0f1baec38a9ef3cfcb56db981df7d9bab2568c7f53ef3776d1c059ec58e72b\n"
         "d6117306485ed0e50afab3ac871e98f81699151f30281527d63ff5f233656c69\n"
     )
-    plan = json.loads((out / "plan.json").read_text())
+    plan = json.loads((dry_run_dir(out) / "plan.json").read_text())
     assert [
         (
             a["advertiser_id"],

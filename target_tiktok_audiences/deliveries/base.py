@@ -1,0 +1,110 @@
+"""What every delivery shares: the run's runtime, and one report entry per audience."""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from target_tiktok_audiences.audiences import AudienceDirectory
+from target_tiktok_audiences.client import (
+    REFUSED_BELOW_MINIMUM,
+    REFUSED_DAILY_LIMIT,
+    REFUSED_NOT_OWNER,
+    REFUSED_REPLACE_PROCESSING,
+    AudienceAPI,
+    RefusedError,
+    TikTokError,
+)
+from target_tiktok_audiences.report import AudienceReport, RunReport, StreamReport
+from target_tiktok_audiences.settings import AudienceMapping, Settings
+
+# What a person does about each refusal of one audience (the run goes on without it).
+REFUSAL_ADVICE = {
+    REFUSED_BELOW_MINIMUM: "TikTok refuses updates that leave fewer than 1,000 users; add "
+    "users to the stream (or remove fewer) and re-run",
+    REFUSED_REPLACE_PROCESSING: "TikTok is still processing this audience's last REPLACE; "
+    "the next run after it finishes delivers it (TikTok allows about one REPLACE a day; "
+    "mirror_strategy diff avoids REPLACE)",
+    REFUSED_DAILY_LIMIT: "TikTok's limit of update operations per ad account per day is "
+    "spent; the next run tomorrow delivers it (partner audiences have no such limit)",
+    REFUSED_NOT_OWNER: "this audience was shared in by another advertiser and cannot be "
+    "updated here; give the stream another audience_name or audience_ids",
+}
+
+
+@dataclass
+class Runtime:
+    """What every delivery of a run shares."""
+
+    settings: Settings
+    client: AudienceAPI
+    directory: AudienceDirectory
+    workdir: Path
+    report: RunReport
+    logger: logging.Logger
+
+
+@dataclass(eq=False)
+class Delivery(abc.ABC):
+    """Everything one stream sends to TikTok, across schema changes of the stream."""
+
+    runtime: Runtime
+    mapping: AudienceMapping
+    report: StreamReport
+    contracts: list[str]
+
+    def extend(self, contracts: Sequence[str]) -> None:
+        """A new schema of the stream may bring more identifier columns."""
+        self.contracts.extend(c for c in contracts if c not in self.contracts)
+
+    @abc.abstractmethod
+    def add(self, ids: dict[str, str], removed: bool, user: str | None = None) -> None:
+        """One user: its digests by contract, whether it is removed, and its key if any."""
+
+    @abc.abstractmethod
+    def flush(self) -> None:
+        """The SDK drained a batch of the stream."""
+
+    @abc.abstractmethod
+    def commit(self) -> None:
+        """End of input or ACTIVATE_VERSION: deliver everything spooled."""
+
+    @property
+    @abc.abstractmethod
+    def pending(self) -> bool:
+        """True while some added or removed user has not been accepted by TikTok."""
+
+    def discard(self) -> None:  # noqa: B027 - optional hook
+        """Drop undelivered data (a failed or interrupted run)."""
+
+    @contextmanager
+    def delivering(self, entry: AudienceReport) -> Iterator[AudienceAPI]:
+        """A client view that counts into the audience's stats; failures mark the entry.
+
+        A refusal of this audience alone (the 1,000 floor, a REPLACE still processing) defers
+        it and lets the others go on; anything else stops the run.
+        """
+        try:
+            yield self.runtime.client.with_stats(entry.stats)
+        except RefusedError as exc:
+            exc.for_audience(entry.audience_name)
+            entry.defer(REFUSAL_ADVICE.get(exc.reason, exc.hint), str(exc))
+        except TikTokError as exc:
+            exc.for_audience(entry.audience_name)
+            entry.status = "failed"
+            self.runtime.report.error = str(exc)
+            raise
+
+    def new_entry(self, advertiser_id: str, name: str, contracts: list[str]) -> AudienceReport:
+        entry = AudienceReport(
+            advertiser_id=advertiser_id,
+            audience_name=name,
+            sync_mode=self.mapping.sync_mode.value,
+            contracts=contracts,
+        )
+        self.report.audiences.append(entry)
+        return entry

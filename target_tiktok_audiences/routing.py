@@ -1,0 +1,60 @@
+"""What a stream becomes: its mapping, its identifier columns, and the checks of its schema."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from singer_sdk.exceptions import ConfigValidationError
+
+from target_tiktok_audiences.identifiers import DETECTED_COLUMN_NAMES, detect_identifier_columns
+from target_tiktok_audiences.settings import AudienceMapping, Settings
+
+DETECTED_COLUMNS = ", ".join(n for names in DETECTED_COLUMN_NAMES.values() for n in names)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A stream that feeds audiences."""
+
+    mapping: AudienceMapping
+    columns: dict[str, str]  # contract -> column
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """A stream that feeds nothing, and why (said once, as a warning)."""
+
+    why: str
+
+
+def route_stream(settings: Settings, stream: str, schema: Mapping[str, Any]) -> Route | Ignored:
+    """Decide what a stream becomes; a mapped column missing from the schema stops the run."""
+    mapping = settings.mapping_for(stream)
+    if mapping is None:
+        return Ignored("it is not listed in the audiences setting")
+    columns = list((schema.get("properties") or {}).keys())
+    if mapping.identifiers is None:
+        found = detect_identifier_columns(columns)
+        if not found:
+            looked_at = ", ".join(columns[:20]) + (", …" if len(columns) > 20 else "")
+            return Ignored(
+                f"it has no identifier column (looked for {DETECTED_COLUMNS}, in any case and "
+                f"with any separators; its columns: {looked_at or 'none'}); map one with "
+                "audiences[].identifiers"
+            )
+    else:
+        found = dict(mapping.identifiers)
+    wanted = [(f"identifiers.{c}", col) for c, col in found.items()]
+    if mapping.remove_column:
+        wanted.append(("remove_column", mapping.remove_column))
+    missing = [
+        f"audiences[stream={stream}].{key}: column '{col}' is not in the schema of "
+        f"stream '{stream}' (columns: {', '.join(columns) or 'none'})"
+        for key, col in wanted
+        if col not in columns
+    ]
+    if missing:
+        raise ConfigValidationError(missing[0], errors=missing)
+    return Route(mapping, found)

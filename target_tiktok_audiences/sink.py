@@ -1,0 +1,121 @@
+"""AudienceSink: the SDK's view of one stream. Records flow: record -> identifiers -> delivery."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from singer_sdk import Target
+from singer_sdk.sinks import BatchSink
+
+from target_tiktok_audiences.run import Binding, Run
+
+
+class RunsTarget(Protocol):
+    """The target as the sink needs it: the run that owns the deliveries."""
+
+    run: Run
+
+
+class AudienceSink(BatchSink):
+    """One Singer stream; batches are drained into its delivery."""
+
+    MAX_SIZE_DEFAULT = 10_000
+
+    def __init__(
+        self,
+        target: Target,
+        stream_name: str,
+        schema: dict[str, Any],
+        key_properties: Sequence[str] | None,
+    ) -> None:
+        self._run: Run = target.run  # type: ignore[attr-defined]
+        self._stripped_deleted = False
+        super().__init__(target, stream_name, schema, key_properties)
+
+    def get_validator(self) -> None:
+        # Only the identifier columns matter, and a bad value there is counted and skipped
+        # rather than failing the run; JSON-schema validation of whole records would do both
+        # worse and slower.
+        return None
+
+    def _validate_and_parse(self, record: dict[str, Any]) -> dict[str, Any]:
+        # The SDK would parse every date-time column of every record; only identifier columns
+        # are read here, so that work is skipped (a third of the per-record cost otherwise).
+        return record
+
+    def setup(self) -> None:
+        super().setup()
+        self.binding: Binding | None = self._run.bind_stream(
+            self.stream_name, self.schema, self.key_properties or ()
+        )
+        binding = self.binding
+        self._keyed = bool(
+            binding
+            and binding.key_properties
+            and binding.delivery.mapping.sync_mode.last_record_wins
+        )
+
+    def _remove_sdc_metadata_from_record(self, record: dict[str, Any]) -> None:
+        # The SDK strips _sdc_* fields when add_record_metadata is off; a soft delete must
+        # still remove the user, so note it first.
+        self._stripped_deleted = record.get("_sdc_deleted_at") is not None
+        super()._remove_sdc_metadata_from_record(record)
+
+    def process_record(self, record: dict[str, Any], context: dict[str, Any]) -> None:
+        binding = self.binding
+        if binding is None:
+            return
+        report = binding.report
+        report.records_read += 1
+        remove_column = binding.remove_column
+        removed = (
+            self._stripped_deleted
+            or record.get("_sdc_deleted_at") is not None
+            or (remove_column is not None and record.get(remove_column) is True)
+        )
+        self._stripped_deleted = False
+        ids: dict[str, str] = {}
+        for contract, column, encode in binding.encoders:
+            digest, reason = encode(record.get(column))
+            if digest is not None:
+                ids[contract] = digest
+            elif reason is not None:
+                report.reject(contract, reason)
+        if not ids:
+            report.records_without_identifiers += 1
+            return
+        counts = report.removed if removed else report.accepted
+        for contract in ids:
+            counts[contract] = counts.get(contract, 0) + 1
+        if removed:
+            report.records_removed += 1
+        user = (
+            "\x1f".join(str(record.get(k)) for k in binding.key_properties) if self._keyed else None
+        )
+        binding.delivery.add(ids, removed, user)
+
+    def process_batch(self, context: dict[str, Any]) -> None:
+        if self.binding is None:
+            return
+        # BATCH messages: the SDK hands a file's records here, past process_record; they take
+        # the same path as RECORD messages.
+        for record in context.get("records") or ():
+            self.process_record(record, context)
+        self.binding.delivery.flush()
+
+    def activate_version(self, new_version: int) -> None:
+        # A version boundary: what was read before it is a complete set (for mirror, the
+        # audience). SDK taps send it before a full-table sync's records, classic taps also
+        # after them; with nothing read yet there is nothing to deliver.
+        if self.binding is None:
+            return
+        delivery = self.binding.delivery
+        delivery.flush()
+        if delivery.pending:
+            self.logger.info(
+                "ACTIVATE_VERSION %s for stream '%s': delivering what was read before it.",
+                new_version,
+                self.stream_name,
+            )
+            delivery.commit()
