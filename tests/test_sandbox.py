@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -638,3 +639,210 @@ def test_cli_serve_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     ]
     assert "cli aud" in out[1] and AUDIENCE_TYPE_PARTNER in out[1] and out[1].startswith("42")
     assert cli.main(["show", "--db", str(tmp_path / "missing.db")]) == 2
+
+
+# --- realism: on by default, each switchable ------------------------------------------------
+
+REPLACE_REFUSED = (
+    "This replace operation is rejected as there is an existing unfinished replace operation. "
+    "Please try again later. Recommend no more than one replace operation per day."
+)
+DAY = 86_400
+
+
+def floor_message(count: int, action: str) -> str:
+    return (
+        f"The audience would have {count} users after {action}, below the minimum of 1000 "
+        "users; nothing was changed"
+    )
+
+
+def history(sb: SandboxServer, aid: str, adv: str = ADV1) -> list[dict[str, Any]]:
+    params = {"advertiser_id": adv, "custom_audience_ids": json.dumps([aid])}
+    return ok(call(sb, "GET", "/dmp/custom_audience/get/", params=params))["list"][0][
+        "audience_history"
+    ]
+
+
+def listed(sb: SandboxServer, adv: str = ADV1) -> dict[str, dict[str, Any]]:
+    params = {"advertiser_id": adv, "page_size": 100}
+    rows = ok(call(sb, "GET", "/dmp/custom_audience/list/", params=params))["list"]
+    return {r["audience_id"]: r for r in rows}
+
+
+def test_defaults_are_tiktoks(real: SandboxServer) -> None:
+    cfg = real.config
+    assert (cfg.min_audience_size, cfg.replace_cooldown_seconds) == (1000, DAY)
+    assert (cfg.partner_warmup_seconds, cfg.max_updates_per_day, cfg.max_audiences) == (90, 24, 400)
+
+
+def test_replace_refused_while_create_or_replace_processing(real: SandboxServer) -> None:
+    aid = create(real, shas(0, 1000))
+    assert history(real, aid)[-1]["status"] == "PROCESSING"
+    assert err(update(real, aid, shas(5000, 6000), "REPLACE"), 40002) == REPLACE_REFUSED
+    assert err(update(real, aid, shas(5000, 6000), None), 40002) == REPLACE_REFUSED  # default
+    real.advance_clock(3600)
+    ok(update(real, aid, shas(1000, 1001), "APPEND"))  # only a REPLACE waits
+    real.advance_clock(DAY - 3600 - 60)
+    err(update(real, aid, shas(5000, 6000), "REPLACE"), 40002, "unfinished replace")
+    assert real.members(aid)["EMAIL_SHA256"] == sorted(shas(0, 1001))
+    real.advance_clock(61)
+    assert [h["status"] for h in history(real, aid)] == ["COMPLETED", "PROCESSING"]
+    ok(update(real, aid, shas(5000, 6000), "REPLACE"))
+    assert err(update(real, aid, shas(0, 1000), "REPLACE"), 40002) == REPLACE_REFUSED
+    last = history(real, aid)[-1]
+    assert last == {
+        "action": "REPLACE",
+        "status": "PROCESSING",
+        "opt_time": last["opt_time"],
+        "editor": "sandbox",
+        "action_detail": "REPLACE with 1 file(s); 1000 members after",
+        "file_paths": last["file_paths"],
+        "cover_num": 1000,
+    }
+    real.advance_clock(DAY)
+    ok(update(real, aid, shas(0, 1000), "REPLACE"))
+    assert real.members(aid)["EMAIL_SHA256"] == sorted(shas(0, 1000))
+
+
+def test_replace_window_switch(tmp_path: Path) -> None:
+    with run_sandbox(tmp_path / "s.db", replace_cooldown_seconds=0) as sb:
+        aid = create(sb, shas(0, 1000))
+        ok(update(sb, aid, shas(1000, 2000), "REPLACE"))
+        ok(update(sb, aid, shas(0, 1000), "REPLACE"))
+        assert history(sb, aid)[-1]["status"] == "COMPLETED"
+
+
+def test_every_update_keeps_the_1000_floor(real: SandboxServer) -> None:
+    aid = create(real, shas(0, 5))  # a create may hold fewer
+    assert real.audience(aid)["cover_num"] == 5 and not real.audience(aid)["is_valid"]
+    assert err(update(real, aid, shas(5, 15), "APPEND"), 40002) == floor_message(15, "APPEND")
+    ok(update(real, aid, shas(5, 1000), "APPEND"))
+    assert real.audience(aid)["is_valid"]
+    assert err(update(real, aid, shas(0, 1), "REMOVE"), 40002) == floor_message(999, "REMOVE")
+    real.advance_clock(DAY)
+    assert err(update(real, aid, shas(0, 999), "REPLACE"), 40002) == floor_message(999, "REPLACE")
+    assert real.members(aid)["EMAIL_SHA256"] == sorted(shas(0, 1000))  # nothing changed
+    ok(update(real, aid, shas(2000, 3000), "REPLACE"))
+    assert [h["action"] for h in real.audience(aid)["history"]] == ["CREATE", "APPEND", "REPLACE"]
+
+
+def test_floor_switch(tmp_path: Path) -> None:
+    with run_sandbox(tmp_path / "s.db", min_audience_size=0) as sb:
+        aid = create(sb, shas(0, 2))
+        ok(update(sb, aid, shas(0, 2), "REMOVE"))
+        assert sb.audience(aid)["cover_num"] == 0
+
+
+def raw_mapping(sb: SandboxServer, aid: str) -> requests.Response:
+    body = {
+        "advertiser_ids": [ADV1],
+        "action": "add",
+        "id_schema": ["EMAIL_SHA256"],
+        "batch_data": [user(aid)],
+    }
+    return requests.post(
+        sb.base_url + "/segment/mapping/", json=body, headers={"Access-Token": TOKEN}, timeout=5
+    )
+
+
+def test_partner_warmup_default_is_90_seconds(real: SandboxServer) -> None:
+    aid = segment(real)
+    resp = raw_mapping(real, aid)
+    assert resp.status_code == 400 and resp.json()["code"] == 40002
+    assert resp.json()["message"] == (
+        f"audience_ids: audience {aid} was created 0 s ago and does not accept mappings yet; "
+        "partner audiences accept mappings 1-2 minutes after creation, try again later"
+    )
+    real.advance_clock(88)
+    assert raw_mapping(real, aid).status_code == 400
+    assert real.members(aid) == {}
+    real.advance_clock(3)
+    assert raw_mapping(real, aid).json()["code"] == 0
+    assert real.members(aid) == {"EMAIL_SHA256": [sha(1)]}
+
+
+def test_partner_warmup_short_window_passes_by_waiting(tmp_path: Path) -> None:
+    with run_sandbox(tmp_path / "s.db", partner_warmup_seconds=1) as sb:
+        aid = segment(sb)
+        assert raw_mapping(sb, aid).status_code == 400
+        time.sleep(1.1)
+        assert raw_mapping(sb, aid).json()["code"] == 0
+
+
+def test_24_updates_per_advertiser_per_day(real: SandboxServer) -> None:
+    one, two = create(real, shas(0, 1000), name="one"), create(real, shas(0, 1000), name="two")
+    other = create(real, shas(0, 1000), adv=ADV2)
+    for i in range(12):  # spread over two audiences: the limit is per advertiser
+        ok(update(real, one, [sha(2000 + i)], "APPEND"))
+        ok(update(real, two, [sha(2000 + i)], "APPEND"))
+    first_update = history(real, one)[1]["opt_time"]
+    again = datetime.strptime(first_update, "%Y-%m-%d %H:%M:%S") + timedelta(days=1)
+    message = err(update(real, one, [sha(1)], "REMOVE"), 40002)
+    assert message == (
+        f"Advertiser {ADV1} has used its 24 custom audience update operations (APPEND, REMOVE, "
+        "REPLACE) of the last 24 hours; nothing was changed; try again after "
+        f"{again:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    assert len(real.members(one)["EMAIL_SHA256"]) == 1012  # the refused REMOVE did nothing
+    err(update(real, two, [sha(9)], "APPEND"), 40002, "24 custom audience update operations")
+    ok(update(real, other, [sha(1)], "APPEND", adv=ADV2))  # another advertiser has its own 24
+    real.advance_clock(DAY)
+    ok(update(real, one, [sha(1)], "REMOVE"))
+
+
+def test_daily_limit_switch(tmp_path: Path) -> None:
+    with run_sandbox(tmp_path / "s.db", min_audience_size=1, max_updates_per_day=2) as sb:
+        aid = create(sb, shas(0, 3))
+        ok(update(sb, aid, [sha(9)], "APPEND"))
+        ok(update(sb, aid, [sha(9)], "REMOVE"))
+        err(update(sb, aid, [sha(9)], "APPEND"), 40002, "has used its 2 custom audience")
+    with run_sandbox(tmp_path / "t.db", min_audience_size=1, max_updates_per_day=0) as sb:
+        aid = create(sb, shas(0, 3))
+        for _ in range(30):
+            ok(update(sb, aid, [sha(9)], "APPEND"))
+
+
+def test_400_audiences_per_advertiser(real: SandboxServer) -> None:
+    session = requests.Session()
+    session.headers["Access-Token"] = TOKEN
+    body = {"advertiser_id": ADV1, "action": "create", "custom_audience_name": "a"}
+    codes = [
+        session.post(real.base_url + "/segment/audience/", json=body, timeout=5).json()["code"]
+        for _ in range(400)
+    ]
+    assert codes == [0] * 400
+    cap = f"advertiser {ADV1} already has 400 custom audiences, the maximum per ad account"
+    assert err(call(real, "POST", "/segment/audience/", json=body), 40002) == cap
+    fp = upload(real, shas(0, 3))
+    body = {
+        "advertiser_id": ADV1,
+        "custom_audience_name": "f",
+        "file_paths": [fp],
+        "calculate_type": "EMAIL_SHA256",
+    }
+    assert err(call(real, "POST", "/dmp/custom_audience/create/", json=body), 40002) == cap
+    ok(
+        call(
+            real,
+            "POST",
+            "/segment/audience/",
+            json=body | {"advertiser_id": ADV2, "action": "create"},
+        )
+    )
+
+
+def test_shared_in_audiences_count_against_the_cap(tmp_path: Path) -> None:
+    with run_sandbox(tmp_path / "s.db", max_audiences=2) as sb:
+        segment(sb)
+        sb.share_audience(ADV1, name="from outside")
+        err(
+            call(
+                sb,
+                "POST",
+                "/segment/audience/",
+                json={"advertiser_id": ADV1, "action": "create", "custom_audience_name": "x"},
+            ),
+            40002,
+            "already has 2 custom audiences",
+        )
