@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +21,9 @@ from target_tiktok_audiences.sandbox import cli
 from target_tiktok_audiences.sandbox.app import (
     AUDIENCE_TYPE_CUSTOMER_FILE,
     AUDIENCE_TYPE_PARTNER,
+    SandboxConfig,
 )
+from target_tiktok_audiences.sandbox.faults import FaultError, FaultRule
 from target_tiktok_audiences.sandbox.server import SandboxServer, run_sandbox
 
 TOKEN = "sandbox-token"
@@ -846,3 +850,263 @@ def test_shared_in_audiences_count_against_the_cap(tmp_path: Path) -> None:
             40002,
             "already has 2 custom audiences",
         )
+
+
+# --- shared-in audiences ----------------------------------------------------------------------
+
+
+def test_shared_in_audiences_are_listed_but_cannot_be_changed(sb: SandboxServer) -> None:
+    own = create(sb, shas(0, 3), name="own")
+    outside = sb.share_audience(ADV1, name="from outside")
+    theirs = create(sb, shas(0, 3), name="theirs", adv=ADV2)
+    assert sb.share_audience(ADV1, theirs) == theirs
+    rows = listed(sb)
+    assert set(rows) == {own, outside, theirs}
+    flags = {aid: (r["is_creator"], r["shared"]) for aid, r in rows.items()}
+    assert flags == {own: (True, False), outside: (False, True), theirs: (False, True)}
+    assert listed(sb, ADV2)[theirs]["is_creator"] and listed(sb, ADV2)[theirs]["shared"]
+    params = {"advertiser_id": ADV1, "custom_audience_ids": json.dumps([theirs])}
+    got = ok(call(sb, "GET", "/dmp/custom_audience/get/", params=params))["list"][0]
+    assert got["audience_details"]["is_creator"] is False
+    assert got["audience_details"]["cover_num"] == 3
+
+    refused = (
+        f"No permission to operate audience {theirs}: it was shared with advertiser {ADV1} by "
+        "another advertiser; only its creator (is_creator: true) can change it"
+    )
+    for action in ("APPEND", "REMOVE", "REPLACE"):
+        assert err(update(sb, theirs, shas(5, 9), action), 40001) == refused
+    assert sb.members(theirs)["EMAIL_SHA256"] == sorted(shas(0, 3))
+    err(update(sb, outside, shas(5, 9), "APPEND"), 40001, "only its creator")
+
+
+def test_shared_in_partner_audience_refuses_mappings(sb: SandboxServer) -> None:
+    partner = sb.share_audience(ADV1, name="partner from outside", partner=True)
+    assert listed(sb)[partner]["audience_type"] == AUDIENCE_TYPE_PARTNER
+    err(mapping(sb, ["EMAIL_SHA256"], [user(partner)]), 40001, "only its creator")
+    assert sb.members(partner) == {}
+    unrelated = sb.share_audience(ADV2, name="only for ADV2", partner=True)
+    err(mapping(sb, ["EMAIL_SHA256"], [user(unrelated)]), 40002, "does not exist")
+
+
+def test_admin_share_endpoint(sb: SandboxServer) -> None:
+    resp = requests.post(
+        f"{sb.admin_url}/share", json={"advertiser_id": ADV1, "name": "ext"}, timeout=5
+    )
+    aid = resp.json()["data"]["audience_id"]
+    assert listed(sb)[aid]["name"] == "ext" and not listed(sb)[aid]["is_creator"]
+    own = create(sb, shas(0, 3))
+    resp = requests.post(
+        f"{sb.admin_url}/share", json={"advertiser_id": ADV1, "audience_id": own}, timeout=5
+    )
+    assert resp.status_code == 400 and "already belongs" in resp.json()["message"]
+    resp = requests.post(f"{sb.admin_url}/share", json={"advertiser": ADV1}, timeout=5)
+    assert resp.status_code == 400 and "unknown fields ['advertiser']" in resp.json()["message"]
+
+
+# --- the sandbox clock ------------------------------------------------------------------------
+
+
+def test_admin_clock(sb: SandboxServer) -> None:
+    before = requests.get(f"{sb.admin_url}/clock", timeout=5).json()["data"]
+    assert before["offset_seconds"] == 0
+    resp = requests.post(f"{sb.admin_url}/clock", json={"advance_seconds": DAY}, timeout=5)
+    after = resp.json()["data"]
+    assert after["offset_seconds"] == DAY
+    now = datetime.strptime(after["now"], "%Y-%m-%d %H:%M:%S")
+    assert now - datetime.strptime(before["now"], "%Y-%m-%d %H:%M:%S") >= timedelta(days=1)
+    aid = create(sb, shas(0, 3))
+    assert sb.audience(aid)["create_time"][:10] == after["now"][:10]  # stored times follow
+    for bad in ({"advance_seconds": -1}, {"advance_seconds": "1"}, {}):
+        resp = requests.post(f"{sb.admin_url}/clock", json=bad, timeout=5)
+        assert resp.status_code == 400 and "advance_seconds" in resp.json()["message"]
+    requests.post(f"{sb.admin_url}/reset", timeout=5)
+    assert requests.get(f"{sb.admin_url}/clock", timeout=5).json()["data"]["offset_seconds"] == 0
+
+
+# --- faults added for issue 10 ----------------------------------------------------------------
+
+CREATE_PATHS = ["/dmp/custom_audience/create/", "/segment/audience/"]
+
+
+def post_create(sb: SandboxServer, path: str, timeout: float = 5) -> requests.Response:
+    if path == "/segment/audience/":
+        body = {"advertiser_id": ADV1, "action": "create", "custom_audience_name": "late"}
+    else:
+        body = {
+            "advertiser_id": ADV1,
+            "custom_audience_name": "late",
+            "file_paths": [upload(sb, shas(0, 3))],
+            "calculate_type": "EMAIL_SHA256",
+        }
+    return requests.post(
+        sb.base_url + path, json=body, headers={"Access-Token": TOKEN}, timeout=timeout
+    )
+
+
+@pytest.mark.parametrize("path", CREATE_PATHS)
+def test_fault_late_create(sb: SandboxServer, path: str) -> None:
+    sb.inject("late_create", count=1, paths=[path], slow_seconds=600)
+    with pytest.raises(requests.ConnectionError):
+        post_create(sb, path)
+    (made,) = sb.audiences()  # the oracle: it exists ...
+    assert made["name"] == "late"
+    assert listed(sb) == {}  # ... but the list does not show it yet
+    params = {"advertiser_id": ADV1, "custom_audience_ids": json.dumps([made["audience_id"]])}
+    err(call(sb, "GET", "/dmp/custom_audience/get/", params=params), 40002, "does not exist")
+    sb.advance_clock(599)
+    assert listed(sb) == {}
+    sb.advance_clock(2)
+    assert list(listed(sb)) == [made["audience_id"]]
+    assert [c["fault"] for c in sb.calls(path)] == ["late_create"]
+
+
+def raw_http(sb: SandboxServer, path: str) -> bytes:
+    """Send a GET over a bare socket and return every byte the server sent before closing."""
+    with socket.create_connection(("127.0.0.1", sb.port), timeout=5) as sock:
+        request = (
+            f"GET /open_api/v1.3{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Access-Token: {TOKEN}\r\nConnection: close\r\n\r\n"
+        )
+        sock.sendall(request.encode())
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_fault_drop_mid_body(sb: SandboxServer) -> None:
+    sb.inject("drop_mid_body", count=2, paths=["/user/info/"])
+    head, _, body = raw_http(sb, "/user/info/").partition(b"\r\n\r\n")
+    length = int(re.search(rb"Content-Length: (\d+)", head)[1])  # type: ignore[index]
+    assert head.startswith(b"HTTP/1.1 200") and len(body) == length // 2
+    assert body.startswith(b'{"code": 0, "message": "OK"')
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        call(sb, "GET", "/user/info/")
+    ok(call(sb, "GET", "/user/info/"))
+
+
+def test_fault_drop_mid_body_is_processed(sb: SandboxServer) -> None:
+    sb.inject("drop_mid_body", count=1, paths=["/segment/audience/"])
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        post_create(sb, "/segment/audience/")
+    assert [a["name"] for a in sb.audiences()] == ["late"]
+
+
+def test_fault_trickle_defeats_per_read_timeouts(sb: SandboxServer) -> None:
+    sb.inject("trickle", count=1, paths=["/user/info/"], slow_seconds=1.5)
+    start = time.monotonic()
+    resp = requests.get(
+        sb.base_url + "/user/info/", headers={"Access-Token": TOKEN}, timeout=(2, 0.5)
+    )
+    elapsed = time.monotonic() - start
+    assert resp.json()["code"] == 0 and resp.json()["data"]["display_name"] == "Sandbox User"
+    assert 1.4 < elapsed < 5  # no read waited 0.5 s, yet the answer took ~1.5 s
+
+
+def test_fault_no_data(sb: SandboxServer) -> None:
+    sb.inject("no_data", count=1, paths=["/segment/audience/"])
+    body = post_create(sb, "/segment/audience/").json()
+    assert set(body) == {"code", "message", "request_id"} and body["code"] == 0
+    assert [a["name"] for a in sb.audiences()] == ["late"]  # processed all the same
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "message"),
+    [
+        ("code_40016", 40016, "Requests made too frequently. Please try again later."),
+        ("code_40133", 40133, "Request too frequent. Please try again later."),
+        ("code_51001", 51001, "Request timed out inside TikTok. Please try again later."),
+        ("code_60001", 60001, "The system is under maintenance. Please try again later."),
+        ("code_40200", 40200, "Task error: write conflict. Retry may resolve this issue."),
+        ("code_40201", 40201, "Update conflict. Retry may resolve this issue."),
+        ("code_40202", 40202, "Write conflict. Retry may resolve this issue."),
+        ("code_40700", 40700, "Internal dependency service failure. Please try again later."),
+    ],
+)
+def test_fault_transient_codes_are_not_processed(
+    sb: SandboxServer, kind: str, code: int, message: str
+) -> None:
+    sb.inject(kind, count=1)
+    body = post_create(sb, "/segment/audience/").json()
+    assert (body["code"], body["message"], body["data"]) == (code, message, {})
+    assert sb.audiences() == []
+    assert sb.calls("/segment/audience/")[0]["fault"] == kind
+
+
+def test_fault_redirect_to_another_port(sb: SandboxServer, tmp_path: Path) -> None:
+    with run_sandbox(tmp_path / "elsewhere.db") as elsewhere:
+        sb.inject("redirect", count=2, location=elsewhere.url)
+        params = {"advertiser_id": ADV1}
+        resp = requests.get(
+            sb.base_url + "/dmp/custom_audience/list/",
+            params=params,
+            headers={"Access-Token": TOKEN},
+            allow_redirects=False,
+            timeout=5,
+        )
+        assert resp.status_code == 307
+        assert resp.headers["Location"] == (
+            f"{elsewhere.base_url}/dmp/custom_audience/list/?advertiser_id={ADV1}"
+        )
+        assert elsewhere.calls() == []
+        # What the fault is for: a client that follows redirects hands its token to another host.
+        requests.get(sb.base_url + "/user/info/", headers={"Access-Token": TOKEN}, timeout=5)
+        assert [(c["path"], c["code"]) for c in elsewhere.calls()] == [("/user/info/", 0)]
+    sb.inject("redirect", count=1)
+    resp = requests.get(sb.base_url + "/user/info/", allow_redirects=False, timeout=5)
+    assert resp.headers["Location"] == "http://127.0.0.1:9/open_api/v1.3/user/info/"
+
+
+def test_fault_redirect_stays_on_this_machine(sb: SandboxServer) -> None:
+    with pytest.raises(FaultError, match=re.escape("127.0.0.1")):
+        FaultRule("redirect", count=1, location="http://example.com")
+    with pytest.raises(FaultError, match="only for kind redirect"):
+        FaultRule("drop", count=1, location="http://127.0.0.1:1")
+    resp = requests.post(
+        f"{sb.admin_url}/faults",
+        json={"kind": "redirect", "count": 1, "location": "https://127.0.0.1:1"},
+        timeout=5,
+    )
+    assert resp.status_code == 400
+
+
+# --- command-line switches --------------------------------------------------------------------
+
+
+def test_cli_switches(tmp_path: Path) -> None:
+    def config(*flags: str) -> SandboxConfig:
+        args = cli._serve_parser().parse_args(["--db", str(tmp_path / "c.db"), *flags])
+        server = cli.build_server(args, [])
+        server.store.close()
+        return server.config
+
+    assert config() == SandboxConfig(tokens=config().tokens)
+    lenient = config("--lenient")
+    assert (
+        lenient.min_audience_size,
+        lenient.replace_cooldown_seconds,
+        lenient.partner_warmup_seconds,
+        lenient.max_updates_per_day,
+    ) == (1, 0, 0, 0)
+    custom = config(
+        "--min-audience-size",
+        "5",
+        "--replace-cooldown",
+        "60",
+        "--partner-warmup",
+        "2",
+        "--max-updates-per-day",
+        "3",
+        "--max-audiences",
+        "7",
+    )
+    assert (
+        custom.min_audience_size,
+        custom.replace_cooldown_seconds,
+        custom.partner_warmup_seconds,
+        custom.max_updates_per_day,
+        custom.max_audiences,
+    ) == (5, 60, 2, 3, 7)
+    assert FaultRule.parse("late_create:1@/segment/audience/").paths == ["/segment/audience/"]
+    assert FaultRule.parse("code_40700:0.5").rate == 0.5
