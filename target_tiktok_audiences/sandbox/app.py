@@ -348,9 +348,9 @@ class SandboxApp:
         self, request: Request, rule: FaultRule, call: dict[str, Any], request_id: str
     ) -> Response:
         if rule.kind in PERMANENT or rule.kind in TRANSIENT:
-            code, message = {**PERMANENT, **TRANSIENT}[rule.kind]
-            self.record(call, code, 200, rule.kind, request_id)
-            return self.envelope(code, message, {}, request_id)
+            known, text = {**PERMANENT, **TRANSIENT}[rule.kind]
+            self.record(call, known, 200, rule.kind, request_id)
+            return self.envelope(known, text, {}, request_id)
         if rule.kind == "redirect":
             # 307 keeps method and body: a client that follows it re-sends its token elsewhere.
             query = request.query_string.decode("latin-1")
@@ -839,7 +839,7 @@ class SandboxApp:
                 f"{where}: must be a list of len(id_schema) = {len(schema)} "
                 "elements, one per id_schema entry ({} for a missing identifier)"
             )
-        out = []
+        out: list[tuple[str, str, str]] = []
         for i, slot in enumerate(user):
             if slot == {}:
                 continue
@@ -951,7 +951,7 @@ class SandboxApp:
     def clock_state(self) -> dict[str, Any]:
         return {"now": _time(self.clock.now()), "offset_seconds": self.clock.offset}
 
-    def advance_clock(self, seconds: float) -> dict[str, Any]:
+    def advance_clock(self, seconds: object) -> dict[str, Any]:
         """Skip ahead ("next day") without sleeping; every time-based rule follows."""
         if isinstance(seconds, bool) or not isinstance(seconds, int | float):
             raise param_error("advance_seconds: required, a number of seconds")
