@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,9 @@ from target_tiktok_audiences.sandbox import cli
 from target_tiktok_audiences.sandbox.app import (
     AUDIENCE_TYPE_CUSTOMER_FILE,
     AUDIENCE_TYPE_PARTNER,
+    SandboxConfig,
 )
+from target_tiktok_audiences.sandbox.faults import FaultError, FaultRule
 from target_tiktok_audiences.sandbox.server import SandboxServer, run_sandbox
 
 TOKEN = "sandbox-token"
@@ -37,9 +42,25 @@ def shas(lo: int, hi: int) -> list[str]:
     return [sha(i) for i in range(lo, hi)]
 
 
+# Format and protocol tests: the realism rules off except a small floor, so each stays short.
+LENIENT: dict[str, Any] = {
+    "min_audience_size": 3,
+    "replace_cooldown_seconds": 0,
+    "partner_warmup_seconds": 0,
+    "max_updates_per_day": 0,
+}
+
+
 @pytest.fixture
 def sb(tmp_path: Path) -> Iterator[SandboxServer]:
-    with run_sandbox(tmp_path / "sandbox.db", min_audience_size=3, slow_seconds=0.6) as server:
+    with run_sandbox(tmp_path / "sandbox.db", slow_seconds=0.6, **LENIENT) as server:
+        yield server
+
+
+@pytest.fixture
+def real(tmp_path: Path) -> Iterator[SandboxServer]:
+    """The sandbox as shipped: every realism rule at TikTok's value."""
+    with run_sandbox(tmp_path / "real.db") as server:
         yield server
 
 
@@ -111,12 +132,18 @@ def create(
 
 
 def update(
-    sb: SandboxServer, aid: str, digests: list[str], action: str | None, **kw: Any
+    sb: SandboxServer,
+    aid: str,
+    digests: list[str],
+    action: str | None,
+    *,
+    adv: str = ADV1,
+    **kw: Any,
 ) -> dict[str, Any]:
     body = {
-        "advertiser_id": ADV1,
+        "advertiser_id": adv,
         "custom_audience_id": aid,
-        "file_paths": [upload(sb, digests, **kw)],
+        "file_paths": [upload(sb, digests, adv=adv, **kw)],
     }
     if action:
         body["action"] = action
@@ -303,21 +330,12 @@ def test_update_actions_change_membership_exactly(sb: SandboxServer) -> None:
 def test_update_rejects(sb: SandboxServer) -> None:
     aid = create(sb, shas(0, 4))
     err(update(sb, aid, shas(0, 2), "REMOVE"), 40002, "below the minimum of 3")
-    err(update(sb, aid, shas(0, 2), "REPLACE"), 40002, "would have 2 members")
+    err(update(sb, aid, shas(0, 2), "REPLACE"), 40002, "would have 2 users")
     assert sb.members(aid)["EMAIL_SHA256"] == sorted(shas(0, 4))  # nothing changed
     err(update(sb, aid, shas(0, 4), "MERGE"), 40002, "action")
     err(update(sb, aid, shas(0, 4), "APPEND", ctype="PHONE_SHA256"), 40002, "calculate_type")
     err(update(sb, "123", shas(0, 4), "APPEND"), 40002, "custom_audience_id")
     err(update(sb, segment(sb), shas(0, 4), "APPEND"), 40002, "customer-file")
-
-
-def test_replace_cooldown(tmp_path: Path) -> None:
-    with run_sandbox(tmp_path / "s.db", min_audience_size=1, replace_cooldown_seconds=60) as sb:
-        aid = create(sb, shas(0, 3))
-        ok(update(sb, aid, shas(3, 6), "REPLACE"))
-        err(update(sb, aid, shas(6, 9), "REPLACE"), 40002, "one replace per day")
-        ok(update(sb, aid, shas(6, 9), "APPEND"))
-        assert sb.members(aid)["EMAIL_SHA256"] == sorted(shas(3, 9))
 
 
 def test_list_paging_and_get(sb: SandboxServer) -> None:
@@ -444,7 +462,7 @@ def test_mapping_audience_checks(sb: SandboxServer) -> None:
 
 
 def test_mapping_rate_limit(tmp_path: Path) -> None:
-    with run_sandbox(tmp_path / "s.db", mapping_rate_limit=2) as sb:
+    with run_sandbox(tmp_path / "s.db", mapping_rate_limit=2, **LENIENT) as sb:
         aid = segment(sb)
         codes = [mapping(sb, ["EMAIL_SHA256"], [user(aid)])["code"] for _ in range(3)]
         assert codes == [0, 0, 40100]
@@ -625,3 +643,470 @@ def test_cli_serve_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     ]
     assert "cli aud" in out[1] and AUDIENCE_TYPE_PARTNER in out[1] and out[1].startswith("42")
     assert cli.main(["show", "--db", str(tmp_path / "missing.db")]) == 2
+
+
+# --- realism: on by default, each switchable ------------------------------------------------
+
+REPLACE_REFUSED = (
+    "This replace operation is rejected as there is an existing unfinished replace operation. "
+    "Please try again later. Recommend no more than one replace operation per day."
+)
+DAY = 86_400
+
+
+def floor_message(count: int, action: str) -> str:
+    return (
+        f"The audience would have {count} users after {action}, below the minimum of 1000 "
+        "users; nothing was changed"
+    )
+
+
+def history(sb: SandboxServer, aid: str, adv: str = ADV1) -> list[dict[str, Any]]:
+    params = {"advertiser_id": adv, "custom_audience_ids": json.dumps([aid])}
+    return ok(call(sb, "GET", "/dmp/custom_audience/get/", params=params))["list"][0][
+        "audience_history"
+    ]
+
+
+def listed(sb: SandboxServer, adv: str = ADV1) -> dict[str, dict[str, Any]]:
+    params = {"advertiser_id": adv, "page_size": 100}
+    rows = ok(call(sb, "GET", "/dmp/custom_audience/list/", params=params))["list"]
+    return {r["audience_id"]: r for r in rows}
+
+
+def test_defaults_are_tiktoks(real: SandboxServer) -> None:
+    cfg = real.config
+    assert (cfg.min_audience_size, cfg.replace_cooldown_seconds) == (1000, DAY)
+    assert (cfg.partner_warmup_seconds, cfg.max_updates_per_day, cfg.max_audiences) == (90, 24, 400)
+
+
+def test_replace_refused_while_create_or_replace_processing(real: SandboxServer) -> None:
+    aid = create(real, shas(0, 1000))
+    assert history(real, aid)[-1]["status"] == "PROCESSING"
+    assert err(update(real, aid, shas(5000, 6000), "REPLACE"), 40002) == REPLACE_REFUSED
+    assert err(update(real, aid, shas(5000, 6000), None), 40002) == REPLACE_REFUSED  # default
+    real.advance_clock(3600)
+    ok(update(real, aid, shas(1000, 1001), "APPEND"))  # only a REPLACE waits
+    real.advance_clock(DAY - 3600 - 60)
+    err(update(real, aid, shas(5000, 6000), "REPLACE"), 40002, "unfinished replace")
+    assert real.members(aid)["EMAIL_SHA256"] == sorted(shas(0, 1001))
+    real.advance_clock(61)
+    assert [h["status"] for h in history(real, aid)] == ["COMPLETED", "PROCESSING"]
+    ok(update(real, aid, shas(5000, 6000), "REPLACE"))
+    assert err(update(real, aid, shas(0, 1000), "REPLACE"), 40002) == REPLACE_REFUSED
+    last = history(real, aid)[-1]
+    assert last == {
+        "action": "REPLACE",
+        "status": "PROCESSING",
+        "opt_time": last["opt_time"],
+        "editor": "sandbox",
+        "action_detail": "REPLACE with 1 file(s); 1000 members after",
+        "file_paths": last["file_paths"],
+        "cover_num": 1000,
+    }
+    real.advance_clock(DAY)
+    ok(update(real, aid, shas(0, 1000), "REPLACE"))
+    assert real.members(aid)["EMAIL_SHA256"] == sorted(shas(0, 1000))
+
+
+def test_replace_window_switch(tmp_path: Path) -> None:
+    with run_sandbox(tmp_path / "s.db", replace_cooldown_seconds=0) as sb:
+        aid = create(sb, shas(0, 1000))
+        ok(update(sb, aid, shas(1000, 2000), "REPLACE"))
+        ok(update(sb, aid, shas(0, 1000), "REPLACE"))
+        assert history(sb, aid)[-1]["status"] == "COMPLETED"
+
+
+def test_every_update_keeps_the_1000_floor(real: SandboxServer) -> None:
+    aid = create(real, shas(0, 5))  # a create may hold fewer
+    assert real.audience(aid)["cover_num"] == 5 and not real.audience(aid)["is_valid"]
+    assert err(update(real, aid, shas(5, 15), "APPEND"), 40002) == floor_message(15, "APPEND")
+    ok(update(real, aid, shas(5, 1000), "APPEND"))
+    assert real.audience(aid)["is_valid"]
+    assert err(update(real, aid, shas(0, 1), "REMOVE"), 40002) == floor_message(999, "REMOVE")
+    real.advance_clock(DAY)
+    assert err(update(real, aid, shas(0, 999), "REPLACE"), 40002) == floor_message(999, "REPLACE")
+    assert real.members(aid)["EMAIL_SHA256"] == sorted(shas(0, 1000))  # nothing changed
+    ok(update(real, aid, shas(2000, 3000), "REPLACE"))
+    assert [h["action"] for h in real.audience(aid)["history"]] == ["CREATE", "APPEND", "REPLACE"]
+
+
+def test_floor_switch(tmp_path: Path) -> None:
+    with run_sandbox(tmp_path / "s.db", min_audience_size=0) as sb:
+        aid = create(sb, shas(0, 2))
+        ok(update(sb, aid, shas(0, 2), "REMOVE"))
+        assert sb.audience(aid)["cover_num"] == 0
+
+
+def raw_mapping(sb: SandboxServer, aid: str) -> requests.Response:
+    body = {
+        "advertiser_ids": [ADV1],
+        "action": "add",
+        "id_schema": ["EMAIL_SHA256"],
+        "batch_data": [user(aid)],
+    }
+    return requests.post(
+        sb.base_url + "/segment/mapping/", json=body, headers={"Access-Token": TOKEN}, timeout=5
+    )
+
+
+def test_partner_warmup_default_is_90_seconds(real: SandboxServer) -> None:
+    aid = segment(real)
+    resp = raw_mapping(real, aid)
+    assert resp.status_code == 400 and resp.json()["code"] == 40002
+    assert resp.json()["message"] == (
+        f"audience_ids: audience {aid} was created 0 s ago and does not accept mappings yet; "
+        "partner audiences accept mappings 1-2 minutes after creation, try again later"
+    )
+    real.advance_clock(88)
+    assert raw_mapping(real, aid).status_code == 400
+    assert real.members(aid) == {}
+    real.advance_clock(3)
+    assert raw_mapping(real, aid).json()["code"] == 0
+    assert real.members(aid) == {"EMAIL_SHA256": [sha(1)]}
+
+
+def test_partner_warmup_short_window_passes_by_waiting(tmp_path: Path) -> None:
+    with run_sandbox(tmp_path / "s.db", partner_warmup_seconds=1) as sb:
+        aid = segment(sb)
+        assert raw_mapping(sb, aid).status_code == 400
+        time.sleep(1.1)
+        assert raw_mapping(sb, aid).json()["code"] == 0
+
+
+def test_24_updates_per_advertiser_per_day(real: SandboxServer) -> None:
+    one, two = create(real, shas(0, 1000), name="one"), create(real, shas(0, 1000), name="two")
+    other = create(real, shas(0, 1000), adv=ADV2)
+    for i in range(12):  # spread over two audiences: the limit is per advertiser
+        ok(update(real, one, [sha(2000 + i)], "APPEND"))
+        ok(update(real, two, [sha(2000 + i)], "APPEND"))
+    first_update = history(real, one)[1]["opt_time"]
+    again = datetime.strptime(first_update, "%Y-%m-%d %H:%M:%S") + timedelta(days=1)
+    message = err(update(real, one, [sha(1)], "REMOVE"), 40002)
+    assert message == (
+        f"Advertiser {ADV1} has used its 24 custom audience update operations (APPEND, REMOVE, "
+        "REPLACE) of the last 24 hours; nothing was changed; try again after "
+        f"{again:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    assert len(real.members(one)["EMAIL_SHA256"]) == 1012  # the refused REMOVE did nothing
+    err(update(real, two, [sha(9)], "APPEND"), 40002, "24 custom audience update operations")
+    ok(update(real, other, [sha(1)], "APPEND", adv=ADV2))  # another advertiser has its own 24
+    real.advance_clock(DAY)
+    ok(update(real, one, [sha(1)], "REMOVE"))
+
+
+def test_daily_limit_switch(tmp_path: Path) -> None:
+    with run_sandbox(tmp_path / "s.db", min_audience_size=1, max_updates_per_day=2) as sb:
+        aid = create(sb, shas(0, 3))
+        ok(update(sb, aid, [sha(9)], "APPEND"))
+        ok(update(sb, aid, [sha(9)], "REMOVE"))
+        err(update(sb, aid, [sha(9)], "APPEND"), 40002, "has used its 2 custom audience")
+    with run_sandbox(tmp_path / "t.db", min_audience_size=1, max_updates_per_day=0) as sb:
+        aid = create(sb, shas(0, 3))
+        for _ in range(30):
+            ok(update(sb, aid, [sha(9)], "APPEND"))
+
+
+def test_400_audiences_per_advertiser(real: SandboxServer) -> None:
+    session = requests.Session()
+    session.headers["Access-Token"] = TOKEN
+    body = {"advertiser_id": ADV1, "action": "create", "custom_audience_name": "a"}
+    codes = [
+        session.post(real.base_url + "/segment/audience/", json=body, timeout=5).json()["code"]
+        for _ in range(400)
+    ]
+    assert codes == [0] * 400
+    cap = f"advertiser {ADV1} already has 400 custom audiences, the maximum per ad account"
+    assert err(call(real, "POST", "/segment/audience/", json=body), 40002) == cap
+    fp = upload(real, shas(0, 3))
+    body = {
+        "advertiser_id": ADV1,
+        "custom_audience_name": "f",
+        "file_paths": [fp],
+        "calculate_type": "EMAIL_SHA256",
+    }
+    assert err(call(real, "POST", "/dmp/custom_audience/create/", json=body), 40002) == cap
+    ok(
+        call(
+            real,
+            "POST",
+            "/segment/audience/",
+            json=body | {"advertiser_id": ADV2, "action": "create"},
+        )
+    )
+
+
+def test_shared_in_audiences_count_against_the_cap(tmp_path: Path) -> None:
+    with run_sandbox(tmp_path / "s.db", max_audiences=2) as sb:
+        segment(sb)
+        sb.share_audience(ADV1, name="from outside")
+        err(
+            call(
+                sb,
+                "POST",
+                "/segment/audience/",
+                json={"advertiser_id": ADV1, "action": "create", "custom_audience_name": "x"},
+            ),
+            40002,
+            "already has 2 custom audiences",
+        )
+
+
+# --- shared-in audiences ----------------------------------------------------------------------
+
+
+def test_shared_in_audiences_are_listed_but_cannot_be_changed(sb: SandboxServer) -> None:
+    own = create(sb, shas(0, 3), name="own")
+    outside = sb.share_audience(ADV1, name="from outside")
+    theirs = create(sb, shas(0, 3), name="theirs", adv=ADV2)
+    assert sb.share_audience(ADV1, theirs) == theirs
+    rows = listed(sb)
+    assert set(rows) == {own, outside, theirs}
+    flags = {aid: (r["is_creator"], r["shared"]) for aid, r in rows.items()}
+    assert flags == {own: (True, False), outside: (False, True), theirs: (False, True)}
+    assert listed(sb, ADV2)[theirs]["is_creator"] and listed(sb, ADV2)[theirs]["shared"]
+    params = {"advertiser_id": ADV1, "custom_audience_ids": json.dumps([theirs])}
+    got = ok(call(sb, "GET", "/dmp/custom_audience/get/", params=params))["list"][0]
+    assert got["audience_details"]["is_creator"] is False
+    assert got["audience_details"]["cover_num"] == 3
+
+    refused = (
+        f"No permission to operate audience {theirs}: it was shared with advertiser {ADV1} by "
+        "another advertiser; only its creator (is_creator: true) can change it"
+    )
+    for action in ("APPEND", "REMOVE", "REPLACE"):
+        assert err(update(sb, theirs, shas(5, 9), action), 40001) == refused
+    assert sb.members(theirs)["EMAIL_SHA256"] == sorted(shas(0, 3))
+    err(update(sb, outside, shas(5, 9), "APPEND"), 40001, "only its creator")
+
+
+def test_shared_in_partner_audience_refuses_mappings(sb: SandboxServer) -> None:
+    partner = sb.share_audience(ADV1, name="partner from outside", partner=True)
+    assert listed(sb)[partner]["audience_type"] == AUDIENCE_TYPE_PARTNER
+    err(mapping(sb, ["EMAIL_SHA256"], [user(partner)]), 40001, "only its creator")
+    assert sb.members(partner) == {}
+    unrelated = sb.share_audience(ADV2, name="only for ADV2", partner=True)
+    err(mapping(sb, ["EMAIL_SHA256"], [user(unrelated)]), 40002, "does not exist")
+
+
+def test_admin_share_endpoint(sb: SandboxServer) -> None:
+    resp = requests.post(
+        f"{sb.admin_url}/share", json={"advertiser_id": ADV1, "name": "ext"}, timeout=5
+    )
+    aid = resp.json()["data"]["audience_id"]
+    assert listed(sb)[aid]["name"] == "ext" and not listed(sb)[aid]["is_creator"]
+    own = create(sb, shas(0, 3))
+    resp = requests.post(
+        f"{sb.admin_url}/share", json={"advertiser_id": ADV1, "audience_id": own}, timeout=5
+    )
+    assert resp.status_code == 400 and "already belongs" in resp.json()["message"]
+    resp = requests.post(f"{sb.admin_url}/share", json={"advertiser": ADV1}, timeout=5)
+    assert resp.status_code == 400 and "unknown fields ['advertiser']" in resp.json()["message"]
+
+
+# --- the sandbox clock ------------------------------------------------------------------------
+
+
+def test_admin_clock(sb: SandboxServer) -> None:
+    before = requests.get(f"{sb.admin_url}/clock", timeout=5).json()["data"]
+    assert before["offset_seconds"] == 0
+    resp = requests.post(f"{sb.admin_url}/clock", json={"advance_seconds": DAY}, timeout=5)
+    after = resp.json()["data"]
+    assert after["offset_seconds"] == DAY
+    now = datetime.strptime(after["now"], "%Y-%m-%d %H:%M:%S")
+    assert now - datetime.strptime(before["now"], "%Y-%m-%d %H:%M:%S") >= timedelta(days=1)
+    aid = create(sb, shas(0, 3))
+    assert sb.audience(aid)["create_time"][:10] == after["now"][:10]  # stored times follow
+    for bad in ({"advance_seconds": -1}, {"advance_seconds": "1"}, {}):
+        resp = requests.post(f"{sb.admin_url}/clock", json=bad, timeout=5)
+        assert resp.status_code == 400 and "advance_seconds" in resp.json()["message"]
+    requests.post(f"{sb.admin_url}/reset", timeout=5)
+    assert requests.get(f"{sb.admin_url}/clock", timeout=5).json()["data"]["offset_seconds"] == 0
+
+
+# --- faults added for issue 10 ----------------------------------------------------------------
+
+CREATE_PATHS = ["/dmp/custom_audience/create/", "/segment/audience/"]
+
+
+def post_create(sb: SandboxServer, path: str, timeout: float = 5) -> requests.Response:
+    if path == "/segment/audience/":
+        body = {"advertiser_id": ADV1, "action": "create", "custom_audience_name": "late"}
+    else:
+        body = {
+            "advertiser_id": ADV1,
+            "custom_audience_name": "late",
+            "file_paths": [upload(sb, shas(0, 3))],
+            "calculate_type": "EMAIL_SHA256",
+        }
+    return requests.post(
+        sb.base_url + path, json=body, headers={"Access-Token": TOKEN}, timeout=timeout
+    )
+
+
+@pytest.mark.parametrize("path", CREATE_PATHS)
+def test_fault_late_create(sb: SandboxServer, path: str) -> None:
+    sb.inject("late_create", count=1, paths=[path], slow_seconds=600)
+    with pytest.raises(requests.ConnectionError):
+        post_create(sb, path)
+    (made,) = sb.audiences()  # the oracle: it exists ...
+    assert made["name"] == "late"
+    assert listed(sb) == {}  # ... but the list does not show it yet
+    params = {"advertiser_id": ADV1, "custom_audience_ids": json.dumps([made["audience_id"]])}
+    err(call(sb, "GET", "/dmp/custom_audience/get/", params=params), 40002, "does not exist")
+    sb.advance_clock(599)
+    assert listed(sb) == {}
+    sb.advance_clock(2)
+    assert list(listed(sb)) == [made["audience_id"]]
+    assert [c["fault"] for c in sb.calls(path)] == ["late_create"]
+
+
+def raw_http(sb: SandboxServer, path: str) -> bytes:
+    """Send a GET over a bare socket and return every byte the server sent before closing."""
+    with socket.create_connection(("127.0.0.1", sb.port), timeout=5) as sock:
+        request = (
+            f"GET /open_api/v1.3{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Access-Token: {TOKEN}\r\nConnection: close\r\n\r\n"
+        )
+        sock.sendall(request.encode())
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_fault_drop_mid_body(sb: SandboxServer) -> None:
+    sb.inject("drop_mid_body", count=2, paths=["/user/info/"])
+    head, _, body = raw_http(sb, "/user/info/").partition(b"\r\n\r\n")
+    length = int(re.search(rb"Content-Length: (\d+)", head)[1])  # type: ignore[index]
+    assert head.startswith(b"HTTP/1.1 200") and len(body) == length // 2
+    assert body.startswith(b'{"code": 0, "message": "OK"')
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        call(sb, "GET", "/user/info/")
+    ok(call(sb, "GET", "/user/info/"))
+
+
+def test_fault_drop_mid_body_is_processed(sb: SandboxServer) -> None:
+    sb.inject("drop_mid_body", count=1, paths=["/segment/audience/"])
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        post_create(sb, "/segment/audience/")
+    assert [a["name"] for a in sb.audiences()] == ["late"]
+
+
+def test_fault_trickle_defeats_per_read_timeouts(sb: SandboxServer) -> None:
+    sb.inject("trickle", count=1, paths=["/user/info/"], slow_seconds=1.5)
+    start = time.monotonic()
+    resp = requests.get(
+        sb.base_url + "/user/info/", headers={"Access-Token": TOKEN}, timeout=(2, 0.5)
+    )
+    elapsed = time.monotonic() - start
+    assert resp.json()["code"] == 0 and resp.json()["data"]["display_name"] == "Sandbox User"
+    assert 1.4 < elapsed < 5  # no read waited 0.5 s, yet the answer took ~1.5 s
+
+
+def test_fault_no_data(sb: SandboxServer) -> None:
+    sb.inject("no_data", count=1, paths=["/segment/audience/"])
+    body = post_create(sb, "/segment/audience/").json()
+    assert set(body) == {"code", "message", "request_id"} and body["code"] == 0
+    assert [a["name"] for a in sb.audiences()] == ["late"]  # processed all the same
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "message"),
+    [
+        ("code_40016", 40016, "Requests made too frequently. Please try again later."),
+        ("code_40133", 40133, "Request too frequent. Please try again later."),
+        ("code_51001", 51001, "Request timed out inside TikTok. Please try again later."),
+        ("code_60001", 60001, "The system is under maintenance. Please try again later."),
+        ("code_40200", 40200, "Task error: write conflict. Retry may resolve this issue."),
+        ("code_40201", 40201, "Update conflict. Retry may resolve this issue."),
+        ("code_40202", 40202, "Write conflict. Retry may resolve this issue."),
+        ("code_40700", 40700, "Internal dependency service failure. Please try again later."),
+    ],
+)
+def test_fault_transient_codes_are_not_processed(
+    sb: SandboxServer, kind: str, code: int, message: str
+) -> None:
+    sb.inject(kind, count=1)
+    body = post_create(sb, "/segment/audience/").json()
+    assert (body["code"], body["message"], body["data"]) == (code, message, {})
+    assert sb.audiences() == []
+    assert sb.calls("/segment/audience/")[0]["fault"] == kind
+
+
+def test_fault_redirect_to_another_port(sb: SandboxServer, tmp_path: Path) -> None:
+    with run_sandbox(tmp_path / "elsewhere.db") as elsewhere:
+        sb.inject("redirect", count=2, location=elsewhere.url)
+        params = {"advertiser_id": ADV1}
+        resp = requests.get(
+            sb.base_url + "/dmp/custom_audience/list/",
+            params=params,
+            headers={"Access-Token": TOKEN},
+            allow_redirects=False,
+            timeout=5,
+        )
+        assert resp.status_code == 307
+        assert resp.headers["Location"] == (
+            f"{elsewhere.base_url}/dmp/custom_audience/list/?advertiser_id={ADV1}"
+        )
+        assert elsewhere.calls() == []
+        # What the fault is for: a client that follows redirects hands its token to another host.
+        requests.get(sb.base_url + "/user/info/", headers={"Access-Token": TOKEN}, timeout=5)
+        assert [(c["path"], c["code"]) for c in elsewhere.calls()] == [("/user/info/", 0)]
+    sb.inject("redirect", count=1)
+    resp = requests.get(sb.base_url + "/user/info/", allow_redirects=False, timeout=5)
+    assert resp.headers["Location"] == "http://127.0.0.1:9/open_api/v1.3/user/info/"
+
+
+def test_fault_redirect_stays_on_this_machine(sb: SandboxServer) -> None:
+    with pytest.raises(FaultError, match=re.escape("127.0.0.1")):
+        FaultRule("redirect", count=1, location="http://example.com")
+    with pytest.raises(FaultError, match="only for kind redirect"):
+        FaultRule("drop", count=1, location="http://127.0.0.1:1")
+    resp = requests.post(
+        f"{sb.admin_url}/faults",
+        json={"kind": "redirect", "count": 1, "location": "https://127.0.0.1:1"},
+        timeout=5,
+    )
+    assert resp.status_code == 400
+
+
+# --- command-line switches --------------------------------------------------------------------
+
+
+def test_cli_switches(tmp_path: Path) -> None:
+    def config(*flags: str) -> SandboxConfig:
+        args = cli._serve_parser().parse_args(["--db", str(tmp_path / "c.db"), *flags])
+        server = cli.build_server(args, [])
+        server.store.close()
+        return server.config
+
+    assert config() == SandboxConfig(tokens=config().tokens)
+    lenient = config("--lenient")
+    assert (
+        lenient.min_audience_size,
+        lenient.replace_cooldown_seconds,
+        lenient.partner_warmup_seconds,
+        lenient.max_updates_per_day,
+    ) == (1, 0, 0, 0)
+    custom = config(
+        "--min-audience-size",
+        "5",
+        "--replace-cooldown",
+        "60",
+        "--partner-warmup",
+        "2",
+        "--max-updates-per-day",
+        "3",
+        "--max-audiences",
+        "7",
+    )
+    assert (
+        custom.min_audience_size,
+        custom.replace_cooldown_seconds,
+        custom.partner_warmup_seconds,
+        custom.max_updates_per_day,
+        custom.max_audiences,
+    ) == (5, 60, 2, 3, 7)
+    assert FaultRule.parse("late_create:1@/segment/audience/").paths == ["/segment/audience/"]
+    assert FaultRule.parse("code_40700:0.5").rate == 0.5

@@ -16,16 +16,16 @@ import secrets
 import socket
 import sqlite3
 import threading
-import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import IO, Any
 
 from werkzeug.wrappers import Request, Response
 
-from .faults import AFTER, PERMANENT, FaultError, FaultRule, Faults
+from .clock import Clock
+from .faults import AFTER, DEFAULT_REDIRECT, PERMANENT, TRANSIENT, FaultError, FaultRule, Faults
 from .store import Store
 
 log = logging.getLogger("target_tiktok_audiences.sandbox")
@@ -57,6 +57,16 @@ DEFAULT_TOKENS: dict[str, list[str]] = {
 MAX_FILE_PATHS = 500
 MAX_MAPPING_USERS = 10_000
 PARTNER_NAME_MAX = 70  # longer names are cut to 67 characters + "..."
+DAY = 86_400.0
+# Owner of audiences shared in "from outside": an advertiser no sandbox token manages.
+EXTERNAL_ADVERTISER = "7000000000000009999"
+# TikTok's own words; TikTok documents no code for it, so the parameter-error code is used.
+REPLACE_UNFINISHED = (
+    "This replace operation is rejected as there is an existing unfinished replace operation. "
+    "Please try again later. Recommend no more than one replace operation per day."
+)
+# WSGI environ key: seconds a create made under the `late_create` fault stays unlisted.
+CREATE_DELAY = "sandbox.create_delay"
 
 OK, NO_PERMISSION, PARAM_ERROR, RATE_LIMIT, BAD_TOKEN, SERVER_ERROR = (
     0,
@@ -84,9 +94,17 @@ def param_error(message: str) -> ApiError:
 
 @dataclass
 class SandboxConfig:
+    """Every realism rule is on by default, at TikTok's value; 0 switches a rule off."""
+
     tokens: dict[str, list[str]] = field(default_factory=lambda: dict(DEFAULT_TOKENS))
+    # APPEND, REMOVE and REPLACE may not leave fewer members (a create may).
     min_audience_size: int = 1000
-    replace_cooldown_seconds: float = 0.0
+    # How long a CREATE or an update stays processing; a REPLACE waits for the last CREATE/REPLACE.
+    replace_cooldown_seconds: float = DAY
+    # A new partner audience refuses mappings this long (TikTok: about 1-2 minutes).
+    partner_warmup_seconds: float = 90.0
+    # APPEND + REMOVE + REPLACE per advertiser in any 24 h (Narrative's documented limit).
+    max_updates_per_day: int = 24
     slow_seconds: float = 5.0
     max_upload_bytes: int = 50 * 1024 * 1024
     mapping_rate_limit: int | None = None  # segment/mapping calls per second per token
@@ -208,6 +226,15 @@ def _time(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def not_creator(audience_id: str, advertiser_id: str) -> ApiError:
+    # TikTok documents no code for this; "no permission" is the closest documented one.
+    return ApiError(
+        NO_PERMISSION,
+        f"No permission to operate audience {audience_id}: it was shared with advertiser "
+        f"{advertiser_id} by another advertiser; only its creator (is_creator: true) can change it",
+    )
+
+
 def new_request_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S") + secrets.token_hex(10).upper()
 
@@ -220,6 +247,7 @@ class SandboxApp:
 
     def __init__(self, store: Store, config: SandboxConfig | None = None) -> None:
         self.store = store
+        self.clock: Clock = store.clock  # one clock for stored times and every rule
         self.config = config or SandboxConfig()
         self.faults = Faults()
         self.stopping = threading.Event()  # cuts `slow` sleeps short when the server stops
@@ -252,6 +280,9 @@ class SandboxApp:
             },
             ("GET", "/calls"): lambda r: {"calls": self.store.calls()},
             ("POST", "/reset"): lambda r: self.reset(),
+            ("GET", "/clock"): lambda r: self.clock_state(),
+            ("POST", "/clock"): self._admin_clock,
+            ("POST", "/share"): self._admin_share,
         }
         self._grant_configured_tokens()
 
@@ -275,6 +306,10 @@ class SandboxApp:
         rule = self.faults.pick(path) if inside else None
         if rule is not None and rule.kind not in AFTER:
             return self.fault_response(request, rule, call, request_id)
+        kind = rule.kind if rule else None
+        seconds = (rule.slow_seconds if rule else None) or self.config.slow_seconds
+        if kind == "late_create":
+            request.environ[CREATE_DELAY] = seconds
         try:
             data = self.dispatch(request, path, call)
             code, message, http = OK, "OK", 200
@@ -283,14 +318,18 @@ class SandboxApp:
         except Exception:  # a sandbox bug must still answer in the envelope
             log.exception("sandbox error on %s %s", request.method, path)
             data, code, message, http = {}, SERVER_ERROR, "Internal sandbox error", 200
-        kind = rule.kind if rule else None
-        self.record(call, code, None if kind == "drop_after" else http, kind, request_id)
-        if rule is not None and kind == "slow":
-            # Processed already: the client times out although the server acted.
-            self.stopping.wait(rule.slow_seconds or self.config.slow_seconds)
-        elif kind == "drop_after":
+        dropped = kind in ("drop_after", "late_create")
+        self.record(call, code, None if dropped else http, kind, request_id)
+        if dropped:  # processed, but the client hears nothing
             return self.drop(request)
-        return self.envelope(code, message, data, request_id, http)
+        if kind == "slow":  # processed already: the client times out although the server acted
+            self.stopping.wait(seconds)
+        body = self.body(code, message, None if kind == "no_data" else data, request_id)
+        if kind == "drop_mid_body":
+            return self.cut_short(request, body, http)
+        if kind == "trickle":
+            return self.trickle(body, http, seconds)
+        return Response(body, status=http, mimetype="application/json")
 
     def dispatch(self, request: Request, path: str, call: dict[str, Any]) -> dict[str, Any]:
         route = self.routes.get(path) if request.path.startswith(BASE_PATH + "/") else None
@@ -308,10 +347,18 @@ class SandboxApp:
     def fault_response(
         self, request: Request, rule: FaultRule, call: dict[str, Any], request_id: str
     ) -> Response:
-        if rule.kind in PERMANENT:
-            code, message = PERMANENT[rule.kind]
-            self.record(call, code, 200, rule.kind, request_id)
-            return self.envelope(code, message, {}, request_id)
+        if rule.kind in PERMANENT or rule.kind in TRANSIENT:
+            known, text = {**PERMANENT, **TRANSIENT}[rule.kind]
+            self.record(call, known, 200, rule.kind, request_id)
+            return self.envelope(known, text, {}, request_id)
+        if rule.kind == "redirect":
+            # 307 keeps method and body: a client that follows it re-sends its token elsewhere.
+            query = request.query_string.decode("latin-1")
+            location = (rule.location or DEFAULT_REDIRECT).rstrip("/") + request.path
+            self.record(call, None, 307, rule.kind, request_id)
+            return Response(
+                b"", status=307, headers={"Location": location + (f"?{query}" if query else "")}
+            )
         code, http = {
             "rate_limit": (RATE_LIMIT, 200),
             "server_error": (SERVER_ERROR, 200),
@@ -327,21 +374,62 @@ class SandboxApp:
         message = "Too many requests" if code == RATE_LIMIT else "Internal service error"
         return self.envelope(code or 0, message, {}, request_id)
 
-    @staticmethod
-    def drop(request: Request) -> Response:
+    @classmethod
+    def drop(cls, request: Request) -> Response:
         """Close the connection with no answer; werkzeug's write then fails and is ignored."""
+        cls.close_socket(request)
+        return Response(b"", status=502)
+
+    @staticmethod
+    def close_socket(request: Request) -> None:
         sock = request.environ.get("werkzeug.socket")
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-        return Response(b"", status=502)
+
+    def cut_short(self, request: Request, body: bytes, http: int) -> Response:
+        """Headers (with the full Content-Length) and half of the body, then the socket closes."""
+
+        def chunks() -> Iterator[bytes]:
+            yield body[: len(body) // 2]
+            self.close_socket(request)
+
+        return self.streamed(chunks(), len(body), http)
+
+    def trickle(self, body: bytes, http: int, seconds: float) -> Response:
+        """One byte at a time over ``seconds``: no single read waits long, the whole does."""
+        pause = seconds / max(len(body), 1)
+
+        def chunks() -> Iterator[bytes]:
+            for i in range(len(body)):
+                if self.stopping.wait(pause):
+                    return  # the server is stopping: leave the answer cut short
+                yield body[i : i + 1]
+
+        return self.streamed(chunks(), len(body), http)
 
     @staticmethod
+    def streamed(chunks: Iterator[bytes], length: int, http: int) -> Response:
+        response = Response(
+            chunks, status=http, mimetype="application/json", direct_passthrough=True
+        )
+        response.headers["Content-Length"] = str(length)
+        return response
+
+    @staticmethod
+    def body(code: int, message: str, data: dict[str, Any] | None, request_id: str) -> bytes:
+        """TikTok's envelope; ``data`` None leaves the key out (the `no_data` fault)."""
+        body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id}
+        if data is not None:
+            body["data"] = data
+        return json.dumps(body).encode()
+
+    @classmethod
     def envelope(
-        code: int, message: str, data: dict[str, Any], request_id: str, http: int = 200
+        cls, code: int, message: str, data: dict[str, Any], request_id: str, http: int = 200
     ) -> Response:
-        body = {"code": code, "message": message, "request_id": request_id, "data": data}
-        return Response(json.dumps(body), status=http, mimetype="application/json")
+        body = cls.body(code, message, data, request_id)
+        return Response(body, status=http, mimetype="application/json")
 
     def record(
         self,
@@ -392,13 +480,29 @@ class SandboxApp:
             raise param_error("request body must be a JSON object (Content-Type: application/json)")
         return body
 
-    def own_audience(self, value: Any, advertiser_id: str, name: str) -> dict[str, Any]:
+    def library_audience(self, value: Any, advertiser_id: str, name: str) -> dict[str, Any]:
+        """An audience the advertiser sees: its own or shared in, and already listed."""
         audience_id = check_id(value, name)
         audience = self.store.audience(audience_id)
-        if audience is None or audience["advertiser_id"] != advertiser_id:
+        if audience is None or not self.in_library(audience, advertiser_id):
             raise param_error(
                 f"{name}: audience {audience_id} does not exist for advertiser {advertiser_id}"
             )
+        return audience
+
+    def in_library(self, audience: dict[str, Any], advertiser_id: str) -> bool:
+        if audience["visible_at"] > self.clock.now():  # a late create is not there yet
+            return False
+        owner = audience["advertiser_id"]
+        return owner == advertiser_id or advertiser_id in self.store.shared_with(
+            audience["audience_id"]
+        )
+
+    def own_audience(self, value: Any, advertiser_id: str, name: str) -> dict[str, Any]:
+        """An audience the advertiser may change: only its creator may (40001 for a shared one)."""
+        audience = self.library_audience(value, advertiser_id, name)
+        if audience["advertiser_id"] != advertiser_id:
+            raise not_creator(audience["audience_id"], advertiser_id)
         return audience
 
     def files(
@@ -421,8 +525,10 @@ class SandboxApp:
             rows.append(row)
         return rows
 
-    def audience_row(self, a: dict[str, Any]) -> dict[str, Any]:
+    def audience_row(self, a: dict[str, Any], viewer: str | None = None) -> dict[str, Any]:
+        """An audience as ``viewer`` (default: its owner) sees it in list and get answers."""
         retention = a["retention_in_days"]
+        is_creator = viewer is None or viewer == a["advertiser_id"]
         return {
             "audience_id": a["audience_id"],
             "name": a["name"],
@@ -432,8 +538,8 @@ class SandboxApp:
             "cover_num": a["member_count"],
             "is_valid": a["member_count"] >= self.config.min_audience_size,
             "is_expiring": False,
-            "is_creator": True,
-            "shared": False,
+            "is_creator": is_creator,
+            "shared": not is_creator or bool(self.store.shared_with(a["audience_id"])),
             "retention_in_days": retention,
             "create_time": _time(a["created_at"]),
             "update_time": _time(a["updated_at"]),
@@ -441,9 +547,12 @@ class SandboxApp:
         }
 
     def history_rows(self, audience_id: str) -> list[dict[str, Any]]:
+        """Operations, oldest first; ``status`` says whether TikTok is still processing one."""
+        done_before = self.clock.now() - self.config.replace_cooldown_seconds
         return [
             {
                 "action": h["action"],
+                "status": "PROCESSING" if h["created_at"] > done_before else "COMPLETED",
                 "opt_time": _time(h["created_at"]),
                 "editor": "sandbox",
                 "action_detail": f"{h['action']} with {len(json.loads(h['file_paths']))} file(s); "
@@ -544,7 +653,7 @@ class SandboxApp:
                 "size_bytes": size,
                 "md5": md5,
                 "stored_name": stored_name,
-                "created_at": time.time(),
+                "created_at": self.clock.now(),
             }
         )
         return {"file_path": file_path, "size": size}
@@ -566,6 +675,7 @@ class SandboxApp:
                 calculate_type=calculate_type,
                 audience_type=AUDIENCE_TYPE_CUSTOMER_FILE,
                 retention_in_days=retention,
+                visible_after=request.environ.get(CREATE_DELAY, 0.0),
             )
             audience = {"audience_id": audience_id, "calculate_type": calculate_type}
             count = self.apply_files(c, audience, "APPEND", files)
@@ -590,30 +700,43 @@ class SandboxApp:
         )
         files = self.files(body, advertiser_id, audience["calculate_type"])
         call.update(files=len(files), lines=sum(f["line_count"] for f in files))
+        self.check_daily_updates(advertiser_id)
         if action == "REPLACE":
-            self.check_replace_cooldown(audience["audience_id"])
+            self.check_replace_unfinished(audience["audience_id"])
         minimum = self.config.min_audience_size
         with self.store.transaction() as c:
             count = self.apply_files(c, audience, action, files)
             if count < minimum:  # raising rolls the whole update back
                 raise param_error(
-                    f"The audience would have {count} members after {action}, "
-                    f"below the minimum of {minimum}; nothing was changed"
+                    f"The audience would have {count} users after {action}, below the minimum "
+                    f"of {minimum} users; nothing was changed"
                 )
             self.store.add_history(
                 c, audience["audience_id"], action, [f["file_path"] for f in files], count
             )
         return {"custom_audience_id": audience["audience_id"]}
 
-    def check_replace_cooldown(self, audience_id: str) -> None:
+    def check_replace_unfinished(self, audience_id: str) -> None:
         window = self.config.replace_cooldown_seconds
-        last = self.store.last_action_time(audience_id, "REPLACE") if window > 0 else None
-        if last is not None and time.time() - last < window:
-            wait = math.ceil(window - (time.time() - last))
+        # Stricter reading: the create counts as an unfinished replace while it is processing.
+        last = self.store.last_action_time(audience_id, ("CREATE", "REPLACE"))
+        if window > 0 and last is not None and self.clock.now() - last < window:
+            raise param_error(REPLACE_UNFINISHED)
+
+    def check_daily_updates(self, advertiser_id: str) -> None:
+        limit = self.config.max_updates_per_day
+        if limit <= 0:
+            return
+        # A rolling 24 h (a calendar day would allow twice the limit around midnight);
+        # refused updates are not counted.
+        used, oldest = self.store.actions_since(
+            advertiser_id, UPDATE_ACTIONS, self.clock.now() - DAY
+        )
+        if used >= limit and oldest is not None:
             raise param_error(
-                f"custom_audience_id: audience {audience_id} has an unfinished "
-                "REPLACE; no more than one replace per day is allowed "
-                f"(sandbox: retry in {wait} s; see audience_history)"
+                f"Advertiser {advertiser_id} has used its {limit} custom audience update "
+                "operations (APPEND, REMOVE, REPLACE) of the last 24 hours; nothing was changed; "
+                f"try again after {_time(oldest + DAY)} UTC"
             )
 
     def audience_list(self, request: Request, token: str, call: dict[str, Any]) -> dict[str, Any]:
@@ -621,10 +744,10 @@ class SandboxApp:
         advertiser_id = call["advertiser_id"] = self.advertiser(token, args.get("advertiser_id"))
         page = check_int(args.get("page"), "page", 1, 1_000_000, 1) or 1
         page_size = check_int(args.get("page_size"), "page_size", 1, 100, 10) or 10
-        total = self.store.count_audiences(advertiser_id)
-        rows = self.store.audiences(advertiser_id, limit=page_size, offset=(page - 1) * page_size)
+        total = self.store.count_library(advertiser_id)
+        rows = self.store.library(advertiser_id, limit=page_size, offset=(page - 1) * page_size)
         return {
-            "list": [self.audience_row(a) for a in rows],
+            "list": [self.audience_row(a, advertiser_id) for a in rows],
             "page_info": {
                 "page": page,
                 "page_size": page_size,
@@ -638,11 +761,11 @@ class SandboxApp:
             token, request.args.get("advertiser_id")
         )
         ids = json_list_param(request.args, "custom_audience_ids")
-        audiences = [self.own_audience(i, advertiser_id, "custom_audience_ids") for i in ids]
+        audiences = [self.library_audience(i, advertiser_id, "custom_audience_ids") for i in ids]
         return {
             "list": [
                 {
-                    "audience_details": self.audience_row(a),
+                    "audience_details": self.audience_row(a, advertiser_id),
                     "audience_history": self.history_rows(a["audience_id"]),
                 }
                 for a in audiences
@@ -669,6 +792,7 @@ class SandboxApp:
                 audience_type=AUDIENCE_TYPE_PARTNER,
                 calculate_type=None,
                 retention_in_days=None,
+                visible_after=request.environ.get(CREATE_DELAY, 0.0),
             )
             self.store.add_history(c, audience_id, "CREATE", [], 0)
         return {"audience_id": audience_id}
@@ -715,7 +839,7 @@ class SandboxApp:
                 f"{where}: must be a list of len(id_schema) = {len(schema)} "
                 "elements, one per id_schema entry ({} for a missing identifier)"
             )
-        out = []
+        out: list[tuple[str, str, str]] = []
         for i, slot in enumerate(user):
             if slot == {}:
                 continue
@@ -732,22 +856,35 @@ class SandboxApp:
 
     def check_partner_audience(self, audience_id: str, advertisers: list[str]) -> None:
         audience = self.store.audience(audience_id)
-        if audience is None or audience["advertiser_id"] not in advertisers:
+        seen_by = [a for a in advertisers if audience and self.in_library(audience, a)]
+        if audience is None or not seen_by:
             raise param_error(
                 f"audience_ids: audience {audience_id} does not exist for advertiser_ids"
             )
+        if audience["advertiser_id"] not in seen_by:
+            raise not_creator(audience_id, seen_by[0])
         if audience["audience_type"] != AUDIENCE_TYPE_PARTNER:
             raise param_error(
                 f"audience_ids: audience {audience_id} is a "
                 f"{audience['audience_type']} audience; only partner audiences "
                 "created with segment/audience accept mappings"
             )
+        age = self.clock.now() - audience["created_at"]
+        if age < self.config.partner_warmup_seconds:
+            # TikTok answers HTTP 400 with a parameter error for a just-created audience.
+            raise ApiError(
+                PARAM_ERROR,
+                f"audience_ids: audience {audience_id} was created {age:.0f} s ago and does not "
+                "accept mappings yet; partner audiences accept mappings 1-2 minutes after "
+                "creation, try again later",
+                http=400,
+            )
 
     def check_mapping_rate(self, token: str) -> None:
         limit = self.config.mapping_rate_limit
         if not limit:
             return
-        now = time.monotonic()
+        now = self.clock.now()
         with self._rate_lock:
             window = self._mapping_calls[token]
             while window and now - window[0] >= 1.0:
@@ -804,11 +941,78 @@ class SandboxApp:
 
     def reset(self) -> dict[str, Any]:
         self.faults.clear()
+        self.clock.reset()
         self.store.reset()
         self._grant_configured_tokens()
         with self._rate_lock:
             self._mapping_calls.clear()
         return {"reset": True}
+
+    def clock_state(self) -> dict[str, Any]:
+        return {"now": _time(self.clock.now()), "offset_seconds": self.clock.offset}
+
+    def advance_clock(self, seconds: object) -> dict[str, Any]:
+        """Skip ahead ("next day") without sleeping; every time-based rule follows."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise param_error("advance_seconds: required, a number of seconds")
+        try:
+            self.clock.advance(float(seconds))
+        except ValueError as exc:
+            raise param_error(str(exc)) from None
+        return self.clock_state()
+
+    def _admin_clock(self, request: Request) -> dict[str, Any]:
+        return self.advance_clock(self.json_body(request).get("advance_seconds"))
+
+    def share_audience(
+        self,
+        advertiser_id: str,
+        audience_id: str | None = None,
+        *,
+        name: str = "Shared audience",
+        owner_advertiser_id: str = EXTERNAL_ADVERTISER,
+        partner: bool = False,
+    ) -> str:
+        """Share an audience into ``advertiser_id``; without ``audience_id``, first create one
+        (EMAIL_SHA256 customer file, or partner) owned by ``owner_advertiser_id``."""
+        advertiser_id = check_id(advertiser_id, "advertiser_id")
+        if audience_id is None:
+            owner = check_id(owner_advertiser_id, "owner_advertiser_id")
+            if owner == advertiser_id:
+                raise param_error("owner_advertiser_id: must differ from advertiser_id")
+            self.check_room(advertiser_id)
+            with self.store.transaction() as c:
+                audience_id = self.store.create_audience(
+                    c,
+                    advertiser_id=owner,
+                    name=check_string(name, "name", 1, 128),
+                    audience_type=AUDIENCE_TYPE_PARTNER if partner else AUDIENCE_TYPE_CUSTOMER_FILE,
+                    calculate_type=None if partner else "EMAIL_SHA256",
+                    retention_in_days=None,
+                )
+                self.store.add_history(c, audience_id, "CREATE", [], 0)
+        else:
+            audience_id = check_id(audience_id, "audience_id")
+            row = self.store.audience(audience_id)
+            if row is None or row["advertiser_id"] == advertiser_id:
+                raise param_error(
+                    f"audience_id: audience {audience_id} does not exist or already belongs "
+                    f"to advertiser {advertiser_id}"
+                )
+            self.check_room(advertiser_id)
+        self.store.share(audience_id, advertiser_id)
+        return audience_id
+
+    def _admin_share(self, request: Request) -> dict[str, Any]:
+        body = self.json_body(request)
+        allowed = {"advertiser_id", "audience_id", "name", "owner_advertiser_id", "partner"}
+        if unknown := sorted(set(body) - allowed):
+            raise param_error(f"unknown fields {unknown}; use {sorted(allowed)}")
+        if "advertiser_id" not in body:
+            raise param_error("advertiser_id: required")
+        options = {k: body[k] for k in ("name", "owner_advertiser_id", "partner") if k in body}
+        audience_id = self.share_audience(body["advertiser_id"], body.get("audience_id"), **options)
+        return {"audience_id": audience_id}
 
     def dump_audiences(self, advertiser_id: str | None = None) -> list[dict[str, Any]]:
         """Audiences with full member lists and history: the test oracle."""

@@ -2,6 +2,9 @@
 
 tiktok-audiences-sandbox --port 8765 --db sandbox.db [--fault http_503:0.33 --seed 1]
 tiktok-audiences-sandbox show --db sandbox.db
+
+The realism rules (1,000-user floor, one REPLACE per day, partner warm-up, 24 updates a day)
+are on by default; each flag set to 0 switches its rule off, ``--lenient`` all four.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .app import DEFAULT_TOKENS
-from .faults import KINDS, FaultError, FaultRule
+from .app import DAY, DEFAULT_TOKENS
+from .faults import AFTER, KINDS, FaultError, FaultRule
 from .server import SandboxServer
 
 
@@ -26,6 +29,10 @@ def _serve_parser() -> argparse.ArgumentParser:
         prog="tiktok-audiences-sandbox",
         description="Local emulator of the TikTok Business API v1.3 (custom audiences). "
         "Use `tiktok-audiences-sandbox show --db PATH` to list stored audiences.",
+        epilog="Admin endpoints (JSON) under /_sandbox/: GET|POST|DELETE faults, POST tokens, "
+        "POST revoke_token, POST revoke_advertiser, GET audiences, GET calls, POST reset, "
+        'GET|POST clock {"advance_seconds": 86400}, POST share {"advertiser_id": ..., '
+        '"audience_id"?: ..., "name"?: ..., "owner_advertiser_id"?: ..., "partner"?: false}.',
     )
     p.add_argument("--db", required=True, help="SQLite file holding the sandbox state")
     p.add_argument("--host", default="127.0.0.1")
@@ -44,16 +51,54 @@ def _serve_parser() -> argparse.ArgumentParser:
         help="advertiser ids the token can manage "
         "(default: 7000000000000000001 7000000000000000002)",
     )
-    p.add_argument("--min-audience-size", type=int, default=1000)
+    p.add_argument(
+        "--min-audience-size",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="refuse an APPEND/REMOVE/REPLACE that leaves fewer users (default 1000; 0 = off)",
+    )
     p.add_argument(
         "--replace-cooldown",
         type=float,
-        default=0.0,
+        default=DAY,
         metavar="SECONDS",
-        help="reject a second REPLACE on an audience within this window (default 0)",
+        help="a CREATE or update stays processing this long, and a REPLACE is refused while the "
+        "last CREATE/REPLACE of its audience is processing (default 86400; 0 = off)",
     )
     p.add_argument(
-        "--slow-seconds", type=float, default=5.0, help="delay of the `slow` fault (default 5)"
+        "--partner-warmup",
+        type=float,
+        default=90.0,
+        metavar="SECONDS",
+        help="a new partner audience refuses mappings (HTTP 400, 40002) this long "
+        "(default 90; 0 = off)",
+    )
+    p.add_argument(
+        "--max-updates-per-day",
+        type=int,
+        default=24,
+        metavar="N",
+        help="APPEND+REMOVE+REPLACE per advertiser in any 24 h (default 24; 0 = off)",
+    )
+    p.add_argument(
+        "--max-audiences",
+        type=int,
+        default=400,
+        metavar="N",
+        help="audiences per advertiser, shared-in ones included (default 400)",
+    )
+    p.add_argument(
+        "--lenient",
+        action="store_true",
+        help="switch the four realism rules above off (min size 1), for demos and benchmarks",
+    )
+    p.add_argument(
+        "--slow-seconds",
+        type=float,
+        default=5.0,
+        help="duration of the `slow` and `trickle` faults and the `late_create` listing delay "
+        "(default 5)",
     )
     p.add_argument("--max-upload-bytes", type=int, default=50 * 1024 * 1024)
     p.add_argument(
@@ -70,10 +115,35 @@ def _serve_parser() -> argparse.ArgumentParser:
         metavar="KIND:N|KIND:RATE[@PATHS]",
         help=f"inject faults: kinds {', '.join(sorted(KINDS))}; e.g. rate_limit:3 "
         "(next 3 calls), http_503:0.33 (a third of calls), "
-        "drop:1@/segment/mapping/ (path filter)",
+        "drop:1@/segment/mapping/ (path filter). Applied before the answer (not processed) "
+        f"except {', '.join(sorted(AFTER))}. code_NNNNN answers that TikTok code; redirect "
+        "answers 307 to http://127.0.0.1:9; late_create creates but lists the audience only "
+        "--slow-seconds later and drops the answer; drop_mid_body cuts the body in half; "
+        "trickle sends it byte by byte over --slow-seconds; no_data answers code 0 "
+        "without data",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for rate-based faults")
     return p
+
+
+def build_server(args: argparse.Namespace, faults: list[FaultRule]) -> SandboxServer:
+    """A (not yet started) server configured by the parsed command line."""
+    advertisers = args.advertisers or DEFAULT_TOKENS[next(iter(DEFAULT_TOKENS))]
+    return SandboxServer(
+        args.db,
+        host=args.host,
+        port=args.port,
+        tokens={args.token: advertisers},
+        min_audience_size=1 if args.lenient else args.min_audience_size,
+        replace_cooldown_seconds=0 if args.lenient else args.replace_cooldown,
+        partner_warmup_seconds=0 if args.lenient else args.partner_warmup,
+        max_updates_per_day=0 if args.lenient else args.max_updates_per_day,
+        max_audiences=args.max_audiences,
+        slow_seconds=args.slow_seconds,
+        max_upload_bytes=args.max_upload_bytes,
+        mapping_rate_limit=args.mapping_rate_limit,
+        faults=faults,
+    )
 
 
 def serve(argv: Sequence[str]) -> int:
@@ -86,19 +156,7 @@ def serve(argv: Sequence[str]) -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s sandbox %(message)s"
     )
-    advertisers = args.advertisers or DEFAULT_TOKENS[next(iter(DEFAULT_TOKENS))]
-    server = SandboxServer(
-        args.db,
-        host=args.host,
-        port=args.port,
-        tokens={args.token: advertisers},
-        min_audience_size=args.min_audience_size,
-        replace_cooldown_seconds=args.replace_cooldown,
-        slow_seconds=args.slow_seconds,
-        max_upload_bytes=args.max_upload_bytes,
-        mapping_rate_limit=args.mapping_rate_limit,
-        faults=faults,
-    ).start()
+    server = build_server(args, faults).start()
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

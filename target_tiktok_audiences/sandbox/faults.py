@@ -6,6 +6,7 @@ import random
 import threading
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 # Kinds that stop the request before it is processed, and kinds that act after processing.
 # Permanent errors answer with TikTok's code for them; "unknown_error" uses a code that is
@@ -16,9 +17,27 @@ PERMANENT = {
     "auth_error": (40105, "Access token is invalid or has been revoked"),
     "unknown_error": (41999, "Something TikTok has not documented"),
 }
-BEFORE = frozenset({"rate_limit", "server_error", "http_503", "drop", *PERMANENT})
-AFTER = frozenset({"slow", "drop_after"})
+# Transient codes production clients have met (tiktok-api.md); answered before processing.
+TRANSIENT = {
+    "code_40016": (40016, "Requests made too frequently. Please try again later."),
+    "code_40133": (40133, "Request too frequent. Please try again later."),
+    "code_51001": (51001, "Request timed out inside TikTok. Please try again later."),
+    "code_60001": (60001, "The system is under maintenance. Please try again later."),
+    "code_40200": (40200, "Task error: write conflict. Retry may resolve this issue."),
+    "code_40201": (40201, "Update conflict. Retry may resolve this issue."),
+    "code_40202": (40202, "Write conflict. Retry may resolve this issue."),
+    "code_40700": (40700, "Internal dependency service failure. Please try again later."),
+}
+BEFORE = frozenset(
+    {"rate_limit", "server_error", "http_503", "drop", "redirect", *PERMANENT, *TRANSIENT}
+)
+# late_create: the create is applied but listed only `slow_seconds` later, and the client gets
+# no answer; trickle: the answer takes `slow_seconds` in all, one byte at a time.
+AFTER = frozenset({"slow", "drop_after", "late_create", "drop_mid_body", "trickle", "no_data"})
 KINDS = BEFORE | AFTER
+# Where `redirect` points by default: nothing listens on the discard port.
+DEFAULT_REDIRECT = "http://127.0.0.1:9"
+FIELDS = ("kind", "count", "rate", "seed", "paths", "slow_seconds", "location")
 
 
 class FaultError(ValueError):
@@ -33,6 +52,7 @@ class FaultRule:
     seed: int = 0
     paths: list[str] | None = None
     slow_seconds: float | None = None
+    location: str | None = None  # `redirect` only: base URL on this machine to send clients to
     _rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -44,6 +64,13 @@ class FaultRule:
             raise FaultError("count: must be a positive integer")
         if self.rate is not None and not 0 < self.rate <= 1:
             raise FaultError("rate: must be in (0, 1]")
+        if self.location is not None:
+            if self.kind != "redirect":
+                raise FaultError("location: only for kind redirect")
+            # Tests must never reach anything but this machine.
+            parts = urlsplit(self.location)
+            if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost"):
+                raise FaultError("location: must be an http URL on 127.0.0.1")
         self._rng = random.Random(self.seed)  # deterministic: same seed, same faulted calls
 
     def fires(self, path: str) -> bool:
@@ -59,12 +86,11 @@ class FaultRule:
         return self.count is not None and self.count <= 0
 
     def as_dict(self) -> dict[str, Any]:
-        keys = ("kind", "count", "rate", "seed", "paths", "slow_seconds")
-        return {k: getattr(self, k) for k in keys}
+        return {k: getattr(self, k) for k in FIELDS}
 
     @classmethod
     def from_dict(cls, body: dict[str, Any]) -> FaultRule:
-        unknown = set(body) - {"kind", "count", "rate", "seed", "paths", "slow_seconds"}
+        unknown = set(body) - set(FIELDS)
         if unknown:
             raise FaultError(f"unknown fields: {sorted(unknown)}")
         try:

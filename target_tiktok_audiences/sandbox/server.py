@@ -10,7 +10,15 @@ from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from .app import ADMIN_PATH, BASE_PATH, DEFAULT_TOKENS, SandboxApp, SandboxConfig
+from .app import (
+    ADMIN_PATH,
+    BASE_PATH,
+    DAY,
+    DEFAULT_TOKENS,
+    EXTERNAL_ADVERTISER,
+    SandboxApp,
+    SandboxConfig,
+)
 from .faults import FaultRule
 from .store import Store
 
@@ -23,7 +31,12 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class SandboxServer:
-    """A running (after ``start()``) sandbox; also a context manager."""
+    """A running (after ``start()``) sandbox; also a context manager.
+
+    The realism rules default to TikTok's values; a test that needs the old lenient behaviour
+    passes ``min_audience_size=1, replace_cooldown_seconds=0, partner_warmup_seconds=0,
+    max_updates_per_day=0``.
+    """
 
     def __init__(
         self,
@@ -33,7 +46,9 @@ class SandboxServer:
         port: int = 0,
         tokens: Mapping[str, Iterable[str]] | None = None,
         min_audience_size: int = 1000,
-        replace_cooldown_seconds: float = 0.0,
+        replace_cooldown_seconds: float = DAY,
+        partner_warmup_seconds: float = 90.0,
+        max_updates_per_day: int = 24,
         slow_seconds: float = 5.0,
         max_upload_bytes: int = 50 * 1024 * 1024,
         mapping_rate_limit: int | None = None,
@@ -45,6 +60,8 @@ class SandboxServer:
             tokens={t: [str(a) for a in ads] for t, ads in token_map.items()},
             min_audience_size=min_audience_size,
             replace_cooldown_seconds=replace_cooldown_seconds,
+            partner_warmup_seconds=partner_warmup_seconds,
+            max_updates_per_day=max_updates_per_day,
             slow_seconds=slow_seconds,
             max_upload_bytes=max_upload_bytes,
             mapping_rate_limit=mapping_rate_limit,
@@ -139,10 +156,18 @@ class SandboxServer:
         seed: int = 0,
         paths: list[str] | None = None,
         slow_seconds: float | None = None,
+        location: str | None = None,
     ) -> None:
+        """Add a fault rule (kinds in ``faults.KINDS``); ``location`` is for ``redirect``."""
         self.app.faults.add(
             FaultRule(
-                kind, count=count, rate=rate, seed=seed, paths=paths, slow_seconds=slow_seconds
+                kind,
+                count=count,
+                rate=rate,
+                seed=seed,
+                paths=paths,
+                slow_seconds=slow_seconds,
+                location=location,
             )
         )
 
@@ -160,6 +185,31 @@ class SandboxServer:
 
     def reset(self) -> None:
         self.app.reset()
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the sandbox clock forward, e.g. 86400 for "next day"."""
+        self.app.advance_clock(seconds)
+
+    def share_audience(
+        self,
+        advertiser_id: str,
+        audience_id: str | None = None,
+        *,
+        name: str = "Shared audience",
+        owner_advertiser_id: str = EXTERNAL_ADVERTISER,
+        partner: bool = False,
+    ) -> str:
+        """Share an audience into ``advertiser_id`` (is_creator false there); returns its id.
+
+        Without ``audience_id`` an empty audience owned by ``owner_advertiser_id`` is made first.
+        """
+        return self.app.share_audience(
+            advertiser_id,
+            audience_id,
+            name=name,
+            owner_advertiser_id=owner_advertiser_id,
+            partner=partner,
+        )
 
 
 @contextmanager

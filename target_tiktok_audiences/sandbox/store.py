@@ -11,11 +11,12 @@ import json
 import shutil
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from .clock import Clock
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (token TEXT PRIMARY KEY, revoked INTEGER NOT NULL DEFAULT 0);
@@ -31,7 +32,10 @@ CREATE TABLE IF NOT EXISTS audiences (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, audience_id TEXT UNIQUE NOT NULL,
     advertiser_id TEXT NOT NULL, name TEXT NOT NULL, audience_type TEXT NOT NULL,
     calculate_type TEXT, retention_in_days INTEGER, member_count INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL);
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, visible_at REAL NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS shares (
+    audience_id TEXT NOT NULL, advertiser_id TEXT NOT NULL,
+    PRIMARY KEY (audience_id, advertiser_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audience_history (
     id INTEGER PRIMARY KEY AUTOINCREMENT, audience_id TEXT NOT NULL, action TEXT NOT NULL,
     file_paths TEXT NOT NULL, member_count INTEGER NOT NULL, created_at REAL NOT NULL);
@@ -46,12 +50,21 @@ CREATE TABLE IF NOT EXISTS calls (
 
 # Audience ids look like TikTok's numeric strings; offset keeps them long and recognisable.
 AUDIENCE_ID_BASE = 7_100_000_000
+# An audience is in an advertiser's library when it owns it or it was shared in.
+IN_LIBRARY = (
+    "(a.advertiser_id = ? OR a.audience_id IN "
+    "(SELECT audience_id FROM shares WHERE advertiser_id = ?))"
+)
 
 
 class Store:
-    """All sandbox state. Methods are thread-safe; ``transaction()`` groups writes."""
+    """All sandbox state. Methods are thread-safe; ``transaction()`` groups writes.
 
-    def __init__(self, db_path: str | Path) -> None:
+    Timestamps come from ``clock`` so that moving the sandbox clock moves every rule with it.
+    """
+
+    def __init__(self, db_path: str | Path, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
         self.db_path = Path(db_path)
         self.files_dir = self.db_path.with_name(self.db_path.name + ".files")
         self.files_dir.mkdir(parents=True, exist_ok=True)
@@ -63,6 +76,11 @@ class Store:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA cache_size=-262144")  # 256 MiB: big random-order PK inserts
         self._conn.executescript(SCHEMA)
+        columns = {r[1] for r in self._conn.execute("PRAGMA table_info(audiences)")}
+        if "visible_at" not in columns:  # a db written by an older sandbox
+            self._conn.execute(
+                "ALTER TABLE audiences ADD COLUMN visible_at REAL NOT NULL DEFAULT 0"
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -158,13 +176,24 @@ class Store:
         audience_type: str,
         calculate_type: str | None,
         retention_in_days: int | None,
+        visible_after: float = 0.0,
     ) -> str:
-        now = time.time()
+        """Insert an audience; ``visible_after`` seconds pass before lists and gets show it."""
+        now = self.clock.now()
         cur = c.execute(
             "INSERT INTO audiences (audience_id, advertiser_id, name, audience_type, "
-            "calculate_type, retention_in_days, created_at, updated_at) "
-            "VALUES ('pending', ?, ?, ?, ?, ?, ?, ?)",
-            (advertiser_id, name, audience_type, calculate_type, retention_in_days, now, now),
+            "calculate_type, retention_in_days, created_at, updated_at, visible_at) "
+            "VALUES ('pending', ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                advertiser_id,
+                name,
+                audience_type,
+                calculate_type,
+                retention_in_days,
+                now,
+                now,
+                now + visible_after,
+            ),
         )
         audience_id = str(AUDIENCE_ID_BASE + int(cur.lastrowid or 0))
         sql = "UPDATE audiences SET audience_id = ? WHERE seq = ?"
@@ -181,10 +210,34 @@ class Store:
         sql = f"SELECT * FROM audiences {where} ORDER BY seq DESC LIMIT ? OFFSET ?"
         return self.query(sql, [*params, limit, offset])
 
-    def count_audiences(self, advertiser_id: str) -> int:
-        sql = "SELECT count(*) AS n FROM audiences WHERE advertiser_id = ?"
-        row = self.one(sql, (advertiser_id,))
+    def library(
+        self, advertiser_id: str, *, limit: int = -1, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """What ``dmp/custom_audience/list`` shows: owned and shared-in audiences, once visible."""
+        sql = (
+            f"SELECT a.* FROM audiences a WHERE {IN_LIBRARY} AND a.visible_at <= ? "
+            "ORDER BY a.seq DESC LIMIT ? OFFSET ?"
+        )
+        return self.query(sql, (advertiser_id, advertiser_id, self.clock.now(), limit, offset))
+
+    def count_library(self, advertiser_id: str) -> int:
+        sql = f"SELECT count(*) AS n FROM audiences a WHERE {IN_LIBRARY} AND a.visible_at <= ?"
+        row = self.one(sql, (advertiser_id, advertiser_id, self.clock.now()))
         return int(row["n"]) if row else 0
+
+    def count_audiences(self, advertiser_id: str) -> int:
+        """Audiences counted against the per-account cap: owned (visible or not) and shared-in."""
+        sql = f"SELECT count(*) AS n FROM audiences a WHERE {IN_LIBRARY}"
+        row = self.one(sql, (advertiser_id, advertiser_id))
+        return int(row["n"]) if row else 0
+
+    def share(self, audience_id: str, advertiser_id: str) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT OR IGNORE INTO shares VALUES (?, ?)", (audience_id, advertiser_id))
+
+    def shared_with(self, audience_id: str) -> list[str]:
+        sql = "SELECT advertiser_id FROM shares WHERE audience_id = ? ORDER BY advertiser_id"
+        return [r["advertiser_id"] for r in self.query(sql, (audience_id,))]
 
     def apply_digests(
         self,
@@ -221,7 +274,7 @@ class Store:
         c.execute(
             "UPDATE audiences SET member_count = member_count + ?, updated_at = ? "
             "WHERE audience_id = ?",
-            (delta, time.time(), audience_id),
+            (delta, self.clock.now(), audience_id),
         )
         row = c.execute(
             "SELECT member_count FROM audiences WHERE audience_id = ?", (audience_id,)
@@ -239,20 +292,36 @@ class Store:
         c.execute(
             "INSERT INTO audience_history (audience_id, action, file_paths, member_count, "
             "created_at) VALUES (?, ?, ?, ?, ?)",
-            (audience_id, action, json.dumps(file_paths), count, time.time()),
+            (audience_id, action, json.dumps(file_paths), count, self.clock.now()),
         )
 
     def history(self, audience_id: str) -> list[dict[str, Any]]:
         sql = "SELECT * FROM audience_history WHERE audience_id = ? ORDER BY id"
         return self.query(sql, (audience_id,))
 
-    def last_action_time(self, audience_id: str, action: str) -> float | None:
+    def last_action_time(self, audience_id: str, actions: Iterable[str]) -> float | None:
+        actions = tuple(actions)
+        marks = ", ".join("?" * len(actions))
         row = self.one(
             "SELECT max(created_at) AS t FROM audience_history "
-            "WHERE audience_id = ? AND action = ?",
-            (audience_id, action),
+            f"WHERE audience_id = ? AND action IN ({marks})",
+            (audience_id, *actions),
         )
         return row["t"] if row else None
+
+    def actions_since(
+        self, advertiser_id: str, actions: Iterable[str], since: float
+    ) -> tuple[int, float | None]:
+        """(count, oldest time) of these actions on the advertiser's audiences after ``since``."""
+        actions = tuple(actions)
+        marks = ", ".join("?" * len(actions))
+        row = self.one(
+            "SELECT count(*) AS n, min(h.created_at) AS t FROM audience_history h "
+            "JOIN audiences a USING (audience_id) "
+            f"WHERE a.advertiser_id = ? AND h.action IN ({marks}) AND h.created_at > ?",
+            (advertiser_id, *actions, since),
+        )
+        return (int(row["n"]), row["t"]) if row else (0, None)
 
     def members(self, audience_id: str) -> dict[str, list[str]]:
         """All members as {id_type: sorted digests}; for tests and the admin API."""
@@ -274,7 +343,8 @@ class Store:
         marks = ", ".join("?" * len(row))
         with self.transaction() as c:
             c.execute(
-                f"INSERT INTO calls (ts, {cols}) VALUES (?, {marks})", (time.time(), *row.values())
+                f"INSERT INTO calls (ts, {cols}) VALUES (?, {marks})",
+                (self.clock.now(), *row.values()),
             )
 
     def calls(self) -> list[dict[str, Any]]:
@@ -289,6 +359,7 @@ class Store:
                 "token_advertisers",
                 "files",
                 "audiences",
+                "shares",
                 "audience_history",
                 "members",
                 "calls",
