@@ -1,0 +1,251 @@
+"""External sort and one-pass diff of fixed-width lowercase-hex digests.
+
+A mirror by difference needs the stream's digests sorted and unique, and then compared with the
+sorted snapshot of what TikTok last accepted. Both steps keep memory flat: at most `buffer_size`
+digests are held while sorting, the rest wait in sorted runs on disk, and the merge and the
+diff walk blocks of a bounded size.
+
+Speed: the per-digest work happens in C (list.sort, str.join/split, set, filterfalse,
+compress); Python code runs once per block, not once per digest. The module does no I/O beyond
+the run files in the caller's private work dir, and imports no SDK.
+"""
+
+from __future__ import annotations
+
+import os
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import chain, compress, filterfalse, islice
+from operator import ne
+from pathlib import Path
+from typing import BinaryIO
+
+DEFAULT_BUFFER = 100_000
+"""Digests held in memory before a run is spilled (about 12 MB of 64-character strings)."""
+
+BLOCK = 65_536
+"""Most digests per block compared at once by the diff."""
+
+_READ = 1 << 20  # bytes read from a run file at a time, spread over all runs
+
+Block = Sequence[str]
+DigestSink = Callable[[str], object]
+BlockSink = Callable[[Block], object]
+
+
+def _dedupe_sorted(block: list[str]) -> list[str]:
+    """Drop adjacent duplicates of a sorted list, in C (a pairwise != feeds compress)."""
+    if len(block) < 2:
+        return block
+    out = list(compress(block, map(ne, block, islice(block, 1, None))))
+    out.append(block[-1])
+    return out
+
+
+def _read_lines(fh: BinaryIO, size: int) -> Iterator[list[str]]:
+    """Lists of the lines of a run file, read `size` bytes at a time (never empty lists)."""
+    rest = ""
+    while data := fh.read(size):
+        lines = (rest + data.decode("ascii")).split("\n")
+        rest = lines.pop()  # the part after the last newline: start of the next line
+        if lines:
+            yield lines
+
+
+class ExternalSorter:
+    """Collects digests; hands them back sorted and unique, holding at most `buffer_size`.
+
+    Digests are non-empty ASCII strings without newlines (lowercase hex from identifiers.py);
+    they sort as strings, which for fixed-width lowercase hex is the order of their bytes.
+    Runs are sorted text files created 0600 in `workdir`, a private dir that the caller owns
+    (e.g. spool.private_workdir()); `close()` removes them.
+    """
+
+    def __init__(self, workdir: Path, *, buffer_size: int = DEFAULT_BUFFER) -> None:
+        if buffer_size < 2:
+            raise ValueError("buffer_size must be at least 2")
+        self._dir = workdir
+        self._limit = buffer_size
+        self._buf: list[str] = []
+        self._runs: list[Path] = []
+        self.added = 0  # digests given, duplicates included
+
+    @property
+    def runs(self) -> int:
+        """Runs spilled to disk so far."""
+        return len(self._runs)
+
+    def add(self, digest: str) -> None:
+        buf = self._buf
+        buf.append(digest)
+        if len(buf) >= self._limit:
+            self._spill()
+
+    def add_many(self, digests: Iterable[str]) -> None:
+        limit = self._limit
+        for chunk in _chunks(digests, limit):
+            room = limit - len(self._buf)
+            self._buf += chunk[:room]
+            if len(self._buf) >= limit:
+                self._spill()  # a fresh buffer
+                self._buf += chunk[room:]
+
+    def _take_sorted(self) -> list[str]:
+        run, self._buf = self._buf, []
+        self.added += len(run)
+        run.sort()
+        if run and not run[0]:
+            raise ValueError("a digest is empty")
+        return run
+
+    def _spill(self) -> None:
+        # Duplicates stay in the run: the merge drops them all in one place.
+        run = self._take_sorted()
+        text = "\n".join(run)
+        if text.count("\n") != len(run) - 1:
+            raise ValueError("a digest holds a newline")
+        path = self._dir / f"run-{len(self._runs):05d}.txt"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self._runs.append(path)
+        with open(fd, "wb") as fh:
+            fh.write(text.encode("ascii"))
+            fh.write(b"\n")
+
+    def sorted_blocks(self) -> Iterator[list[str]]:
+        """Blocks (non-empty lists) of the globally sorted unique digests; call once, at the end.
+
+        Each merge round takes, from every run's current block, the digests up to the smallest
+        block end: all of them are lower than anything still unread, so one C sort of those
+        already-sorted pieces and dropping adjacent duplicates yields the next output block.
+        """
+        if not self._runs:  # everything fitted in memory: no disk at all
+            if self._buf:
+                yield _dedupe_sorted(self._take_sorted())
+            return
+        if self._buf:
+            self._spill()
+        size = max(64 * 1024, _READ // len(self._runs))
+        files = [open(path, "rb") for path in self._runs]  # noqa: SIM115 (closed below)
+        try:
+            heads: list[tuple[list[str], int, Iterator[list[str]]]] = []
+            for fh in files:
+                reader = _read_lines(fh, size)
+                first = next(reader, None)
+                if first is not None:
+                    heads.append((first, 0, reader))
+            while heads:
+                bound = min(head[-1] for head, _, _ in heads)
+                out: list[str] = []
+                nxt: list[tuple[list[str], int, Iterator[list[str]]]] = []
+                for head, pos, reader in heads:
+                    cut = bisect_right(head, bound, pos)
+                    out += head[pos:cut] if pos or cut < len(head) else head
+                    if cut < len(head):
+                        nxt.append((head, cut, reader))
+                    elif (more := next(reader, None)) is not None:
+                        nxt.append((more, 0, reader))
+                heads = nxt
+                out.sort()  # k sorted pieces: timsort merges them in O(n log k)
+                yield _dedupe_sorted(out)
+        finally:
+            for fh in files:
+                fh.close()
+
+    def sorted_unique(self) -> Iterator[str]:
+        """The globally sorted unique digests, one by one."""
+        return chain.from_iterable(self.sorted_blocks())
+
+    def close(self) -> None:
+        for path in self._runs:
+            path.unlink(missing_ok=True)
+        self._runs = []
+        self._buf = []
+
+
+def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def blocks(digests: Iterable[str], size: int = BLOCK) -> Iterator[list[str]]:
+    """Cut an iterator of sorted digests into blocks for diff()."""
+    return _chunks(digests, size)
+
+
+@dataclass(frozen=True)
+class DiffCounts:
+    """Unique digests: added + unchanged == total (the new set), removed left the old set."""
+
+    added: int
+    removed: int
+    unchanged: int
+    total: int
+
+
+def diff(
+    new: Iterable[Block],
+    old: Iterable[Block],
+    added: DigestSink,
+    removed: DigestSink,
+    keep: BlockSink | None = None,
+) -> DiffCounts:
+    """Compare two sorted unique digest streams (as blocks) in one pass.
+
+    `added(d)` gets each digest of new not in old, `removed(d)` each of old not in new, both in
+    ascending order; `keep(block)` (optional) gets every block of the new set in order, so the
+    next snapshot is written in the same pass (e.g. SnapshotWriter.write_block).
+    For each new block, the old digests up to its last one form a window; equal lists are
+    counted and skipped, otherwise two set look-ups (in C) give what was added and removed.
+    """
+    n_added = n_removed = n_unchanged = 0
+    old_iter = iter(old)
+    obuf: Block = []
+    opos = 0
+    old_done = False
+    for nblock in new:
+        if not nblock:
+            continue
+        if keep is not None:
+            keep(nblock)
+        for start in range(0, len(nblock), BLOCK):
+            nb = nblock[start : start + BLOCK] if len(nblock) > BLOCK else nblock
+            hi = nb[-1]
+            window: list[str] = []
+            while not old_done:
+                if opos >= len(obuf):
+                    more = next(old_iter, None)
+                    if more is None:
+                        old_done = True
+                        break
+                    obuf, opos = more, 0
+                    continue
+                if obuf[-1] <= hi:
+                    window += obuf[opos:]
+                    opos = len(obuf)
+                    continue
+                cut = bisect_right(obuf, hi, opos)
+                window += obuf[opos:cut]
+                opos = cut
+                break
+            if window == nb:
+                n_unchanged += len(nb)
+                continue
+            old_set = set(window)
+            new_only = list(filterfalse(old_set.__contains__, nb))
+            gone = list(filterfalse(set(nb).__contains__, window)) if window else []
+            n_added += len(new_only)
+            n_removed += len(gone)
+            n_unchanged += len(nb) - len(new_only)
+            for digest in new_only:
+                added(digest)
+            for digest in gone:
+                removed(digest)
+    # Whatever is left of old is beyond the last new digest: removed.
+    rest = chain([obuf[opos:]], old_iter) if not old_done else iter(())
+    for block in rest:
+        n_removed += len(block)
+        for digest in block:
+            removed(digest)
+    return DiffCounts(n_added, n_removed, n_unchanged, n_added + n_unchanged)

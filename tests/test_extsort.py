@@ -1,0 +1,101 @@
+"""External sort and one-pass diff against set oracles."""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from target_tiktok_audiences.extsort import DiffCounts, ExternalSorter, blocks, diff
+
+# Short hex strings keep collisions (duplicates, shared members) frequent.
+digests = st.lists(st.text(alphabet="0123456789abcdef", min_size=4, max_size=4), max_size=300)
+
+
+def sha(i: int) -> str:
+    return hashlib.sha256(str(i).encode()).hexdigest()
+
+
+@settings(max_examples=150, deadline=None)
+@given(items=digests, buffer_size=st.integers(min_value=2, max_value=40))
+def test_sorted_unique_equals_sorted_set(
+    tmp_path_factory: pytest.TempPathFactory, items: list[str], buffer_size: int
+) -> None:
+    workdir = tmp_path_factory.mktemp("runs")
+    sorter = ExternalSorter(workdir, buffer_size=buffer_size)
+    half = len(items) // 2
+    for item in items[:half]:
+        sorter.add(item)
+    sorter.add_many(items[half:])
+    assert list(sorter.sorted_unique()) == sorted(set(items))
+    assert sorter.added == len(items)
+    sorter.close()
+    assert list(workdir.iterdir()) == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(new=digests, old=digests, size=st.integers(min_value=1, max_value=50))
+def test_diff_matches_set_oracle(new: list[str], old: list[str], size: int) -> None:
+    new_sorted, old_sorted = sorted(set(new)), sorted(set(old))
+    added: list[str] = []
+    removed: list[str] = []
+    kept: list[str] = []
+    counts = diff(
+        blocks(new_sorted, size),
+        blocks(old_sorted, size),
+        added.append,
+        removed.append,
+        kept.extend,
+    )
+    assert added == sorted(set(new) - set(old))
+    assert removed == sorted(set(old) - set(new))
+    assert kept == new_sorted
+    assert counts == DiffCounts(
+        added=len(added),
+        removed=len(removed),
+        unchanged=len(set(new) & set(old)),
+        total=len(new_sorted),
+    )
+
+
+def test_spilled_runs_are_private_and_merged_with_duplicates(tmp_path: Path) -> None:
+    sorter = ExternalSorter(tmp_path, buffer_size=1000)
+    values = [sha(i % 2500) for i in range(10_000)]  # each digest four times, across runs
+    sorter.add_many(values)
+    assert sorter.runs == 10
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {0o600}
+    assert list(sorter.sorted_unique()) == sorted({sha(i) for i in range(2500)})
+
+
+def test_diff_of_sorter_output_against_snapshot_order(tmp_path: Path) -> None:
+    sorter = ExternalSorter(tmp_path, buffer_size=500)
+    sorter.add_many(sha(i) for i in range(100, 3100))  # new: 100..3099, some twice
+    sorter.add_many(sha(i) for i in range(100, 200))
+    old = sorted(sha(i) for i in range(3000))  # old: 0..2999
+    added: list[str] = []
+    removed: list[str] = []
+    counts = diff(sorter.sorted_blocks(), blocks(old, 256), added.append, removed.append)
+    assert added == sorted(sha(i) for i in range(3000, 3100))
+    assert removed == sorted(sha(i) for i in range(100))
+    assert counts == DiffCounts(added=100, removed=100, unchanged=2900, total=3000)
+
+
+def test_empty_sides() -> None:
+    added: list[str] = []
+    removed: list[str] = []
+    counts = diff([], [["aa", "bb"], ["cc"]], added.append, removed.append)
+    assert (added, removed, counts) == ([], ["aa", "bb", "cc"], DiffCounts(0, 3, 0, 0))
+    counts = diff([["aa"]], [], added.append, removed.append)
+    assert (added, counts) == (["aa"], DiffCounts(1, 0, 0, 1))
+
+
+def test_a_digest_with_a_newline_is_refused(tmp_path: Path) -> None:
+    sorter = ExternalSorter(tmp_path, buffer_size=2)
+    sorter.add("ab")
+    with pytest.raises(ValueError, match=r"^a digest holds a newline$"):
+        sorter.add("c\nd")

@@ -1,0 +1,372 @@
+"""Snapshot store: local dir and a real S3 API (moto in server mode on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from target_tiktok_audiences.snapshot import (
+    HEADER_SIZE,
+    Reason,
+    Snapshot,
+    SnapshotError,
+    SnapshotKey,
+    SnapshotStore,
+    Unusable,
+    display_url,
+    fingerprint,
+)
+
+KEY = SnapshotKey("7000000000000000001", "123456", "EMAIL_SHA256")
+RULES = fingerprint(hash_identifiers=True, email_normalization="basic", default_phone_region="US")
+OTHER_RULES = fingerprint(
+    hash_identifiers=True, email_normalization="tiktok", default_phone_region="US"
+)
+StoreFactory = Callable[..., SnapshotStore]
+
+
+def sha(i: int) -> str:
+    return hashlib.sha256(str(i).encode()).hexdigest()
+
+
+def digests(start: int, stop: int) -> list[str]:
+    return sorted(sha(i) for i in range(start, stop))
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """One moto S3 server per test process, on a free port of 127.0.0.1 only."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+            mp.delenv(name, raising=False)
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        mp.setenv("AWS_CONFIG_FILE", os.devnull)
+        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        # How a user points at MinIO or another S3 API: the standard botocore variable.
+        mp.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+        try:
+            yield endpoint
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str) -> str:
+    name = f"snap-{uuid.uuid4().hex[:16]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(params=["local", "s3"])
+def make_store(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> StoreFactory:
+    # Object-store temp files go to tmp_path/"tmp", so the tests can see none is left over.
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    if request.param == "local":
+        url = str(tmp_path / "snapshots")
+    else:
+        url = f"s3://{request.getfixturevalue('bucket')}/prefix"
+
+    def make(**kwargs: object) -> SnapshotStore:
+        return SnapshotStore(url, **kwargs)  # type: ignore[arg-type]
+
+    return make
+
+
+def write(store: SnapshotStore, values: list[str], key: SnapshotKey = KEY) -> None:
+    with store.lock(key), store.writer(key, RULES) as out:
+        out.write_block(values[: len(values) // 2])
+        for value in values[len(values) // 2 :]:
+            out.write(value)
+
+
+def read_all(store: SnapshotStore, key: SnapshotKey = KEY, rules: str = RULES) -> list[str]:
+    found = store.read(key, rules)
+    assert isinstance(found, Snapshot), found
+    return list(found)
+
+
+def leftovers(store: SnapshotStore, tmp_path: Path) -> list[str]:
+    """Temp files the store left: beside a local snapshot, or in the private temp dir."""
+    names = [p.name for p in (tmp_path / "tmp").iterdir()]
+    if store.local:
+        names += [p.name for p in (tmp_path / "snapshots" / KEY.advertiser_id).rglob("*.tmp")]
+    return names
+
+
+def test_round_trip(make_store: StoreFactory, tmp_path: Path) -> None:
+    store = make_store()
+    assert store.read(KEY, RULES) == Unusable(Reason.MISSING, f"no snapshot at {store.where(KEY)}")
+    values = digests(0, 70_000)  # more than one block
+    write(store, values)
+    found = store.read(KEY, RULES)
+    assert isinstance(found, Snapshot)
+    assert (found.count, found.header.digest_bytes, found.header.key) == (70_000, 32, KEY)
+    assert list(found) == values
+    assert [len(b) for b in found.blocks(30_000)] == [30_000, 30_000, 10_000]
+    assert leftovers(store, tmp_path) == []
+
+
+def test_a_failed_write_leaves_the_previous_snapshot(
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
+    store = make_store()
+    first = digests(0, 1000)
+    write(store, first)
+    with pytest.raises(RuntimeError, match=r"^TikTok refused$"), store.writer(KEY, RULES) as out:
+        out.write_block(digests(500, 1500))
+        # Not visible before the writer commits, to this store or another one.
+        assert read_all(make_store()) == first
+        raise RuntimeError("TikTok refused")
+    assert read_all(store) == first
+    assert leftovers(store, tmp_path) == []
+
+
+def test_other_rules_and_other_audience_are_not_used(make_store: StoreFactory) -> None:
+    store = make_store()
+    write(store, digests(0, 10))
+    where = store.where(KEY)
+    assert store.read(KEY, OTHER_RULES) == Unusable(
+        Reason.OTHER_RULES, f"snapshot {where} was made under other normalisation rules"
+    )
+    # A snapshot copied under another audience's name is refused.
+    other = SnapshotKey(KEY.advertiser_id, "999", KEY.contract)
+    with store.writer(other, RULES) as out:
+        out.write_block(digests(0, 3))
+    raw = _get(store, other.name)
+    _put(store, KEY.name, raw)
+    assert store.read(KEY, RULES) == Unusable(
+        Reason.OTHER_AUDIENCE,
+        f"snapshot {where} was made for audience 999 (EMAIL_SHA256) of advertiser "
+        "7000000000000000001",
+    )
+
+
+def test_truncated_and_corrupt_snapshots(make_store: StoreFactory) -> None:
+    store = make_store()
+    write(store, digests(0, 100))
+    raw = _get(store, KEY.name)
+    where = store.where(KEY)
+    _put(store, KEY.name, raw[:-1])
+    assert store.read(KEY, RULES) == Unusable(
+        Reason.UNREADABLE, f"snapshot {where} is unreadable: truncated"
+    )
+    _put(store, KEY.name, b"garbage")
+    assert store.read(KEY, RULES) == Unusable(
+        Reason.UNREADABLE, f"snapshot {where} is unreadable: short header"
+    )
+    flipped = raw[:HEADER_SIZE] + bytes([raw[HEADER_SIZE] ^ 1]) + raw[HEADER_SIZE + 1 :]
+    _put(store, KEY.name, flipped)
+    found = store.read(KEY, RULES)
+    assert isinstance(found, Snapshot)
+    with pytest.raises(SnapshotError) as err:
+        list(found)
+    assert str(err.value) == (
+        f"snapshot {where} is corrupt (checksum mismatch); "
+        "delete it and the next run uploads the audience in full"
+    )
+
+
+def test_lock_excludes_a_second_holder(make_store: StoreFactory) -> None:
+    store, other = make_store(), make_store()
+    with store.lock(KEY), pytest.raises(SnapshotError) as err, other.lock(KEY):
+        pass
+    message = str(err.value)
+    assert message.startswith(
+        "another run holds the snapshot lock for audience 123456 (EMAIL_SHA256) of advertiser "
+        "7000000000000000001 ("
+    )
+    assert message.endswith("; wait for it or remove a stale lock")
+    with other.lock(KEY):  # released: free again
+        pass
+    # Another audience is not blocked.
+    with store.lock(KEY), other.lock(SnapshotKey(KEY.advertiser_id, "7", KEY.contract)):
+        pass
+
+
+def test_read_only_store_reads_and_never_writes(make_store: StoreFactory) -> None:
+    writable = make_store()
+    write(writable, digests(0, 5))
+    dry = make_store(read_only=True)
+    assert read_all(dry) == digests(0, 5)
+    with writable.lock(KEY), dry.lock(KEY):  # a dry run takes no lock
+        pass
+    with pytest.raises(SnapshotError) as err, dry.writer(KEY, RULES):
+        pass
+    assert str(err.value) == (
+        f"snapshot store {dry.display} is read-only (dry run): no snapshot is written"
+    )
+
+
+def test_writer_refuses_unsorted_or_malformed_digests(make_store: StoreFactory) -> None:
+    store = make_store()
+    unsorted = r"^digests must be written in ascending order$"
+    with pytest.raises(ValueError, match=unsorted), store.writer(KEY, RULES) as out:
+        out.write_block(sorted([sha(1), sha(2)], reverse=True))
+    malformed = r"^digests must be 64 lowercase hex characters$"
+    with pytest.raises(ValueError, match=malformed), store.writer(KEY, RULES) as out:
+        out.write_block([sha(1).upper()])
+    assert store.read(KEY, RULES).reason is Reason.MISSING  # type: ignore[union-attr]
+
+
+# -- local only -------------------------------------------------------------------------------
+
+
+def test_local_files_are_private(tmp_path: Path) -> None:
+    store = SnapshotStore(str(tmp_path / "a" / "snapshots"))
+    write(store, digests(0, 3))
+    root = tmp_path / "a"
+    for path in [root, *root.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), path
+
+
+def test_file_url(tmp_path: Path) -> None:
+    write(SnapshotStore(f"file://{tmp_path}"), digests(0, 3))
+    assert (tmp_path / KEY.name).is_file()
+
+
+def test_default_dir_follows_xdg_and_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    store = SnapshotStore(None)
+    assert store.url == str(tmp_path / "xdg" / "target-tiktok-audiences" / "snapshots")
+    write(store, digests(0, 3))
+    assert (tmp_path / "xdg" / "target-tiktok-audiences" / "snapshots" / KEY.name).is_file()
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert SnapshotStore(None).url == str(
+        tmp_path / "home" / ".local" / "share" / "target-tiktok-audiences" / "snapshots"
+    )
+
+
+HOLD = """
+import sys
+from target_tiktok_audiences.snapshot import SnapshotKey, SnapshotStore
+with SnapshotStore(sys.argv[1]).lock(SnapshotKey(*sys.argv[2:5])):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_local_lock_excludes_another_process(tmp_path: Path) -> None:
+    url = str(tmp_path / "snapshots")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, url, KEY.advertiser_id, KEY.audience_id, KEY.contract],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(SnapshotError) as err, SnapshotStore(url).lock(KEY):
+            pass
+        lock_file = tmp_path / "snapshots" / KEY.lock_name
+        assert str(err.value) == (
+            "another run holds the snapshot lock for audience 123456 (EMAIL_SHA256) of "
+            f"advertiser 7000000000000000001 (lock file {lock_file}); "
+            "wait for it or remove a stale lock"
+        )
+    finally:
+        holder.communicate("")
+    assert holder.returncode == 0
+    with SnapshotStore(url).lock(KEY):
+        pass
+
+
+# -- object storage only ----------------------------------------------------------------------
+
+
+def test_s3_lock_object_and_stale_takeover(bucket: str) -> None:
+    url = f"s3://{bucket}/prefix"
+    store = SnapshotStore(url, lock_stale_seconds=60)
+    s3 = boto3.client("s3")
+    lock_key = f"prefix/{KEY.lock_name}"
+    with store.lock(KEY):
+        body = s3.get_object(Bucket=bucket, Key=lock_key)["Body"].read()
+        assert set(json.loads(body)) == {"owner", "created"}
+    with pytest.raises(s3.exceptions.NoSuchKey):
+        s3.get_object(Bucket=bucket, Key=lock_key)  # released
+    fresh = b'{"owner": "other:1:x", "created": %f}' % (time.time() - 30)
+    s3.put_object(Bucket=bucket, Key=lock_key, Body=fresh)
+    with pytest.raises(SnapshotError) as err, store.lock(KEY):
+        pass
+    assert str(err.value) == (
+        "another run holds the snapshot lock for audience 123456 (EMAIL_SHA256) of advertiser "
+        f"7000000000000000001 (lock object s3://{bucket}/prefix/{KEY.lock_name}, taken 30 s "
+        "ago); wait for it or remove a stale lock"
+    )
+    stale = b'{"owner": "other:1:x", "created": %f}' % (time.time() - 120)
+    s3.put_object(Bucket=bucket, Key=lock_key, Body=stale)
+    with store.lock(KEY):  # the dead run's lock is replaced
+        body = s3.get_object(Bucket=bucket, Key=lock_key)["Body"].read()
+        assert b"other:1:x" not in body
+
+
+def test_s3_objects_hold_the_format(bucket: str) -> None:
+    store = SnapshotStore(f"s3://{bucket}")
+    values = digests(0, 10)
+    write(store, values)
+    raw = boto3.client("s3").get_object(Bucket=bucket, Key=KEY.name)["Body"].read()
+    assert raw[HEADER_SIZE:] == bytes.fromhex("".join(values))
+    assert raw[:HEADER_SIZE].rstrip().startswith(b"{") and raw[HEADER_SIZE - 1 :][:1] == b"\n"
+
+
+def test_missing_package_and_unknown_protocol() -> None:
+    with pytest.raises(SnapshotError) as err:
+        SnapshotStore("gs://bucket/snapshots")
+    assert str(err.value) == "snapshot_url gs://bucket/snapshots: install gcsfs to use it"
+    code = (
+        "import sys; sys.modules['s3fs'] = None\n"
+        "from target_tiktok_audiences.snapshot import SnapshotStore, SnapshotError\n"
+        "try:\n    SnapshotStore('s3://bucket/x')\n"
+        "except SnapshotError as exc:\n    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == (
+        "snapshot_url s3://bucket/x: install target-tiktok-audiences[s3] (s3fs) to use it\n"
+    )
+
+
+def test_display_url_drops_credentials() -> None:
+    assert display_url("s3://KEY:SECRET@bucket/p") == "s3://bucket/p"
+    assert display_url("az://container/p?sig=abc&se=1") == "az://container/p"
+
+
+# -- helpers reading and writing raw objects --------------------------------------------------
+
+
+def _get(store: SnapshotStore, name: str) -> bytes:
+    if store.local:
+        return (Path(store.url) / name).read_bytes()
+    bucket, _, prefix = store.url.removeprefix("s3://").partition("/")
+    return boto3.client("s3").get_object(Bucket=bucket, Key=f"{prefix}/{name}")["Body"].read()
+
+
+def _put(store: SnapshotStore, name: str, data: bytes) -> None:
+    if store.local:
+        (Path(store.url) / name).write_bytes(data)
+        return
+    bucket, _, prefix = store.url.removeprefix("s3://").partition("/")
+    boto3.client("s3").put_object(Bucket=bucket, Key=f"{prefix}/{name}", Body=data)
