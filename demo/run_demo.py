@@ -7,7 +7,7 @@
 2. starts a throwaway PostgreSQL with a `users` table of messy emails and phone numbers;
 3. runs the pipeline with this repository's meltano.yml (environment `sandbox`);
 4. deletes some users and runs it again: the mirror audiences follow the table;
-5. prints the audiences the emulator now holds (`tiktok-audiences-sandbox show`).
+5. prints the audiences the emulator now holds (`meltano invoke tiktok-audiences-sandbox:show`).
 
 Everything it starts is stopped on exit, also on Ctrl-C. It runs any number of times: each run
 starts from an empty TikTok and an empty Meltano state (demo/.work/run/ is recreated), and only
@@ -174,7 +174,7 @@ def meltano(args: list[str], env: dict[str, str]) -> None:
         sys.exit(f"meltano {' '.join(args)} failed with exit code {result.returncode}")
 
 
-def meltano_env(pg_url: str, api_base_url: str) -> dict[str, str]:
+def meltano_env(pg_url: str, api_base_url: str, db: Path) -> dict[str, str]:
     # Keep the user's shell settings for these plugins out of the demo.
     prefixes = ("TAP_POSTGRES", "TARGET_TIKTOK_AUDIENCES", "MELTANO_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
@@ -193,14 +193,16 @@ def meltano_env(pg_url: str, api_base_url: str) -> dict[str, str]:
             "TAP_POSTGRES_SQLALCHEMY_URL": pg_url,
             # meltano.yml's sandbox environment says port 8765; ours runs on a free port.
             "TARGET_TIKTOK_AUDIENCES_API_BASE_URL": api_base_url,
+            "TIKTOK_AUDIENCES_SANDBOX_DB": str(db),
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         }
     )
     return env
 
 
-def show(db: Path) -> None:
-    subprocess.run([tool("tiktok-audiences-sandbox"), "show", "--db", str(db)], check=True)
+def show(env: dict[str, str]) -> None:
+    # Through meltano.yml's utility entry, as in a Meltano project; its db is ours.
+    meltano(["invoke", "tiktok-audiences-sandbox:show"], env)
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -227,7 +229,7 @@ def main() -> int:
             with postgres_cluster() as pg:
                 pg.create_database("crm")
                 load_users(pg, "crm")
-                env = meltano_env(pg.url("crm"), api_base_url)
+                env = meltano_env(pg.url("crm"), api_base_url, db)
 
                 say(
                     "Installing the plugins (tap-postgres from PyPI, the target from this "
@@ -237,7 +239,7 @@ def main() -> int:
 
                 say("Run 1: meltano run tap-postgres target-tiktok-audiences")
                 meltano(["run", "tap-postgres", "target-tiktok-audiences"], env)
-                show(db)
+                show(env)
 
                 say(f"{REMOVED} users leave (DELETE FROM users); run 2 mirrors the table")
                 pg.psql(
@@ -248,10 +250,10 @@ def main() -> int:
                 meltano(["run", "tap-postgres", "target-tiktok-audiences"], env)
 
                 say(
-                    "The audiences in the emulator (tiktok-audiences-sandbox show): same ids, "
-                    "new members"
+                    "The audiences in the emulator (meltano invoke "
+                    "tiktok-audiences-sandbox:show): same ids, new members"
                 )
-                show(db)
+                show(env)
     except PostgresNotFound as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
