@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
-from target_tiktok_audiences.sandbox.cli import audience_rows
+from target_tiktok_audiences.sandbox.cli import _serve_parser, audience_rows
 from target_tiktok_audiences.sandbox.server import run_sandbox
 from target_tiktok_audiences.sandbox.store import Store
 
@@ -243,6 +243,22 @@ def test_install_instructions_point_at_the_repository() -> None:
     git_url = f"git+{homepage()}.git"
     assert f"pip install {git_url}\n" in text
     assert f"pipx install {git_url}\n" in text
+
+
+def test_sandbox_utility_definitions_agree() -> None:
+    """meltano.yml's utility (run by `make demo`) is the Hub file's, minus the pip_url; its port
+    is the one the `sandbox` environment and the README point the loader at."""
+    ours = yaml.safe_load((REPO / "meltano.yml").read_text())
+    (utility,) = ours["plugins"]["utilities"]
+    hub = yaml.safe_load(
+        (REPO / "plugins" / "utilities" / f"{UTILITY}--target-tiktok-audiences.yml").read_text()
+    )
+    for key in ("name", "namespace", "executable", "settings", "commands"):
+        assert utility[key] == hub[key], key
+    assert "pip_url" not in utility, "this checkout's console script, installed by make install"
+    (port,) = [s["value"] for s in hub["settings"] if s["name"] == "port"]
+    assert str(port) == DOCUMENTED_PORT == str(_serve_parser().get_default("port"))
+    assert f"http://127.0.0.1:{port}/open_api/v1.3" in readme_blocks()["meltano-sandbox"]
 
 
 def test_meltano_block(project: Project, local_plugins: Path, tmp_path: Path) -> None:
