@@ -2,15 +2,17 @@
 
     make demo        (or: .venv/bin/python demo/run_demo.py)
 
-1. starts the bundled TikTok API emulator (`tiktok-audiences-sandbox`, a free port, its
-   database in demo/.work/sandbox.db);
+1. starts the bundled TikTok API emulator (`tiktok-audiences-sandbox`, a free port, a fresh
+   database in demo/.work/run/sandbox.db);
 2. starts a throwaway PostgreSQL with a `users` table of messy emails and phone numbers;
 3. runs the pipeline with this repository's meltano.yml (environment `sandbox`);
 4. deletes some users and runs it again: the mirror audiences follow the table;
-5. prints the audiences the emulator now holds (`tiktok-audiences-sandbox show`).
+5. prints the audiences the emulator now holds (`meltano invoke tiktok-audiences-sandbox:show`).
 
-Everything it starts is stopped on exit, also on Ctrl-C. Needs PostgreSQL's server binaries
-(`bash scripts/ensure-postgres` installs them).
+Everything it starts is stopped on exit, also on Ctrl-C. It runs any number of times: each run
+starts from an empty TikTok and an empty Meltano state (demo/.work/run/ is recreated), and only
+Meltano's plugin installs (demo/.work/meltano/) are kept, so the second run is faster. Needs
+PostgreSQL's server binaries (`bash scripts/ensure-postgres` installs them).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from pgcluster import PostgresCluster, PostgresNotFound, postgres_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "demo" / ".work"
+# One demo run's state: sandbox db (and its `.files/` upload dir), Meltano's system db (job
+# state), the target's user data dir. Recreated by every run, so no run sees the one before.
+RUN = WORK / "run"
 BIN = Path(sys.executable).parent
 USERS = 1500  # above TikTok's 1,000-user minimum, so the emulator accepts the audiences
 REMOVED = 120
@@ -134,7 +139,7 @@ def load_users(pg: PostgresCluster, database: str) -> None:
 @contextmanager
 def sandbox(db: Path) -> Iterator[str]:
     """Run the emulator CLI on a free port; yield its base URL."""
-    log = (WORK / "sandbox.log").open("w")
+    log = (RUN / "sandbox.log").open("w")
     proc = subprocess.Popen(
         [tool("tiktok-audiences-sandbox"), "--port", "0", "--db", str(db)],
         stdout=subprocess.PIPE,
@@ -146,7 +151,7 @@ def sandbox(db: Path) -> Iterator[str]:
         assert proc.stdout is not None
         base_url = proc.stdout.readline().strip()  # the CLI prints its URL first
         if not base_url.startswith("http"):
-            raise RuntimeError(f"sandbox did not start; see {WORK / 'sandbox.log'}")
+            raise RuntimeError(f"sandbox did not start; see {RUN / 'sandbox.log'}")
         yield base_url
     finally:
         proc.terminate()
@@ -169,27 +174,35 @@ def meltano(args: list[str], env: dict[str, str]) -> None:
         sys.exit(f"meltano {' '.join(args)} failed with exit code {result.returncode}")
 
 
-def meltano_env(pg_url: str, api_base_url: str) -> dict[str, str]:
+def meltano_env(pg_url: str, api_base_url: str, db: Path) -> dict[str, str]:
     # Keep the user's shell settings for these plugins out of the demo.
     prefixes = ("TAP_POSTGRES", "TARGET_TIKTOK_AUDIENCES", "MELTANO_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env.update(
         {
             "MELTANO_PROJECT_ROOT": str(REPO),
-            "MELTANO_SYS_DIR_ROOT": str(WORK / "meltano"),  # plugin venvs, state db: all in .work
+            "MELTANO_SYS_DIR_ROOT": str(WORK / "meltano"),  # plugin venvs, kept between runs
+            # ... but not the job state: a bookmark of the last demo must not shape this one.
+            "MELTANO_DATABASE_URI": f"sqlite:///{RUN / 'meltano.db'}",
+            # Where the target keeps per-audience state by default (platformdirs' user data
+            # dir, e.g. mirror snapshots); snapshot_url says it on every OS once declared.
+            "XDG_DATA_HOME": str(RUN / "data"),
+            "TARGET_TIKTOK_AUDIENCES_SNAPSHOT_URL": str(RUN / "snapshots"),
             "MELTANO_ENVIRONMENT": "sandbox",
             "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
             "TAP_POSTGRES_SQLALCHEMY_URL": pg_url,
             # meltano.yml's sandbox environment says port 8765; ours runs on a free port.
             "TARGET_TIKTOK_AUDIENCES_API_BASE_URL": api_base_url,
+            "TIKTOK_AUDIENCES_SANDBOX_DB": str(db),
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         }
     )
     return env
 
 
-def show(db: Path) -> None:
-    subprocess.run([tool("tiktok-audiences-sandbox"), "show", "--db", str(db)], check=True)
+def show(env: dict[str, str]) -> None:
+    # Through meltano.yml's utility entry, as in a Meltano project; its db is ours.
+    meltano(["invoke", "tiktok-audiences-sandbox:show"], env)
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -198,10 +211,11 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 def main() -> int:
     signal.signal(signal.SIGTERM, _terminate)
-    WORK.mkdir(parents=True, exist_ok=True)
-    db = WORK / "sandbox.db"
-    for stale in WORK.glob("sandbox.db*"):  # each demo starts from an empty TikTok
-        stale.unlink()
+    # Each demo starts from an empty TikTok: the sandbox keeps its uploads in a directory
+    # next to its db (sandbox.db.files/), so the whole run directory goes, not just the db.
+    shutil.rmtree(RUN, ignore_errors=True)
+    RUN.mkdir(parents=True)
+    db = RUN / "sandbox.db"
     started = time.monotonic()
 
     say("Starting the TikTok API emulator (tiktok-audiences-sandbox)")
@@ -215,7 +229,7 @@ def main() -> int:
             with postgres_cluster() as pg:
                 pg.create_database("crm")
                 load_users(pg, "crm")
-                env = meltano_env(pg.url("crm"), api_base_url)
+                env = meltano_env(pg.url("crm"), api_base_url, db)
 
                 say(
                     "Installing the plugins (tap-postgres from PyPI, the target from this "
@@ -225,7 +239,7 @@ def main() -> int:
 
                 say("Run 1: meltano run tap-postgres target-tiktok-audiences")
                 meltano(["run", "tap-postgres", "target-tiktok-audiences"], env)
-                show(db)
+                show(env)
 
                 say(f"{REMOVED} users leave (DELETE FROM users); run 2 mirrors the table")
                 pg.psql(
@@ -236,10 +250,10 @@ def main() -> int:
                 meltano(["run", "tap-postgres", "target-tiktok-audiences"], env)
 
                 say(
-                    "The audiences in the emulator (tiktok-audiences-sandbox show): same ids, "
-                    "new members"
+                    "The audiences in the emulator (meltano invoke "
+                    "tiktok-audiences-sandbox:show): same ids, new members"
                 )
-                show(db)
+                show(env)
     except PostgresNotFound as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

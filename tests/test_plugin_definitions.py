@@ -314,8 +314,9 @@ def test_hub_definition_shape(hub: dict[str, Any]) -> None:
     assert hub["maintenance_status"] == "active"
     assert "meltano_sdk" in hub["keywords"]
     assert re.fullmatch(r"https://\S+", hub["domain_url"])
-    name, homepage, _ = _project()
-    assert hub["pip_url"] == name, "the Hub installs the released package"
+    _, homepage, _ = _project()
+    # No release on PyPI yet: the Hub installs from the repository (then: the package name).
+    assert hub["pip_url"] == f"git+{homepage}.git"
     assert hub["repo"] == homepage
     # Hub convention: the variant is the GitHub owner, and the file is <name>--<variant>.
     owner = re.fullmatch(r"https://github\.com/([^/]+)/[^/]+", hub["repo"])

@@ -1,0 +1,326 @@
+"""The README's Meltano commands, run as written in a throwaway Meltano project.
+
+The blocks run are the ```bash fences right after `<!-- readme-test: NAME -->` in README.md. Each
+runs as one bash script (`set -euo pipefail`), so quoting, `$VARS` and `&` behave as in a
+user's shell, in a fresh project that has what the README presumes: a configured tap-postgres
+over a real PostgreSQL table of 1,200 users. Only what cannot work offline is swapped, visibly:
+- the raw GitHub URLs of `plugins/` -> a copy of this checkout's `plugins/` whose
+  `pip_url: git+<repo>.git` is `-e <this checkout>`;
+- the loader's API base URL (TikTok by default) -> a sandbox started here;
+- the sandbox's documented port 8765 -> a free port (in the block and the utility's setting).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from target_tiktok_audiences.sandbox.cli import _serve_parser, audience_rows
+from target_tiktok_audiences.sandbox.server import run_sandbox
+from target_tiktok_audiences.sandbox.store import Store
+
+from pg import PostgresCluster, pgcluster, throwaway_cluster
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+MELTANO = Path(sys.executable).parent / "meltano"
+LOADER = "target-tiktok-audiences"
+UTILITY = "tiktok-audiences-sandbox"
+DOCUMENTED_PORT = "8765"
+USERS = 1200  # above the 1,000 users TikTok (and the sandbox) require of an audience
+STREAM = "public-users"  # no `audiences` mapping: the audience is named after the stream
+BLOCK = re.compile(r"<!-- readme-test: ([\w-]+) -->\n```bash\n(.*?)\n```", re.DOTALL)
+
+
+def sha256(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def readme_blocks() -> dict[str, str]:
+    return dict(BLOCK.findall(README.read_text(encoding="utf-8")))
+
+
+def homepage() -> str:
+    meta = importlib.metadata.metadata("target-tiktok-audiences")
+    urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL") or [])
+    return urls["Homepage"]
+
+
+def raw_plugins_url() -> str:
+    owner_repo = homepage().removeprefix("https://github.com/")
+    return f"https://raw.githubusercontent.com/{owner_repo}/main/plugins"
+
+
+# -- the project the README presumes ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresCluster]:
+    with throwaway_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def users_url(pg: PostgresCluster) -> str:
+    database = f"crm_{uuid.uuid4().hex[:12]}"
+    pg.create_database(database)
+    # Mixed case on purpose: the audience holds the normalised (lowercased) addresses.
+    pg.psql(
+        "CREATE TABLE users (id integer PRIMARY KEY, email text);"
+        f"INSERT INTO users SELECT i, 'User' || i || '@Example.com' "
+        f"FROM generate_series(1, {USERS}) AS i;",
+        database,
+    )
+    return str(pg.url(database))
+
+
+EXPECTED_MEMBERS = {
+    "EMAIL_SHA256": sorted(sha256(f"user{i}@example.com") for i in range(1, USERS + 1))
+}
+
+
+@dataclass
+class Project:
+    root: Path
+    env: dict[str, str]
+
+    def meltano(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(MELTANO), *args],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def run_block(self, script: str, env: Mapping[str, str]) -> tuple[int, str]:
+        """Run a README block with bash; returns (exit code, stdout + stderr).
+
+        Output goes to a file, not a pipe: a command sent to the background (`&`) keeps its
+        pipe open after bash exits. The block's process group is ended afterwards.
+        """
+        log = self.root / "block.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                ["bash", "-c", "set -euo pipefail\n" + script],
+                cwd=self.root,
+                env={**self.env, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: background jobs included
+            )
+            try:
+                code = proc.wait(timeout=400)
+            finally:
+                with contextlib.suppress(ProcessLookupError):  # nothing left running
+                    os.killpg(proc.pid, signal.SIGTERM)
+        return code, log.read_text()
+
+
+def _clean_env(root: Path) -> dict[str, str]:
+    # Settings from the developer's shell must not leak into the project under test.
+    prefixes = ("MELTANO_", "TAP_POSTGRES", "TARGET_TIKTOK_AUDIENCES", "TIKTOK_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env.update(
+        {
+            "MELTANO_SEND_ANONYMOUS_USAGE_STATS": "false",
+            "NO_COLOR": "1",
+            "PATH": f"{MELTANO.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def project(tmp_path: Path, users_url: str, tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """A Meltano project with tap-postgres configured and installed, and nothing else."""
+    root = tmp_path / "project"
+    root.mkdir()
+    ours = yaml.safe_load((REPO / "meltano.yml").read_text())
+    (tap,) = ours["plugins"]["extractors"]
+    meltano_yml = {
+        "default_environment": "dev",
+        "environments": [{"name": "dev"}],
+        "send_anonymous_usage_stats": False,
+        "project_id": str(uuid.uuid4()),  # else Meltano writes one in, re-serialising the file
+        "plugins": {"extractors": [tap]},
+    }
+    (root / "meltano.yml").write_text(yaml.safe_dump(meltano_yml, sort_keys=False))
+    project = Project(root, {**_clean_env(root), "TAP_POSTGRES_SQLALCHEMY_URL": users_url})
+    # Serialised with the other Meltano tests, so a cold uv cache is filled once.
+    with (tmp_path_factory.getbasetemp().parent / "meltano-install.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = project.meltano("install")
+    assert proc.returncode == 0, f"meltano install failed:\n{proc.stderr[-4000:]}"
+    return project
+
+
+@pytest.fixture
+def local_plugins(tmp_path: Path) -> Path:
+    """This checkout's plugins/ with the GitHub pip_url turned into this checkout."""
+    git_url = f"git+{homepage()}.git"
+    out = tmp_path / "plugins"
+    for source in sorted((REPO / "plugins").glob("*/*.yml")):
+        text = source.read_text()
+        assert f"pip_url: {git_url}\n" in text, f"{source.name}: pip_url is not {git_url}"
+        target = out / source.parent.name / source.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text.replace(f"pip_url: {git_url}\n", f"pip_url: -e {REPO}\n"))
+    return out
+
+
+def offline(block: str, plugins: Path) -> str:
+    url = raw_plugins_url()
+    assert url + "/" in block, f"the block should add plugins from {url}"
+    return block.replace(url, str(plugins))
+
+
+def meltano_plugins(project: Project) -> dict[str, list[str]]:
+    config = yaml.safe_load((project.root / "meltano.yml").read_text())
+    return {kind: [p["name"] for p in plugins] for kind, plugins in config["plugins"].items()}
+
+
+def config_list(project: Project) -> str:
+    proc = project.meltano("config", "list", LOADER)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout
+
+
+def members_by_advertiser(db: Path) -> dict[str, dict[str, Any]]:
+    """{advertiser: {name, type, members}} of a sandbox db, one audience per advertiser."""
+    store = Store(db)
+    try:
+        found: dict[str, dict[str, Any]] = {}
+        for row in audience_rows(db):
+            assert row["advertiser_id"] not in found, "more than one audience per advertiser"
+            found[row["advertiser_id"]] = {
+                "name": row["name"],
+                "type": row["audience_type"],
+                "members": store.members(row["audience_id"]),
+            }
+        return found
+    finally:
+        store.close()
+
+
+# -- the tests --------------------------------------------------------------------------------
+
+
+def test_readme_marks_its_meltano_blocks() -> None:
+    assert sorted(readme_blocks()) == ["meltano", "meltano-sandbox"]
+
+
+def test_no_outdated_meltano_syntax() -> None:
+    """Meltano 3+: `config set <plugin> …` and `add <name>`, not `config <plugin> set …` or
+    `add loader <name>` (Meltano 4 reads the latter as a utility named `loader`)."""
+    old = re.compile(r"meltano (config [\w-]+ (set|list|unset)|add (loader|extractor|utility) )")
+    files = [README, REPO / "meltano.yml", *sorted((REPO / "plugins").glob("*/*.yml"))]
+    for path in files:
+        assert old.findall(path.read_text(encoding="utf-8")) == [], path.name
+
+
+def test_install_instructions_point_at_the_repository() -> None:
+    text = README.read_text(encoding="utf-8")
+    git_url = f"git+{homepage()}.git"
+    assert f"pip install {git_url}\n" in text
+    assert f"pipx install {git_url}\n" in text
+
+
+def test_sandbox_utility_definitions_agree() -> None:
+    """meltano.yml's utility (run by `make demo`) is the Hub file's, minus the pip_url; its port
+    is the one the `sandbox` environment and the README point the loader at."""
+    ours = yaml.safe_load((REPO / "meltano.yml").read_text())
+    (utility,) = ours["plugins"]["utilities"]
+    hub = yaml.safe_load(
+        (REPO / "plugins" / "utilities" / f"{UTILITY}--target-tiktok-audiences.yml").read_text()
+    )
+    for key in ("name", "namespace", "executable", "settings", "commands"):
+        assert utility[key] == hub[key], key
+    assert "pip_url" not in utility, "this checkout's console script, installed by make install"
+    (port,) = [s["value"] for s in hub["settings"] if s["name"] == "port"]
+    assert str(port) == DOCUMENTED_PORT == str(_serve_parser().get_default("port"))
+    assert f"http://127.0.0.1:{port}/open_api/v1.3" in readme_blocks()["meltano-sandbox"]
+
+
+def test_meltano_block(project: Project, local_plugins: Path, tmp_path: Path) -> None:
+    block = readme_blocks()["meltano"]
+    (advertisers,) = re.findall(r"advertiser_ids '(\[[^']*\])'", block)
+    advertiser_ids: list[str] = json.loads(advertisers)
+    token = f"readme-token-{uuid.uuid4().hex[:8]}"
+    with run_sandbox(tmp_path / "sandbox.db", tokens={token: advertiser_ids}) as sandbox:
+        code, output = project.run_block(
+            offline(block, local_plugins),
+            {
+                "TIKTOK_ACCESS_TOKEN": token,
+                # The block leaves api_base_url at TikTok's; the environment wins over it.
+                "TARGET_TIKTOK_AUDIENCES_API_BASE_URL": sandbox.base_url,
+            },
+        )
+        assert code == 0, output[-6000:]
+        audiences = {a["advertiser_id"]: a for a in sandbox.audiences()}
+
+    # The loader is a loader (not a utility named `loader`), and the only plugin added.
+    assert meltano_plugins(project) == {"extractors": ["tap-postgres"], "loaders": [LOADER]}
+    # The token went to .env, never to meltano.yml, and is shown redacted.
+    assert (
+        project.root / ".env"
+    ).read_text() == f"TARGET_TIKTOK_AUDIENCES_ACCESS_TOKEN='{token}'\n"
+    assert token not in (project.root / "meltano.yml").read_text()
+    listed = config_list(project)
+    assert token not in listed
+    assert re.search(r"^access_token .* current value: \(redacted\) ", listed, re.M)
+    assert re.search(
+        rf"^advertiser_ids .* current value: {re.escape(str(advertiser_ids))} ", listed, re.M
+    )
+    assert sorted(audiences) == sorted(advertiser_ids)
+    for audience in audiences.values():
+        assert (audience["name"], audience["audience_type"]) == (STREAM, "Customer File")
+        assert audience["members"] == EXPECTED_MEMBERS
+
+
+def test_meltano_sandbox_block(project: Project, local_plugins: Path) -> None:
+    block = readme_blocks()["meltano-sandbox"]
+    assert f"127.0.0.1:{DOCUMENTED_PORT}/" in block
+    port = str(pgcluster.free_port())
+    code, output = project.run_block(
+        offline(block, local_plugins).replace(DOCUMENTED_PORT, port),
+        {"TIKTOK_AUDIENCES_SANDBOX_PORT": port},
+    )
+    assert code == 0, output[-6000:]
+
+    assert meltano_plugins(project) == {
+        "extractors": ["tap-postgres"],
+        "utilities": [UTILITY],
+        "loaders": [LOADER],
+    }
+    listed = config_list(project)
+    assert re.search(r"^access_token .* current value: \(redacted\) ", listed, re.M)
+    assert "sandbox-token" not in listed
+    # The utility's default db, in the project's .meltano/.
+    found = members_by_advertiser(project.root / ".meltano" / "tiktok-audiences-sandbox.db")
+    (advertisers,) = re.findall(r"advertiser_ids '(\[[^']*\])'", block)
+    assert sorted(found) == sorted(json.loads(advertisers))
+    for audience in found.values():
+        assert (audience["name"], audience["type"]) == (STREAM, "Customer File")
+        assert audience["members"] == EXPECTED_MEMBERS
+    # `tiktok-audiences-sandbox:show` printed it.
+    assert re.search(rf"^\S+ +\S+ +{STREAM} +Customer File +EMAIL_SHA256 +{USERS}$", output, re.M)
