@@ -249,3 +249,20 @@ def diff(
         for digest in block:
             removed(digest)
     return DiffCounts(n_added, n_removed, n_unchanged, n_added + n_unchanged)
+
+
+def write_sorted(sorted_blocks: Iterable[Block], path: Path) -> int:
+    """Write sorted blocks to a private (0600) file, one digest a line; returns the count."""
+    count = 0
+    with open(path, "wb") as fh:  # a private file the caller made (tempfile.mkstemp: 0600)
+        for block in sorted_blocks:
+            if block:
+                fh.write(("\n".join(block) + "\n").encode("ascii"))
+                count += len(block)
+    return count
+
+
+def read_blocks(path: Path, size: int = _READ) -> Iterator[list[str]]:
+    """Blocks of the lines of a file written by write_sorted (memory: about `size` bytes)."""
+    with open(path, "rb") as fh:
+        yield from _read_lines(fh, size)

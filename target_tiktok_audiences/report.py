@@ -45,11 +45,18 @@ class AudienceReport:
     status: str = "pending"  # pending | delivered | planned | skipped | deferred | failed
     action: str | None = None
     files: int = 0
+    identifiers_unique: int = 0
+    identifiers_unchanged: int = 0
     identifiers_uploaded: int = 0
     identifiers_removed: int = 0
     users_added: int = 0
     users_removed: int = 0
     batches: int = 0
+    mirror: str | None = None  # diff | full
+    mirror_reason: str | None = None
+    is_valid: bool | None = None  # read back from TikTok after delivery
+    size: int | None = None
+    last_operation: str | None = None
     note: str | None = None
     stats: CallStats = field(default_factory=CallStats)
 

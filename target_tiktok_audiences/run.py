@@ -18,6 +18,7 @@ from target_tiktok_audiences.identifiers import Encoder, make_encoder
 from target_tiktok_audiences.report import RunReport, StreamReport
 from target_tiktok_audiences.routing import Ignored, route_stream
 from target_tiktok_audiences.settings import Settings
+from target_tiktok_audiences.snapshot import SnapshotStore, fingerprint
 from target_tiktok_audiences.spool import private_workdir, remove_workdir
 
 
@@ -65,6 +66,12 @@ class Run:
             workdir=private_workdir(),
             report=RunReport(dry_run=settings.dry_run),
             logger=logger,
+            snapshots=SnapshotStore(settings.snapshot_url, read_only=settings.dry_run),
+            fingerprint=fingerprint(
+                hash_identifiers=settings.rules.hash_identifiers,
+                email_normalization=settings.rules.email_normalization,
+                default_phone_region=settings.rules.default_phone_region,
+            ),
         )
         self.deliveries: dict[str, Delivery] = {}
         self._last_state_line: str | None = None

@@ -56,6 +56,20 @@ class Spool:
         if self._lines >= self._max:
             self._close()
 
+    def write_block(self, digests: list[str]) -> None:
+        """Many digests at once (a sorted block): one write per file instead of one a digest."""
+        start = 0
+        while start < len(digests):
+            if self._fh is None:
+                self._open()
+            room = self._max - self._lines
+            part = digests[start : start + room]
+            self._fh.write("\n".join(part) + "\n")  # type: ignore[union-attr]
+            self._lines += len(part)
+            start += len(part)
+            if self._lines >= self._max:
+                self._close()
+
     def _open(self) -> None:
         self._serial += 1
         self._path = self._dir / f"{self._stem}-{self._serial:04d}.txt"

@@ -63,6 +63,6 @@ def test_every_overridden_sdk_method_keeps_the_sdk_signature() -> None:
     for qualified in PRIVATE_OVERRIDES:
         assert qualified in overridden, f"{qualified}: the SDK no longer has this method"
     private = {o for o in overridden if o.split(".")[1].startswith("_")}
-    assert private <= set(PRIVATE_OVERRIDES) | {
-        "PrivateSingerReader.__init__"
-    }, f"document why these private SDK methods are overridden: {private - set(PRIVATE_OVERRIDES)}"
+    assert private <= set(PRIVATE_OVERRIDES) | {"PrivateSingerReader.__init__"}, (
+        f"document why these private SDK methods are overridden: {private - set(PRIVATE_OVERRIDES)}"
+    )

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import (
     ADV1,
     ADV2,
@@ -20,8 +19,8 @@ from helpers import (
     schema_msg,
     sha256,
     singer_lines,
-    state_msg,
     start_target,
+    state_msg,
 )
 
 MIRROR = {"stream": "vip", "audience_name": "VIP", "identifiers": {"EMAIL_SHA256": "email"}}

@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.pg import PostgresCluster, throwaway_cluster
 
 from target_tiktok_audiences.sandbox.server import SandboxServer, run_sandbox
-
-from helpers.pg import PostgresCluster, throwaway_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 MELTANO = Path(sys.executable).parent / "meltano"
@@ -253,7 +252,7 @@ def test_mirror_follows_the_table(
     events = [json.loads(line) for line in second.stderr.splitlines() if line.startswith("{")]
     ours = [e for e in events if e.get("name") == LOADER]
     assert ours and all(e.get("app_name") == "singer-sdk" for e in ours if "pid" in e)
-    assert any(e["level"] == "warning" and "only 3 identifiers" in e["event"] for e in ours)
+    assert any(e["level"] == "warning" and "only 3 unique identifiers" in e["event"] for e in ours)
     assert any(e["level"] == "info" and "delivered (REPLACE)" in e["event"] for e in ours)
     # No raw identifier reaches the logs.
     for text in (first.stderr, second.stderr):

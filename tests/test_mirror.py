@@ -77,9 +77,13 @@ def test_messy_rows_mirror_into_two_advertisers_then_replace(sandbox, tmp_path: 
             assert audience["audience_id"] == ids[advertiser, contract]
             assert audience["members"] == {contract: sorted(expected2[contract])}
     entries = stream_report(second, "users")["audiences"]
-    assert {(e["action"], e["created"], e["status"]) for e in entries} == {
-        ("REPLACE", False, "delivered")
+    # Mirror by difference: the snapshot of run one is diffed, no REPLACE is sent.
+    assert {(e["action"], e["created"], e["status"], e["mirror"]) for e in entries} == {
+        ("APPEND+REMOVE", False, "delivered", "diff")
     }
+    assert sandbox.calls("/dmp/custom_audience/update/") and all(
+        c["action"] in ("APPEND", "REMOVE") for c in sandbox.calls("/dmp/custom_audience/update/")
+    )
 
 
 def test_single_contract_uses_the_audience_name_and_skips_removed_rows(sandbox, tmp_path):
@@ -111,7 +115,7 @@ def test_single_contract_uses_the_audience_name_and_skips_removed_rows(sandbox, 
     }
     report = stream_report(run, "users")
     assert report["records_removed"] == 1
-    assert "only 2 identifiers" in run.stderr
+    assert "only 2 unique identifiers" in run.stderr
 
 
 def test_existing_audience_found_by_id_and_replaced(sandbox, tmp_path):
@@ -254,4 +258,4 @@ def test_activate_version_delivers_each_complete_version(sandbox, tmp_path):
     (audience,) = sandbox.audiences(ADV1)
     assert audience["members"] == {"EMAIL_SHA256": [sha256("v2@x.io")]}
     actions = [a["action"] for a in stream_report(run, "users")["audiences"]]
-    assert actions == ["CREATE", "REPLACE"]
+    assert actions == ["CREATE", "APPEND+REMOVE"]

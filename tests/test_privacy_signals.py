@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
-
 from helpers import (
-    dry_run_dir,
     ADV1,
-    CLI,
     TOKEN,
     base_config,
+    dry_run_dir,
     record_msg,
     run_target,
     schema_msg,
     singer_lines,
-    state_msg,
     start_target,
+    state_msg,
 )
 
 RAW = {

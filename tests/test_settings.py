@@ -7,12 +7,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import ADV1, ADV2, CLI, dry_run_dir, record_msg, run_target, schema_msg
 
 from target_tiktok_audiences.client import TikTokClient
 from target_tiktok_audiences.modes import SyncMode
 from target_tiktok_audiences.settings import Settings
-
-from helpers import ADV1, ADV2, CLI, dry_run_dir, record_msg, run_target, schema_msg
 
 GOOD = {"advertiser_ids": [ADV1, ADV2], "dry_run": True}
 
@@ -144,8 +143,11 @@ def test_bad_config_stops_before_reading_and_names_the_setting(tmp_path, config,
     assert message in run.stderr
     assert "abc def" not in run.stderr  # a token is never echoed
     assert "Traceback" not in run.stderr
-    assert run.stderr.rstrip().splitlines()[-1].split(" | ")[-1].startswith(
-        "Config validation failed: "
+    assert (
+        run.stderr.rstrip()
+        .splitlines()[-1]
+        .split(" | ")[-1]
+        .startswith("Config validation failed: ")
     )
     assert run.report is None  # stopped before anything ran
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from target_tiktok_audiences.deliveries.base import Delivery, Runtime
 from target_tiktok_audiences.deliveries.files import FileDelivery
+from target_tiktok_audiences.deliveries.mirror import MirrorDelivery, PartnerMirrorDelivery
 from target_tiktok_audiences.deliveries.segment import SegmentDelivery
 from target_tiktok_audiences.modes import AudienceType, SyncMode
 
 DELIVERIES: dict[tuple[SyncMode, AudienceType], type[Delivery]] = {
-    (SyncMode.MIRROR, AudienceType.CUSTOMER_FILE): FileDelivery,
+    (SyncMode.MIRROR, AudienceType.CUSTOMER_FILE): MirrorDelivery,
+    (SyncMode.MIRROR, AudienceType.PARTNER): PartnerMirrorDelivery,
     (SyncMode.APPEND, AudienceType.CUSTOMER_FILE): FileDelivery,
     (SyncMode.APPEND, AudienceType.PARTNER): SegmentDelivery,
     (SyncMode.INCREMENTAL, AudienceType.PARTNER): SegmentDelivery,

@@ -21,6 +21,7 @@ from target_tiktok_audiences.client import (
 )
 from target_tiktok_audiences.report import AudienceReport, RunReport, StreamReport
 from target_tiktok_audiences.settings import AudienceMapping, Settings
+from target_tiktok_audiences.snapshot import SnapshotStore
 
 # What a person does about each refusal of one audience (the run goes on without it).
 REFUSAL_ADVICE = {
@@ -46,6 +47,8 @@ class Runtime:
     workdir: Path
     report: RunReport
     logger: logging.Logger
+    snapshots: SnapshotStore
+    fingerprint: str  # of the normalisation rules: snapshots made under others are not used
 
 
 @dataclass(eq=False)
@@ -98,6 +101,25 @@ class Delivery(abc.ABC):
             entry.status = "failed"
             self.runtime.report.error = str(exc)
             raise
+
+    def read_back(self, api: AudienceAPI, advertiser_id: str, entry: AudienceReport) -> None:
+        """After delivery: validity, size and the last operation go into the summary."""
+        if not entry.audience_id:
+            return
+        try:
+            status = api.get_audience(advertiser_id, entry.audience_id)
+        except TikTokError as exc:  # informative only: the delivery itself succeeded
+            self.runtime.logger.warning(
+                "Audience '%s' in advertiser %s was delivered but could not be read back: %s",
+                entry.audience_name,
+                advertiser_id,
+                exc,
+            )
+            return
+        entry.is_valid, entry.size = status.is_valid, status.size
+        if status.last_action:
+            state = "processing" if status.last_action_processing else "done"
+            entry.last_operation = f"{status.last_action} ({state})"
 
     def new_entry(self, advertiser_id: str, name: str, contracts: list[str]) -> AudienceReport:
         entry = AudienceReport(

@@ -1,9 +1,12 @@
-"""Customer-file audiences fed by uploaded files of digests (mirror by REPLACE, and append)."""
+"""append: customer-file audiences fed by uploaded files of digests (APPEND, then REMOVE)."""
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from target_tiktok_audiences.client import (
     MAX_FILE_PATHS_PER_CALL,
@@ -11,6 +14,7 @@ from target_tiktok_audiences.client import (
     AudienceAPI,
 )
 from target_tiktok_audiences.deliveries.base import Delivery
+from target_tiktok_audiences.extsort import ExternalSorter
 from target_tiktok_audiences.report import AudienceReport
 from target_tiktok_audiences.spool import Chunk, Spool
 
@@ -19,13 +23,15 @@ from target_tiktok_audiences.spool import Chunk, Spool
 class FileDelivery(Delivery):
     """Spools digests per contract; at commit uploads them and creates or updates audiences.
 
-    The mode says what the first update is (mirror: REPLACE, append: APPEND), whether a
-    removed row is sent (append: REMOVE, after the adds) or just left out (mirror), and
-    whether an empty set is skipped (mirror).
+    Each user's last record in the run decides whether it is added or removed: records are
+    kept as events (user key, order, action, digests) sorted on disk, so memory stays flat.
+    A user is its key properties when the stream has them, else its identifiers.
     """
 
     _added: dict[str, Spool] = field(default_factory=dict, init=False)
     _removed: dict[str, Spool] = field(default_factory=dict, init=False)
+    _events: ExternalSorter | None = field(default=None, init=False)
+    _seq: int = field(default=0, init=False)
 
     def _spool(self, spools: dict[str, Spool], contract: str, kind: str) -> Spool:
         spool = spools.get(contract)
@@ -37,25 +43,46 @@ class FileDelivery(Delivery):
         return spool
 
     def add(self, ids: dict[str, str], removed: bool, user: str | None = None) -> None:
-        if removed:
-            if self.mapping.sync_mode.is_whole_set:
-                return  # a mirror set simply leaves removed rows out
-            spools, kind = self._removed, "remove"
-        else:
-            spools, kind = self._added, "add"
-        for contract, digest in ids.items():
-            spool = spools.get(contract) or self._spool(spools, contract, kind)
-            spool.write(digest)
+        if self._events is None:
+            workdir = Path(tempfile.mkdtemp(prefix="events-", dir=self.runtime.workdir))
+            self._events = ExternalSorter(workdir)
+        digests = ",".join(f"{c}={d}" for c, d in ids.items())
+        key = hashlib.sha256((user if user is not None else digests).encode()).hexdigest()
+        self._seq += 1
+        self._events.add(f"{key}\t{self._seq:012d}\t{'r' if removed else 'a'}\t{digests}")
 
     def flush(self) -> None:
-        for spool in (*self._added.values(), *self._removed.values()):
-            spool.flush()
+        """Events spill to disk by themselves; files are uploaded at the end of input."""
 
     @property
     def pending(self) -> bool:
-        return any(s.pending for s in (*self._added.values(), *self._removed.values()))
+        return self._seq > 0
+
+    def _last_records(self) -> None:
+        """Each user's last event into the add or remove spools of its contracts."""
+        events, self._events, self._seq = self._events, None, 0
+        if events is None:
+            return
+        try:
+            last: str | None = None
+            for line in events.sorted_unique():
+                if last is not None and line[:64] != last[:64]:
+                    self._spool_event(last)
+                last = line
+            if last is not None:
+                self._spool_event(last)
+        finally:
+            events.close()
+
+    def _spool_event(self, line: str) -> None:
+        _, _, action, digests = line.split("\t", 3)
+        spools, kind = (self._removed, "remove") if action == "r" else (self._added, "add")
+        for pair in digests.split(","):
+            contract, digest = pair.split("=", 1)
+            (spools.get(contract) or self._spool(spools, contract, kind)).write(digest)
 
     def commit(self) -> None:
+        self._last_records()
         for contract in self.contracts:
             added = self._added[contract].take() if contract in self._added else []
             removed = self._removed[contract].take() if contract in self._removed else []
@@ -66,6 +93,9 @@ class FileDelivery(Delivery):
                     chunk.path.unlink(missing_ok=True)
 
     def discard(self) -> None:
+        if self._events is not None:
+            self._events.close()
+            self._events, self._seq = None, 0
         for spool in (*self._added.values(), *self._removed.values()):
             spool.discard()
 
@@ -92,6 +122,7 @@ class FileDelivery(Delivery):
                 )
             with self.delivering(entry) as api:
                 self._deliver(api, advertiser_id, name, contract, added, removed, entry)
+                self.read_back(api, advertiser_id, entry)
 
     def _deliver(
         self,

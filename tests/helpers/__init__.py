@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,9 @@ def run_target(
     data = messages if isinstance(messages, str) else singer_lines(messages)
     report_path = Path(config["report_path"])
     report_path.unlink(missing_ok=True)
-    env = {**os.environ, "TMPDIR": str(work), **(env or {})}
+    # Snapshots go to the user data dir by default: one per test, shared by its runs.
+    user_data = tmp_path / "xdg-data"
+    env = {**os.environ, "TMPDIR": str(work), "XDG_DATA_HOME": str(user_data), **(env or {})}
     proc = subprocess.run(
         [CLI, "--config", str(config_path)],
         input=data,
@@ -143,7 +145,7 @@ def start_target(tmp_path: Path, config: dict[str, Any]) -> tuple[subprocess.Pop
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "TMPDIR": str(work)},
+        env={**os.environ, "TMPDIR": str(work), "XDG_DATA_HOME": str(tmp_path / "xdg-data")},
         cwd=work,
     )
     return proc, work
