@@ -41,7 +41,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.generate import COLUMNS, STREAM, Expected, generate
+from bench.generate import COLUMNS, STREAM, Expected, generate, mix_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -51,7 +51,7 @@ CSV_REQUIREMENT = "meltanolabs-target-csv==0.5.0"  # pinned so figures stay comp
 TOKEN = "sandbox-token"
 ADVERTISER = "7000000000000000001"
 SEED = 42
-THROUGHPUT_GOAL = 2.0  # tiktok records/CPU-s >= 2x target-csv's
+THROUGHPUT_GOAL = 3.0  # tiktok records/CPU-s >= 3x target-csv's (issue 13)
 MEMORY_GOAL = 1.25  # tiktok peak RSS at scale x N <= 1.25x peak RSS at N
 BEGIN, END = "<!-- latest-figures:begin -->", "<!-- latest-figures:end -->"
 
@@ -490,6 +490,13 @@ def _bench(args: argparse.Namespace, n: int, workdir: Path) -> int:
             f"target-csv (goal >= {THROUGHPUT_GOAL:g}x): "
             f"**{verdict(ratio >= THROUGHPUT_GOAL)}**"
         )
+        wall_ratio = csv.wall / small.run.wall
+        lines.append(
+            f"- Wall clock, for reference only: {n / small.run.wall:,.0f} vs "
+            f"{n / csv.wall:,.0f} records per second = {wall_ratio:.2f}x. The goal uses CPU "
+            "seconds (user + sys of the target process alone): wall time on a shared machine "
+            "depends on its other load, and the tiktok run's includes waiting for the sandbox."
+        )
     growth = large.run.maxrss_kb / small.run.maxrss_kb
     ok &= growth <= MEMORY_GOAL
     lines.append(
@@ -506,6 +513,7 @@ def _bench(args: argparse.Namespace, n: int, workdir: Path) -> int:
     if args.big:
         ok &= _big(args, workdir, lines, say)
 
+    lines += ["", "Input mix (`bench/generate.py`, seed " + f"{args.seed}):", "", mix_markdown()]
     info = machine()
     lines += ["", "Machine: " + "; ".join(f"{k}: {v}" for k, v in info.items())]
     shown = [a for a in sys.argv[1:] if a not in ("--write-readme", "--keep")]
