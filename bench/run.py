@@ -1,7 +1,8 @@
 """Benchmark: target-tiktok-audiences vs meltanolabs-target-csv on the same Singer input.
 
     .venv/bin/python bench/run.py [--records N] [--scale 4] [--big 5000000] [--quick]
-                                  [--repeat R] [--no-csv] [--write-readme]
+                                  [--repeat R] [--no-csv] [--tiktok-command CMD]
+                                  [--write-readme]
 
 Generates N deterministic `users` records with messy email / phone / GAID values, then runs
 - target-tiktok-audiences (mirror, EMAIL/PHONE/GAID_SHA256, default_phone_region US, one
@@ -24,6 +25,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -420,6 +422,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="N = 20,000: a fast sanity run")
     p.add_argument("--repeat", type=int, default=1, help="runs per measurement; least CPU kept")
     p.add_argument("--no-csv", action="store_true", help="skip target-csv")
+    p.add_argument(
+        "--tiktok-command",
+        default=None,
+        metavar="CMD",
+        help="run this instead of the installed target (e.g. an older checkout, for a "
+        "before/after on the same machine and input); `--config FILE` is appended",
+    )
     p.add_argument("--seed", type=int, default=SEED)
     p.add_argument("--keep", action="store_true", help="keep the temp dir (inputs, logs)")
     p.add_argument(
@@ -449,7 +458,8 @@ def _bench(args: argparse.Namespace, n: int, workdir: Path) -> int:
     def tiktok(path: Path, records: int, exp: Expected, label: str) -> TikTokResult:
         def once(i: int) -> TikTokResult:
             say(f"target-tiktok-audiences, {records:,} records (run {i + 1}) ...")
-            result, _ = run_tiktok(path, records, workdir, name=f"{label}-{i}")
+            command = shlex.split(args.tiktok_command) if args.tiktok_command else None
+            result, _ = run_tiktok(path, records, workdir, name=f"{label}-{i}", command=command)
             verify(result, exp)
             return result
 
