@@ -150,7 +150,8 @@ def test_columns_absent_from_the_schema_are_not_read() -> None:
         target.listen(io.StringIO(singer_lines(messages)))
     assert target.runtime.report.ignored_streams == {
         "users": "it has no identifier column (looked for email, email_address, phone, "
-        "phone_number, mobile, idfa, gaid, aaid, adid, android_advertising_id)"
+        "phone_number, phone_e164, mobile, mobile_phone, mobile_number, mobile_phone_number, "
+        "cell_phone, idfa, gaid, aaid, adid, android_advertising_id, google_advertising_id)"
     }
 
 
