@@ -1,16 +1,19 @@
-"""Deterministic `users` stream with messy identifiers, written as Singer messages.
+"""Deterministic `users` stream with identifiers as a warehouse holds them, as Singer messages.
 
 Every record is drawn from a seeded `random.Random`, so a given (n, seed) always yields the same
 file. The generator knows, for each value it writes, whether target-tiktok-audiences must accept
-it and what the normalised value is, and returns that as :class:`Expected`:
+it and what the normalised value is (mirror mode, basic email, `default_phone_region: US`), and
+returns that as :class:`Expected`. The mix of each column is the table below (EMAIL_MIX,
+PHONE_MIX, GAID_MIX: share, description, maker); :func:`mix_markdown` prints it for README.md.
 
-- email: trimmed + lowercased (basic mode); some with spaces/tabs around, capitals, a few invalid
-  (no ``@``, no dot in the domain, inner space, empty local part), some null or blank.
-- phone: E.164 (+1, +44), US national formats such as ``(415) 555-0134``, ``415-555-0134``,
-  ``415.555.0134``, ``1 415 555 0134``, spaced international ``+1 415 555 0134``; a few
-  invalid (too short, letters, bad country code), some null.
-- gaid: UUIDs in lower or upper case, some padded; invalid: the all-zero UUID (tracking
-  limited), a UUID without dashes (looks like an MD5: "already hashed"), garbage; some null.
+- email: trimmed + lowercased; capitals, spaces/tabs/no-break spaces around, a few invalid,
+  some null or blank.
+- phone: US E.164; US national formats; `+1` with separators; international numbers of twelve
+  countries written with spaces or dashes as people type them (`+44 20 7946 0958`,
+  `+49 30 12345678`, `+61 2 9374 4000`, ...), some in E.164, a few with the national prefix in
+  parentheses (`+44 (0)20 ...`); a few invalid, some null or blank.
+- gaid: UUIDs in lower, upper or mixed case, some padded; invalid: the all-zero UUID (tracking
+  limited), a UUID without dashes (looks like an MD5: "already hashed"), truncated; some null.
 
 About 2% of the records reuse the identity (key) of an earlier record, so audiences see
 duplicate identifiers and the distinct count is smaller than the accepted count.
@@ -19,8 +22,11 @@ The file is written line by line: memory does not depend on ``n`` unless ``colle
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,14 +52,6 @@ SCHEMA = {
     },
 }
 
-_DOMAINS = ("example.com", "Mail.Example.org", "corp.example.net", "EXAMPLE.io")
-_NAMES = ("Ana", "Bo", "Chen", "Dara", "Eli", "Fatima", "Goran", "Hana", "Ivo", "Jun")
-_AREAS = ("212", "415", "646", "312", "713", "206", "303", "617")
-_ZERO_UUID = "00000000-0000-0000-0000-000000000000"
-_MASK128 = (1 << 128) - 1
-_MUL = 0x9E3779B97F4A7C15F39CC0605CEDC835  # odd: k -> k * _MUL mod 2**128 is a bijection
-_ADD = 0x6A09E667F3BCC908B2F2FE94F82BE52C
-
 
 @dataclass
 class Expected:
@@ -70,92 +68,222 @@ class Expected:
         return len(self.values[contract])
 
 
+Value = tuple[str | None, str | None]  # (raw value, normalised value or None when rejected)
+Maker = Callable[[random.Random, int], Value]
+
+
 def _messy_case(rng: random.Random, text: str) -> str:
     r = rng.random()
-    if r < 0.5:
+    if r < 0.4:
         return text
-    if r < 0.75:
+    if r < 0.7:
         return text.upper()
-    return text[:1].upper() + text[1:]
+    if r < 0.85:
+        return text[:1].upper() + text[1:]
+    return "".join(c.upper() if i % 2 else c for i, c in enumerate(text))
 
 
 def _pad(rng: random.Random, text: str) -> str:
     r = rng.random()
-    if r < 0.85:
+    if r < 0.8:
         return text
-    if r < 0.95:
+    if r < 0.9:
         return f"  {text} "
-    return f"\t{text}\n"
+    if r < 0.96:
+        return f"\t{text}\n"
+    return f"\u00a0{text}\u00a0"  # a no-break space, as pasted from a web page
 
 
-def _email(rng: random.Random, k: int) -> tuple[str | None, str | None]:
-    """(raw value, normalised value or None when invalid/absent)."""
-    r = rng.random()
-    domain = _DOMAINS[k % len(_DOMAINS)]
+def _digits(k: int, n: int) -> str:
+    """n digits that differ for every k < 10**7 (a bijection on the last 7)."""
+    head = f"{k % 10 ** (n - 7):0{n - 7}d}" if n > 7 else ""
+    return head + f"{(k * 2654435761) % 10_000_000:07d}"
+
+
+# --- email --------------------------------------------------------------------------------------
+
+_DOMAINS = ("example.com", "Mail.Example.org", "corp.example.net", "EXAMPLE.io")
+_BAD_EMAILS = ("user{k}.example.com", "user{k}@localhost", "user {k}@example.com", "@example.com")
+
+
+def _email_clean(rng: random.Random, k: int) -> Value:
     local = f"user.{k}" if k % 3 else f"user{k}+promo"
-    if r < 0.03:
-        return None, None
-    if r < 0.04:
-        return "   ", None
-    if r < 0.08:  # invalid
-        bad = (
-            f"user{k}.example.com",
-            f"user{k}@localhost",
-            f"user {k}@example.com",
-            "@example.com",
-        )
-        return bad[k % len(bad)], None
-    clean = f"{local}@{domain}"
+    clean = f"{local}@{_DOMAINS[k % len(_DOMAINS)]}"
     return _pad(rng, _messy_case(rng, clean)), clean.lower()
 
 
-def _phone(rng: random.Random, k: int) -> tuple[str | None, str | None]:
-    r = rng.random()
-    area = _AREAS[k % len(_AREAS)]
-    m = f"{(k * 2654435761) % 10_000_000:07d}"  # bijective on k < 10**7
-    e164 = f"+1{area}{m}"
-    if r < 0.03:
-        return None, None
-    if r < 0.08:  # invalid
-        bad = ("12345", "call me", "555-01", "+0 415 555", "n/a")
-        return bad[k % len(bad)], None
-    if r < 0.40:
-        return e164, e164
-    if r < 0.47:  # UK mobile, E.164
-        uk = f"+447{m}{k % 100:02d}"
-        return uk, uk
-    if r < 0.72:
-        return _pad(rng, f"({area}) {m[:3]}-{m[3:]}"), e164
-    if r < 0.84:
-        return f"{area}-{m[:3]}-{m[3:]}", e164
-    if r < 0.90:
-        return f"{area}.{m[:3]}.{m[3:]}", e164
-    if r < 0.95:
-        return f"1 {area} {m[:3]} {m[3:]}", e164
-    return f"+1 {area} {m[:3]} {m[3:]}", e164
+EMAIL_MIX: tuple[tuple[float, str, Maker], ...] = (
+    (0.03, "null", lambda rng, k: (None, None)),
+    (0.02, "blank (`\"   \"`)", lambda rng, k: ("   ", None)),
+    (0.04, "invalid (no `@`, no dot in the domain, inner space, empty local part)",
+     lambda rng, k: (_BAD_EMAILS[k % 4].format(k=k), None)),
+    (0.91, "valid; 60% with capitals (upper, title, mixed), 20% padded (spaces, tab/newline, "
+     "no-break space)", _email_clean),
+)  # fmt: skip
 
 
-def _gaid(rng: random.Random, k: int) -> tuple[str | None, str | None]:
+# --- phone --------------------------------------------------------------------------------------
+
+_AREAS = ("212", "415", "646", "312", "713", "206", "303", "617")
+_BAD_PHONES = (
+    "12345",  # too short for US
+    "call me",
+    "555-01",
+    "+0 415 555",  # no country code starts with 0
+    "n/a",
+    "+1 415 555 01",  # 8 digits after +1: not a possible NANP number
+    "+44 20 7946 0958 12",  # 12 after +44: too long for the UK
+)
+
+# (country code, national significant number digits, template writing them as people do).
+# National numbers chosen never to start with the country's national prefix, so the expected
+# E.164 is simply "+" + code + digits.
+_INTERNATIONAL: tuple[tuple[str, str, Callable[[str], str]], ...] = (
+    ("44", "20{}", lambda d: f"+44 20 {d[:4]} {d[4:]}"),  # 8 digits after 20
+    ("44", "7{}", lambda d: f"+44 7{d[:3]} {d[3:]}"),  # UK mobile, 9 after 7
+    ("49", "30{}", lambda d: f"+49 30 {d}"),
+    ("33", "6{}", lambda d: f"+33 6 {d[:2]} {d[2:4]} {d[4:6]} {d[6:]}"),
+    ("61", "2{}", lambda d: f"+61 2 {d[:4]} {d[4:]}"),
+    ("91", "98{}", lambda d: f"+91 98{d[:3]} {d[3:]}"),
+    ("55", "119{}", lambda d: f"+55 11 9{d[:4]}-{d[4:]}"),
+    ("81", "3{}", lambda d: f"+81 3-{d[:4]}-{d[4:]}"),
+    ("52", "55{}", lambda d: f"+52 55 {d[:4]} {d[4:]}"),
+    ("34", "6{}", lambda d: f"+34 6{d[:2]} {d[2:4]} {d[4:6]} {d[6:]}"),
+    ("39", "06{}", lambda d: f"+39 06 {d[:4]} {d[4:]}"),  # Italy keeps the 0
+    ("31", "6{}", lambda d: f"+31 6 {d}"),
+)
+
+
+def _us(k: int) -> tuple[str, str]:
+    """(area code, 7-digit subscriber number) of user k."""
+    return _AREAS[k % len(_AREAS)], _digits(k, 7)
+
+
+def _us_e164(rng: random.Random, k: int) -> Value:
+    area, m = _us(k)
+    return f"+1{area}{m}", f"+1{area}{m}"
+
+
+_US_NATIONAL = (
+    "({a}) {m1}-{m2}", "{a}-{m1}-{m2}", "{a}.{m1}.{m2}", "1 {a} {m1} {m2}", "{a}{m1}{m2}",
+)  # fmt: skip
+_US_PLUS = ("+1 {a}-{m1}-{m2}", "+1 ({a}) {m1}-{m2}", "+1 {a} {m1} {m2}", "+1.{a}.{m1}.{m2}")
+
+
+def _us_written(styles: tuple[str, ...]) -> Maker:
+    def make(rng: random.Random, k: int) -> Value:
+        area, m = _us(k)
+        raw = styles[rng.randrange(len(styles))].format(a=area, m1=m[:3], m2=m[3:])
+        return _pad(rng, raw), f"+1{area}{m}"
+
+    return make
+
+
+def _international(rng: random.Random, k: int) -> Value:
+    code, nsn, write = _INTERNATIONAL[rng.randrange(len(_INTERNATIONAL))]
+    d = _digits(k, 9 if nsn == "7{}" else 8)
+    raw = write(d)
     r = rng.random()
-    h = f"{(k * _MUL + _ADD) & _MASK128:032x}"
-    uuid = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-    if r < 0.03:
-        return None, None
-    if r < 0.06:
-        return _ZERO_UUID, None  # tracking limited
-    if r < 0.07:
-        return h, None  # no dashes: 32 hex, rejected as "already hashed"
-    if r < 0.08:
-        return uuid[:-3], None
-    raw = uuid.upper() if r < 0.45 else uuid
+    if r < 0.2:  # dashes where the template has spaces
+        raw = raw[:3] + raw[3:].replace(" ", "-")
+    elif r < 0.3:  # only the country code set apart
+        raw = raw[: 1 + len(code)] + " " + raw[1 + len(code) :].replace(" ", "").replace("-", "")
+    return _pad(rng, raw), "+" + code + nsn.format(d)
+
+
+def _international_e164(rng: random.Random, k: int) -> Value:
+    code, nsn, _ = _INTERNATIONAL[rng.randrange(len(_INTERNATIONAL))]
+    e164 = "+" + code + nsn.format(_digits(k, 9 if nsn == "7{}" else 8))
+    return e164, e164
+
+
+def _national_prefix(rng: random.Random, k: int) -> Value:
+    d = _digits(k, 8)
+    if rng.random() < 0.5:
+        return f"+44 (0)20 {d[:4]} {d[4:]}", f"+4420{d}"
+    return f"+49 (0)30 {d}", f"+4930{d}"
+
+
+PHONE_MIX: tuple[tuple[float, str, Maker], ...] = (
+    (0.03, "null", lambda rng, k: (None, None)),
+    (0.02, "blank (`\"\"`)", lambda rng, k: ("", None)),
+    (0.05, "invalid (too short/long, letters, country code 0, `n/a`)",
+     lambda rng, k: (_BAD_PHONES[k % len(_BAD_PHONES)], None)),
+    (0.20, "US E.164 (`+14155550134`)", _us_e164),
+    (0.23, "US national (`(415) 555-0134`, `415-555-0134`, `415.555.0134`, "
+     "`1 415 555 0134`, `4155550134`)", _us_written(_US_NATIONAL)),
+    (0.10, "`+1` with separators (`+1 415-555-0134`, `+1 (415) 555-0134`, ...)",
+     _us_written(_US_PLUS)),
+    (0.27, "international written with spaces (70%), dashes (20%) or only the country code set "
+     "apart (10%), 12 plans: UK landline and mobile, DE, FR, AU, IN, BR, JP, MX, ES, IT, NL "
+     "(`+44 20 7946 0958`, `+61 2 9374 4000`, `+55 11 91234-5678`, `+81 3-1234-5678`)",
+     _international),
+    (0.08, "international E.164 (`+442079460958`), the same 12 plans", _international_e164),
+    (0.02, "national prefix kept in parentheses (`+44 (0)20 7946 0958`, `+49 (0)30 ...`)",
+     _national_prefix),
+)  # fmt: skip
+
+
+# --- gaid ---------------------------------------------------------------------------------------
+
+_ZERO_UUID = "00000000-0000-0000-0000-000000000000"
+_MASK128 = (1 << 128) - 1
+_MUL = 0x9E3779B97F4A7C15F39CC0605CEDC835  # odd: k -> k * _MUL mod 2**128 is a bijection
+_ADD = 0x6A09E667F3BCC908B2F2FE94F82BE52C
+
+
+def _hex128(k: int) -> str:
+    return f"{(k * _MUL + _ADD) & _MASK128:032x}"
+
+
+def _uuid(k: int) -> str:
+    h = _hex128(k)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _gaid_valid(rng: random.Random, k: int) -> Value:
+    uuid = _uuid(k)
+    r = rng.random()
+    raw = uuid.upper() if r < 0.5 else _messy_case(rng, uuid) if r < 0.6 else uuid
     return _pad(rng, raw), (None if uuid == _ZERO_UUID else uuid)
 
 
-_MAKERS = (
-    ("EMAIL_SHA256", "email", _email),
-    ("PHONE_SHA256", "phone", _phone),
-    ("GAID_SHA256", "gaid", _gaid),
+GAID_MIX: tuple[tuple[float, str, Maker], ...] = (
+    (0.03, "null", lambda rng, k: (None, None)),
+    (0.03, "all-zero UUID (tracking limited)", lambda rng, k: (_ZERO_UUID, None)),
+    (0.01, "UUID without dashes (32 hex: already hashed)", lambda rng, k: (_hex128(k), None)),
+    (0.01, "truncated UUID", lambda rng, k: (_uuid(k)[:-3], None)),
+    (0.92, "valid; 50% upper case, 10% mixed case, 20% padded", _gaid_valid),
+)  # fmt: skip
+
+
+_MAKERS: tuple[tuple[str, str, tuple[tuple[float, str, Maker], ...]], ...] = (
+    ("EMAIL_SHA256", "email", EMAIL_MIX),
+    ("PHONE_SHA256", "phone", PHONE_MIX),
+    ("GAID_SHA256", "gaid", GAID_MIX),
 )
+_NAMES = ("Ana", "Bo", "Chen", "Dara", "Eli", "Fatima", "Goran", "Hana", "Ivo", "Jun")
+
+
+def _chooser(mix: tuple[tuple[float, str, Maker], ...]) -> Callable[[random.Random, int], Value]:
+    if abs(sum(share for share, _, _ in mix) - 1) > 1e-9:
+        raise ValueError("a mix's shares must add up to 1")
+    bounds = list(itertools.accumulate(share for share, _, _ in mix))
+    makers = [make for _, _, make in mix]
+
+    def choose(rng: random.Random, k: int) -> Value:
+        index = min(bisect.bisect_right(bounds, rng.random()), len(makers) - 1)
+        return makers[index](rng, k)
+
+    return choose
+
+
+def mix_markdown() -> str:
+    """The generated mix as a Markdown table (bench/README.md shows it next to the results)."""
+    rows = ["| column | share | values |", "|---|---:|---|"]
+    for _, column, mix in _MAKERS:
+        rows += [f"| {column} | {share:.0%} | {text} |" for share, text, _ in mix]
+    return "\n".join(rows)
 
 
 def generate(path: str | Path, n: int, seed: int = 42, *, collect: bool = False) -> Expected:
@@ -166,6 +294,7 @@ def generate(path: str | Path, n: int, seed: int = 42, *, collect: bool = False)
         expected.values = {c: set() for c in CONTRACTS}
     accepted = expected.accepted
     values = expected.values
+    makers = [(contract, column, _chooser(mix)) for contract, column, mix in _MAKERS]
     dumps = json.dumps
     with open(path, "w", encoding="utf-8", buffering=1 << 20) as out:
         out.write(dumps(SCHEMA) + "\n")
@@ -173,7 +302,7 @@ def generate(path: str | Path, n: int, seed: int = 42, *, collect: bool = False)
             # ~2% of the records are an earlier user again (duplicate identifiers).
             k = rng.randrange(i) if i and rng.random() < 0.02 else i
             record: dict[str, object] = {"id": i}
-            for contract, column, make in _MAKERS:
+            for contract, column, make in makers:
                 raw, norm = make(rng, k)
                 record[column] = raw
                 if norm is not None:

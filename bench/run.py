@@ -1,7 +1,8 @@
 """Benchmark: target-tiktok-audiences vs meltanolabs-target-csv on the same Singer input.
 
     .venv/bin/python bench/run.py [--records N] [--scale 4] [--big 5000000] [--quick]
-                                  [--repeat R] [--no-csv] [--write-readme]
+                                  [--repeat R] [--no-csv] [--tiktok-command CMD]
+                                  [--write-readme]
 
 Generates N deterministic `users` records with messy email / phone / GAID values, then runs
 - target-tiktok-audiences (mirror, EMAIL/PHONE/GAID_SHA256, default_phone_region US, one
@@ -24,6 +25,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -41,7 +43,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.generate import COLUMNS, STREAM, Expected, generate
+from bench.generate import COLUMNS, STREAM, Expected, generate, mix_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -51,7 +53,7 @@ CSV_REQUIREMENT = "meltanolabs-target-csv==0.5.0"  # pinned so figures stay comp
 TOKEN = "sandbox-token"
 ADVERTISER = "7000000000000000001"
 SEED = 42
-THROUGHPUT_GOAL = 2.0  # tiktok records/CPU-s >= 2x target-csv's
+THROUGHPUT_GOAL = 3.0  # tiktok records/CPU-s >= 3x target-csv's (issue 13)
 MEMORY_GOAL = 1.25  # tiktok peak RSS at scale x N <= 1.25x peak RSS at N
 BEGIN, END = "<!-- latest-figures:begin -->", "<!-- latest-figures:end -->"
 
@@ -420,6 +422,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="N = 20,000: a fast sanity run")
     p.add_argument("--repeat", type=int, default=1, help="runs per measurement; least CPU kept")
     p.add_argument("--no-csv", action="store_true", help="skip target-csv")
+    p.add_argument(
+        "--tiktok-command",
+        default=None,
+        metavar="CMD",
+        help="run this instead of the installed target (e.g. an older checkout, for a "
+        "before/after on the same machine and input); `--config FILE` is appended",
+    )
     p.add_argument("--seed", type=int, default=SEED)
     p.add_argument("--keep", action="store_true", help="keep the temp dir (inputs, logs)")
     p.add_argument(
@@ -449,7 +458,8 @@ def _bench(args: argparse.Namespace, n: int, workdir: Path) -> int:
     def tiktok(path: Path, records: int, exp: Expected, label: str) -> TikTokResult:
         def once(i: int) -> TikTokResult:
             say(f"target-tiktok-audiences, {records:,} records (run {i + 1}) ...")
-            result, _ = run_tiktok(path, records, workdir, name=f"{label}-{i}")
+            command = shlex.split(args.tiktok_command) if args.tiktok_command else None
+            result, _ = run_tiktok(path, records, workdir, name=f"{label}-{i}", command=command)
             verify(result, exp)
             return result
 
@@ -490,6 +500,13 @@ def _bench(args: argparse.Namespace, n: int, workdir: Path) -> int:
             f"target-csv (goal >= {THROUGHPUT_GOAL:g}x): "
             f"**{verdict(ratio >= THROUGHPUT_GOAL)}**"
         )
+        wall_ratio = csv.wall / small.run.wall
+        lines.append(
+            f"- Wall clock, for reference only: {n / small.run.wall:,.0f} vs "
+            f"{n / csv.wall:,.0f} records per second = {wall_ratio:.2f}x. The goal uses CPU "
+            "seconds (user + sys of the target process alone): wall time on a shared machine "
+            "depends on its other load, and the tiktok run's includes waiting for the sandbox."
+        )
     growth = large.run.maxrss_kb / small.run.maxrss_kb
     ok &= growth <= MEMORY_GOAL
     lines.append(
@@ -506,6 +523,7 @@ def _bench(args: argparse.Namespace, n: int, workdir: Path) -> int:
     if args.big:
         ok &= _big(args, workdir, lines, say)
 
+    lines += ["", "Input mix (`bench/generate.py`, seed " + f"{args.seed}):", "", mix_markdown()]
     info = machine()
     lines += ["", "Machine: " + "; ".join(f"{k}: {v}" for k, v in info.items())]
     shown = [a for a in sys.argv[1:] if a not in ("--write-readme", "--keep")]

@@ -10,11 +10,15 @@ called once per identifier value (millions of times per run).
 
 from __future__ import annotations
 
+import enum
+import functools
 import hashlib
+import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from decimal import Decimal
+from typing import Protocol
 
 import phonenumbers
 
@@ -31,6 +35,7 @@ __all__ = [
     "REASON_INVALID_AD_ID",
     "REASON_INVALID_EMAIL",
     "REASON_INVALID_PHONE",
+    "REASON_INVALID_REMOVE_FLAG",
     "REASON_MESSAGES",
     "REASON_NOT_HASHED",
     "REASON_TOO_LONG",
@@ -42,11 +47,13 @@ __all__ = [
     "canonical_contract",
     "detect_identifier_columns",
     "digest",
+    "identifier_like_columns",
     "kind_of",
     "make_encoder",
     "normalize_ad_id",
     "normalize_email",
     "normalize_phone",
+    "remove_flag",
 ]
 
 # --- Contracts -------------------------------------------------------------------------------
@@ -69,7 +76,13 @@ _KIND: dict[str, str] = {c: c.split("_", 1)[0].lower() for c in CONTRACTS}
 _ALGORITHM: dict[str, str] = {c: c.rsplit("_", 1)[1].lower() for c in CONTRACTS}
 # Upper-cased lookup table so canonical_contract is a single dict hit.
 _CANONICAL: dict[str, str] = {**{c: c for c in CONTRACTS}, **CONTRACT_ALIASES}
-_HASHERS: dict[str, Callable[[bytes], Any]] = {
+
+
+class _Hash(Protocol):
+    def hexdigest(self) -> str: ...
+
+
+_HASHERS: dict[str, Callable[[bytes], _Hash]] = {
     "sha256": hashlib.sha256,
     "md5": hashlib.md5,
 }
@@ -112,6 +125,7 @@ REASON_TRACKING_LIMITED = "tracking_limited"
 REASON_ALREADY_HASHED = "already_hashed"
 REASON_NOT_HASHED = "not_hashed"
 REASON_TOO_LONG = "too_long"
+REASON_INVALID_REMOVE_FLAG = "invalid_remove_flag"
 
 REASONS: tuple[str, ...] = (
     REASON_WRONG_TYPE,
@@ -122,6 +136,7 @@ REASONS: tuple[str, ...] = (
     REASON_ALREADY_HASHED,
     REASON_NOT_HASHED,
     REASON_TOO_LONG,
+    REASON_INVALID_REMOVE_FLAG,
 )
 
 # Strings longer than this are rejected before any work: no real identifier comes close, and it
@@ -140,6 +155,10 @@ REASON_MESSAGES: dict[str, str] = {
     REASON_ALREADY_HASHED: "the value for {contract} appears to already be hashed",
     REASON_NOT_HASHED: "hashing is disabled but the value for {contract} appears to be unhashed",
     REASON_TOO_LONG: f"the value for {{contract}} is longer than {MAX_VALUE_LENGTH} characters",
+    REASON_INVALID_REMOVE_FLAG: (
+        "the remove flag of a record with {contract} is not true/t/yes/y/1, false/f/no/n/0, "
+        "a number, empty or null"
+    ),
 }
 
 # --- Rules -----------------------------------------------------------------------------------
@@ -168,7 +187,8 @@ _E164_RE = re.compile(r"\+[1-9][0-9]{7,14}")
 # of US/CA warehouses; this shortcut gives what phonenumbers gives for them, ~20x faster.
 _NANP_REGIONS = frozenset({"US", "CA"})
 _NANP_RE = re.compile(r"1?([2-9][0-9]{9})")
-_NANP_PUNCTUATION = str.maketrans("", "", " ()-.")
+# Written international numbers ("+44 20 7946 0958", "+1 415-555-0134"): see _international.
+_INTERNATIONAL_RE = re.compile(r"\+[0-9 ().\-]{8,60}")
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ZERO_UUID = "00000000-0000-0000-0000-000000000000"
 _HEX_RE = re.compile(r"[0-9a-fA-F]+")
@@ -213,14 +233,113 @@ _EMAIL_NORMALIZERS: dict[str, Callable[[str], str | None]] = {
 }
 
 
+class _Unsure(enum.Enum):
+    """A fast path's answer when only phonenumbers can tell."""
+
+    UNSURE = enum.auto()
+
+
+_UNSURE = _Unsure.UNSURE
+
+
+@functools.cache  # one entry per country calling code (~250 at most)
+def _country_plan(country_code: int) -> tuple[frozenset[int], re.Pattern[str] | None]:
+    """National-number lengths that phonenumbers calls possible for a calling code, and its
+    national-prefix pattern (None when the plan has none)."""
+    region = phonenumbers.region_code_for_country_code(country_code)
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
+    assert metadata is not None  # the code is in COUNTRY_CODE_TO_REGION_CODE
+    # is_possible_number looks at the national number's length only; ask it for every length
+    # that parse() lets through (2..17) rather than re-reading its rules.
+    lengths = frozenset(
+        length
+        for length in range(2, 18)
+        if phonenumbers.is_possible_number(
+            phonenumbers.PhoneNumber(country_code=country_code, national_number=int("5" * length))
+        )
+    )
+    prefix = metadata.national_prefix_for_parsing
+    return lengths, (re.compile(prefix) if prefix else None)
+
+
+def _calling_codes() -> dict[str, tuple[int, int]]:
+    """Every 3-digit start of an international number -> (calling code, its length), found as
+    phonenumbers finds it: the first of its 1, 2 or 3 leading digits that is a calling code."""
+    known = phonenumbers.COUNTRY_CODE_TO_REGION_CODE
+    table: dict[str, tuple[int, int]] = {}
+    for start in range(100, 1000):  # a calling code never starts with 0
+        digits = str(start)
+        for size in (1, 2, 3):
+            if int(digits[:size]) in known:
+                table[digits] = (int(digits[:size]), size)
+                break
+    return table
+
+
+_CALLING_CODES = _calling_codes()
+
+
+def _drop_separators(value: str) -> str:
+    # Chained str.replace: several times faster than str.translate with a deletion table.
+    value = value.replace(" ", "").replace("-", "").replace(".", "")
+    return value.replace("(", "").replace(")", "")
+
+
+def _international(stripped: str) -> str | _Unsure | None:
+    """E.164 for '+', country code and national number with ASCII separators " ().-".
+
+    For such a value phonenumbers keeps the digits only, takes the first 1-3 digits that are a
+    calling code, may strip a national prefix ("+44 (0)20 ...") and then checks the national
+    number's length. This does the same from phonenumbers' own metadata and answers _UNSURE
+    (leave it to phonenumbers) wherever a national prefix could apply or the result would fall
+    outside 8-15 digits. tests/test_identifiers.py proves it equal to phonenumbers on every
+    region's example numbers with random separators.
+    """
+    if _INTERNATIONAL_RE.fullmatch(stripped) is None:
+        return _UNSURE
+    e164 = _drop_separators(stripped)  # "+" and ASCII digits only, by the pattern above
+    if not 9 <= len(e164) <= 16:  # 8-15 digits: E.164's range
+        return _UNSURE
+    calling_code = _CALLING_CODES.get(e164[1:4])
+    if calling_code is None:
+        return _UNSURE
+    country_code, size = calling_code
+    national = e164[1 + size :]
+    lengths, prefix = _country_plan(country_code)
+    if prefix is not None:
+        match = prefix.match(national)
+        # An empty match that captured nothing leaves the number as it is (Argentina's
+        # optional prefix matches every number that way).
+        if match is not None and (match.end() or any(g is not None for g in match.groups())):
+            return _UNSURE
+    return e164 if len(national) in lengths else None
+
+
 def _phone(stripped: str, region: str | None) -> str | None:
     # Fast path: already E.164, taken as is (no phonenumbers call for the common warehouse case).
     if _E164_RE.fullmatch(stripped) is not None:
         return stripped
-    if region in _NANP_REGIONS:
-        nanp = _NANP_RE.fullmatch(stripped.translate(_NANP_PUNCTUATION))
+    return _formatted_phone(stripped, region)
+
+
+def _formatted_phone(stripped: str, region: str | None) -> str | None:
+    """_phone for a value that is not in E.164 syntax."""
+    if stripped[0] == "+":
+        international = _international(stripped)
+        if international is not _UNSURE:
+            return international
+    elif region in _NANP_REGIONS:
+        nanp = _NANP_RE.fullmatch(_drop_separators(stripped))
         if nanp is not None:
             return "+1" + nanp.group(1)
+    return _parsed_phone(stripped, region)
+
+
+# Bounded: junk repeats across a warehouse ("n/a", "0", "unknown") and costs a full parse each
+# time; unique values just cycle through.
+@functools.lru_cache(maxsize=4096)
+def _parsed_phone(stripped: str, region: str | None) -> str | None:
+    """What phonenumbers makes of a value no fast path could decide (design.md "Phone")."""
     try:
         number = phonenumbers.parse(stripped, region)
     except _NumberParseException:
@@ -359,12 +478,13 @@ def make_encoder(contract: str, rules: Rules) -> Encoder:
     elif kind == "phone":
         region = _region(rules.default_phone_region)
         e164 = _E164_RE.fullmatch
+        formatted = _formatted_phone
 
         def normalize(stripped: str) -> str | None:
             # Inline the E.164 fast path to save a call per value in the common case.
             if e164(stripped) is not None:
                 return stripped
-            return _phone(stripped, region)
+            return formatted(stripped, region)
 
         def reject(_: str) -> tuple[None, str]:
             return _INVALID_PHONE
@@ -396,34 +516,87 @@ def make_encoder(contract: str, rules: Rules) -> Encoder:
     return encode
 
 
+# --- Remove flag ---------------------------------------------------------------------------
+
+_REMOVE_STRINGS: dict[str, bool] = {
+    **dict.fromkeys(("true", "t", "yes", "y", "1"), True),
+    **dict.fromkeys(("false", "f", "no", "n", "0", ""), False),
+}
+
+
+def remove_flag(value: object) -> bool | None:
+    """Read a `remove_column` value: True (remove the user), False (keep) or None (invalid).
+
+    Remove: True, a non-zero number, the strings true/t/yes/y/1. Keep: False, zero, None, the
+    strings false/f/no/n/0 and empty or blank strings. Strings are trimmed and compared in any
+    case. Anything else (other strings such as "2" or "maybe", NaN, infinities, lists, objects)
+    is None: the caller rejects the record rather than guess which way the user meant it.
+    """
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return _REMOVE_STRINGS.get(value.strip().lower())
+    if isinstance(value, int):
+        return value != 0
+    if isinstance(value, float):
+        return value != 0 if math.isfinite(value) else None
+    if isinstance(value, Decimal):  # JSON numbers may arrive as Decimal
+        return value != 0 if value.is_finite() else None
+    return None
+
+
 # --- Column detection ------------------------------------------------------------------------
 
-# Per contract, accepted column names in priority order (lowercase).
+# Per contract, accepted column names in priority order. Names are compared by _column_key, so
+# "Email Address", "email-address" and "EMAIL_ADDRESS" all match "email_address". The list stays
+# conservative: exact names only, never "contains" (no "email_opt_in", "phone_verified").
 DETECTED_COLUMN_NAMES: dict[str, tuple[str, ...]] = {
     "EMAIL_SHA256": ("email", "email_address"),
-    "PHONE_SHA256": ("phone", "phone_number", "mobile"),
+    "PHONE_SHA256": (
+        "phone",
+        "phone_number",
+        "phone_e164",
+        "mobile",
+        "mobile_phone",
+        "mobile_number",
+        "mobile_phone_number",
+        "cell_phone",
+    ),
     "IDFA_SHA256": ("idfa",),
-    "GAID_SHA256": ("gaid", "aaid", "adid", "android_advertising_id"),
+    "GAID_SHA256": ("gaid", "aaid", "adid", "android_advertising_id", "google_advertising_id"),
 }
+# Fragments that make a column look like an identifier; named in a hint when not detected.
+_IDENTIFIER_FRAGMENTS: tuple[str, ...] = ("email", "phone", "mobile", "idfa", "gaid", "aaid")
+_NOT_ALPHANUMERIC = re.compile(r"[\W_]+")
+
+
+def _column_key(name: str) -> str:
+    """Lowercased, without anything that is not a letter or digit ("E_mail" -> "email")."""
+    return _NOT_ALPHANUMERIC.sub("", name.lower())
+
+
 _COLUMN_LOOKUP: dict[str, tuple[str, int]] = {
-    name: (contract, rank)
+    _column_key(name): (contract, rank)
     for contract, names in DETECTED_COLUMN_NAMES.items()
     for rank, name in enumerate(names)
 }
 
 
 def detect_identifier_columns(property_names: Iterable[str]) -> dict[str, str]:
-    """Map contract -> column for the identifier columns found by (case-insensitive) name.
+    """Map contract -> column for the identifier columns found by name.
 
-    When several columns map to one contract, the one earliest in the priority list wins (and,
-    for equal names differing only in case, the first one given), so the choice is deterministic.
-    The column keeps its original spelling. Contracts come back in CONTRACTS order.
+    Names are compared case- and separator-insensitively (see DETECTED_COLUMN_NAMES). When
+    several columns map to one contract, the one earliest in the priority list wins (and, for
+    names equal after normalising, the first one given), so the choice is deterministic. The
+    column keeps its original spelling. Contracts come back in CONTRACTS order.
     """
     best: dict[str, tuple[int, str]] = {}
     for name in property_names:
         if not isinstance(name, str):
             continue
-        hit = _COLUMN_LOOKUP.get(name.lower())
+        hit = _COLUMN_LOOKUP.get(_column_key(name))
         if hit is None:
             continue
         contract, rank = hit
@@ -431,3 +604,19 @@ def detect_identifier_columns(property_names: Iterable[str]) -> dict[str, str]:
         if current is None or rank < current[0]:
             best[contract] = (rank, name)
     return {contract: best[contract][1] for contract in CONTRACTS if contract in best}
+
+
+def identifier_like_columns(property_names: Iterable[str]) -> list[str]:
+    """Columns whose name contains email/phone/mobile/idfa/gaid/aaid but that
+    detect_identifier_columns does not use, in the order given, each once (for a hint such as
+    "user_email looks like an identifier; map it in `audiences`")."""
+    names = [name for name in property_names if isinstance(name, str)]
+    used = set(detect_identifier_columns(names).values())
+    hints: list[str] = []
+    for name in names:
+        if name in used or name in hints:
+            continue
+        key = _column_key(name)
+        if any(fragment in key for fragment in _IDENTIFIER_FRAGMENTS):
+            hints.append(name)
+    return hints

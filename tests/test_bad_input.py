@@ -149,8 +149,10 @@ def test_columns_absent_from_the_schema_are_not_read() -> None:
         target.listen(io.StringIO(singer_lines(messages)))
     assert target.run.report.ignored_streams == {
         "users": "it has no identifier column (looked for email, email_address, phone, "
-        "phone_number, mobile, idfa, gaid, aaid, adid, android_advertising_id, in any case "
-        "and with any separators; its columns: name, id); map one with audiences[].identifiers"
+        "phone_number, phone_e164, mobile, mobile_phone, mobile_number, mobile_phone_number, "
+        "cell_phone, idfa, gaid, aaid, adid, android_advertising_id, google_advertising_id, in "
+        "any case and with any separators; its columns: name, id); map one with "
+        "audiences[].identifiers"
     }
 
 

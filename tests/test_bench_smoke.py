@@ -5,17 +5,24 @@ distinct valid identifiers the generator says it produced."""
 from __future__ import annotations
 
 import hashlib
+import json
+import random
+import re
 import sys
 from pathlib import Path
+
+import phonenumbers
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.generate import COLUMNS, generate  # noqa: E402
+from bench.generate import COLUMNS, EMAIL_MIX, GAID_MIX, PHONE_MIX, generate  # noqa: E402
 from bench.run import audience_name, run_tiktok, verify  # noqa: E402
 
 RECORDS = 3_000
+E164 = re.compile(r"\+[1-9][0-9]{7,14}")
 
 
 def test_bench_smoke(tmp_path: Path) -> None:
@@ -40,3 +47,52 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert sandbox.members(audience["audience_id"]) == want
     # One upload per contract at this size (file_max_ids defaults to 500,000).
     assert {c: files for c, (files, _) in result.uploads.items()} == dict.fromkeys(COLUMNS, 1)
+
+
+def _phonenumbers_e164(value: str) -> str | None:
+    """design.md's slow path, straight from phonenumbers (region US, as the bench runs)."""
+    try:
+        number = phonenumbers.parse(value.strip(), "US")
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def test_generator_phone_expectations_match_phonenumbers() -> None:
+    # The generator's expected values come from its own templates; phonenumbers must agree on
+    # every written (not E.164) value, or the bench would check the target against a wrong key.
+    rng = random.Random(7)
+    written = 0
+    for _, _, make in PHONE_MIX:
+        for k in range(200):
+            raw, expected = make(rng, k)
+            if raw is None or not raw.strip() or E164.fullmatch(raw.strip()):
+                continue
+            assert _phonenumbers_e164(raw) == expected, raw
+            written += 1
+    assert written == 1000  # five of the makers write formatted values, 200 each
+
+
+def test_generator_mix_is_warehouse_like(tmp_path: Path) -> None:
+    for mix in (EMAIL_MIX, PHONE_MIX, GAID_MIX):
+        assert sum(share for share, _, _ in mix) == pytest.approx(1.0)
+    data = tmp_path / "users.singer"
+    generate(data, RECORDS, seed=5)
+    records = [
+        message["record"]
+        for message in map(json.loads, data.read_text().splitlines())
+        if message["type"] == "RECORD"
+    ]
+    phones = [r["phone"].strip() for r in records if r["phone"]]
+    spaced = [p for p in phones if p.startswith("+") and not E164.fullmatch(p)]
+    codes = {phonenumbers.parse(p).country_code for p in spaced if not p.startswith("+0")}
+    assert len(codes - {1}) >= 8  # international numbers of at least eight countries
+    assert any(p.startswith("+1 ") for p in phones)
+    assert any(p.startswith("(") for p in phones)  # US national
+    assert "" in [r["phone"] for r in records] and None in [r["phone"] for r in records]
+    emails = [r["email"] for r in records if r["email"]]
+    assert any(e != e.strip() for e in emails) and any(e != e.lower() for e in emails)
+    gaids = [r["gaid"] for r in records if r["gaid"]]
+    assert sum(g.strip() == g.strip().upper() for g in gaids) > len(gaids) / 3

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import string
+from decimal import Decimal
+from functools import cache
 from typing import Any
 
 import phonenumbers
@@ -22,6 +25,7 @@ from target_tiktok_audiences.identifiers import (
     REASON_INVALID_AD_ID,
     REASON_INVALID_EMAIL,
     REASON_INVALID_PHONE,
+    REASON_INVALID_REMOVE_FLAG,
     REASON_MESSAGES,
     REASON_NOT_HASHED,
     REASON_TOO_LONG,
@@ -33,11 +37,13 @@ from target_tiktok_audiences.identifiers import (
     canonical_contract,
     detect_identifier_columns,
     digest,
+    identifier_like_columns,
     kind_of,
     make_encoder,
     normalize_ad_id,
     normalize_email,
     normalize_phone,
+    remove_flag,
 )
 
 # Deterministic and quick; applied per test (not a global profile) so that other test modules keep
@@ -498,12 +504,13 @@ def test_reason_constants() -> None:
     assert (
         REASON_WRONG_TYPE, REASON_INVALID_EMAIL, REASON_INVALID_PHONE, REASON_INVALID_AD_ID,
         REASON_TRACKING_LIMITED, REASON_ALREADY_HASHED, REASON_NOT_HASHED, REASON_TOO_LONG,
+        REASON_INVALID_REMOVE_FLAG,
     ) == (
         "wrong_type", "invalid_email", "invalid_phone", "invalid_ad_id", "tracking_limited",
-        "already_hashed", "not_hashed", "too_long",
+        "already_hashed", "not_hashed", "too_long", "invalid_remove_flag",
     )  # fmt: skip
     assert set(REASONS) == set(REASON_MESSAGES)
-    assert len(REASONS) == 8
+    assert len(REASONS) == 9
 
 
 @pytest.mark.parametrize(
@@ -523,6 +530,11 @@ def test_reason_constants() -> None:
             "hashing is disabled but the value for EMAIL_SHA256 appears to be unhashed",
         ),
         (REASON_TOO_LONG, "the value for EMAIL_SHA256 is longer than 4096 characters"),
+        (
+            REASON_INVALID_REMOVE_FLAG,
+            "the remove flag of a record with EMAIL_SHA256 is not true/t/yes/y/1, "
+            "false/f/no/n/0, a number, empty or null",
+        ),
     ],
 )
 def test_reason_messages(reason: str, text: str) -> None:
@@ -556,8 +568,28 @@ def test_reason_messages_never_hold_a_value_placeholder() -> None:
         (["android_advertising_id", "AdId"], {"GAID_SHA256": "AdId"}),
         # Same name in two spellings: the first one given.
         (["Email", "EMAIL", "email"], {"EMAIL_SHA256": "Email"}),
-        # No fuzzy matching.
-        (["e-mail", "email ", "user_email", "phone1", "idfv"], {}),
+        (["E_mail", "e-mail", "email "], {"EMAIL_SHA256": "E_mail"}),
+        # Case and separators do not matter (issue 12): each of these is found.
+        (["Email Address"], {"EMAIL_SHA256": "Email Address"}),
+        (["email-address"], {"EMAIL_SHA256": "email-address"}),
+        (["E_mail"], {"EMAIL_SHA256": "E_mail"}),
+        (["EMAIL"], {"EMAIL_SHA256": "EMAIL"}),
+        (["emailAddress"], {"EMAIL_SHA256": "emailAddress"}),
+        (["phone_e164"], {"PHONE_SHA256": "phone_e164"}),
+        (["Phone E.164"], {"PHONE_SHA256": "Phone E.164"}),
+        (["mobile_phone"], {"PHONE_SHA256": "mobile_phone"}),
+        (["Mobile Number"], {"PHONE_SHA256": "Mobile Number"}),
+        (["Phone Number"], {"PHONE_SHA256": "Phone Number"}),
+        (["cell-phone"], {"PHONE_SHA256": "cell-phone"}),
+        (["IDFA"], {"IDFA_SHA256": "IDFA"}),
+        (["android-advertising-id"], {"GAID_SHA256": "android-advertising-id"}),
+        (["Google Advertising ID"], {"GAID_SHA256": "Google Advertising ID"}),
+        # Priority holds across spellings: "phone" before "phone_number" before "mobile".
+        (["Mobile", "PHONE-NUMBER", "Phone_E164"], {"PHONE_SHA256": "PHONE-NUMBER"}),
+        (["mobile_phone", "Mobile"], {"PHONE_SHA256": "Mobile"}),
+        # No fuzzy matching: a name that merely contains an identifier word is not one.
+        (["user_email", "email_opt_in", "phone_verified", "phone1", "idfv", "mobile_os",
+          "has_idfa", "gaid_hash", "mail", "cell", "advertising_id", "telephone"], {}),
         (
             ["user_id", "MOBILE", "idfa", "Email", "gaid", "_sdc_deleted_at"],
             {"EMAIL_SHA256": "Email", "PHONE_SHA256": "MOBILE", "IDFA_SHA256": "idfa",
@@ -572,9 +604,97 @@ def test_detect_identifier_columns(columns: list[str], expected: dict[str, str])
     assert detect_identifier_columns(iter(columns)) == expected  # any iterable, one pass
 
 
+def test_detected_names_are_distinct_after_normalising() -> None:
+    # Two listed names that normalise alike would make the priority order ambiguous.
+    keys = [ids._column_key(n) for names in ids.DETECTED_COLUMN_NAMES.values() for n in names]
+    assert len(keys) == len(set(keys))
+    assert ids._column_key("E-Mail Address") == "emailaddress"
+    assert ids._column_key("Phone (E.164)") == "phonee164"
+
+
+def test_detect_identifier_columns_skips_non_strings() -> None:
+    assert detect_identifier_columns([None, 3, "email"]) == {"EMAIL_SHA256": "email"}  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    ("columns", "expected"),
+    [
+        ([], []),
+        (["id", "email", "phone", "idfa", "gaid"], []),
+        # Detected columns are not hints; look-alikes are, in the order given.
+        (["email", "user_email", "Phone_Verified", "id", "EMAIL_OPT_IN"],
+         ["user_email", "Phone_Verified", "EMAIL_OPT_IN"]),
+        # No detected column at all: every look-alike is named.
+        (["contact-email", "mobile_os", "has_IDFA", "gaid_md5", "AAID hash", "name"],
+         ["contact-email", "mobile_os", "has_IDFA", "gaid_md5", "AAID hash"]),
+        # Two columns for one contract: the one not chosen is a hint.
+        (["Email Address", "email"], ["Email Address"]),
+        (["mobile", "phone"], ["mobile"]),
+        # Repeated names are named once; "adid"/"cell" alone are not identifier fragments.
+        (["user_email", "user_email", "adid_x", "cell", "telephone"], ["user_email", "telephone"]),
+    ],
+)  # fmt: skip
+def test_identifier_like_columns(columns: list[str], expected: list[str]) -> None:
+    assert identifier_like_columns(columns) == expected
+    assert identifier_like_columns(iter(columns)) == expected  # any iterable, one pass
+
+
 def test_detect_identifier_columns_is_order_independent() -> None:
     columns = ["mobile", "Email_Address", "phone", "email", "adid", "GAID"]
     assert detect_identifier_columns(columns) == detect_identifier_columns(reversed(columns))
+
+
+# --- Remove flag -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [True, 1, -1, 2, 10**20, 0.5, -3.0, 1e-300, Decimal("1"), Decimal("-0.01"),
+     "true", "TRUE", " True ", "t", "T", "yes", "YES", "y", "Y", "1", " 1\n", "\tyes\t"],
+)  # fmt: skip
+def test_remove_flag_remove(value: object) -> None:
+    assert remove_flag(value) is True
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, False, 0, 0.0, -0.0, Decimal("0"), Decimal("0.000"),
+     "false", "FALSE", " False ", "f", "F", "no", "No", "n", "N", "0", " 0 ", "", " ", "\t\n"],
+)  # fmt: skip
+def test_remove_flag_keep(value: object) -> None:
+    assert remove_flag(value) is False
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2", "-1", "1.0", "0.0", "maybe", "truthy", "yes please", "on", "off", "none", "null",
+     "ja", "t r u e", "tr ue", "\u0661",  # Arabic-Indic one: not the string "1"
+     math.nan, math.inf, -math.inf, Decimal("NaN"), Decimal("sNaN"), Decimal("Infinity"),
+     [], [True], {}, {"remove": True}, (), b"1", object()],
+)  # fmt: skip
+def test_remove_flag_invalid(value: object) -> None:
+    assert remove_flag(value) is None
+
+
+@HYPOTHESIS
+@given(value=st.text(max_size=8))
+def test_remove_flag_strings(value: str) -> None:
+    word = value.strip().lower()
+    if word in ("true", "t", "yes", "y", "1"):
+        assert remove_flag(value) is True
+    elif word in ("false", "f", "no", "n", "0", ""):
+        assert remove_flag(value) is False
+    else:
+        assert remove_flag(value) is None
+
+
+@HYPOTHESIS
+@given(value=st.integers() | st.floats())
+def test_remove_flag_numbers(value: float) -> None:
+    if math.isnan(value) or math.isinf(value):
+        assert remove_flag(value) is None
+    else:
+        assert remove_flag(value) is (value != 0)
 
 
 # --- Property tests --------------------------------------------------------------------------
@@ -779,7 +899,7 @@ _nanp_values = st.builds(
 )
 
 
-def _phonenumbers_only(value: str, region: str) -> str | None:
+def _phonenumbers_only(value: str, region: str | None) -> str | None:
     try:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException:
@@ -793,3 +913,140 @@ def _phonenumbers_only(value: str, region: str) -> str | None:
 @given(_nanp_values, st.sampled_from(["US", "CA"]))
 def test_nanp_shortcut_gives_what_phonenumbers_gives(value: str, region: str) -> None:
     assert normalize_phone(value, region) == _phonenumbers_only(value, region)
+
+
+# --- The international fast path agrees with phonenumbers ------------------------------------
+#
+# ids._international answers for "+<digits>" written with " ().-" separators and otherwise says
+# _UNSURE (phonenumbers decides). Wherever it answers it must give what phonenumbers gives
+# (parse, is_possible_number, format E.164), whatever the default region.
+
+_FAST_PATH_REGIONS = [None, "US", "GB", "DE", "IN", "BR", "AR"]
+
+
+@cache
+def _example_numbers() -> tuple[str, ...]:
+    """Every example number phonenumbers has, in E.164: each region and number type, every
+    non-geographic entity, and each region's invalid example."""
+    numbers: list[phonenumbers.PhoneNumber] = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for number_type in phonenumbers.PhoneNumberType.values():
+            numbers.append(phonenumbers.example_number_for_type(region, number_type))
+        numbers.append(phonenumbers.invalid_example_number(region))
+    for code in sorted(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS):
+        numbers.append(phonenumbers.example_number_for_non_geo_entity(code))
+    e164 = phonenumbers.PhoneNumberFormat.E164
+    return tuple(sorted({phonenumbers.format_number(n, e164) for n in numbers if n is not None}))
+
+
+def _assert_fast_path_agrees(value: str) -> bool:
+    """True when the fast path answered (and agreed with phonenumbers for every region)."""
+    fast = ids._international(value)
+    if fast is ids._UNSURE:
+        return False
+    for region in _FAST_PATH_REGIONS:
+        assert fast == _phonenumbers_only(value, region), (value, region)
+        if ids._E164_RE.fullmatch(value) is None:  # strict E.164 is taken as is, by design
+            assert normalize_phone(value, region) == fast
+    return True
+
+
+def test_fast_path_on_every_example_number_written_internationally() -> None:
+    examples = _example_numbers()
+    assert len(examples) > 1000  # every region, every type
+    international = phonenumbers.PhoneNumberFormat.INTERNATIONAL
+    answered = 0
+    for e164 in examples:
+        written = phonenumbers.format_number(phonenumbers.parse(e164), international)
+        answered += _assert_fast_path_agrees(written)
+        # The same digits, grouped "+CC rest" and with dashes instead of spaces.
+        answered += _assert_fast_path_agrees(written.replace(" ", "-"))
+    # Nearly all take the fast path; only numbers with a national-prefix look-alike do not.
+    assert answered >= 0.9 * 2 * len(examples)
+
+
+_SEPARATORS = ["", "", "", " ", "-", ".", "(", ")", " (", ") ", "  "]
+
+
+def _spread(digits: str, seps: list[str]) -> str:
+    return "".join(d + s for d, s in zip(digits, seps + [""] * len(digits), strict=False))
+
+
+@settings(max_examples=600, derandomize=True, database=None, deadline=None)
+@given(
+    index=st.integers(min_value=0),
+    cut=st.integers(min_value=-4, max_value=4),
+    extra=st.text(string.digits, max_size=4),
+    lead=st.sampled_from(["", " ", "(", " ("]),
+    seps=st.lists(st.sampled_from(_SEPARATORS), max_size=20),
+)
+def test_fast_path_on_example_numbers_with_random_separators(
+    index: int, cut: int, extra: str, lead: str, seps: list[str]
+) -> None:
+    # Example digits, some shortened or lengthened (impossible lengths too), random separators.
+    examples = _example_numbers()
+    digits = examples[index % len(examples)][1:]
+    digits = digits[:cut] + extra if cut < 0 else digits + extra
+    _assert_fast_path_agrees("+" + lead + _spread(digits, seps))
+
+
+@settings(max_examples=600, derandomize=True, database=None, deadline=None)
+@given(
+    code=st.sampled_from(sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)),
+    national=st.text(string.digits, min_size=1, max_size=15),
+    seps=st.lists(st.sampled_from(_SEPARATORS), max_size=20),
+)
+def test_fast_path_on_random_national_numbers(code: int, national: str, seps: list[str]) -> None:
+    # Any calling code, any digits: national-prefix look-alikes ("+44 0...", "+55 0..."),
+    # leading zeros (Italy), every length from too short to too long.
+    _assert_fast_path_agrees("+" + _spread(f"{code}{national}", seps))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("+44 20 7946 0958", "+442079460958"),
+        ("+1 415-555-0134", "+14155550134"),
+        ("+1 (415) 555-0134", "+14155550134"),
+        ("+49 30 12345678", "+493012345678"),
+        ("+61 2 9374 4000", "+61293744000"),
+        ("+39 06 1234 5678", "+390612345678"),  # Italy keeps its leading zero
+        ("+33 1.23.45.67.89", "+33123456789"),
+        ("+ 81 3-1234-5678", "+81312345678"),
+        ("+44 20 7946 0958 1", None),  # impossible length for GB: rejected without phonenumbers
+        ("+1 415 555 01", None),
+    ],
+)
+def test_fast_path_answers_without_phonenumbers(
+    value: str, expected: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    def boom(*_: object, **__: object) -> None:
+        raise AssertionError("phonenumbers.parse must not be called on the fast path")
+
+    monkeypatch.setattr(ids.phonenumbers, "parse", boom)
+    assert normalize_phone(value, "US") == expected
+    want = (sha256(expected), None) if expected else (None, REASON_INVALID_PHONE)
+    assert make_encoder("PHONE_SHA256", HASH_ON_US)(value) == want
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "+44 (0)20 7946 0958",  # national prefix in the number: phonenumbers strips it
+        "+44 020 7946 0958",
+        "+55 0 11 91234 5678",
+        "+1 415 555 0134 ext. 12",  # extension
+        "+1-800-FLOWERS",  # letters (vanity number)
+        "++44 20 7946 0958",
+        "+44/20 7946 0958",
+        "+\uff1044 20 7946 0958",  # full-width digit
+        "+44 20 7946 0958 #",
+        "+0 415 555 0134",  # no country code starts with 0
+        "+999 123 456 789",  # no such country code
+        "+1 2",  # too short for the E.164 range
+        "+683 4002",  # Niue: a real short plan, left to the slow path
+    ],
+)
+def test_fast_path_leaves_unsure_values_to_phonenumbers(value: str) -> None:
+    assert ids._international(value) is ids._UNSURE
