@@ -102,6 +102,7 @@ class FakeCall:
 class _Failure:
     error: TikTokError
     applied: bool  # the call took effect before the error (a lost answer)
+    advertiser_id: str | None  # None: whichever advertiser calls next
 
 
 class _World:
@@ -160,11 +161,20 @@ class FakeAudienceAPI:
 
     # -- scripting and inspection (tests only) ------------------------------------------------
 
-    def fail_next(self, method: str, error: TikTokError, *, applied: bool = False) -> None:
-        """Raise `error` on the next call of `method`; applied: after the call took effect."""
+    def fail_next(
+        self,
+        method: str,
+        error: TikTokError,
+        *,
+        applied: bool = False,
+        advertiser_id: str | None = None,
+    ) -> None:
+        """Raise `error` on the next call of `method` (for `advertiser_id`, if given);
+        applied: the call took effect before the error (its answer was lost)."""
         if method not in METHODS:
             raise ValueError(f"unknown AudienceAPI method {method!r}; one of {METHODS}")
-        self._world.failures.setdefault(method, deque()).append(_Failure(error, applied))
+        failure = _Failure(error, applied, advertiser_id)
+        self._world.failures.setdefault(method, deque()).append(failure)
 
     @property
     def unused_failures(self) -> dict[str, int]:
@@ -469,8 +479,10 @@ class FakeAudienceAPI:
         """Log and count the call; raise a scripted failure now unless it applies first."""
         self._world.calls.append(call)
         self._count()
-        queue = self._world.failures.get(call.method)
-        failure = queue.popleft() if queue else None
+        queue = self._world.failures.get(call.method) or deque()
+        failure = next((f for f in queue if f.advertiser_id in (None, call.advertiser_id)), None)
+        if failure is not None:
+            queue.remove(failure)
         if failure is not None and not failure.applied:
             raise failure.error
         return failure
