@@ -17,8 +17,10 @@ from helpers.fake_api import PARTNER, FakeAudienceAPI, FakeCall
 
 from target_tiktok_audiences.audiences import AudienceDirectory
 from target_tiktok_audiences.client import (
+    REFUSED_NOT_OWNER,
     AudienceAPI,
     PermanentError,
+    RefusedError,
     TransientError,
 )
 from target_tiktok_audiences.deliveries import Delivery, Runtime, delivery_class
@@ -57,9 +59,17 @@ def emails(indices: Iterable[int]) -> frozenset[str]:
 def make_runtime(
     tmp_path: Path, fake: FakeAudienceAPI, *, max_new: int = 25, **config: Any
 ) -> Runtime:
-    """One run: fresh settings, directory, workdir and report over the same fake TikTok."""
+    """One run: fresh settings, directory, workdir and report over the same fake TikTok.
+
+    Mirror goes by REPLACE here (FileDelivery); the snapshot diff is another delivery's job.
+    """
     settings = Settings.from_config(
-        {"access_token": "fake-token", "advertiser_ids": [ADV1, ADV2], **config}
+        {
+            "access_token": "fake-token",
+            "advertiser_ids": [ADV1, ADV2],
+            "mirror_strategy": "replace",
+            **config,
+        }
     )
     return Runtime(
         settings=settings,
@@ -287,7 +297,7 @@ def test_mirror_replace_while_processing_is_deferred_and_the_other_advertiser_de
     tmp_path: Path,
 ) -> None:
     fake = FakeAudienceAPI([ADV1, ADV2], replace_stays_processing=True)
-    config: dict[str, Any] = {"sync_mode": "mirror", "mirror_strategy": "replace"}
+    config: dict[str, Any] = {"sync_mode": "mirror"}
     for run, members in enumerate((range(0, 3), range(2, 5), range(4, 7))):
         runtime = make_runtime(tmp_path, fake, **config)
         delivery = make_delivery(runtime, [EMAIL])
@@ -407,6 +417,67 @@ def test_refused_audience_is_deferred_and_the_other_advertiser_delivered(
     assert runtime.report.error is None
 
 
+def test_append_uses_the_configured_audience_id_and_creates_by_name_elsewhere(
+    tmp_path: Path,
+) -> None:
+    fake = FakeAudienceAPI([ADV1, ADV2])
+    existing = fake.add_audience(ADV1, "Old name", EMAIL, {EMAIL: emails([7])})
+    config: dict[str, Any] = {
+        "sync_mode": "append",
+        "audiences": [
+            {
+                "stream": STREAM,
+                "identifiers": {EMAIL: "email"},
+                "audience_ids": {ADV1: existing},
+            }
+        ],
+    }
+    runtime = make_runtime(tmp_path, fake, **config)
+    delivery = make_delivery(runtime, [EMAIL])
+    delivery.add({EMAIL: email(1)}, removed=False)
+    delivery.commit()
+    assert [a.audience_id for a in fake.audiences(ADV1)] == [existing]
+    assert fake.members(ADV1, existing) == {EMAIL: emails([1, 7])}
+    assert fake.members(ADV2, only_audience(fake, ADV2)) == {EMAIL: emails([1])}
+    assert (entry_of(runtime, ADV1).action, entry_of(runtime, ADV1).created) == ("APPEND", False)
+    assert (entry_of(runtime, ADV2).action, entry_of(runtime, ADV2).created) == ("CREATE", True)
+
+
+def test_append_removals_into_a_missing_audience_are_skipped_with_a_note(tmp_path: Path) -> None:
+    fake = FakeAudienceAPI([ADV1, ADV2])
+    runtime = make_runtime(tmp_path, fake, sync_mode="append")
+    delivery = make_delivery(runtime, [EMAIL])
+    delivery.add({EMAIL: email(1)}, removed=True)
+    delivery.commit()
+    for adv in (ADV1, ADV2):
+        assert fake.audiences(adv) == []
+        entry = entry_of(runtime, adv)
+        assert (entry.status, entry.audience_id, entry.note) == (
+            "delivered",
+            None,
+            "removals skipped: the audience does not exist yet.",
+        )
+    assert fake.methods_called() == ["list_audiences", "list_audiences"]
+
+
+def test_mirror_without_identifiers_leaves_the_audience_unchanged(tmp_path: Path) -> None:
+    fake = FakeAudienceAPI([ADV1, ADV2])
+    ids = {adv: fake.add_audience(adv, STREAM, EMAIL, {EMAIL: emails([1])}) for adv in (ADV1, ADV2)}
+    runtime = make_runtime(tmp_path, fake, sync_mode="mirror")
+    delivery = make_delivery(runtime, [EMAIL])
+    delivery.add({EMAIL: email(1)}, removed=True)
+    delivery.commit()
+    for adv in (ADV1, ADV2):
+        assert fake.members(adv, ids[adv]) == {EMAIL: emails([1])}
+        entry = entry_of(runtime, adv)
+        assert (entry.status, entry.note) == (
+            "skipped",
+            "no identifiers for this audience in this run; it was left unchanged (TikTok "
+            "cannot replace an audience with an empty set).",
+        )
+    assert fake.calls == []
+
+
 # -- incremental (Segment API) ----------------------------------------------------------------
 
 
@@ -513,6 +584,40 @@ def test_flush_sends_only_full_batches(tmp_path: Path) -> None:
         assert mappings(fake, adv)[3:] == [("delete", 1)]
         assert fake.members(adv, ids[adv]) == {EMAIL: emails([0, 2, 4, 5, 7, 9])}
         assert entry_of(runtime, adv).status == "delivered"
+    assert not delivery.pending
+
+
+def test_refused_partner_audience_is_deferred_and_later_batches_skip_it(tmp_path: Path) -> None:
+    fake = FakeAudienceAPI([ADV1, ADV2])
+    ids = {adv: fake.add_audience(adv, STREAM, PARTNER) for adv in (ADV1, ADV2)}
+    refusal = RefusedError(
+        f"Sending 2 users (add) to audience {ids[ADV1]}",
+        reason=REFUSED_NOT_OWNER,
+        advertiser_id=ADV1,
+        message="you are not the creator of this audience",
+    )
+    fake.fail_next("map_users", refusal, advertiser_id=ADV1)
+    runtime = make_runtime(tmp_path, fake, sync_mode="incremental", segment_batch_size=2)
+    delivery = make_delivery(runtime, [EMAIL])
+    delivery.add({EMAIL: email(1)}, removed=False, user="1")
+    delivery.add({EMAIL: email(2)}, removed=False, user="2")
+    delivery.flush()
+    delivery.add({EMAIL: email(3)}, removed=False, user="3")
+    delivery.commit()
+
+    assert mappings(fake, ADV1) == [("add", 2)]  # the refused call, and nothing after it
+    assert mappings(fake, ADV2) == [("add", 2), ("add", 1)]
+    assert fake.members(ADV1, ids[ADV1]) == {}
+    assert fake.members(ADV2, ids[ADV2]) == {EMAIL: emails([1, 2, 3])}
+    refused = entry_of(runtime, ADV1)
+    assert (refused.status, refused.batches) == ("deferred", 0)
+    assert refused.note == (
+        "not delivered: this audience was shared in by another advertiser and cannot be updated "
+        "here; give the stream another audience_name or audience_ids. (Audience 'users': "
+        f"Sending 2 users (add) to audience {ids[ADV1]} for advertiser {ADV1} failed: TikTok "
+        'said "you are not the creator of this audience")'
+    )
+    assert (entry_of(runtime, ADV2).status, entry_of(runtime, ADV2).batches) == ("delivered", 2)
     assert not delivery.pending
 
 
