@@ -28,23 +28,24 @@ _CONFIRM_POLL_SECONDS = (1.0, 2.0, 4.0, 8.0, 15.0)
 class AudienceDirectory:
     """The audiences of each advertiser, listed once per run and kept current."""
 
-    def __init__(
-        self, client: AudienceAPI, *, confirm_seconds: float = 120, max_new: int = 25
-    ) -> None:
-        self._client = client
+    def __init__(self, *, confirm_seconds: float = 120, max_new: int = 25) -> None:
         self._rows: dict[str, list[AudienceRow]] = {}
         self._confirm_seconds = confirm_seconds
         self._max_new = max_new
         self.created = 0
 
-    def _list(self, advertiser_id: str, *, refresh: bool = False) -> list[AudienceRow]:
+    def _list(
+        self, api: AudienceAPI, advertiser_id: str, *, refresh: bool = False
+    ) -> list[AudienceRow]:
         if refresh or advertiser_id not in self._rows:
-            self._rows[advertiser_id] = list(self._client.list_audiences(advertiser_id))
+            self._rows[advertiser_id] = list(api.list_audiences(advertiser_id))
         return self._rows[advertiser_id]
 
-    def by_id(self, advertiser_id: str, audience_id: str, kind: str, name: str) -> str:
+    def by_id(
+        self, api: AudienceAPI, advertiser_id: str, audience_id: str, kind: str, name: str
+    ) -> str:
         """Check that a configured audience id exists, is ours and has the right type."""
-        for row in self._list(advertiser_id):
+        for row in self._list(api, advertiser_id):
             if row.audience_id == audience_id:
                 _check_compatible(row, advertiser_id, kind, name)
                 if not row.owned:
@@ -68,10 +69,10 @@ class AudienceDirectory:
         )
 
     def by_name(
-        self, advertiser_id: str, name: str, kind: str, *, refresh: bool = False
+        self, api: AudienceAPI, advertiser_id: str, name: str, kind: str, *, refresh: bool = False
     ) -> str | None:
         """The id of our audience with exactly this name and a compatible type, if any."""
-        named = [r for r in self._list(advertiser_id, refresh=refresh) if r.name == name]
+        named = [r for r in self._list(api, advertiser_id, refresh=refresh) if r.name == name]
         matches = [r for r in named if r.owned]
         if len(matches) < len(named):
             log.info(
@@ -105,14 +106,15 @@ class AudienceDirectory:
         create: Callable[[], str],
     ) -> tuple[str, bool]:
         """(audience id, created). kind is a calculate_type or PARTNER."""
-        found = self.by_name(advertiser_id, name, kind)
+        found = self.by_name(api, advertiser_id, name, kind)
         if found:
             return found, False
         if self.created >= self._max_new:
             raise PermanentError(
                 f"Creating audience '{name}'",
                 advertiser_id=advertiser_id,
-                message=f"this run already created {self.created} audiences "
+                message=f"this run already created {self.created} audience"
+                f"{'' if self.created == 1 else 's'} "
                 f"(max_new_audiences is {self._max_new}); TikTok allows 400 per advertiser",
                 hint="Map only the streams you want (audiences setting) or raise "
                 "max_new_audiences.",
@@ -125,22 +127,24 @@ class AudienceDirectory:
             # later: look again for a while before creating it again.
             api.count_retry()
             log.warning("%s; looking the audience up before creating it again.", exc)
-            confirmed = self._confirm(advertiser_id, name, kind)
+            confirmed = self._confirm(api, advertiser_id, name, kind)
 
             def again() -> str:
-                return self.by_name(advertiser_id, name, kind, refresh=True) or create()
+                return self.by_name(api, advertiser_id, name, kind, refresh=True) or create()
 
             audience_id = confirmed or api.retrying(again)
         self.created += 1
-        self._rows.setdefault(advertiser_id, []).append(
-            AudienceRow(
-                audience_id,
-                name,
-                "Partner" if kind == PARTNER else "Customer File",
-                None if kind == PARTNER else kind,
-                None,
+        rows = self._rows.setdefault(advertiser_id, [])
+        if all(r.audience_id != audience_id for r in rows):  # a lookup may have listed it
+            rows.append(
+                AudienceRow(
+                    audience_id,
+                    name,
+                    "Partner" if kind == PARTNER else "Customer File",
+                    None if kind == PARTNER else kind,
+                    None,
+                )
             )
-        )
         log.info(
             "Created audience '%s' (%s) in advertiser %s: id %s.",
             name,
@@ -150,7 +154,7 @@ class AudienceDirectory:
         )
         return audience_id, True
 
-    def _confirm(self, advertiser_id: str, name: str, kind: str) -> str | None:
+    def _confirm(self, api: AudienceAPI, advertiser_id: str, name: str, kind: str) -> str | None:
         deadline = time.monotonic() + self._confirm_seconds
         for pause in (0.0, *_CONFIRM_POLL_SECONDS, *[15.0] * 1000):
             now = time.monotonic()
@@ -158,7 +162,7 @@ class AudienceDirectory:
                 return None
             time.sleep(min(pause, deadline - now))
             try:
-                found = self.by_name(advertiser_id, name, kind, refresh=True)
+                found = self.by_name(api, advertiser_id, name, kind, refresh=True)
             except TransientError:
                 continue
             if found:

@@ -494,10 +494,11 @@ class TikTokClient:
     ) -> dict[str, Any] | None:
         retry = kwargs.pop("retry", True)
         send = self._transport.send_retrying if retry else self._transport.send
-        return send(self._stats, method, path, what, advertiser_id, **kwargs)  # type: ignore[no-any-return]
+        return send(self._stats, method, path, what, advertiser_id, **kwargs)
 
     def retrying(self, func: Callable[[], T]) -> T:
-        return self._transport.retry_policy(func)()  # type: ignore[no-any-return]
+        result: T = self._transport.retry_policy(func)()
+        return result
 
     def count_retry(self) -> None:
         for stats in self._stats:

@@ -1,7 +1,7 @@
 """Sync modes and audience types: what differs between them, in one place.
 
 Deliveries ask the mode (first action, what a removal means, whether an empty set is skipped)
-instead of comparing strings; `sinks.DELIVERIES` maps (mode, audience type) to the delivery.
+instead of comparing strings; `deliveries.DELIVERIES` maps (mode, audience type) to the delivery.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ class PrivateSingerReader(MsgSpecReader):
     on_failure: Callable[[Exception], None] | None = None
 
     def process_lines(
-        self, file_input: t.IO[str] | None, callbacks: dict[str, Callable[[dict], None]]
+        self, file_input: t.IO[str] | None, callbacks: dict[str, Callable[[dict[str, t.Any]], None]]
     ) -> t.Counter[str]:
         # One guard around the whole input loop, not one per message: whatever stops the run
         # while reading or delivering reaches the run report first.
@@ -31,7 +31,7 @@ class PrivateSingerReader(MsgSpecReader):
                 self.on_failure(exc)
             raise
 
-    def deserialize_json(self, line: str) -> dict:
+    def deserialize_json(self, line: str) -> dict[str, t.Any]:
         try:
             return decoder.decode(line)  # type: ignore[no-any-return]
         except msgspec.DecodeError as exc:
@@ -43,7 +43,7 @@ class PrivateSingerReader(MsgSpecReader):
             raise InvalidInputLine(msg) from None
 
     @staticmethod
-    def assert_line_requires(line_dict: dict, requires: set[str]) -> None:
+    def assert_line_requires(line_dict: dict[str, t.Any], requires: set[str]) -> None:
         if not requires.issubset(line_dict):
             missing = ", ".join(sorted(requires - set(line_dict)))
             kind = line_dict.get("type") if isinstance(line_dict.get("type"), str) else "a"

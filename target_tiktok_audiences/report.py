@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+REMOVE_FLAG = "remove_column"  # where unreadable removal flags are counted among rejections
 MATCH_NOTE = (
     "TikTok matches uploaded users in 24-48 hours; an audience is usable for targeting from "
     "1,000 matched users."
@@ -173,8 +174,8 @@ class RunReport:
                         aud.advertiser_id,
                         aud.note,
                     )
-        for stream, why in self.ignored_streams.items():
-            logger.info("Stream '%s' ignored: %s", stream, why)
+        for name, why in self.ignored_streams.items():
+            logger.info("Stream '%s' ignored: %s", name, why)
         if self.streams:
             logger.info(MATCH_NOTE)
 

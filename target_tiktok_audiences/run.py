@@ -59,7 +59,6 @@ class Run:
             settings=settings,
             client=client,
             directory=AudienceDirectory(
-                client,
                 confirm_seconds=settings.create_confirm_seconds,
                 max_new=settings.max_new_audiences,
             ),

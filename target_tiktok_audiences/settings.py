@@ -172,7 +172,7 @@ CONFIG_SCHEMA = th.PropertiesList(
     ),
     th.Property(
         "max_requests_per_second",
-        th.NumberType(minimum=0.1),
+        th.NumberType(minimum=0.1),  # type: ignore[arg-type]  # the SDK's hint is too narrow
         default=20,
         title="Max Requests Per Second",
         description="Client-side throttle for write calls.",

@@ -8,6 +8,8 @@ from typing import Any, Protocol
 from singer_sdk import Target
 from singer_sdk.sinks import BatchSink
 
+from target_tiktok_audiences.identifiers import REASON_INVALID_REMOVE_FLAG, remove_flag
+from target_tiktok_audiences.report import REMOVE_FLAG
 from target_tiktok_audiences.run import Binding, Run
 
 
@@ -69,12 +71,14 @@ class AudienceSink(BatchSink):
         report = binding.report
         report.records_read += 1
         remove_column = binding.remove_column
-        removed = (
-            self._stripped_deleted
-            or record.get("_sdc_deleted_at") is not None
-            or (remove_column is not None and record.get(remove_column) is True)
-        )
+        removed = self._stripped_deleted or record.get("_sdc_deleted_at") is not None
         self._stripped_deleted = False
+        if remove_column is not None and not removed:
+            flag = remove_flag(record.get(remove_column))
+            if flag is None:  # never upload (or keep) a user whose removal flag is unreadable
+                report.reject(REMOVE_FLAG, REASON_INVALID_REMOVE_FLAG)
+                return
+            removed = flag
         ids: dict[str, str] = {}
         for contract, column, encode in binding.encoders:
             digest, reason = encode(record.get(column))

@@ -69,7 +69,7 @@ class TargetTikTokAudiences(Target):
         return errors
 
     @classmethod
-    def invoke(cls, **kwargs: Any) -> None:  # type: ignore[override]
+    def invoke(cls, **kwargs: Any) -> None:
         with exit_on_known_failure(cls.logger):
             super().invoke(**kwargs)
 

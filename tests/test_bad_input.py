@@ -7,6 +7,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from target_tiktok_audiences.target import TargetTikTokAudiences
+
 from helpers import (
     ADV1,
     base_config,
@@ -15,10 +20,6 @@ from helpers import (
     schema_msg,
     singer_lines,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from target_tiktok_audiences.target import TargetTikTokAudiences
 
 COLUMNS = ["email", "phone", "gaid", "idfa"]
 json_values = st.recursive(

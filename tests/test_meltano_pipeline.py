@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.pg import PostgresCluster, throwaway_cluster
 
 from target_tiktok_audiences.sandbox.server import SandboxServer, run_sandbox
+
+from helpers.pg import PostgresCluster, throwaway_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 MELTANO = Path(sys.executable).parent / "meltano"

@@ -35,7 +35,7 @@ from target_tiktok_audiences.sandbox.cli import _serve_parser, audience_rows
 from target_tiktok_audiences.sandbox.server import run_sandbox
 from target_tiktok_audiences.sandbox.store import Store
 
-from pg import PostgresCluster, pgcluster, throwaway_cluster
+from helpers.pg import PostgresCluster, pgcluster, throwaway_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"

@@ -7,11 +7,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import ADV1, ADV2, CLI, dry_run_dir, record_msg, run_target, schema_msg
 
 from target_tiktok_audiences.client import TikTokClient
 from target_tiktok_audiences.modes import SyncMode
 from target_tiktok_audiences.settings import Settings
+
+from helpers import ADV1, ADV2, CLI, dry_run_dir, record_msg, run_target, schema_msg
 
 GOOD = {"advertiser_ids": [ADV1, ADV2], "dry_run": True}
 

@@ -138,9 +138,9 @@ class FileDelivery(Delivery):
         directory = runtime.directory
         explicit = self.mapping.audience_ids.get(advertiser_id)
         audience_id = (
-            directory.by_id(advertiser_id, explicit, contract, name)
+            directory.by_id(api, advertiser_id, explicit, contract, name)
             if explicit
-            else directory.by_name(advertiser_id, name, contract)
+            else directory.by_name(api, advertiser_id, name, contract)
         )
         if added:
             groups = self._upload(api, advertiser_id, contract, name, added, entry)

@@ -164,9 +164,9 @@ class MirrorDelivery(_SortedSets):
         directory = self.runtime.directory
         explicit = self.mapping.audience_ids.get(advertiser_id)
         audience_id = (
-            directory.by_id(advertiser_id, explicit, contract, name)
+            directory.by_id(api, advertiser_id, explicit, contract, name)
             if explicit
-            else directory.by_name(advertiser_id, name, contract)
+            else directory.by_name(api, advertiser_id, name, contract)
         )
         if audience_id is None:
             self._create(api, advertiser_id, name, contract, path, entry)
@@ -233,15 +233,15 @@ class MirrorDelivery(_SortedSets):
         status = api.get_audience(advertiser_id, audience_id)
         if status.last_action in ("REPLACE", "CREATE") and status.last_action_processing:
             when = (
-                status.last_action_time.strftime("%Y-%m-%d %H:%M UTC")
-                if (status.last_action_time)
-                else "recently"
+                f" of {status.last_action_time:%Y-%m-%d %H:%M} UTC"
+                if status.last_action_time
+                else ""
             )
             raise RefusedError(
                 f"REPLACE on audience {audience_id}",
                 reason=REFUSED_REPLACE_PROCESSING,
                 advertiser_id=advertiser_id,
-                message=f"TikTok is still processing the {status.last_action} of {when}",
+                message=f"the {status.last_action}{when} is still processing; nothing was sent",
                 said=False,
             )
         paths = self._upload_all(api, advertiser_id, contract, path, entry)
@@ -413,14 +413,16 @@ class PartnerMirrorDelivery(_SortedSets):
                     snap, writer = snapshots[c], writers[c]
                     if isinstance(snap, Snapshot) and new is not None:
                         got: set[str] = set()
+                        gone: list[str] = []
                         counts = diff(
                             read_blocks(path),
                             snap.blocks(),
                             got.add,
-                            lambda d, c=c: removed.append((c, d)),
+                            gone.append,
                             writer.write_block if writer is not None else None,
                         )
                         new[c] = got
+                        removed.extend((c, d) for d in gone)
                         entry.identifiers_unchanged += counts.unchanged
                     elif writer is not None:
                         for block in read_blocks(path):
@@ -454,7 +456,7 @@ class PartnerMirrorDelivery(_SortedSets):
         directory = self.runtime.directory
         explicit = self.mapping.audience_ids.get(advertiser_id)
         if explicit:
-            return directory.by_id(advertiser_id, explicit, PARTNER, name), False
+            return directory.by_id(api, advertiser_id, explicit, PARTNER, name), False
 
         def create() -> str:
             return api.create_partner_audience(advertiser_id, name)

@@ -125,7 +125,7 @@ class SegmentDelivery(Delivery):
         directory = self.runtime.directory
         explicit = self.mapping.audience_ids.get(advertiser_id)
         if explicit:
-            return directory.by_id(advertiser_id, explicit, PARTNER, name), False
+            return directory.by_id(api, advertiser_id, explicit, PARTNER, name), False
         return directory.find_or_create(
             api,
             advertiser_id,
