@@ -85,6 +85,7 @@ class StreamReport:
     removed: dict[str, int] = field(default_factory=dict)  # contract -> identifiers
     rejected: dict[str, dict[str, int]] = field(default_factory=dict)  # contract -> reason -> n
     audiences: list[AudienceReport] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)  # from the data: what to change, and why
 
     def reject(self, contract: str, reason: str) -> None:
         reasons = self.rejected.setdefault(contract, {})
@@ -102,6 +103,7 @@ class RunReport:
     error: str | None = None
     streams: dict[str, StreamReport] = field(default_factory=dict)
     ignored_streams: dict[str, str] = field(default_factory=dict)  # stream -> why
+    not_attempted: dict[str, str] = field(default_factory=dict)  # configured stream -> why
     calls: CallStats = field(default_factory=CallStats)
 
     def finish(self, status: str, error: str | None = None) -> None:
@@ -118,6 +120,7 @@ class RunReport:
             "finished_at": self.finished_at,
             "calls": asdict(self.calls),
             "ignored_streams": self.ignored_streams,
+            "not_attempted": self.not_attempted,
             "streams": [
                 {
                     **{k: v for k, v in asdict(s).items() if k != "audiences"},
@@ -143,17 +146,19 @@ class RunReport:
         for stream in self.streams.values():
             rejected = sum(sum(r.values()) for r in stream.rejected.values())
             logger.info(
-                "Stream '%s' (%s): %s read, %d removed, %d without a usable identifier; "
-                "identifiers accepted %s; rejected %d%s.",
+                "Stream '%s' (%s): %s read, %s removed, %s without a usable identifier; "
+                "identifiers accepted %s; rejected %s%s.",
                 stream.stream,
                 stream.sync_mode,
                 _n(stream.records_read, "record"),
-                stream.records_removed,
-                stream.records_without_identifiers,
+                f"{stream.records_removed:,}",
+                f"{stream.records_without_identifiers:,}",
                 _counts(stream.accepted) or "none",
-                rejected,
+                f"{rejected:,}",
                 f" ({_reasons(stream.rejected)})" if rejected else "",
             )
+            for hint in stream.hints:
+                logger.warning("Stream '%s': %s", stream.stream, hint)
             for aud in stream.audiences:
                 logger.info(
                     "Audience '%s' in advertiser %s: %s%s, id %s%s; %s; %s, %s.",
@@ -176,20 +181,39 @@ class RunReport:
                     )
         for name, why in self.ignored_streams.items():
             logger.info("Stream '%s' ignored: %s", name, why)
+        for name, why in self.not_attempted.items():
+            logger.warning("Configured stream '%s': no audience was attempted: %s", name, why)
         if self.streams:
             logger.info(MATCH_NOTE)
 
 
 def _delivery_line(aud: AudienceReport) -> str:
-    if aud.sync_mode == "incremental":
-        return (
-            f"{_n(aud.users_added, 'user')} added, {aud.users_removed} removed in "
+    if aud.batches or aud.users_added or aud.users_removed:
+        sent = (
+            f"{_n(aud.users_added, 'user')} added, {aud.users_removed:,} removed in "
             f"{_n(aud.batches, 'batch', 'batches')}"
         )
-    return (
-        f"{_n(aud.identifiers_uploaded, 'identifier')} uploaded, {aud.identifiers_removed} "
-        f"removed, {_n(aud.files, 'file')}, {_n(aud.stats.bytes_uploaded, 'byte')}"
-    )
+    else:
+        sent = (
+            f"{_n(aud.identifiers_uploaded, 'identifier')} uploaded, "
+            f"{aud.identifiers_removed:,} removed, {_n(aud.files, 'file')}, "
+            f"{_n(aud.stats.bytes_uploaded, 'byte')}"
+        )
+    if aud.mirror == "diff":
+        sent = (
+            f"{aud.identifiers_unique:,} unique identifiers, {aud.identifiers_unchanged:,} "
+            f"unchanged (by difference); {sent}"
+        )
+    elif aud.mirror == "full":
+        sent = (
+            f"{aud.identifiers_unique:,} unique identifiers sent in full "
+            f"({aud.mirror_reason}); {sent}"
+        )
+    if aud.size is not None or aud.last_operation:
+        valid = {True: "usable", False: "not usable yet", None: "validity unknown"}[aud.is_valid]
+        size = f"{aud.size:,}" if aud.size is not None else "unknown"
+        sent += f"; TikTok reports size {size}, {valid}, last operation {aud.last_operation or '-'}"
+    return sent
 
 
 def _n(count: int, one: str, many: str | None = None) -> str:
@@ -197,7 +221,7 @@ def _n(count: int, one: str, many: str | None = None) -> str:
 
 
 def _counts(counts: dict[str, int]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+    return ", ".join(f"{k}={v:,}" for k, v in sorted(counts.items()))
 
 
 def _reasons(rejected: dict[str, dict[str, int]]) -> str:

@@ -8,7 +8,11 @@ from typing import Any
 
 from singer_sdk.exceptions import ConfigValidationError
 
-from target_tiktok_audiences.identifiers import DETECTED_COLUMN_NAMES, detect_identifier_columns
+from target_tiktok_audiences.identifiers import (
+    DETECTED_COLUMN_NAMES,
+    detect_identifier_columns,
+    identifier_like_columns,
+)
 from target_tiktok_audiences.settings import AudienceMapping, Settings
 
 DETECTED_COLUMNS = ", ".join(n for names in DETECTED_COLUMN_NAMES.values() for n in names)
@@ -20,6 +24,7 @@ class Route:
 
     mapping: AudienceMapping
     columns: dict[str, str]  # contract -> column
+    lookalikes: tuple[str, ...] = ()  # identifier-like columns that are not used
 
 
 @dataclass(frozen=True)
@@ -57,4 +62,6 @@ def route_stream(settings: Settings, stream: str, schema: Mapping[str, Any]) -> 
     ]
     if missing:
         raise ConfigValidationError(missing[0], errors=missing)
-    return Route(mapping, found)
+    used = set(found.values())
+    lookalikes = tuple(c for c in identifier_like_columns(columns) if c not in used)
+    return Route(mapping, found, lookalikes if mapping.identifiers is None else ())

@@ -6,6 +6,7 @@ import atexit
 import difflib
 import json
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,8 @@ from target_tiktok_audiences.routing import Ignored, route_stream
 from target_tiktok_audiences.settings import Settings
 from target_tiktok_audiences.snapshot import SnapshotStore, fingerprint
 from target_tiktok_audiences.spool import private_workdir, remove_workdir
+
+PROGRESS_SECONDS = 30.0
 
 
 @dataclass
@@ -73,6 +76,8 @@ class Run:
             ),
         )
         self.deliveries: dict[str, Delivery] = {}
+        self._started = time.monotonic()
+        self._next_progress = self._started + PROGRESS_SECONDS
         self._last_state_line: str | None = None
         atexit.register(remove_workdir, self.runtime.workdir)
 
@@ -105,6 +110,13 @@ class Run:
         stream_report = report.streams.get(stream)
         if stream_report is None:
             stream_report = report.streams[stream] = StreamReport(stream, mapping.sync_mode.value)
+        for column in route.lookalikes:
+            hint = (
+                f"column '{column}' looks like an identifier but is not used; map it in "
+                "audiences[].identifiers if it should be"
+            )
+            if hint not in stream_report.hints:
+                stream_report.hints.append(hint)
         delivery = self.deliveries.get(stream)
         if delivery is None:
             kind = delivery_class(mapping.sync_mode, mapping.audience_type)
@@ -175,12 +187,42 @@ class Run:
                 continue
             close = difflib.get_close_matches(stream, arrived, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            self.logger.warning(
-                "audiences: stream '%s' is mapped but never arrived (streams that arrived: %s)%s",
-                stream,
-                ", ".join(arrived) or "none",
-                hint,
+            why = (
+                f"the stream never arrived (streams that arrived: {', '.join(arrived) or 'none'})"
+                f"{hint}"
             )
+            self.report.not_attempted[stream] = why
+            self.logger.warning("audiences: stream '%s' is mapped but %s", stream, why)
+
+    def progress(self) -> None:
+        """Every PROGRESS_SECONDS while reading: a line per stream, for long runs."""
+        now = time.monotonic()
+        if now < self._next_progress:
+            return
+        elapsed = max(now - self._started, 1e-9)
+        self._next_progress = now + PROGRESS_SECONDS
+        for stream in self.report.streams.values():
+            self.logger.info(
+                "Stream '%s': %s records read (%s a second), identifiers accepted %s; %s.",
+                stream.stream,
+                f"{stream.records_read:,}",
+                f"{stream.records_read / elapsed:,.0f}",
+                ", ".join(f"{c}={n:,}" for c, n in sorted(stream.accepted.items())) or "none",
+                "batches go out as they fill"
+                if stream.sync_mode == "incremental"
+                else "spooled to disk, sent at the end of input",
+            )
+
+    def add_hints(self) -> None:
+        """Hints from the data: what to change so that fewer users are lost."""
+        for stream in self.report.streams.values():
+            phones = stream.rejected.get("PHONE_SHA256", {}).get("invalid_phone", 0)
+            if phones and not self.settings.rules.default_phone_region:
+                stream.hints.append(
+                    f"{phones:,} phone numbers were rejected and default_phone_region is not "
+                    "set: numbers written without a country code cannot be read; set "
+                    "default_phone_region (e.g. US)"
+                )
 
     def finish(self, status: str, error: str | None = None) -> None:
         """Summarise the run once: log lines, JSON report, client's last word; drop temp files."""
@@ -191,6 +233,7 @@ class Run:
         if status != "succeeded":
             for delivery in self.deliveries.values():
                 delivery.discard()
+        self.add_hints()
         report.finish(status, report.error or error)
         report.calls = self.client.total
         self.client.finish(report)

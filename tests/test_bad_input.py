@@ -175,9 +175,8 @@ def test_mapped_column_missing_from_schema_stops_before_records(sandbox, tmp_pat
     ) in run.stderr
     # Only the preflight check (a one-row list) ran: nothing was uploaded or changed.
     assert [c["path"] for c in sandbox.calls("/dmp/custom_audience/")] == [
-        "/dmp/custom_audience/list/",
-        "/dmp/custom_audience/list/",
-    ]
+        "/dmp/custom_audience/list/"
+    ] * len(config["advertiser_ids"])
     assert run.report["status"] == "failed"
 
 

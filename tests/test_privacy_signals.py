@@ -117,8 +117,8 @@ def test_signal_mid_run_delivers_nothing_and_cleans_up(sandbox, tmp_path, signum
         time.sleep(0.05)
     (spool_dir,) = work.glob("target-tiktok-audiences-*")
     assert spool_dir.stat().st_mode & 0o777 == 0o700
-    for spool in spool_dir.iterdir():
-        assert spool.stat().st_mode & 0o777 == 0o600
+    for spool in spool_dir.rglob("*"):
+        assert spool.stat().st_mode & 0o777 == (0o700 if spool.is_dir() else 0o600), spool
     proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 128 + signum, stderr[-2000:]
