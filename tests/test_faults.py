@@ -89,7 +89,8 @@ def test_a_storm_of_each_transient_fault_ends_with_the_exact_audiences(
     assert_exact(sandbox, expected)
     assert run.report["calls"]["retries"] > 0
     assert (
-        "; retry 1 in " in run.stderr or "looking the audience up before trying again" in run.stderr
+        "; retry 1 in " in run.stderr
+        or "looking the audience up before creating it again" in run.stderr
     )
     faulted = [c for c in sandbox.calls() if c["fault"]]
     assert faulted
@@ -138,7 +139,9 @@ def test_advertiser_without_access_fails_naming_it(sandbox, tmp_path):
     run = run_target(tmp_path, base_config(sandbox, audiences=[MIRROR]), [state_msg(1)])
     assert run.returncode != 0
     assert run.states == []
-    assert f"Checking access to the advertiser for advertiser {ADV2} failed" in run.stderr
+    assert (
+        f"Checking access to the advertiser's audiences for advertiser {ADV2} failed" in run.stderr
+    )
     assert "Audience Management permission" in run.stderr
 
 
@@ -179,7 +182,11 @@ def test_permanent_errors_stop_at_once_with_one_clear_line(
     sandbox, tmp_path, kind, code, hint, path
 ):
     messages, _ = two_streams(50)
-    config = base_config(sandbox, advertiser_ids=[ADV1], audiences=[MIRROR, STREAMED])
+    # No warm-up: a parameter error on a mapping into a new partner audience is otherwise
+    # retried for partner_warmup_seconds (TikTok's warm-up refusal has no code of its own).
+    config = base_config(
+        sandbox, advertiser_ids=[ADV1], audiences=[MIRROR, STREAMED], partner_warmup_seconds=0
+    )
     sandbox.inject(kind, count=1, paths=[path])
     run = run_target(tmp_path, config, messages)
     assert run.returncode != 0

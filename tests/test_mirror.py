@@ -118,7 +118,14 @@ def test_single_contract_uses_the_audience_name_and_skips_removed_rows(sandbox, 
     assert "only 2 unique identifiers" in run.stderr
 
 
-def test_existing_audience_found_by_id_and_replaced(sandbox, tmp_path):
+def emails_messages(indices: range) -> list[dict]:
+    return [
+        schema_msg("users", ["email"]),
+        *(record_msg("users", {"id": i, "email": f"u{i}@x.io"}) for i in indices),
+    ]
+
+
+def test_existing_audience_found_by_id_and_mirrored(sandbox, tmp_path):
     config = base_config(
         sandbox,
         advertiser_ids=[ADV1],
@@ -126,12 +133,7 @@ def test_existing_audience_found_by_id_and_replaced(sandbox, tmp_path):
             {"stream": "users", "audience_name": "First", "identifiers": {"EMAIL_SHA256": "email"}}
         ],
     )
-    run = run_target(
-        tmp_path,
-        config,
-        [schema_msg("users", ["email"]), record_msg("users", {"id": 1, "email": "a@b.co"})],
-        name="create",
-    )
+    run = run_target(tmp_path, config, emails_messages(range(1500)), name="create")
     assert run.returncode == 0, run.stderr[-3000:]
     (audience,) = sandbox.audiences(ADV1)
     config["audiences"] = [
@@ -142,15 +144,19 @@ def test_existing_audience_found_by_id_and_replaced(sandbox, tmp_path):
             "identifiers": {"EMAIL_SHA256": "email"},
         }
     ]
-    run = run_target(
-        tmp_path,
-        config,
-        [schema_msg("users", ["email"]), record_msg("users", {"id": 1, "email": "c@d.co"})],
-        name="by-id",
-    )
+    run = run_target(tmp_path, config, emails_messages(range(300, 1800)), name="by-id")
     assert run.returncode == 0, run.stderr[-3000:]
     (audience,) = sandbox.audiences(ADV1)
-    assert audience["members"] == {"EMAIL_SHA256": [sha256("c@d.co")]}
+    assert audience["name"] == "First"  # found by id; TikTok keeps its name
+    assert audience["members"] == {
+        "EMAIL_SHA256": sorted(sha256(f"u{i}@x.io") for i in range(300, 1800))
+    }
+    (entry,) = stream_report(run, "users")["audiences"]
+    assert (entry["action"], entry["identifiers_uploaded"], entry["identifiers_removed"]) == (
+        "APPEND+REMOVE",
+        300,
+        300,
+    )
 
 
 def test_hash_identifiers_false_passes_digests_and_rejects_plain_values(sandbox, tmp_path):
@@ -243,19 +249,20 @@ def test_activate_version_delivers_each_complete_version(sandbox, tmp_path):
         ],
     )
     activate = [{"type": "ACTIVATE_VERSION", "stream": "users", "version": v} for v in (1, 2)]
+    version1, version2 = range(1200), range(200, 1400)
     messages = [
         schema_msg("users", ["email"]),
         activate[0],  # SDK taps announce a version first
-        record_msg("users", {"id": 1, "email": "v1@x.io"}),
+        *(record_msg("users", {"id": i, "email": f"v{i}@x.io"}) for i in version1),
         state_msg(1),
         activate[1],  # the next version starts: version 1 is complete
-        record_msg("users", {"id": 2, "email": "v2@x.io"}),
+        *(record_msg("users", {"id": i, "email": f"v{i}@x.io"}) for i in version2),
         state_msg(2),
     ]
     run = run_target(tmp_path, config, messages)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.states == [2]
     (audience,) = sandbox.audiences(ADV1)
-    assert audience["members"] == {"EMAIL_SHA256": [sha256("v2@x.io")]}
+    assert audience["members"] == {"EMAIL_SHA256": sorted(sha256(f"v{i}@x.io") for i in version2)}
     actions = [a["action"] for a in stream_report(run, "users")["audiences"]]
     assert actions == ["CREATE", "APPEND+REMOVE"]
