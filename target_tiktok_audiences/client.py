@@ -216,6 +216,30 @@ class AudienceStatus:
     last_action_processing: bool
 
 
+@dataclass(frozen=True)
+class NewAudience:
+    """A customer-file audience to create from uploaded files."""
+
+    advertiser_id: str
+    name: str
+    calculate_type: str
+    file_paths: Sequence[str]
+    retention_in_days: int | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.advertiser_id, self.name, self.calculate_type
+
+
+@dataclass(frozen=True)
+class UserBatch:
+    """Users for one all-or-nothing segment/mapping call: each {contract: digest}."""
+
+    action: str  # add | delete
+    contracts: Sequence[str]
+    users: Sequence[Mapping[str, str]]
+
+
 def partner_audience_name(name: str) -> str:
     """The name TikTok stores for a partner audience (it cuts long names)."""
     return name if len(name) <= PARTNER_NAME_MAX else name[: PARTNER_NAME_MAX - 3] + "..."
@@ -252,14 +276,7 @@ class AudienceAPI(Protocol):
     def upload_file(self, advertiser_id: str, calculate_type: str, path: Path) -> str:
         """Upload one file of digests; returns TikTok's opaque file_path."""
 
-    def create_customer_audience(
-        self,
-        advertiser_id: str,
-        name: str,
-        calculate_type: str,
-        file_paths: Sequence[str],
-        retention_in_days: int | None,
-    ) -> str:
+    def create_customer_audience(self, audience: NewAudience) -> str:
         """Create a customer-file audience; never retried blindly (it could duplicate)."""
 
     def update_customer_audience(
@@ -271,14 +288,7 @@ class AudienceAPI(Protocol):
         """Create a partner (Segment API) audience; never retried blindly."""
 
     def map_users(
-        self,
-        advertiser_id: str,
-        audience_id: str,
-        action: str,
-        contracts: Sequence[str],
-        users: Sequence[Mapping[str, str]],
-        *,
-        warmup_until: float | None = None,
+        self, advertiser_id: str, audience_id: str, batch: UserBatch, *, ready: float | None = None
     ) -> None:
         """Add or delete users in one all-or-nothing call (retried through a warm-up)."""
 
@@ -290,6 +300,36 @@ class AudienceAPI(Protocol):
 
     def finish(self, report: RunReport) -> None:
         """The run ended: anything the client still has to say (a dry run writes its plan)."""
+
+
+Self = TypeVar("Self", bound="CountedCalls")
+
+
+class CountedCalls:
+    """Per-audience views of one client: each view counts its calls into the run's total and
+    into the stats it was made for, so deliveries never share a mutable tracker."""
+
+    _stats: tuple[CallStats, ...]
+
+    def __init__(self, total: CallStats) -> None:
+        self._stats = (total,)
+
+    @property
+    def total(self) -> CallStats:
+        """Every call of the run, whichever view made it."""
+        return self._stats[0]
+
+    def with_stats(self: Self, stats: CallStats) -> Self:
+        view = copy.copy(self)
+        view._stats = (*self._stats, stats)
+        return view
+
+    def _count(self, field_name: str = "calls", amount: int = 1) -> None:
+        for stats in self._stats:
+            stats.add(field_name, amount)
+
+    def count_retry(self) -> None:
+        self._count("retries")
 
 
 class _Transport:
@@ -451,7 +491,7 @@ def _refused(exc: Exception) -> bool:
     return "refused" in str(exc).lower()
 
 
-class TikTokClient:
+class TikTokClient(CountedCalls):
     """Authenticated, throttled, retrying calls to the Business API."""
 
     def __init__(
@@ -474,17 +514,7 @@ class TikTokClient:
             max_requests_per_second=max_requests_per_second,
             session=session,
         )
-        self._stats: tuple[CallStats, ...] = (self._transport.total,)
-
-    @property
-    def total(self) -> CallStats:
-        """Every call of the run, whichever view made it."""
-        return self._transport.total
-
-    def with_stats(self, stats: CallStats) -> TikTokClient:
-        view = copy.copy(self)
-        view._stats = (*self._stats, stats)
-        return view
+        super().__init__(self._transport.total)
 
     def _throttle(self) -> None:
         self._transport.throttle()
@@ -499,10 +529,6 @@ class TikTokClient:
     def retrying(self, func: Callable[[], T]) -> T:
         result: T = self._transport.retry_policy(func)()
         return result
-
-    def count_retry(self) -> None:
-        for stats in self._stats:
-            stats.add("retries")
 
     def finish(self, report: RunReport) -> None:
         """Nothing to add: TikTok has everything."""
@@ -595,14 +621,9 @@ class TikTokClient:
         )
         return str(_need(data, "file_path", what, advertiser_id)["file_path"])
 
-    def create_customer_audience(
-        self,
-        advertiser_id: str,
-        name: str,
-        calculate_type: str,
-        file_paths: Sequence[str],
-        retention_in_days: int | None,
-    ) -> str:
+    def create_customer_audience(self, audience: NewAudience) -> str:
+        advertiser_id, name, calculate_type = audience.key
+        file_paths, retention_in_days = audience.file_paths, audience.retention_in_days
         what = f"Creating audience '{name}'"
         body: dict[str, Any] = {
             "advertiser_id": advertiser_id,
@@ -656,15 +677,9 @@ class TikTokClient:
         return str(_need(data, "audience_id", what, advertiser_id)["audience_id"])
 
     def map_users(
-        self,
-        advertiser_id: str,
-        audience_id: str,
-        action: str,
-        contracts: Sequence[str],
-        users: Sequence[Mapping[str, str]],
-        *,
-        warmup_until: float | None = None,
+        self, advertiser_id: str, audience_id: str, batch: UserBatch, *, ready: float | None = None
     ) -> None:
+        action, contracts, users = batch.action, batch.contracts, batch.users
         audience_ids = [audience_id]
         batch_data = [
             [{"id": user[c], "audience_ids": audience_ids} if c in user else {} for c in contracts]
@@ -684,9 +699,9 @@ class TikTokClient:
                 return
             except PermanentError as exc:
                 now = time.monotonic()
-                if warmup_until is None or exc.code not in WARMUP_CODES or now >= warmup_until:
+                if ready is None or exc.code not in WARMUP_CODES or now >= ready:
                     raise
-                wait = min(delay, warmup_until - now)
+                wait = min(delay, ready - now)
                 log.warning(
                     "Partner audience %s in advertiser %s is new and does not take users yet "
                     "(TikTok needs a minute or two); trying again in %.0f s.",

@@ -8,12 +8,11 @@ is private (folders 0700, files 0600): the files hold digests of personal data.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +21,9 @@ from target_tiktok_audiences.client import (
     SEGMENT_ID_TYPES,
     AudienceRow,
     AudienceStatus,
+    CountedCalls,
+    NewAudience,
+    UserBatch,
     file_md5,
 )
 from target_tiktok_audiences.report import CallStats, RunReport
@@ -67,12 +69,12 @@ class _Recorder:
         self.ids = 0
 
 
-class DryRunClient:
+class DryRunClient(CountedCalls):
     """Same calls as TikTokClient; no network at all."""
 
     def __init__(self, output_dir: str | Path) -> None:
         self._rec = _Recorder(output_dir)
-        self._stats: tuple[CallStats, ...] = (self._rec.total,)
+        super().__init__(self._rec.total)
 
     @property
     def out(self) -> Path:
@@ -82,25 +84,12 @@ class DryRunClient:
     def calls(self) -> list[dict[str, Any]]:
         return self._rec.calls
 
-    @property
-    def total(self) -> CallStats:
-        return self._rec.total
-
-    def with_stats(self, stats: CallStats) -> DryRunClient:
-        view = copy.copy(self)
-        view._stats = (*self._stats, stats)
-        return view
-
     def _record(self, call: dict[str, Any]) -> None:
         self._rec.calls.append(call)
-        for stats in self._stats:
-            stats.add("calls")
+        self._count()
 
     def retrying(self, func: Callable[[], T]) -> T:
         return func()
-
-    def count_retry(self) -> None:
-        """Nothing is retried offline."""
 
     def preflight(self, advertiser_ids: Sequence[str]) -> None:
         log.info("dry_run: nothing is sent to TikTok; files and plan go to %s", self.out)
@@ -131,22 +120,16 @@ class DryRunClient:
                 "file_signature": file_md5(path),
             }
         )
-        for stats in self._stats:
-            stats.add("bytes_uploaded", path.stat().st_size)
+        self._count("bytes_uploaded", path.stat().st_size)
         return rel
 
     def _new_id(self) -> str:
         self._rec.ids += 1
         return f"dry-run-{self._rec.ids}"
 
-    def create_customer_audience(
-        self,
-        advertiser_id: str,
-        name: str,
-        calculate_type: str,
-        file_paths: Sequence[str],
-        retention_in_days: int | None,
-    ) -> str:
+    def create_customer_audience(self, audience: NewAudience) -> str:
+        advertiser_id, name, calculate_type = audience.key
+        file_paths, retention_in_days = audience.file_paths, audience.retention_in_days
         audience_id = self._new_id()
         self._record(
             {
@@ -187,19 +170,13 @@ class DryRunClient:
         return audience_id
 
     def map_users(
-        self,
-        advertiser_id: str,
-        audience_id: str,
-        action: str,
-        contracts: Sequence[str],
-        users: Sequence[Mapping[str, str]],
-        *,
-        warmup_until: float | None = None,
+        self, advertiser_id: str, audience_id: str, batch: UserBatch, *, ready: float | None = None
     ) -> None:
+        action, contracts, users = batch.action, batch.contracts, batch.users
         rec = self._rec
-        batch = _private_dir(rec.out / "batches") / f"{len(rec.calls) + 1:06d}-{advertiser_id}.json"
+        out = _private_dir(rec.out / "batches") / f"{len(rec.calls) + 1:06d}-{advertiser_id}.json"
         schema = [SEGMENT_ID_TYPES[c] for c in contracts]
-        with _private_file(batch) as fh:
+        with _private_file(out) as fh:
             json.dump(
                 {
                     "advertiser_id": advertiser_id,
@@ -218,7 +195,7 @@ class DryRunClient:
                 "action": action,
                 "id_schema": schema,
                 "users": len(users),
-                "file": batch.relative_to(rec.out).as_posix(),
+                "file": out.relative_to(rec.out).as_posix(),
             }
         )
 

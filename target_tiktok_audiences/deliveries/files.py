@@ -12,6 +12,7 @@ from target_tiktok_audiences.client import (
     MAX_FILE_PATHS_PER_CALL,
     MIN_AUDIENCE_SIZE,
     AudienceAPI,
+    NewAudience,
 )
 from target_tiktok_audiences.deliveries.base import Delivery
 from target_tiktok_audiences.extsort import ExternalSorter
@@ -153,11 +154,13 @@ class FileDelivery(Delivery):
                     name,
                     contract,
                     lambda: api.create_customer_audience(
-                        advertiser_id,
-                        name,
-                        contract,
-                        groups[0],
-                        runtime.settings.retention_in_days,
+                        NewAudience(
+                            advertiser_id,
+                            name,
+                            contract,
+                            groups[0],
+                            runtime.settings.retention_in_days,
+                        )
                     ),
                 )
                 entry.action = "CREATE"

@@ -23,7 +23,9 @@ from target_tiktok_audiences.client import (
     MIN_AUDIENCE_SIZE,
     REFUSED_REPLACE_PROCESSING,
     AudienceAPI,
+    NewAudience,
     RefusedError,
+    UserBatch,
     partner_audience_name,
 )
 from target_tiktok_audiences.deliveries.base import Delivery
@@ -200,7 +202,9 @@ class MirrorDelivery(_SortedSets):
             name,
             contract,
             lambda: api.create_customer_audience(
-                advertiser_id, name, contract, paths, runtime.settings.retention_in_days
+                NewAudience(
+                    advertiser_id, name, contract, paths, runtime.settings.retention_in_days
+                )
             ),
         )
         entry.audience_id = audience_id
@@ -447,7 +451,7 @@ class PartnerMirrorDelivery(_SortedSets):
             entry.status = "delivered"
             self.read_back(api, advertiser_id, entry)
 
-    def warmup_until(self, entry: AudienceReport) -> float | None:
+    def ready_by(self, entry: AudienceReport) -> float | None:
         if not entry.created:
             return None
         return time.monotonic() + self.runtime.settings.partner_warmup_seconds
@@ -484,7 +488,7 @@ class PartnerMirrorDelivery(_SortedSets):
         entry: AudienceReport,
     ) -> None:
         for batch in self._batches({c: d} for c, d in removed):
-            api.map_users(advertiser_id, audience_id, "delete", contracts, batch)
+            api.map_users(advertiser_id, audience_id, UserBatch("delete", contracts, batch))
             entry.batches += 1
             entry.users_removed += len(batch)
         entry.identifiers_removed = len(removed)
@@ -498,7 +502,7 @@ class PartnerMirrorDelivery(_SortedSets):
         new: dict[str, set[str]] | None,
         entry: AudienceReport,
     ) -> None:
-        warmup_until = self.warmup_until(entry)
+        ready_by = self.ready_by(entry)
 
         def users() -> Iterator[dict[str, str]]:
             assert self._users is not None
@@ -517,7 +521,7 @@ class PartnerMirrorDelivery(_SortedSets):
 
         for batch in self._batches(users()):
             api.map_users(
-                advertiser_id, audience_id, "add", contracts, batch, warmup_until=warmup_until
+                advertiser_id, audience_id, UserBatch("add", contracts, batch), ready=ready_by
             )
             entry.batches += 1
             entry.users_added += len(batch)

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from target_tiktok_audiences.audiences import PARTNER
-from target_tiktok_audiences.client import AudienceAPI, partner_audience_name
+from target_tiktok_audiences.client import AudienceAPI, UserBatch, partner_audience_name
 from target_tiktok_audiences.deliveries.base import Delivery
 from target_tiktok_audiences.report import AudienceReport
 
@@ -18,7 +18,7 @@ ADD, DELETE = "add", "delete"
 class _Partner:
     audience_id: str
     entry: AudienceReport
-    warmup_until: float | None  # created by this run: mappings may be refused until then
+    ready_by: float | None  # created by this run: mappings may be refused until then
 
 
 @dataclass(eq=False)
@@ -79,10 +79,8 @@ class SegmentDelivery(Delivery):
                     api.map_users(
                         advertiser_id,
                         partner.audience_id,
-                        action,
-                        contracts,
-                        users,
-                        warmup_until=partner.warmup_until,
+                        UserBatch(action, contracts, users),
+                        ready=partner.ready_by,
                     )
                     entry.batches += 1
                     if action == ADD:

@@ -30,10 +30,13 @@ from target_tiktok_audiences.client import (
     AudienceAPI,
     AudienceRow,
     AudienceStatus,
+    CountedCalls,
+    NewAudience,
     PermanentError,
     RefusedError,
     TikTokError,
     TransientError,
+    UserBatch,
 )
 from target_tiktok_audiences.report import CallStats, RunReport
 
@@ -136,7 +139,7 @@ class _World:
         return str(1_800_000_000_000_000 + self.serial)
 
 
-class FakeAudienceAPI:
+class FakeAudienceAPI(CountedCalls):
     """In-memory AudienceAPI; views from `with_stats` share one world and count into stats."""
 
     def __init__(
@@ -157,7 +160,7 @@ class FakeAudienceAPI:
             max_updates_per_day=max_updates_per_day,
             max_retries=max_retries,
         )
-        self._stats: tuple[CallStats, ...] = (self._world.total,)
+        super().__init__(self._world.total)
 
     # -- scripting and inspection (tests only) ------------------------------------------------
 
@@ -235,16 +238,6 @@ class FakeAudienceAPI:
 
     # -- AudienceAPI --------------------------------------------------------------------------
 
-    @property
-    def total(self) -> CallStats:
-        """Every call of the run, whichever view made it."""
-        return self._world.total
-
-    def with_stats(self, stats: CallStats) -> FakeAudienceAPI:
-        view = copy.copy(self)
-        view._stats = (*self._stats, stats)
-        return view
-
     def preflight(self, advertiser_ids: Sequence[str]) -> None:
         failure = self._enter(FakeCall("preflight", None))
         for advertiser_id in advertiser_ids:
@@ -302,14 +295,9 @@ class FakeAudienceAPI:
         self._after(failure)
         return file_path
 
-    def create_customer_audience(
-        self,
-        advertiser_id: str,
-        name: str,
-        calculate_type: str,
-        file_paths: Sequence[str],
-        retention_in_days: int | None,
-    ) -> str:
+    def create_customer_audience(self, audience: NewAudience) -> str:
+        advertiser_id, name, calculate_type = audience.key
+        file_paths, retention_in_days = audience.file_paths, audience.retention_in_days
         what = f"Creating audience '{name}'"
         failure = self._enter(
             FakeCall("create_customer_audience", advertiser_id, size=len(file_paths), name=name)
@@ -321,7 +309,7 @@ class FakeAudienceAPI:
         if retention_in_days is not None and not 1 <= retention_in_days <= 365:
             raise _parameter(what, advertiser_id, "retention_in_days must be 1-365")
         digests = self._files(what, advertiser_id, calculate_type, file_paths)
-        audience = FakeAudience(
+        created = FakeAudience(
             self._world.next_id(),
             advertiser_id,
             name,
@@ -329,9 +317,9 @@ class FakeAudienceAPI:
             members={calculate_type: set(digests)},
             actions=["CREATE"],
         )
-        self._world.audiences[advertiser_id].append(audience)
+        self._world.audiences[advertiser_id].append(created)
         self._after(failure)
-        return audience.audience_id
+        return created.audience_id
 
     def update_customer_audience(
         self, advertiser_id: str, audience_id: str, file_paths: Sequence[str], action: str
@@ -405,15 +393,9 @@ class FakeAudienceAPI:
         return audience.audience_id
 
     def map_users(
-        self,
-        advertiser_id: str,
-        audience_id: str,
-        action: str,
-        contracts: Sequence[str],
-        users: Sequence[Mapping[str, str]],
-        *,
-        warmup_until: float | None = None,
+        self, advertiser_id: str, audience_id: str, batch: UserBatch, *, ready: float | None = None
     ) -> None:
+        action, contracts, users = batch.action, batch.contracts, batch.users
         what = f"Sending {len(users):,} users ({action}) to audience {audience_id}"
         failure = self._enter(
             FakeCall(
@@ -422,7 +404,7 @@ class FakeAudienceAPI:
                 audience_id,
                 action=action,
                 size=len(users),
-                warmup_until=warmup_until,
+                warmup_until=ready,
             )
         )
         audience = self._audience(advertiser_id, audience_id, what)
@@ -463,17 +445,10 @@ class FakeAudienceAPI:
                 self.count_retry()
         return func()
 
-    def count_retry(self) -> None:
-        self._count("retries")
-
     def finish(self, report: RunReport) -> None:
         self._world.finished.append(report)
 
     # -- internals ----------------------------------------------------------------------------
-
-    def _count(self, field_name: str = "calls", amount: int = 1) -> None:
-        for stats in self._stats:
-            stats.add(field_name, amount)
 
     def _enter(self, call: FakeCall) -> _Failure | None:
         """Log and count the call; raise a scripted failure now unless it applies first."""
