@@ -59,7 +59,9 @@ INCREMENTAL = {
 
 
 def test_incremental_batches_then_deletes(sandbox, tmp_path: Path) -> None:
-    config = base_config(sandbox, audiences=[INCREMENTAL])
+    # 10,000-user calls on a loaded machine can outlast a 2 s timeout and be (rightly) sent
+    # again; this test counts users per call, so it gives them time.
+    config = base_config(sandbox, audiences=[INCREMENTAL], request_timeout=30)
     rows = people(0, 25_000)
     messages = [
         schema_msg("people", ["email", "phone", "idfa", "unsubscribed"]),
