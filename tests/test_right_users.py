@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from target_tiktok_audiences.sandbox.server import SandboxServer
+
 from helpers import (
     ADV1,
     TOKEN,
@@ -52,7 +54,7 @@ def digests(addresses: Iterable[str]) -> list[str]:
     return sorted({sha256(a.strip().lower()) for a in addresses})
 
 
-def the_audience(sandbox: Any, name: str, advertiser: str = ADV1) -> dict[str, Any]:
+def the_audience(sandbox: SandboxServer, name: str, advertiser: str = ADV1) -> dict[str, Any]:
     (audience,) = [a for a in sandbox.audiences(advertiser) if a["name"] == name]
     return audience
 
@@ -75,9 +77,8 @@ def last_line(run: Run) -> str:
 
 def error_line(run: Run) -> str:
     """The last ERROR line without its prefix (at DEBUG a traceback follows it)."""
-    return [line for line in run.stderr.splitlines() if " | ERROR    | " in line][-1].split(" | ")[
-        -1
-    ]
+    errors = [line for line in run.stderr.splitlines() if " | ERROR    | " in line]
+    return errors[-1].split(" | ")[-1]
 
 
 def assert_ok(run: Run) -> None:
