@@ -81,6 +81,10 @@ HINT_PERMISSION = (
     "advertiser, or remove the advertiser from advertiser_ids."
 )
 HINT_PARAMETER = "Check the audience ids and names in your config; the field is named above."
+HINT_NOT_FOUND = (
+    "HTTP 404: there is no such address; check api_base_url (TikTok's is "
+    f"https://business-api.tiktok.com{API_PATH_SUFFIX})."
+)
 HINT_UNKNOWN = "This error is not retried; read TikTok's message above, then re-run."
 HINT_TRANSIENT = "TikTok kept failing; the run is safe to re-run later."
 HINT_NETWORK = (
@@ -776,6 +780,7 @@ def _unwrap(
             what,
             advertiser_id=advertiser_id,
             message=f"HTTP {status} from {transport.host} with an answer that is not complete JSON",
+            hint=HINT_NOT_FOUND if status == 404 else "",
             said=False,
         ) from None
     if not isinstance(body, dict):
@@ -792,6 +797,8 @@ def _unwrap(
         "message": message,
         "request_id": request_id,
     }
+    if status == 404:  # every path is fixed here: a missing one means a wrong api_base_url
+        raise PermanentError(what, hint=HINT_NOT_FOUND, **kwargs)
     if code in RETRYABLE_CODES:
         raise TransientError(what, **kwargs)
     if code in AUTH_CODES:

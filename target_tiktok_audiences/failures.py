@@ -11,8 +11,10 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.exceptions import ConfigValidationError, MapExpressionError
+from singer_sdk.mapper import CustomStreamMap, StreamMap
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_tiktok_audiences.client import TikTokError
@@ -22,7 +24,41 @@ class DeliveryIncomplete(Exception):
     """Some audiences were refused by TikTok; the others were delivered."""
 
 
-KNOWN = (TikTokError, InvalidInputLine, DeliveryIncomplete, OSError)
+class StreamMapFailed(Exception):
+    """A stream-map expression failed on a record; the message never holds the record."""
+
+
+KNOWN = (TikTokError, InvalidInputLine, DeliveryIncomplete, StreamMapFailed, OSError)
+
+
+def private_map_errors(stream_map: StreamMap) -> None:
+    """A failing stream-map expression names its stream, property and error type only.
+
+    The SDK's error (and the one it wraps, e.g. int()'s ValueError) may quote the record's
+    value, which is personal data.
+    """
+    if not isinstance(stream_map, CustomStreamMap) or getattr(stream_map, "_private", False):
+        return
+    evaluate = stream_map._eval
+    stream = stream_map.stream_name
+
+    def guarded(
+        expr: str, expr_parsed: Any, record: dict[str, Any], property_name: str | None
+    ) -> Any:
+        try:
+            return evaluate(expr, expr_parsed, record, property_name)
+        except Exception as exc:
+            cause = exc.__cause__ if isinstance(exc, MapExpressionError) else None
+            kind = type(cause or exc).__name__
+            where = f"property '{property_name}'" if property_name else "__filter__"
+            raise StreamMapFailed(
+                f"stream_maps: the expression for {where} of stream '{stream}' failed on a "
+                f"record ({kind}); the record is not shown because it may hold personal data. "
+                "Fix the expression and re-run"
+            ) from None
+
+    setattr(stream_map, "_eval", guarded)  # noqa: B010 - replaces the SDK's method on this map
+    setattr(stream_map, "_private", True)  # noqa: B010
 
 
 def describe(exc: BaseException) -> str:

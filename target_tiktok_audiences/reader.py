@@ -6,12 +6,16 @@ user's email or phone, so errors name only the problem and where it is.
 
 from __future__ import annotations
 
+import re
 import typing as t
 from collections.abc import Callable
 
 import msgspec
 from singer_sdk.contrib.msgspec import MsgSpecReader, decoder
 from singer_sdk.singerlib.exceptions import InvalidInputLine
+
+# A message type is shown in an error only when it looks like one (never a stray value).
+_MESSAGE_TYPE = re.compile(r"[A-Za-z_]{1,40}")
 
 
 class PrivateSingerReader(MsgSpecReader):
@@ -49,3 +53,13 @@ class PrivateSingerReader(MsgSpecReader):
             kind = line_dict.get("type") if isinstance(line_dict.get("type"), str) else "a"
             msg = f"A {kind} message lacks the required key(s) {missing}; check the tap's output."
             raise InvalidInputLine(msg)
+
+    def _process_unknown_message(self, message_dict: dict[str, t.Any]) -> None:
+        # The SDK raises a ValueError (a traceback); an input problem ends with one line.
+        kind = message_dict.get("type")
+        shown = f"'{kind}'" if isinstance(kind, str) and _MESSAGE_TYPE.fullmatch(kind) else "?"
+        msg = (
+            f"A message of unknown type {shown} arrived; its content is not shown because it "
+            "may hold personal data. Check the tap's output."
+        )
+        raise InvalidInputLine(msg)

@@ -15,7 +15,11 @@ from singer_sdk import Target
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities
 
-from target_tiktok_audiences.failures import DeliveryIncomplete, exit_on_known_failure
+from target_tiktok_audiences.failures import (
+    DeliveryIncomplete,
+    exit_on_known_failure,
+    private_map_errors,
+)
 from target_tiktok_audiences.reader import PrivateSingerReader
 from target_tiktok_audiences.run import Run
 from target_tiktok_audiences.settings import (
@@ -72,6 +76,12 @@ class TargetTikTokAudiences(Target):
     def invoke(cls, **kwargs: Any) -> None:
         with exit_on_known_failure(cls.logger):
             super().invoke(**kwargs)
+
+    def _process_schema_message(self, message_dict: dict[str, Any]) -> None:
+        super()._process_schema_message(message_dict)
+        # The stream's maps are (re)built here; their failures must not quote a record.
+        for stream_map in self.mapper.stream_maps.get(message_dict["stream"], ()):
+            private_map_errors(stream_map)
 
     def process_endofpipe(self) -> None:
         run = self.run

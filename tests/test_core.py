@@ -31,6 +31,8 @@ PRIVATE_OVERRIDES = {
     "TargetTikTokAudiences._validate_config": "cross-field checks and closest-name messages",
     "TargetTikTokAudiences._write_state_message": "STATE only after delivery",
     "TargetTikTokAudiences._handle_termination": "never deliver on a signal",
+    "TargetTikTokAudiences._process_schema_message": "map failures never quote a record",
+    "PrivateSingerReader._process_unknown_message": "one line, never the message",
 }
 
 

@@ -289,15 +289,14 @@ class SandboxApp:
     # --- WSGI plumbing ------------------------------------------------------------------------
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        request = Request(environ)
-        path = request.path
-        try:
+        # Closing the request closes its uploaded files (spooled temp files) at once, not at
+        # garbage collection, where they raise ResourceWarning in the tests' process.
+        with Request(environ) as request:
+            path = request.path
             if path.startswith(ADMIN_PATH + "/"):
                 response = self.handle_admin(request, path[len(ADMIN_PATH) :])
             else:
                 response = self.handle_api(request, path)
-        finally:
-            request.close()  # uploaded files are spooled to temp files: close them now
         return response(environ, start_response)
 
     def handle_api(self, request: Request, full_path: str) -> Response:
