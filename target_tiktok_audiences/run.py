@@ -188,7 +188,7 @@ class Run:
             close = difflib.get_close_matches(stream, arrived, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             why = (
-                f"the stream never arrived (streams that arrived: {', '.join(arrived) or 'none'})"
+                f"never arrived (streams that arrived: {', '.join(arrived) or 'none'})"
                 f"{hint}"
             )
             self.report.not_attempted[stream] = why

@@ -75,7 +75,7 @@ def test_a_configured_stream_that_never_arrives_is_listed_with_the_closest_name(
     }
     with caplog.at_level(logging.INFO):
         target = listen(tmp_path, messages_of(records, ["email"]), **config)
-    why = "the stream never arrived (streams that arrived: users); did you mean 'users'?"
+    why = "never arrived (streams that arrived: users); did you mean 'users'?"
     assert target.run.report.not_attempted == {"user": why}
     messages = [r.getMessage() for r in caplog.records]
     assert f"audiences: stream 'user' is mapped but {why}" in messages
