@@ -15,7 +15,7 @@ from singer_sdk import Target
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities
 
-from target_tiktok_audiences.failures import DeliveryIncomplete, exit_on_known_failure
+from target_tiktok_audiences.failures import DeliveryIncomplete, describe, exit_on_known_failure
 from target_tiktok_audiences.reader import PrivateSingerReader
 from target_tiktok_audiences.run import Run
 from target_tiktok_audiences.settings import (
@@ -54,7 +54,8 @@ class TargetTikTokAudiences(Target):
         self.run = Run(Settings.from_config(self.config), self.logger)
         reader = self.message_reader
         assert isinstance(reader, PrivateSingerReader)
-        reader.on_failure = lambda exc: self.run.finish("failed", str(exc))
+        # The report carries the same line the log ends with.
+        reader.on_failure = lambda exc: self.run.finish("failed", describe(exc))
         self.run.preflight()
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
@@ -79,7 +80,7 @@ class TargetTikTokAudiences(Target):
             self.drain_all()  # flush every sink; STATE stays held while files are undelivered
             run.deliver()
         except Exception as exc:
-            run.finish("failed", str(exc))
+            run.finish("failed", describe(exc))
             raise
         run.warn_missing_streams()
         refused = run.refused

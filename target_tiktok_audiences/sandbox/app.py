@@ -291,10 +291,14 @@ class SandboxApp:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         request = Request(environ)
         path = request.path
-        if path.startswith(ADMIN_PATH + "/"):
-            response = self.handle_admin(request, path[len(ADMIN_PATH) :])
-        else:
-            response = self.handle_api(request, path)
+        try:
+            if path.startswith(ADMIN_PATH + "/"):
+                response = self.handle_admin(request, path[len(ADMIN_PATH) :])
+            else:
+                response = self.handle_api(request, path)
+        finally:
+            # Closes uploads werkzeug spooled to temp files, which warn when collected open.
+            request.close()
         return response(environ, start_response)
 
     def handle_api(self, request: Request, full_path: str) -> Response:
