@@ -771,7 +771,13 @@ def _unwrap(
             said=False,
         )
     if status == 429 or status >= 500:
-        raise TransientError(what, advertiser_id=advertiser_id, message=f"HTTP {status}")
+        # A status (often a proxy's HTML page) is not TikTok's words: said=False.
+        raise TransientError(
+            what,
+            advertiser_id=advertiser_id,
+            message=f"HTTP {status} from {transport.host} (api_base_url)",
+            said=False,
+        )
     try:
         body = json.loads(content)
     except ValueError:

@@ -6,6 +6,8 @@ user's email or phone, so errors name only the problem and where it is.
 
 from __future__ import annotations
 
+import decimal
+import json
 import re
 import typing as t
 from collections.abc import Callable
@@ -22,10 +24,12 @@ class PrivateSingerReader(MsgSpecReader):
     """MsgSpecReader that keeps input lines out of exceptions and logs."""
 
     on_failure: Callable[[Exception], None] | None = None
+    line_number = 0  # of the line being read: errors say where, never what
 
     def process_lines(
         self, file_input: t.IO[str] | None, callbacks: dict[str, Callable[[dict[str, t.Any]], None]]
     ) -> t.Counter[str]:
+        self.line_number = 0
         # One guard around the whole input loop, not one per message: whatever stops the run
         # while reading or delivering reaches the run report first.
         try:
@@ -36,15 +40,28 @@ class PrivateSingerReader(MsgSpecReader):
             raise
 
     def deserialize_json(self, line: str) -> dict[str, t.Any]:
+        # The SDK's loop calls this once for every line, blank ones included.
+        self.line_number += 1
         try:
-            return decoder.decode(line)  # type: ignore[no-any-return]
-        except msgspec.DecodeError as exc:
-            # msgspec's message gives the byte offset, never the content.
+            message = decoder.decode(line)
+        except (msgspec.DecodeError, RecursionError) as exc:  # nested too deep: RecursionError
+            # msgspec refuses a lone surrogate escape ("\ud800"), which JSON's grammar allows
+            # and Python taps emit; the standard parser reads it and the encoders reject it.
+            message = _standard_json(line)
+            if message is None:
+                # msgspec's message gives the byte offset, never the content.
+                msg = (
+                    f"Input line {self.line_number:,} is not valid JSON ({exc}); it is not "
+                    "shown because it may hold personal data. Check the tap's output."
+                )
+                raise InvalidInputLine(msg) from None
+        if not isinstance(message, dict):
             msg = (
-                f"An input line is not valid JSON ({exc}); it is not shown because it may "
-                "hold personal data. Check the tap's output."
+                f"Input line {self.line_number:,} is JSON but not a Singer message (an object); "
+                "check the tap's output."
             )
-            raise InvalidInputLine(msg) from None
+            raise InvalidInputLine(msg)
+        return message
 
     @staticmethod
     def assert_line_requires(line_dict: dict[str, t.Any], requires: set[str]) -> None:
@@ -63,3 +80,16 @@ class PrivateSingerReader(MsgSpecReader):
             "may hold personal data. Check the tap's output."
         )
         raise InvalidInputLine(msg)
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(name)  # NaN and Infinity are not JSON
+
+
+def _standard_json(line: str) -> object | None:
+    """The line read by the standard parser (numbers as msgspec gives them), or None."""
+    try:
+        message: object = json.loads(line, parse_float=decimal.Decimal, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return None
+    return message

@@ -187,10 +187,7 @@ class Run:
                 continue
             close = difflib.get_close_matches(stream, arrived, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            why = (
-                f"never arrived (streams that arrived: {', '.join(arrived) or 'none'})"
-                f"{hint}"
-            )
+            why = f"never arrived (streams that arrived: {', '.join(arrived) or 'none'}){hint}"
             self.report.not_attempted[stream] = why
             self.logger.warning("audiences: stream '%s' is mapped but %s", stream, why)
 

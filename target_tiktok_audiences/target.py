@@ -17,6 +17,7 @@ from singer_sdk.helpers.capabilities import PluginCapabilities
 
 from target_tiktok_audiences.failures import (
     DeliveryIncomplete,
+    describe,
     exit_on_known_failure,
     private_map_errors,
 )
@@ -58,7 +59,8 @@ class TargetTikTokAudiences(Target):
         self.run = Run(Settings.from_config(self.config), self.logger)
         reader = self.message_reader
         assert isinstance(reader, PrivateSingerReader)
-        reader.on_failure = lambda exc: self.run.finish("failed", str(exc))
+        # The report carries the same line the log ends with.
+        reader.on_failure = lambda exc: self.run.finish("failed", describe(exc))
         self.run.preflight()
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
@@ -89,7 +91,7 @@ class TargetTikTokAudiences(Target):
             self.drain_all()  # flush every sink; STATE stays held while files are undelivered
             run.deliver()
         except Exception as exc:
-            run.finish("failed", str(exc))
+            run.finish("failed", describe(exc))
             raise
         run.warn_missing_streams()
         refused = run.refused
