@@ -28,6 +28,8 @@ Audience sizes and uploaded line counts are checked after each run.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as dt
 import hashlib
 import json
 import os
@@ -150,6 +152,19 @@ def write_input(path: Path, lo: int, hi: int) -> None:
             )
 
 
+def phases(log: Path) -> tuple[float, float]:
+    """Wall seconds of the input phase (read, hash, buffer; until the reader finished) and of
+    the delivery phase (sort, diff or spool, upload, create/update, snapshot), from the
+    timestamps of the target's log lines."""
+    stamps: list[tuple[dt.datetime, str]] = []
+    for line in log.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            stamps.append((dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f"), line))
+    start, end = stamps[0][0], stamps[-1][0]
+    read = next(t for t, line in stamps if "completed processing" in line)
+    return (read - start).total_seconds(), (end - read).total_seconds()
+
+
 def advance_clock(sandbox: Sandbox, seconds: float) -> None:
     request = urllib.request.Request(
         f"{sandbox.admin_url}/clock",
@@ -177,7 +192,7 @@ def end_to_end(args: argparse.Namespace) -> int:
             "XDG_DATA_HOME": str(work / "xdg"),
             "PYTHONWARNINGS": "ignore",
         }
-        runs: list[tuple[Run, dict[str, object], int]] = []
+        runs: list[tuple[Run, dict[str, object], int, tuple[float, float]]] = []
         with Sandbox(work) as sandbox:
 
             def run(name: str, data: Path, members: int, **settings: object) -> None:
@@ -210,27 +225,31 @@ def end_to_end(args: argparse.Namespace) -> int:
                 size = sandbox.audiences()[AUDIENCE]["member_count"]
                 if size != members:
                     raise AssertionError(f"{name}: audience holds {size:,}, expected {members:,}")
-                runs.append((result, entry, lines))
+                split = phases(result.log)
+                runs.append((result, entry, lines, split))
                 say(
                     f"  {entry['action']} ({entry['mirror']}): {lines:,} lines uploaded, "
-                    f"CPU {result.cpu:.1f} s, wall {result.wall:.1f} s, "
-                    f"peak RSS {result.rss_mib:.0f} MiB"
+                    f"CPU {result.cpu:.1f} s, wall {result.wall:.1f} s (input {split[0]:.1f} s, "
+                    f"delivery {split[1]:.1f} s), peak RSS {result.rss_mib:.0f} MiB"
                 )
 
             run("full (create)", set_a, n)
             run("diff", set_b, n)
             advance_clock(sandbox, 25 * 3600)  # TikTok allows about one REPLACE a day
             run("full (REPLACE)", set_a, n, mirror_strategy="replace")
-        (full, _, full_lines), (dif, dif_entry, dif_lines), (rep, _, rep_lines) = runs
+        (full, _, full_lines, _), (dif, dif_entry, dif_lines, _), (rep, _, rep_lines, _) = runs
         if (full_lines, dif_lines, rep_lines) != (n, 2 * shift, n):
             raise AssertionError(f"uploaded lines {full_lines}, {dif_lines}, {rep_lines}")
         say("")
-        say("| run | identifiers uploaded | action | CPU s (user+sys) | wall s | peak RSS MiB |")
-        say("|---|---:|---|---:|---:|---:|")
-        for result, entry, lines in runs:
+        say(
+            "| run | identifiers uploaded | action | CPU s (user+sys) | wall s | "
+            "of which input | of which delivery | peak RSS MiB |"
+        )
+        say("|---|---:|---|---:|---:|---:|---:|---:|")
+        for result, entry, lines, (read, deliver) in runs:
             say(
                 f"| {result.name} | {lines:,} | {entry['action']} | {result.cpu:.2f} | "
-                f"{result.wall:.2f} | {result.rss_mib:.1f} |"
+                f"{result.wall:.2f} | {read:.1f} | {deliver:.1f} | {result.rss_mib:.1f} |"
             )
         say("")
         say(

@@ -575,7 +575,8 @@ def test_partner_mirror_adds_and_deletes_by_difference(sandbox, tmp_path: Path) 
             assert entry["identifiers_unchanged"] == sum(
                 len(old_sets[c] & new_sets[c]) for c in PARTNER_SCHEMA
             )
-    assert sandbox.calls("/segment/audience/") and len(sandbox.calls("/segment/audience/")) == 2
+    assert len(sandbox.calls("/segment/audience/")) == 2  # one partner audience per advertiser
+    assert len([c for c in sandbox.calls(MAPPING) if c["code"] == 0]) == len(accepted)
 
 
 # -- 4. snapshots on S3 (moto in server mode) ----------------------------------------------
