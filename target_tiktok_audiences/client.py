@@ -262,6 +262,10 @@ class AudienceAPI(Protocol):
     """Everything the deliveries ask of TikTok; TikTokClient, DryRunClient and test fakes."""
 
     @property
+    def offline(self) -> bool:
+        """True when nothing reaches TikTok (dry run): configured audience ids are trusted."""
+
+    @property
     def total(self) -> CallStats:
         """Every call of the run, whichever view made it."""
 
@@ -314,6 +318,7 @@ class CountedCalls:
     into the stats it was made for, so deliveries never share a mutable tracker."""
 
     _stats: tuple[CallStats, ...]
+    offline = False
 
     def __init__(self, total: CallStats) -> None:
         self._stats = (total,)

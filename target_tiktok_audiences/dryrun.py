@@ -72,6 +72,8 @@ class _Recorder:
 class DryRunClient(CountedCalls):
     """Same calls as TikTokClient; no network at all."""
 
+    offline = True  # configured audience ids are trusted: there is no list to check them in
+
     def __init__(self, output_dir: str | Path) -> None:
         self._rec = _Recorder(output_dir)
         super().__init__(self._rec.total)

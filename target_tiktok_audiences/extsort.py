@@ -12,6 +12,7 @@ the run files in the caller's private work dir, and imports no SDK.
 
 from __future__ import annotations
 
+import heapq
 import os
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -266,3 +267,19 @@ def read_blocks(path: Path, size: int = _READ) -> Iterator[list[str]]:
     """Blocks of the lines of a file written by write_sorted (memory: about `size` bytes)."""
     with open(path, "rb") as fh:
         yield from _read_lines(fh, size)
+
+
+def union_blocks(a: Iterable[Block], b: Iterable[Block], size: int = BLOCK) -> Iterator[list[str]]:
+    """The sorted union of two sorted unique digest streams, in blocks (duplicates dropped)."""
+    merged = heapq.merge(chain.from_iterable(a), chain.from_iterable(b))
+    last = None
+    out: list[str] = []
+    for digest in merged:
+        if digest != last:
+            out.append(digest)
+            last = digest
+            if len(out) >= size:
+                yield out
+                out = []
+    if out:
+        yield out

@@ -393,12 +393,6 @@ def test_a_failed_run_leaves_the_last_snapshot(sandbox, tmp_path: Path) -> None:
     same(the_audience(sandbox)["members"], "EMAIL_SHA256", emails(range(50, 1250)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MirrorDelivery._by_difference sends APPEND then REMOVE; when the REMOVE fails after "
-    "the APPEND was accepted, no snapshot is written, so the next run diffs against the "
-    "snapshot before the APPEND and never removes the users that APPEND added (900 extra)",
-)
 def test_a_refused_remove_after_an_accepted_append_keeps_the_audience_exact(
     sandbox, tmp_path: Path
 ) -> None:
@@ -679,12 +673,6 @@ def test_replace_strategy_replaces_every_run_and_waits_a_day(sandbox, tmp_path: 
 # -- 6. dry run: reads the snapshot, never writes it ----------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AudienceDirectory.by_id checks audience_ids against api.list_audiences, which "
-    "DryRunClient answers with no audience: a dry run with audience_ids stops with 'no such "
-    "audience in this advertiser' before the snapshot is read",
-)
 def test_dry_run_plans_the_difference_from_the_snapshot(sandbox, tmp_path: Path) -> None:
     config = email_config(sandbox)
     ok(run_target(tmp_path, config, email_rows(range(1200)), name="create"))

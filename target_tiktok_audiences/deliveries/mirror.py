@@ -13,7 +13,7 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -29,7 +29,13 @@ from target_tiktok_audiences.client import (
     partner_audience_name,
 )
 from target_tiktok_audiences.deliveries.base import Delivery
-from target_tiktok_audiences.extsort import ExternalSorter, diff, read_blocks, write_sorted
+from target_tiktok_audiences.extsort import (
+    ExternalSorter,
+    diff,
+    read_blocks,
+    union_blocks,
+    write_sorted,
+)
 from target_tiktok_audiences.modes import MirrorStrategy
 from target_tiktok_audiences.report import AudienceReport
 from target_tiktok_audiences.snapshot import (
@@ -98,6 +104,13 @@ class _SortedSets(Delivery):
         if self.runtime.settings.mirror_strategy is MirrorStrategy.REPLACE:
             return _REPLACE_STRATEGY
         return self.runtime.snapshots.read(key, self._fingerprint())
+
+    def _write_snapshot(self, key: SnapshotKey, blocks: Iterable[list[str]]) -> None:
+        """What TikTok now holds becomes the next snapshot (not in a dry run or for replace)."""
+        with self._new_snapshot(key) as writer:
+            if writer is not None:
+                for block in blocks:
+                    writer.write_block(block)
 
     @contextlib.contextmanager
     def _new_snapshot(self, key: SnapshotKey) -> Iterator[SnapshotWriter | None]:
@@ -177,11 +190,11 @@ class MirrorDelivery(_SortedSets):
         key = SnapshotKey(advertiser_id, audience_id, contract)
         with self.runtime.snapshots.lock(key):
             snapshot = self._snapshot(key)
-            with self._new_snapshot(key) as writer:
-                if isinstance(snapshot, Snapshot):
-                    self._by_difference(api, advertiser_id, contract, path, snapshot, writer, entry)
-                else:
-                    self._replace(api, advertiser_id, contract, path, snapshot, writer, entry)
+            if isinstance(snapshot, Snapshot):
+                self._by_difference(api, key, path, snapshot, entry)
+            else:
+                self._replace(api, advertiser_id, contract, path, snapshot, entry)
+                self._write_snapshot(key, read_blocks(path))
         entry.status = "delivered"
 
     def _create(
@@ -216,10 +229,8 @@ class MirrorDelivery(_SortedSets):
             api.update_customer_audience(advertiser_id, audience_id, paths, "REPLACE")
             entry.action = "REPLACE"
         key = SnapshotKey(advertiser_id, audience_id, contract)
-        with self.runtime.snapshots.lock(key), self._new_snapshot(key) as writer:
-            if writer is not None:
-                for block in read_blocks(path):
-                    writer.write_block(block)
+        with self.runtime.snapshots.lock(key):
+            self._write_snapshot(key, read_blocks(path))
         entry.status = "delivered"
 
     def _replace(
@@ -229,7 +240,6 @@ class MirrorDelivery(_SortedSets):
         contract: str,
         path: Path,
         why: Unusable,
-        writer: SnapshotWriter | None,
         entry: AudienceReport,
     ) -> None:
         audience_id = entry.audience_id or ""
@@ -252,39 +262,36 @@ class MirrorDelivery(_SortedSets):
         api.update_customer_audience(advertiser_id, audience_id, paths, "REPLACE")
         entry.action = "REPLACE"
         entry.identifiers_uploaded = entry.identifiers_unique
-        if writer is not None:
-            for block in read_blocks(path):
-                writer.write_block(block)
 
     def _by_difference(
         self,
         api: AudienceAPI,
-        advertiser_id: str,
-        contract: str,
+        key: SnapshotKey,
         path: Path,
         snapshot: Snapshot,
-        writer: SnapshotWriter | None,
         entry: AudienceReport,
     ) -> None:
+        advertiser_id, contract = key.advertiser_id, key.contract
         added, removed = self._spool("add", contract), self._spool("remove", contract)
         try:
-            counts = diff(
-                read_blocks(path),
-                snapshot.blocks(),
-                added.write,
-                removed.write,
-                writer.write_block if writer is not None else None,
-            )
+            counts = diff(read_blocks(path), snapshot.blocks(), added.write, removed.write)
             entry.mirror, entry.mirror_reason = "diff", "snapshot of the last accepted set"
             entry.identifiers_unchanged = counts.unchanged
-            actions = []
+            actions: list[str] = []
             # APPEND first: the audience never dips below what it will hold.
             for spool, action in ((added, "APPEND"), (removed, "REMOVE")):
                 chunks = spool.take()
                 if not chunks:
                     continue
                 paths = self._upload(api, advertiser_id, contract, chunks, entry)
-                api.update_customer_audience(advertiser_id, entry.audience_id or "", paths, action)
+                try:
+                    api.update_customer_audience(advertiser_id, key.audience_id, paths, action)
+                except Exception:
+                    if actions:  # TikTok accepted the APPEND: it holds the old set and the new
+                        self._write_snapshot(
+                            key, union_blocks(snapshot.blocks(), read_blocks(path))
+                        )
+                    raise
                 actions.append(action)
             entry.identifiers_uploaded = counts.added
             entry.identifiers_removed = counts.removed
@@ -292,6 +299,8 @@ class MirrorDelivery(_SortedSets):
         finally:
             added.discard()
             removed.discard()
+        if actions:
+            self._write_snapshot(key, read_blocks(path))
 
     def _spool(self, kind: str, contract: str) -> Spool:
         stem = f"{id(self):x}-{kind}-{contract.lower()}"
