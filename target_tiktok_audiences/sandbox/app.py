@@ -291,11 +291,14 @@ class SandboxApp:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         request = Request(environ)
         path = request.path
-        if path.startswith(ADMIN_PATH + "/"):
-            response = self.handle_admin(request, path[len(ADMIN_PATH) :])
-        else:
-            response = self.handle_api(request, path)
-        return response(environ, start_response)
+        try:
+            if path.startswith(ADMIN_PATH + "/"):
+                response = self.handle_admin(request, path[len(ADMIN_PATH) :])
+            else:
+                response = self.handle_api(request, path)
+            return response(environ, start_response)
+        finally:
+            request.close()  # werkzeug leaves parsed uploads (spooled temp files) open
 
     def handle_api(self, request: Request, full_path: str) -> Response:
         # Outside the base path nothing matches: a client with a wrong base URL must notice.
