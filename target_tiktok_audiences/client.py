@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import backoff
 import requests
+import urllib3
 from requests_toolbelt import MultipartEncoder
 
 from target_tiktok_audiences.report import CallStats
@@ -422,8 +423,13 @@ class _Transport:
         body: Mapping[str, Any] | None = None,
         upload: tuple[Mapping[str, str], Path, str] | None = None,
         write: bool = False,
+        need: str | None = None,
     ) -> dict[str, Any] | None:
-        """One HTTP call; TikTok's `data`, or None when a success answer carried none."""
+        """One HTTP call; TikTok's `data`, or None when a success answer carried none.
+
+        With `need`, a success answer without `data.<need>` is a TransientError raised here,
+        inside the retry policy, so it is retried like a rate limit.
+        """
         if write:
             self.throttle()
         for s in stats:
@@ -470,20 +476,36 @@ class _Transport:
             if isinstance(exc, requests.exceptions.ChunkedEncodingError):
                 reason = "the connection was dropped in the middle of the answer"
             raise self._network(what, advertiser_id, reason) from None
-        return _unwrap(response.status_code, response.headers, content, what, advertiser_id, self)
+        data = _unwrap(response.status_code, response.headers, content, what, advertiser_id, self)
+        if need is not None:
+            _need(data, need, what, advertiser_id)
+        return data
 
     def _read(
         self, response: requests.Response, started: float, what: str, advertiser_id: str | None
     ) -> bytes:
-        """The whole answer, within one overall deadline (a trickling answer must not hang)."""
+        """The whole answer, within one overall deadline (a trickling answer must not hang).
+
+        read1 returns what has arrived; iter_content would wait for a whole 64 KiB chunk, so
+        an answer sent a byte at a time would reach the deadline check only at its end.
+        """
         deadline = started + self.timeout
         chunks: list[bytes] = []
-        for chunk in response.iter_content(chunk_size=64 * 1024):
-            chunks.append(chunk)
-            if time.monotonic() > deadline:
-                raise self._network(
-                    what, advertiser_id, f"the answer took longer than {self.timeout:g} s"
-                )
+        try:
+            while chunk := response.raw.read1(64 * 1024, decode_content=True):
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise self._network(
+                        what, advertiser_id, f"the answer took longer than {self.timeout:g} s"
+                    )
+        except urllib3.exceptions.ReadTimeoutError:
+            raise self._network(
+                what, advertiser_id, f"no answer within {self.timeout:g} s"
+            ) from None
+        except urllib3.exceptions.ProtocolError:
+            raise self._network(
+                what, advertiser_id, "the connection was dropped in the middle of the answer"
+            ) from None
         return b"".join(chunks)
 
     def _network(self, what: str, advertiser_id: str | None, reason: str) -> TransientError:
@@ -569,6 +591,7 @@ class TikTokClient(CountedCalls):
                 "Listing custom audiences",
                 advertiser_id,
                 params={"advertiser_id": advertiser_id, "page": page, "page_size": LIST_PAGE_SIZE},
+                need="list",
             )
             data = _need(data, "list", "Listing custom audiences", advertiser_id)
             for row in data.get("list") or []:
@@ -597,6 +620,7 @@ class TikTokClient(CountedCalls):
                 "advertiser_id": advertiser_id,
                 "custom_audience_ids": json.dumps([audience_id]),
             },
+            need="list",
         )
         rows = _need(data, "list", what, advertiser_id).get("list") or []
         row = rows[0] if rows and isinstance(rows[0], dict) else {}
@@ -627,6 +651,7 @@ class TikTokClient(CountedCalls):
             advertiser_id,
             upload=(form, path, path.name),
             write=True,
+            need="file_path",
         )
         return str(_need(data, "file_path", what, advertiser_id)["file_path"])
 
@@ -723,7 +748,9 @@ class TikTokClient(CountedCalls):
                 delay = min(delay * 2, 30.0)
 
 
-def _need(data: dict[str, Any] | None, field: str, what: str, advertiser_id: str) -> dict[str, Any]:
+def _need(
+    data: dict[str, Any] | None, field: str, what: str, advertiser_id: str | None
+) -> dict[str, Any]:
     """TikTok's success answer must carry the field we need; a bare `code: 0` is retried."""
     if data is None or field not in data:
         raise TransientError(

@@ -51,9 +51,11 @@ class SegmentDelivery(Delivery):
 
     def commit(self) -> None:
         self._send(full_only=False)
-        for partner in self._audiences.values():
+        for advertiser_id, partner in self._audiences.items():
             if partner.entry.status == "pending":
                 partner.entry.status = "delivered"
+                api = self.runtime.client.with_stats(partner.entry.stats)
+                self.read_back(api, advertiser_id, partner.entry)
 
     def _send(self, *, full_only: bool) -> None:
         size = self.runtime.settings.segment_batch_size
