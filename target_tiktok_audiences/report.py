@@ -53,6 +53,7 @@ class AudienceReport:
     users_added: int = 0
     users_removed: int = 0
     batches: int = 0
+    refusal: str | None = None  # why TikTok refused this audience (status deferred)
     mirror: str | None = None  # diff | full
     mirror_reason: str | None = None
     is_valid: bool | None = None  # read back from TikTok after delivery
@@ -61,10 +62,11 @@ class AudienceReport:
     note: str | None = None
     stats: CallStats = field(default_factory=CallStats)
 
-    def defer(self, advice: str, error: str) -> None:
+    def defer(self, why: str, advice: str, error: str) -> None:
         """TikTok refused this audience alone: the run goes on, STATE is withheld."""
         self.status = "deferred"
-        self.note = f"not delivered: {advice}. ({error})"
+        self.refusal = why
+        self.note = f"not delivered: {why}; {advice}. ({error})"
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -153,7 +153,7 @@ class Run:
     def refused(self) -> list[str]:
         """Audiences TikTok refused this run, as 'name' in advertiser N."""
         return [
-            f"'{a.audience_name}' in advertiser {a.advertiser_id}"
+            f"'{a.audience_name}' in advertiser {a.advertiser_id} ({a.refusal})"
             for s in self.report.streams.values()
             for a in s.audiences
             if a.status == "deferred"

@@ -98,9 +98,9 @@ class TargetTikTokAudiences(Target):
         super().process_endofpipe()  # emits STATE unless an audience was refused
         if refused:
             message = (
-                f"{len(refused)} audience(s) not delivered: {', '.join(refused)}; the others "
-                "were delivered, no STATE was emitted; see the summary above for why and what "
-                "to do"
+                f"{len(refused)} audience{'s' if len(refused) > 1 else ''} not delivered: "
+                f"{', '.join(refused)}; the others were delivered and no STATE was emitted; the "
+                "summary above says what to do"
             )
             run.finish("failed", message)
             raise DeliveryIncomplete(message)

@@ -327,7 +327,8 @@ def test_mirror_replace_while_processing_is_deferred_and_the_other_advertiser_de
     deferred = entry_of(runtime, ADV1)
     assert deferred.status == "deferred"
     assert deferred.note == (
-        "not delivered: TikTok is still processing this audience's last REPLACE; the next run "
+        "not delivered: TikTok is still processing this audience's last REPLACE or its "
+        "creation; the next run "
         "after it finishes delivers it (TikTok allows about one REPLACE a day; mirror_strategy "
         f"diff avoids REPLACE). (Audience 'users': REPLACE on audience {adv1} for advertiser "
         f"{ADV1} failed: the REPLACE is still processing; nothing was sent)"

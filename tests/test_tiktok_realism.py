@@ -31,6 +31,7 @@ from helpers import (
 
 EMAIL, PHONE = "EMAIL_SHA256", "PHONE_SHA256"
 CREATE = "/dmp/custom_audience/create/"
+FLOOR = "TikTok refuses updates that leave fewer than 1,000 users"
 UPDATE = "/dmp/custom_audience/update/"
 UPLOAD = "/dmp/custom_audience/file/upload/"
 LIST = "/dmp/custom_audience/list/"
@@ -442,9 +443,9 @@ def test_an_audience_refused_for_the_1000_floor_does_not_stop_the_others(
         assert len(summary) == 1, run.stderr[-3000:]
         assert "TikTok refuses updates that leave fewer than 1,000 users" in summary[0]
     assert last_line(run).endswith(
-        f"2 audience(s) not delivered: 'Small' in advertiser {ADV1}, 'Small' in advertiser "
-        f"{ADV2}; the others were delivered, no STATE was emitted; see the summary above for "
-        "why and what to do"
+        f"2 audiences not delivered: 'Small' in advertiser {ADV1} ({FLOOR}), 'Small' in "
+        f"advertiser {ADV2} ({FLOOR}); the others were delivered and no STATE was emitted; the "
+        "summary above says what to do"
     )
     assert run.report["status"] == "failed"
 
@@ -478,8 +479,9 @@ def test_replace_while_processing_is_deferred_without_sending_anything(
     assert "still processing" in summary
     assert f"REPLACE on audience {audience_id}" in summary
     assert last_line(second).endswith(
-        f"1 audience(s) not delivered: 'VIP' in advertiser {ADV1}; the others were delivered, "
-        "no STATE was emitted; see the summary above for why and what to do"
+        f"1 audience not delivered: 'VIP' in advertiser {ADV1} (TikTok is still processing "
+        "this audience's last REPLACE or its creation); the others were delivered and no STATE "
+        "was emitted; the summary above says what to do"
     )
 
     sandbox.advance_clock(86_400)

@@ -23,17 +23,25 @@ from target_tiktok_audiences.report import AudienceReport, RunReport, StreamRepo
 from target_tiktok_audiences.settings import AudienceMapping, Settings
 from target_tiktok_audiences.snapshot import SnapshotStore
 
-# What a person does about each refusal of one audience (the run goes on without it).
-REFUSAL_ADVICE = {
-    REFUSED_BELOW_MINIMUM: "TikTok refuses updates that leave fewer than 1,000 users; add "
-    "users to the stream (or remove fewer) and re-run",
-    REFUSED_REPLACE_PROCESSING: "TikTok is still processing this audience's last REPLACE; "
-    "the next run after it finishes delivers it (TikTok allows about one REPLACE a day; "
-    "mirror_strategy diff avoids REPLACE)",
-    REFUSED_DAILY_LIMIT: "TikTok's limit of update operations per ad account per day is "
-    "spent; the next run tomorrow delivers it (partner audiences have no such limit)",
-    REFUSED_NOT_OWNER: "this audience was shared in by another advertiser and cannot be "
-    "updated here; give the stream another audience_name or audience_ids",
+# Why TikTok refused one audience, and what a person does about it (the run goes on).
+REFUSALS = {
+    REFUSED_BELOW_MINIMUM: (
+        "TikTok refuses updates that leave fewer than 1,000 users",
+        "add users to the stream (or remove fewer) and re-run",
+    ),
+    REFUSED_REPLACE_PROCESSING: (
+        "TikTok is still processing this audience's last REPLACE or its creation",
+        "the next run after it finishes delivers it (TikTok allows about one REPLACE a day; "
+        "mirror_strategy diff avoids REPLACE)",
+    ),
+    REFUSED_DAILY_LIMIT: (
+        "TikTok's limit of update operations per ad account per day is spent",
+        "the next run tomorrow delivers it (partner audiences have no such limit)",
+    ),
+    REFUSED_NOT_OWNER: (
+        "this audience was shared in by another advertiser and cannot be updated here",
+        "give the stream another audience_name or audience_ids",
+    ),
 }
 
 
@@ -95,7 +103,8 @@ class Delivery(abc.ABC):
             yield self.runtime.client.with_stats(entry.stats)
         except RefusedError as exc:
             exc.for_audience(entry.audience_name)
-            entry.defer(REFUSAL_ADVICE.get(exc.reason, exc.hint), str(exc))
+            why, advice = REFUSALS.get(exc.reason, (exc.tiktok_message, exc.hint))
+            entry.defer(why, advice, str(exc))
         except TikTokError as exc:
             exc.for_audience(entry.audience_name)
             entry.status = "failed"
