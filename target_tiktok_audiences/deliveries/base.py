@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from target_tiktok_audiences.audiences import AudienceDirectory
+from target_tiktok_audiences.audiences import PARTNER, AudienceDirectory
 from target_tiktok_audiences.client import (
     REFUSED_BELOW_MINIMUM,
     REFUSED_DAILY_LIMIT,
@@ -22,6 +22,7 @@ from target_tiktok_audiences.client import (
 from target_tiktok_audiences.report import AudienceReport, RunReport, StreamReport
 from target_tiktok_audiences.settings import AudienceMapping, Settings
 from target_tiktok_audiences.snapshot import SnapshotStore
+from target_tiktok_audiences.spool import Chunk
 
 # Why TikTok refused one audience, and what a person does about it (the run goes on).
 REFUSALS = {
@@ -110,6 +111,51 @@ class Delivery(abc.ABC):
             entry.status = "failed"
             self.runtime.report.error = str(exc)
             raise
+
+    def existing_audience(
+        self, api: AudienceAPI, advertiser_id: str, name: str, kind: str
+    ) -> str | None:
+        """The configured audience id (checked), else ours of that name, else None."""
+        directory = self.runtime.directory
+        explicit = self.mapping.audience_ids.get(advertiser_id)
+        if explicit:
+            return directory.by_id(api, advertiser_id, explicit, kind, name)
+        return directory.by_name(api, advertiser_id, name, kind)
+
+    def partner_audience(self, api: AudienceAPI, advertiser_id: str, name: str) -> tuple[str, bool]:
+        """(audience id, created): the configured or existing partner audience, or a new one."""
+        found = self.existing_audience(api, advertiser_id, name, PARTNER)
+        if found:
+            return found, False
+
+        def create() -> str:
+            return api.create_partner_audience(advertiser_id, name)
+
+        return self.runtime.directory.find_or_create(api, advertiser_id, name, PARTNER, create)
+
+    def upload(
+        self,
+        api: AudienceAPI,
+        advertiser_id: str,
+        contract: str,
+        chunks: Sequence[Chunk],
+        entry: AudienceReport,
+    ) -> list[str]:
+        """Upload the spool's chunks (a progress line each when several); TikTok's paths."""
+        paths = []
+        for i, chunk in enumerate(chunks, 1):
+            if len(chunks) > 1:
+                self.runtime.logger.info(
+                    "Audience '%s' in advertiser %s: uploading file %d of %d (%s identifiers).",
+                    entry.audience_name,
+                    advertiser_id,
+                    i,
+                    len(chunks),
+                    f"{chunk.lines:,}",
+                )
+            paths.append(api.upload_file(advertiser_id, contract, chunk.path))
+            entry.files += 1
+        return paths
 
     def read_back(self, api: AudienceAPI, advertiser_id: str, entry: AudienceReport) -> None:
         """After delivery: validity, size and the last operation go into the summary."""

@@ -137,14 +137,9 @@ class FileDelivery(Delivery):
     ) -> None:
         runtime = self.runtime
         directory = runtime.directory
-        explicit = self.mapping.audience_ids.get(advertiser_id)
-        audience_id = (
-            directory.by_id(api, advertiser_id, explicit, contract, name)
-            if explicit
-            else directory.by_name(api, advertiser_id, name, contract)
-        )
+        audience_id = self.existing_audience(api, advertiser_id, name, contract)
         if added:
-            groups = self._upload(api, advertiser_id, contract, name, added, entry)
+            groups = self._upload(api, advertiser_id, contract, added, entry)
             entry.identifiers_uploaded = sum(c.lines for c in added)
             first = self.mapping.sync_mode.first_action
             if audience_id is None:
@@ -175,7 +170,7 @@ class FileDelivery(Delivery):
             if audience_id is None:
                 entry.note = "removals skipped: the audience does not exist yet."
             else:
-                for group in self._upload(api, advertiser_id, contract, name, removed, entry):
+                for group in self._upload(api, advertiser_id, contract, removed, entry):
                     api.update_customer_audience(advertiser_id, audience_id, group, "REMOVE")
                 entry.identifiers_removed = sum(c.lines for c in removed)
                 entry.action = f"{entry.action}+REMOVE" if entry.action else "REMOVE"
@@ -186,23 +181,10 @@ class FileDelivery(Delivery):
         api: AudienceAPI,
         advertiser_id: str,
         contract: str,
-        name: str,
         chunks: Sequence[Chunk],
         entry: AudienceReport,
     ) -> list[list[str]]:
         """Upload the chunks; their file paths grouped by what one call may carry."""
-        paths: list[str] = []
-        for i, chunk in enumerate(chunks, 1):
-            if len(chunks) > 1:
-                self.runtime.logger.info(
-                    "Audience '%s' in advertiser %s: uploading file %d of %d (%s identifiers).",
-                    name,
-                    advertiser_id,
-                    i,
-                    len(chunks),
-                    f"{chunk.lines:,}",
-                )
-            paths.append(api.upload_file(advertiser_id, contract, chunk.path))
-            entry.files += 1
+        paths = self.upload(api, advertiser_id, contract, chunks, entry)
         step = MAX_FILE_PATHS_PER_CALL
         return [paths[i : i + step] for i in range(0, len(paths), step)]

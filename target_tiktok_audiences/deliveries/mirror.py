@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from target_tiktok_audiences.audiences import PARTNER
 from target_tiktok_audiences.client import (
     MIN_AUDIENCE_SIZE,
     REFUSED_REPLACE_PROCESSING,
@@ -176,13 +175,7 @@ class MirrorDelivery(_SortedSets):
         count: int,
         entry: AudienceReport,
     ) -> None:
-        directory = self.runtime.directory
-        explicit = self.mapping.audience_ids.get(advertiser_id)
-        audience_id = (
-            directory.by_id(api, advertiser_id, explicit, contract, name)
-            if explicit
-            else directory.by_name(api, advertiser_id, name, contract)
-        )
+        audience_id = self.existing_audience(api, advertiser_id, name, contract)
         if audience_id is None:
             self._create(api, advertiser_id, name, contract, path, entry)
             return
@@ -283,7 +276,7 @@ class MirrorDelivery(_SortedSets):
                 chunks = spool.take()
                 if not chunks:
                     continue
-                paths = self._upload(api, advertiser_id, contract, chunks, entry)
+                paths = self._upload_once(api, advertiser_id, contract, chunks, entry)
                 try:
                     api.update_customer_audience(advertiser_id, key.audience_id, paths, action)
                 except Exception:
@@ -306,6 +299,21 @@ class MirrorDelivery(_SortedSets):
         stem = f"{id(self):x}-{kind}-{contract.lower()}"
         return Spool(self.runtime.workdir, stem, self.runtime.settings.file_max_ids)
 
+    def _upload_once(
+        self,
+        api: AudienceAPI,
+        advertiser_id: str,
+        contract: str,
+        chunks: list[Chunk],
+        entry: AudienceReport,
+    ) -> list[str]:
+        """Upload files made for this advertiser alone, then delete them."""
+        try:
+            return self.upload(api, advertiser_id, contract, chunks, entry)
+        finally:
+            for chunk in chunks:
+                chunk.path.unlink(missing_ok=True)
+
     def _upload_all(
         self,
         api: AudienceAPI,
@@ -322,35 +330,7 @@ class MirrorDelivery(_SortedSets):
         except BaseException:
             spool.discard()
             raise
-        return self._upload(api, advertiser_id, contract, spool.take(), entry)
-
-    def _upload(
-        self,
-        api: AudienceAPI,
-        advertiser_id: str,
-        contract: str,
-        chunks: list[Chunk],
-        entry: AudienceReport,
-    ) -> list[str]:
-        """Upload the chunks (then delete them); TikTok's file paths."""
-        paths = []
-        try:
-            for i, chunk in enumerate(chunks, 1):
-                if len(chunks) > 1:
-                    self.runtime.logger.info(
-                        "Audience '%s' in advertiser %s: uploading file %d of %d (%s identifiers).",
-                        entry.audience_name,
-                        advertiser_id,
-                        i,
-                        len(chunks),
-                        f"{chunk.lines:,}",
-                    )
-                paths.append(api.upload_file(advertiser_id, contract, chunk.path))
-                entry.files += 1
-        finally:
-            for chunk in chunks:
-                chunk.path.unlink(missing_ok=True)
-        return paths
+        return self._upload_once(api, advertiser_id, contract, spool.take(), entry)
 
 
 @dataclass(eq=False)
@@ -411,7 +391,7 @@ class PartnerMirrorDelivery(_SortedSets):
         entry = self.new_entry(advertiser_id, name, contracts)
         entry.identifiers_unique = sum(n for _, n in sorted_sets.values())
         with self.delivering(entry) as api:
-            audience_id, entry.created = self._resolve(api, advertiser_id, name)
+            audience_id, entry.created = self.partner_audience(api, advertiser_id, name)
             entry.audience_id = audience_id
             with contextlib.ExitStack() as stack:
                 keys = {c: SnapshotKey(advertiser_id, audience_id, c) for c in contracts}
@@ -464,17 +444,6 @@ class PartnerMirrorDelivery(_SortedSets):
         if not entry.created:
             return None
         return time.monotonic() + self.runtime.settings.partner_warmup_seconds
-
-    def _resolve(self, api: AudienceAPI, advertiser_id: str, name: str) -> tuple[str, bool]:
-        directory = self.runtime.directory
-        explicit = self.mapping.audience_ids.get(advertiser_id)
-        if explicit:
-            return directory.by_id(api, advertiser_id, explicit, PARTNER, name), False
-
-        def create() -> str:
-            return api.create_partner_audience(advertiser_id, name)
-
-        return directory.find_or_create(api, advertiser_id, name, PARTNER, create)
 
     def _batches(self, users: Iterator[dict[str, str]]) -> Iterator[list[dict[str, str]]]:
         size = self.runtime.settings.segment_batch_size

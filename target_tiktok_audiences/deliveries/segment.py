@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from target_tiktok_audiences.audiences import PARTNER
-from target_tiktok_audiences.client import AudienceAPI, UserBatch, partner_audience_name
+from target_tiktok_audiences.client import UserBatch, partner_audience_name
 from target_tiktok_audiences.deliveries.base import Delivery
 from target_tiktok_audiences.report import AudienceReport
 
@@ -112,7 +111,7 @@ class SegmentDelivery(Delivery):
         runtime = self.runtime
         audience_id: str | None = None
         with self.delivering(entry) as api:
-            audience_id, entry.created = self._resolve(api, advertiser_id, name)
+            audience_id, entry.created = self.partner_audience(api, advertiser_id, name)
         if audience_id is None:
             return None
         entry.audience_id = audience_id
@@ -120,16 +119,3 @@ class SegmentDelivery(Delivery):
         partner = _Partner(audience_id, entry, time.monotonic() + warmup if entry.created else None)
         self._audiences[advertiser_id] = partner
         return partner
-
-    def _resolve(self, api: AudienceAPI, advertiser_id: str, name: str) -> tuple[str, bool]:
-        directory = self.runtime.directory
-        explicit = self.mapping.audience_ids.get(advertiser_id)
-        if explicit:
-            return directory.by_id(api, advertiser_id, explicit, PARTNER, name), False
-        return directory.find_or_create(
-            api,
-            advertiser_id,
-            name,
-            PARTNER,
-            lambda: api.create_partner_audience(advertiser_id, name),
-        )
