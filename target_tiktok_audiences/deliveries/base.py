@@ -11,6 +11,7 @@ from pathlib import Path
 
 from target_tiktok_audiences.audiences import PARTNER, AudienceDirectory
 from target_tiktok_audiences.client import (
+    MIN_AUDIENCE_SIZE,
     REFUSED_BELOW_MINIMUM,
     REFUSED_DAILY_LIMIT,
     REFUSED_NOT_OWNER,
@@ -44,6 +45,15 @@ REFUSALS = {
         "give the stream another audience_name or audience_ids",
     ),
 }
+
+
+def small_set_note(count: int, kind: str = "") -> str:
+    """The warning for a set under TikTok's 1,000 floor."""
+    return (
+        f"only {count:,} {kind}identifier{'s' if count != 1 else ''}; TikTok needs "
+        f"{MIN_AUDIENCE_SIZE:,} matched users before an audience can be used, and refuses "
+        f"updates that leave fewer than {MIN_AUDIENCE_SIZE:,}."
+    )
 
 
 @dataclass

@@ -14,7 +14,7 @@ from target_tiktok_audiences.client import (
     AudienceAPI,
     NewAudience,
 )
-from target_tiktok_audiences.deliveries.base import Delivery
+from target_tiktok_audiences.deliveries.base import Delivery, small_set_note
 from target_tiktok_audiences.extsort import ExternalSorter
 from target_tiktok_audiences.report import AudienceReport
 from target_tiktok_audiences.spool import Chunk, Spool
@@ -116,11 +116,7 @@ class FileDelivery(Delivery):
                 )
                 continue
             if mode.is_whole_set and size < MIN_AUDIENCE_SIZE:
-                entry.note = (
-                    f"only {size:,} identifier{'s' if size != 1 else ''}; TikTok needs "
-                    f"{MIN_AUDIENCE_SIZE:,} matched users before an audience can be used, and "
-                    f"refuses updates that leave fewer than {MIN_AUDIENCE_SIZE:,}."
-                )
+                entry.note = small_set_note(size)
             with self.delivering(entry) as api:
                 self._deliver(api, advertiser_id, name, contract, added, removed, entry)
                 self.read_back(api, advertiser_id, entry)

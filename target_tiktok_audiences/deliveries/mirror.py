@@ -27,7 +27,7 @@ from target_tiktok_audiences.client import (
     UserBatch,
     partner_audience_name,
 )
-from target_tiktok_audiences.deliveries.base import Delivery
+from target_tiktok_audiences.deliveries.base import Delivery, small_set_note
 from target_tiktok_audiences.extsort import (
     ExternalSorter,
     diff,
@@ -155,11 +155,7 @@ class MirrorDelivery(_SortedSets):
             )
             return
         if count < MIN_AUDIENCE_SIZE:
-            entry.note = (
-                f"only {count:,} unique identifier{'s' if count != 1 else ''}; TikTok needs "
-                f"{MIN_AUDIENCE_SIZE:,} matched users before an audience can be used, and "
-                f"refuses updates that leave fewer than {MIN_AUDIENCE_SIZE:,}."
-            )
+            entry.note = small_set_note(count, "unique ")
         with self.delivering(entry) as api:
             self._deliver(api, advertiser_id, name, contract, path, count, entry)
             if entry.status == "delivered" and entry.audience_id:
