@@ -1,7 +1,7 @@
 """Sync modes and audience types: what differs between them, in one place.
 
-Deliveries ask the mode (first action, what a removal means, whether an empty set is skipped)
-instead of comparing strings; `deliveries.DELIVERIES` maps (mode, audience type) to the delivery.
+What a mode does is the delivery class `deliveries.DELIVERIES` maps (mode, audience type) to;
+the few things others ask of a mode are properties here, not string comparisons.
 """
 
 from __future__ import annotations
@@ -15,21 +15,6 @@ class SyncMode(str, Enum):
     MIRROR = "mirror"  # the audience equals the stream's users
     APPEND = "append"  # users are added and removed with files; never REPLACE
     INCREMENTAL = "incremental"  # users are added and removed in Segment API batches
-
-    @property
-    def is_whole_set(self) -> bool:
-        """The stream is the whole audience: a removed row is simply left out of the set."""
-        return self is SyncMode.MIRROR
-
-    @property
-    def first_action(self) -> str:
-        """The update that puts a run's added users into an existing customer-file audience."""
-        return "REPLACE" if self is SyncMode.MIRROR else "APPEND"
-
-    @property
-    def skips_empty(self) -> bool:
-        """An empty set leaves the audience unchanged (TikTok cannot replace with nothing)."""
-        return self is SyncMode.MIRROR
 
     @property
     def last_record_wins(self) -> bool:

@@ -10,11 +10,10 @@ from pathlib import Path
 
 from target_tiktok_audiences.client import (
     MAX_FILE_PATHS_PER_CALL,
-    MIN_AUDIENCE_SIZE,
     AudienceAPI,
     NewAudience,
 )
-from target_tiktok_audiences.deliveries.base import Delivery, small_set_note
+from target_tiktok_audiences.deliveries.base import Delivery
 from target_tiktok_audiences.extsort import ExternalSorter
 from target_tiktok_audiences.report import AudienceReport
 from target_tiktok_audiences.spool import Chunk, Spool
@@ -101,22 +100,11 @@ class FileDelivery(Delivery):
             spool.discard()
 
     def _commit_contract(self, contract: str, added: list[Chunk], removed: list[Chunk]) -> None:
-        mode = self.mapping.sync_mode
         name = self.mapping.audience_name_for(contract, self.contracts)
-        size = sum(c.lines for c in added)
-        if not added and not removed and not mode.skips_empty:
+        if not added and not removed:
             return
         for advertiser_id in self.runtime.settings.advertiser_ids:
             entry = self.new_entry(advertiser_id, name, [contract])
-            if mode.skips_empty and not added:
-                entry.status = "skipped"
-                entry.note = (
-                    "no identifiers for this audience in this run; it was left unchanged "
-                    "(TikTok cannot replace an audience with an empty set)."
-                )
-                continue
-            if mode.is_whole_set and size < MIN_AUDIENCE_SIZE:
-                entry.note = small_set_note(size)
             with self.delivering(entry) as api:
                 self._deliver(api, advertiser_id, name, contract, added, removed, entry)
                 self.read_back(api, advertiser_id, entry)
@@ -137,7 +125,6 @@ class FileDelivery(Delivery):
         if added:
             groups = self._upload(api, advertiser_id, contract, added, entry)
             entry.identifiers_uploaded = sum(c.lines for c in added)
-            first = self.mapping.sync_mode.first_action
             if audience_id is None:
                 audience_id, entry.created = directory.find_or_create(
                     api,
@@ -157,8 +144,8 @@ class FileDelivery(Delivery):
                 entry.action = "CREATE"
             entry.audience_id = audience_id
             if not entry.created:
-                api.update_customer_audience(advertiser_id, audience_id, groups[0], first)
-                entry.action = first
+                api.update_customer_audience(advertiser_id, audience_id, groups[0], "APPEND")
+                entry.action = "APPEND"
             for group in groups[1:]:
                 api.update_customer_audience(advertiser_id, audience_id, group, "APPEND")
         entry.audience_id = audience_id
