@@ -30,6 +30,7 @@ class AudienceDirectory:
 
     def __init__(self, *, confirm_seconds: float = 120, max_new: int = 25) -> None:
         self._rows: dict[str, list[AudienceRow]] = {}
+        self._listed_at: dict[str, float] = {}  # monotonic time of each advertiser's listing
         self._confirm_seconds = confirm_seconds
         self._max_new = max_new
         self.created = 0
@@ -38,8 +39,13 @@ class AudienceDirectory:
         self, api: AudienceAPI, advertiser_id: str, *, refresh: bool = False
     ) -> list[AudienceRow]:
         if refresh or advertiser_id not in self._rows:
+            self._listed_at[advertiser_id] = time.monotonic()
             self._rows[advertiser_id] = list(api.list_audiences(advertiser_id))
         return self._rows[advertiser_id]
+
+    def listed_since(self, advertiser_id: str, since: float) -> bool:
+        """Whether the advertiser's audiences were listed at or after `since` (monotonic)."""
+        return self._listed_at.get(advertiser_id, -1.0) >= since
 
     def by_id(
         self, api: AudienceAPI, advertiser_id: str, audience_id: str, kind: str, name: str

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from itertools import chain, compress, filterfalse, islice
 from operator import ne
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
+
+T = TypeVar("T")
 
 DEFAULT_BUFFER = 100_000
 """Digests held in memory before a run is spilled (about 12 MB of 64-character strings)."""
@@ -85,7 +87,7 @@ class ExternalSorter:
 
     def add_many(self, digests: Iterable[str]) -> None:
         limit = self._limit
-        for chunk in _chunks(digests, limit):
+        for chunk in chunked(digests, limit):
             room = limit - len(self._buf)
             self._buf += chunk[:room]
             if len(self._buf) >= limit:
@@ -164,7 +166,8 @@ class ExternalSorter:
         self._buf = []
 
 
-def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of up to `size` consecutive items (blocks of digests, batches of users)."""
     it = iter(items)
     while chunk := list(islice(it, size)):
         yield chunk
@@ -172,7 +175,7 @@ def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
 
 def blocks(digests: Iterable[str], size: int = BLOCK) -> Iterator[list[str]]:
     """Cut an iterator of sorted digests into blocks for diff()."""
-    return _chunks(digests, size)
+    return chunked(digests, size)
 
 
 @dataclass(frozen=True)

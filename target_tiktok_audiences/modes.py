@@ -22,6 +22,11 @@ class SyncMode(str, Enum):
         return self is not SyncMode.MIRROR
 
     @property
+    def whole_set(self) -> bool:
+        """The stream must carry every user each run (an incrementally replicated one cannot)."""
+        return self is SyncMode.MIRROR
+
+    @property
     def forced_audience_type(self) -> AudienceType | None:
         """The audience type this mode always uses, whatever audience_type says."""
         return AudienceType.PARTNER if self is SyncMode.INCREMENTAL else None

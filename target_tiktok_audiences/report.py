@@ -60,6 +60,7 @@ class AudienceReport:
     size: int | None = None
     last_operation: str | None = None
     note: str | None = None
+    next_resync: str | None = None  # mirror by difference: when the next full REPLACE is due
     stats: CallStats = field(default_factory=CallStats)
 
     def defer(self, why: str, advice: str, error: str) -> None:
@@ -215,6 +216,8 @@ def _delivery_line(aud: AudienceReport) -> str:
         valid = {True: "usable", False: "not usable yet", None: "validity unknown"}[aud.is_valid]
         size = f"{aud.size:,}" if aud.size is not None else "unknown"
         sent += f"; TikTok reports size {size}, {valid}, last operation {aud.last_operation or '-'}"
+    if aud.next_resync:
+        sent += f"; next full resync {aud.next_resync}"
     return sent
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from target_tiktok_audiences import testhooks
 from target_tiktok_audiences.audiences import AudienceDirectory
 from target_tiktok_audiences.client import AudienceAPI, TikTokClient
 from target_tiktok_audiences.deliveries import Delivery, Runtime, delivery_class
@@ -19,7 +20,7 @@ from target_tiktok_audiences.identifiers import Encoder, make_encoder
 from target_tiktok_audiences.report import RunReport, StreamReport
 from target_tiktok_audiences.routing import Ignored, route_stream
 from target_tiktok_audiences.settings import Settings
-from target_tiktok_audiences.snapshot import SnapshotStore, fingerprint
+from target_tiktok_audiences.snapshot import SnapshotStore, scope_for
 from target_tiktok_audiences.spool import private_workdir, remove_workdir
 
 PROGRESS_SECONDS = 30.0
@@ -56,7 +57,7 @@ class Run:
         self.settings = settings
         self.logger = logger
         self.finished = False
-        client = make_client(settings)
+        client = testhooks.wrap(make_client(settings))
         self.client = client
         self.runtime = Runtime(
             settings=settings,
@@ -68,14 +69,14 @@ class Run:
             workdir=private_workdir(),
             report=RunReport(dry_run=settings.dry_run),
             logger=logger,
-            snapshots=SnapshotStore(settings.snapshot_url, read_only=settings.dry_run),
-            fingerprint=fingerprint(
-                hash_identifiers=settings.rules.hash_identifiers,
-                email_normalization=settings.rules.email_normalization,
-                default_phone_region=settings.rules.default_phone_region,
+            snapshots=SnapshotStore(
+                settings.snapshot_url,
+                scope=scope_for(settings.api_base_url),
+                read_only=settings.dry_run,
             ),
         )
         self.deliveries: dict[str, Delivery] = {}
+        self.bookmarks: dict[str, list[str]] = {}  # stream -> its SCHEMA's bookmark_properties
         self._started = time.monotonic()
         self._next_progress = self._started + PROGRESS_SECONDS
         self._last_state_line: str | None = None
@@ -125,6 +126,17 @@ class Run:
             )
         else:
             delivery.extend(list(found))
+        bookmarks = self.bookmarks.get(stream)
+        delivery.partial_stream = None
+        if bookmarks and mapping.sync_mode.whole_set:
+            delivery.partial_stream = f"bookmark_properties {', '.join(bookmarks)}"
+            self.logger.warning(
+                "Stream '%s' is replicated incrementally (bookmark_properties %s): a mirror "
+                "needs the whole table every run, so its audience will be left unchanged. "
+                "Select it with full-table replication, or use sync_mode append or incremental.",
+                stream,
+                ", ".join(bookmarks),
+            )
         self.logger.info(
             "Stream '%s' -> audience '%s' (%s, %s) in %d advertiser(s): %s.",
             stream,
@@ -160,8 +172,12 @@ class Run:
         ]
 
     def state_line(self, state: Mapping[str, Any]) -> str | None:
-        """The STATE line to emit now, or None while records before it are undelivered."""
-        if self.pending or self.refused or self.finished:
+        """The STATE line to emit now, or None while records before it are undelivered.
+
+        A dry run confirms nothing, so it never emits STATE: a bookmark advanced by a dry run
+        would make the next real run skip those rows.
+        """
+        if self.settings.dry_run or self.pending or self.refused or self.finished:
             self.logger.debug("Holding STATE until pending audiences are delivered.")
             return None
         line = json.dumps(state)

@@ -222,6 +222,24 @@ CONFIG_SCHEMA = th.PropertiesList(
         "(s3://bucket/prefix). Default: the user data folder. Keep it on persistent storage.",
     ),
     th.Property(
+        "resync_days",
+        th.NumberType(minimum=0, maximum=3650),
+        default=7,
+        title="Resync Days",
+        description="Mirror by difference sends one full REPLACE when the audience's last full "
+        "upload is at least this many days old and TikTok allows a REPLACE: it corrects edits "
+        "made in TikTok and any drift. 0: never.",
+    ),
+    th.Property(
+        "max_removal_percent",
+        th.NumberType(minimum=0, maximum=100),
+        default=50,
+        title="Max Removal Percent",
+        description="A mirror run that would remove more than this share of an audience's "
+        "users leaves that audience unchanged and fails it (a broken query, a partial "
+        "extract). 100: no guard.",
+    ),
+    th.Property(
         "partner_warmup_seconds",
         th.IntegerType(minimum=0, maximum=3600),
         default=180,
@@ -300,6 +318,8 @@ class Settings:
     partner_warmup_seconds: int
     create_confirm_seconds: int
     max_new_audiences: int
+    resync_days: float
+    max_removal_percent: float
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -340,6 +360,8 @@ class Settings:
             partner_warmup_seconds=int(c["partner_warmup_seconds"]),
             create_confirm_seconds=int(c["create_confirm_seconds"]),
             max_new_audiences=int(c["max_new_audiences"]),
+            resync_days=float(c["resync_days"]),
+            max_removal_percent=float(c["max_removal_percent"]),
         )
 
     def mapping_for(self, stream: str) -> AudienceMapping | None:

@@ -1,14 +1,20 @@
-"""Snapshots of what TikTok last accepted for a mirrored audience: digests only, sorted.
+"""Snapshots of what TikTok holds for a mirrored audience, and the changes still in flight.
 
 A mirror by difference compares the stream's sorted unique digests with the snapshot of the
-same (advertiser, audience, contract) and sends only the difference. This module stores those
-snapshots, locally or under any fsspec URL, and knows nothing of TikTok or of the SDK.
+same (API host, advertiser, audience, contract) and sends only the difference. A snapshot
+records what TikTok holds, not how it was computed: normalisation rules never invalidate it.
+Beside it, an in-flight record lists the digests of a change that was sent but not confirmed;
+`convergence.py` says what a run does with both. This module stores them, locally or under any
+fsspec URL, and knows nothing of TikTok or of the SDK.
 
-Format of one snapshot, `<advertiser_id>/<audience_id>/<CONTRACT>.snap` under the store's root:
-a header of HEADER_SIZE bytes (one JSON object in ASCII, padded with spaces, ending in a newline)
-then `count` digests as raw bytes (32 a SHA-256 digest, 16 an MD5), strictly ascending, end to
-end. The header holds the format name and version, the key, the rules fingerprint, count,
-digest_bytes, created_at (UTC) and the sha256 of the body, checked when the body has been read.
+Layout under the store's root: `<scope>/<advertiser_id>/<audience_id>/<CONTRACT>.<kind>`, the
+scope being the API host (`scope_for`), the kind `snap` or `inflight`, plus `.lock` files.
+Format of one file: a header of HEADER_SIZE bytes (one JSON object in ASCII, padded with
+spaces, ending in a newline) then `count` digests as raw bytes (32 a SHA-256 digest, 16 an MD5),
+strictly ascending, end to end. The header holds the format name and version, the key, the
+kind, count, digest_bytes, created_at and full_at
+(UTC: when the set was last uploaded in full) and the sha256 of the body, checked when the
+body has been read.
 
 Writing is atomic: the snapshot is built in a private temp file and becomes visible in one step
 (os.replace locally, one object put otherwise), only when the writer's block exits cleanly.
@@ -26,9 +32,10 @@ import os
 import re
 import socket
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
@@ -36,15 +43,20 @@ from urllib.parse import urlsplit, urlunsplit
 
 import platformdirs
 
+from target_tiktok_audiences import testhooks
+
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
 APP_NAME = "target-tiktok-audiences"
 FORMAT = "target-tiktok-audiences/snapshot"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: before in-flight records and full_at
 HEADER_SIZE = 1024
 BLOCK = 65_536  # digests per block read or written
-DEFAULT_LOCK_STALE_SECONDS = 6 * 3600
+LOCK_WAIT_SECONDS = 600.0  # how long a run waits for another run's lock before giving up
+LEASE_SECONDS = 120.0  # an object-storage lock not renewed for this long was left by a dead run
+_POLL_SECONDS = (0.2, 0.5, 1.0, 2.0)
 
 # Package to install per fsspec protocol; s3 has the project's own extra.
 _INSTALL = {
@@ -57,23 +69,27 @@ _INSTALL = {
     "abfss": "adlfs",
 }
 _NAME_PART = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_SCOPE = re.compile(r"[A-Za-z0-9._-]{1,255}")
 
 
 class SnapshotError(Exception):
     """A problem the user can act on; the message is one line and never holds credentials."""
 
 
-def fingerprint(
-    *, hash_identifiers: bool, email_normalization: str, default_phone_region: str | None
-) -> str:
-    """sha256 of the normalisation rules, so digests made under other rules are never diffed."""
-    rules = {
-        "default_phone_region": default_phone_region,
-        "email_normalization": email_normalization,
-        "hash_identifiers": hash_identifiers,
-    }
-    canonical = json.dumps(rules, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+class SnapshotCorrupt(SnapshotError):
+    """A stored set's body does not match its header: it cannot be trusted."""
+
+
+def scope_for(api_base_url: str) -> str:
+    """The API host (and port) as a path segment: audiences of two APIs never share snapshots."""
+    parts = urlsplit(api_base_url)
+    host = (parts.hostname or "unknown-host").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    scope = f"{host}_{port}" if port else host
+    return scope if _SCOPE.fullmatch(scope) and scope not in (".", "..") else "unknown-host"
 
 
 def display_url(url: str) -> str:
@@ -113,9 +129,16 @@ def unpack(data: bytes, digest_bytes: int) -> list[str]:
     return data.hex("\n", digest_bytes).split("\n")
 
 
+class Kind(enum.Enum):
+    """What a stored digest set means."""
+
+    SNAPSHOT = "snap"  # what TikTok holds, as far as the target knows
+    IN_FLIGHT = "inflight"  # digests of a change sent but not confirmed: state at TikTok unknown
+
+
 @dataclass(frozen=True)
 class SnapshotKey:
-    """One snapshot per (advertiser, audience, contract)."""
+    """One snapshot per (advertiser, audience, contract), within the store's API host."""
 
     advertiser_id: str
     audience_id: str
@@ -127,15 +150,26 @@ class SnapshotKey:
             if not _NAME_PART.fullmatch(part):
                 raise ValueError("snapshot key parts must be letters, digits, '_' or '-'")
 
+    @classmethod
+    def for_name(cls, advertiser_id: str, name: str, contract: str) -> SnapshotKey:
+        """A key for an audience known only by its name (its lock; a create not confirmed)."""
+        digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:40]
+        return cls(advertiser_id, f"name-{digest}", contract)
+
+    def path(self, kind: Kind) -> str:
+        return f"{self.advertiser_id}/{self.audience_id}/{self.contract}.{kind.value}"
+
     @property
     def name(self) -> str:
-        return f"{self.advertiser_id}/{self.audience_id}/{self.contract}.snap"
+        return self.path(Kind.SNAPSHOT)
 
     @property
     def lock_name(self) -> str:
         return f"{self.advertiser_id}/{self.audience_id}/{self.contract}.lock"
 
     def describe(self) -> str:
+        if self.audience_id.startswith("name-"):
+            return f"an audience name of advertiser {self.advertiser_id}"
         return f"audience {self.audience_id} ({self.contract}) of advertiser {self.advertiser_id}"
 
 
@@ -143,7 +177,6 @@ class Reason(enum.Enum):
     """Why no snapshot can be diffed against: the mirror then uploads in full."""
 
     MISSING = "no snapshot yet"
-    OTHER_RULES = "made under other normalisation rules"
     UNREADABLE = "unreadable"
     OTHER_AUDIENCE = "made for another audience"
 
@@ -154,26 +187,32 @@ class Unusable:
     detail: str  # one line for the log, without digests or credentials
 
 
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
 @dataclass(frozen=True)
 class Header:
     key: SnapshotKey
-    fingerprint: str
     count: int
     digest_bytes: int
     created_at: str
     sha256: str
+    kind: Kind = Kind.SNAPSHOT
+    full_at: str = ""  # when the set was last uploaded in full (create or REPLACE), UTC
 
     def encode(self) -> bytes:
         fields = {
             "format": FORMAT,
             "version": VERSION,
+            "kind": self.kind.value,
             "advertiser_id": self.key.advertiser_id,
             "audience_id": self.key.audience_id,
             "contract": self.key.contract,
-            "fingerprint": self.fingerprint,
             "count": self.count,
             "digest_bytes": self.digest_bytes,
             "created_at": self.created_at,
+            "full_at": self.full_at,
             "sha256": self.sha256,
         }
         text = json.dumps(fields, sort_keys=True).encode("ascii")
@@ -189,7 +228,7 @@ class Header:
         fields = json.loads(raw.decode("ascii"))
         if not isinstance(fields, dict) or fields.get("format") != FORMAT:
             raise ValueError("not a snapshot")
-        if fields.get("version") != VERSION:
+        if fields.get("version") not in READABLE_VERSIONS:
             raise ValueError(f"format version {fields.get('version')!r}, expected {VERSION}")
         key = SnapshotKey(
             str(fields["advertiser_id"]), str(fields["audience_id"]), str(fields["contract"])
@@ -197,23 +236,36 @@ class Header:
         count, digest_bytes = fields["count"], fields["digest_bytes"]
         if not isinstance(count, int) or not isinstance(digest_bytes, int) or digest_bytes < 1:
             raise ValueError("bad count or digest size")
+        created = str(fields["created_at"])
         return cls(
             key,
-            str(fields["fingerprint"]),
             count,
             digest_bytes,
-            str(fields["created_at"]),
+            created,
             str(fields["sha256"]),
+            Kind(fields.get("kind", Kind.SNAPSHOT.value)),
+            str(fields.get("full_at") or created),
         )
+
+    @property
+    def full_age_seconds(self) -> float | None:
+        """Seconds since the last full upload, None when the header cannot say."""
+        try:
+            when = dt.datetime.fromisoformat(self.full_at)
+        except ValueError:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.timezone.utc)
+        return (dt.datetime.now(dt.timezone.utc) - when).total_seconds()
 
 
 class Snapshot:
-    """A usable snapshot: its header, and its digests streamed in ascending order."""
+    """A usable stored set: its header, and its digests streamed in ascending order."""
 
     def __init__(self, header: Header, opener: Callable[[], IO[bytes]], where: str) -> None:
         self.header = header
         self._open = opener
-        self._where = where
+        self.where = where
 
     @property
     def count(self) -> int:
@@ -229,15 +281,14 @@ class Snapshot:
         digest = hashlib.sha256()
         with self._open() as fh:
             if fh.read(HEADER_SIZE) != self.header.encode():
-                raise SnapshotError(f"snapshot {self._where} changed while it was read")
+                raise SnapshotError(f"snapshot {self.where} changed while it was read")
             while data := fh.read(size * width):
+                if len(data) % width:
+                    raise SnapshotCorrupt(f"snapshot {self.where} is corrupt (truncated)")
                 digest.update(data)
                 yield unpack(data, width)
         if digest.hexdigest() != self.header.sha256:
-            raise SnapshotError(
-                f"snapshot {self._where} is corrupt (checksum mismatch); "
-                "delete it and the next run uploads the audience in full"
-            )
+            raise SnapshotCorrupt(f"snapshot {self.where} is corrupt (checksum mismatch)")
 
     def __iter__(self) -> Iterator[str]:
         for block in self.blocks():
@@ -291,15 +342,17 @@ class SnapshotWriter:
         self._last = block[-1]
         self.count += len(block)
 
-    def finish(self, key: SnapshotKey, fingerprint: str) -> None:
+    def finish(self, key: SnapshotKey, kind: Kind, full_at: str) -> None:
         self._flush()
+        now = utc_now()
         header = Header(
             key,
-            fingerprint,
             self.count,
             self._width // 2 or 32,  # an empty set: any size reads back as empty
-            dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            now,
             self._hash.hexdigest(),
+            kind,
+            full_at or now,
         )
         self._fh.seek(0)
         self._fh.write(header.encode())
@@ -310,9 +363,11 @@ class SnapshotWriter:
 class SnapshotStore:
     """Snapshots under `url`: None (the user data dir), a local path, file://, or fsspec URL.
 
+    `scope` (the API host, see scope_for) is a folder level of its own, so that snapshots of
+    two APIs (TikTok, its sandbox, a local emulator) never share a path.
     `storage_options` go to fsspec (e.g. {"client_kwargs": {"endpoint_url": ...}} for an S3 API
     elsewhere; the standard AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL variables work too).
-    `read_only` (dry run): read() works, writer() refuses with SnapshotError, lock() is a no-op
+    `read_only` (dry run): reading works, writer() refuses with SnapshotError, lock() is a no-op
     (readers never see a half-written snapshot, so a dry run needs no lock).
     """
 
@@ -320,13 +375,17 @@ class SnapshotStore:
         self,
         url: str | None = None,
         *,
+        scope: str = "",
         storage_options: Mapping[str, object] | None = None,
         read_only: bool = False,
-        lock_stale_seconds: float = DEFAULT_LOCK_STALE_SECONDS,
+        lock_wait_seconds: float = LOCK_WAIT_SECONDS,
+        lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         self.read_only = read_only
-        self._stale = lock_stale_seconds
+        self._wait = lock_wait_seconds
+        self._lease = lease_seconds
         self._fs: AbstractFileSystem | None = None
+        self._scope = scope
         if url is None:
             root = str(Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)) / "snapshots")
             self.url = root
@@ -345,41 +404,55 @@ class SnapshotStore:
     def local(self) -> bool:
         return self._fs is None
 
-    def where(self, key: SnapshotKey) -> str:
-        """Where the snapshot of `key` lives, for messages."""
-        return f"{self.display.rstrip('/')}/{key.name}"
+    def _rel(self, name: str) -> str:
+        """A key's name below the root: inside the scope folder when there is one."""
+        return f"{self._scope}/{name}" if self._scope else name
+
+    def where(self, key: SnapshotKey, kind: Kind = Kind.SNAPSHOT) -> str:
+        """Where the file of `key` lives, for messages."""
+        return f"{self.display.rstrip('/')}/{self._rel(key.path(kind))}"
 
     # -- reading ------------------------------------------------------------------------------
 
-    def read(self, key: SnapshotKey, fingerprint: str) -> Snapshot | Unusable:
-        where = self.where(key)
+    def read(self, key: SnapshotKey, kind: Kind = Kind.SNAPSHOT) -> Snapshot | Unusable:
+        """The stored set of `key`, or why there is none that can be used (never raises).
+
+        Before scopes existed snapshots lived at the root: one is still read from there.
+        """
+        found = self._read(key, kind, self._rel(key.path(kind)))
+        if (
+            self._scope
+            and kind is Kind.SNAPSHOT
+            and isinstance(found, Unusable)
+            and found.reason is Reason.MISSING
+        ):
+            legacy = self._read(key, kind, key.path(kind))
+            if isinstance(legacy, Snapshot):
+                return legacy
+        return found
+
+    def _read(self, key: SnapshotKey, kind: Kind, rel: str) -> Snapshot | Unusable:
+        where = f"{self.display.rstrip('/')}/{rel}"
         try:
-            with self._open_read(key.name) as fh:
+            with self._open_read(rel) as fh:
                 raw = fh.read(HEADER_SIZE)
-                size = self._size(fh, key.name)
+                size = self._size(fh, rel)
         except FileNotFoundError:
             return Unusable(Reason.MISSING, f"no snapshot at {where}")
         except OSError as exc:
-            raise SnapshotError(
-                f"snapshot_url {self.display}: cannot read {key.name} ({_oserror(exc)})"
-            ) from None
+            return Unusable(Reason.UNREADABLE, f"snapshot {where} is unreadable ({_oserror(exc)})")
         try:
             header = Header.decode(raw)
         except (ValueError, KeyError, UnicodeDecodeError) as exc:
             return Unusable(Reason.UNREADABLE, f"snapshot {where} is unreadable: {exc}")
-        if header.key != key:
+        if header.key != key or header.kind is not kind:
             return Unusable(
                 Reason.OTHER_AUDIENCE,
                 f"snapshot {where} was made for {header.key.describe()}",
             )
-        if header.fingerprint != fingerprint:
-            return Unusable(
-                Reason.OTHER_RULES,
-                f"snapshot {where} was made under other normalisation rules",
-            )
         if size != HEADER_SIZE + header.count * header.digest_bytes:
             return Unusable(Reason.UNREADABLE, f"snapshot {where} is unreadable: truncated")
-        return Snapshot(header, lambda: self._open_read(key.name), where)
+        return Snapshot(header, lambda: self._open_read(rel), where)
 
     def _open_read(self, name: str) -> IO[bytes]:
         if self._fs is None:
@@ -398,53 +471,95 @@ class SnapshotStore:
     # -- writing ------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def writer(self, key: SnapshotKey, fingerprint: str) -> Iterator[SnapshotWriter]:
-        """Yields a writer; the snapshot is replaced only if the block exits without exception.
+    def writer(
+        self,
+        key: SnapshotKey,
+        *,
+        kind: Kind = Kind.SNAPSHOT,
+        full_at: str = "",
+    ) -> Iterator[SnapshotWriter]:
+        """Yields a writer; the file is replaced only if the block exits without exception.
 
-        Locally: a 0600 temp file in the snapshot's own 0700 dir, fsync, os.replace, fsync of
-        the dir. Object storage: a 0600 local temp file, then one put of the whole object (a
+        Locally: a 0600 temp file in the key's own 0700 dir, fsync, os.replace, fsync of the
+        dir. Object storage: a 0600 local temp file, then one put of the whole object (a
         multipart upload for large ones, which is not visible before it completes).
+        Failures to write raise SnapshotError naming the file, never the spool folder.
         """
         if self.read_only:
             raise SnapshotError(
                 f"snapshot store {self.display} is read-only (dry run): no snapshot is written"
             )
-        if self._fs is None:
-            directory = self._local_dir(key)
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{key.contract}.", suffix=".tmp")
-        else:
-            fd, tmp = tempfile.mkstemp(prefix="target-tiktok-audiences-snap-", suffix=".tmp")
+        where = self.where(key, kind)
+        step = "snapshot" if kind is Kind.SNAPSHOT else "in_flight"
+        try:
+            testhooks.checkpoint("before", step)
+            if self._fs is None:
+                directory = self._local_dir(key)
+                fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{key.contract}.", suffix=".tmp")
+            else:
+                fd, tmp = tempfile.mkstemp(prefix="target-tiktok-audiences-snap-", suffix=".tmp")
+        except OSError as exc:
+            raise _write_error(where, exc) from None
         try:
             with open(fd, "w+b") as fh:
                 out = SnapshotWriter(fh)
                 yield out
-                out.finish(key, fingerprint)
-            self._commit(Path(tmp), key)
+                try:
+                    out.finish(key, kind, full_at)
+                except OSError as exc:
+                    raise _write_error(where, exc) from None
+            self._commit(Path(tmp), self._rel(key.path(kind)), where)
+            testhooks.checkpoint("after", step)
+        except OSError as exc:  # a write into the temp file while the caller streamed
+            raise _write_error(where, exc) from None
         finally:
             Path(tmp).unlink(missing_ok=True)
 
-    def _commit(self, tmp: Path, key: SnapshotKey) -> None:
+    def write(
+        self,
+        key: SnapshotKey,
+        blocks: Iterable[Sequence[str]],
+        *,
+        kind: Kind = Kind.SNAPSHOT,
+        full_at: str = "",
+    ) -> int:
+        """Write a whole set from ascending blocks; returns its count."""
+        with self.writer(key, kind=kind, full_at=full_at) as out:
+            for block in blocks:
+                out.write_block(block)
+        return out.count
+
+    def remove(self, key: SnapshotKey, kind: Kind) -> None:
+        """Delete the file of `key` (in-flight records once their change is confirmed)."""
+        if self.read_only:
+            return
+        rel = self._rel(key.path(kind))
+        try:
+            if self._fs is None:
+                (self._root / rel).unlink(missing_ok=True)
+            elif self._fs.exists(self._path(rel)):
+                self._fs.rm_file(self._path(rel))
+        except OSError as exc:
+            raise _write_error(self.where(key, kind), exc) from None
+
+    def _commit(self, tmp: Path, rel: str, where: str) -> None:
         if self._fs is None:
-            final = self._root / key.name
+            final = self._root / rel
             os.replace(tmp, final)
             _fsync_dir(final.parent)
             return
-        try:
-            self._fs.put_file(str(tmp), self._path(key.name))
-        except OSError as exc:
-            raise SnapshotError(
-                f"snapshot_url {self.display}: cannot write {key.name} ({_oserror(exc)}); "
-                "the previous snapshot, if any, is unchanged"
-            ) from None
+        self._fs.put_file(str(tmp), self._path(rel))
 
     def _local_dir(self, key: SnapshotKey) -> Path:
-        """The snapshot's dir, each level this store creates made 0700 (umask aside)."""
+        """The key's dir, each level this store creates made 0700 (umask aside)."""
         path = self._root
-        parts = [key.advertiser_id, key.audience_id]
         missing = [p for p in [path, *path.parents] if not p.exists()]
         for level in reversed(missing):
             level.mkdir(mode=0o700, exist_ok=True)
             level.chmod(0o700)
+        parts = [key.advertiser_id, key.audience_id]
+        if self._scope:
+            parts.insert(0, self._scope)
         for part in parts:
             path = path / part
             if not path.exists():
@@ -456,20 +571,20 @@ class SnapshotStore:
 
     @contextlib.contextmanager
     def lock(self, key: SnapshotKey) -> Iterator[None]:
-        """Held for the whole run on `key`: read, deliver, write the new snapshot.
+        """Held while a run reads, changes and records one audience (see README, Snapshots).
 
-        Locally: an exclusive, non-blocking fcntl.flock on `<CONTRACT>.lock` beside the
-        snapshot. The kernel releases it when the process ends, however it ends, so a local
-        lock is never stale (except on network file systems without flock support).
+        Another holder is waited for up to `lock_wait_seconds`, then SnapshotError.
+        Locally: an exclusive fcntl.flock on `<CONTRACT>.lock` beside the snapshot. The kernel
+        releases it when the process ends, however it ends, so a local lock is never stale
+        (except on network file systems without flock support).
 
         Object storage: a lock object `<CONTRACT>.lock` beside the snapshot, created with a
         conditional put (If-None-Match: *) where the file system supports it (s3fs: AWS S3 and
         S3 APIs that honour the header, such as MinIO); elsewhere fsspec checks for the object
-        first, which leaves a short race. The object holds its owner and creation time and is
-        read back after the put. A lock object older than `lock_stale_seconds` is taken to be
-        left by a run that died and is replaced; that takeover is not atomic, and a run still
-        working after that period can lose its lock. Released by deleting the object when it
-        is still ours.
+        first, which leaves a short race. The object holds its owner and a lease: a live run
+        renews it every third of `lease_seconds`, so the lock of a killed run expires within
+        `lease_seconds` and is then taken over. The object is read back after the put, and
+        released by deleting it when it is still ours.
         Read-only stores (dry run) take no lock.
         """
         if self.read_only:
@@ -482,6 +597,13 @@ class SnapshotStore:
             with self._object_lock(key):
                 yield
 
+    def _waited(self, key: SnapshotKey, where: str, extra: str = "") -> SnapshotError:
+        return SnapshotError(
+            f"another run holds the snapshot lock for {key.describe()} ({where}{extra}); "
+            f"waited {self._wait:.0f} s. Re-run when it has finished; if no other run is "
+            "active, remove the lock"
+        )
+
     @contextlib.contextmanager
     def _local_lock(self, key: SnapshotKey) -> Iterator[None]:
         import fcntl  # POSIX only; imported here so the module still imports elsewhere
@@ -489,15 +611,16 @@ class SnapshotStore:
         path = self._local_dir(key) / f"{key.contract}.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise SnapshotError(
-                    f"another run holds the snapshot lock for {key.describe()} "
-                    f"(lock file {path}); wait for it or remove a stale lock"
-                ) from None
+            for pause in _pauses(self._wait):
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if pause is None:
+                        raise self._waited(key, f"lock file {path}") from None
+                    time.sleep(pause)
             os.ftruncate(fd, 0)
-            os.write(fd, _owner_record(_owner()).encode())
+            os.write(fd, _owner_record(_owner(), 0).encode())
             yield
         finally:
             os.close(fd)  # closing releases the flock
@@ -505,49 +628,80 @@ class SnapshotStore:
     @contextlib.contextmanager
     def _object_lock(self, key: SnapshotKey) -> Iterator[None]:
         assert self._fs is not None
-        fs, path = self._fs, self._path(key.lock_name)
-        where = f"{self.display.rstrip('/')}/{key.lock_name}"
+        fs, path = self._fs, self._path(self._rel(key.lock_name))
+        where = f"lock object {self.display.rstrip('/')}/{self._rel(key.lock_name)}"
         owner = _owner()
-        body = _owner_record(owner).encode()
-        for attempt in range(2):
+        for pause in _pauses(self._wait):
             try:
-                fs.pipe_file(path, body, mode="create")
-                break
+                fs.pipe_file(path, _owner_record(owner, self._lease).encode(), mode="create")
+                if _lock_owner(fs.cat_file(path)) == owner:
+                    break
             except FileExistsError:
-                age = self._lock_age(path)
-                if attempt or age is None or age < self._stale:
-                    held = "" if age is None else f", taken {int(age)} s ago"
-                    raise SnapshotError(
-                        f"another run holds the snapshot lock for {key.describe()} "
-                        f"(lock object {where}{held}); wait for it or remove a stale lock"
-                    ) from None
-                fs.rm_file(path)  # stale: its run died without releasing it
+                if self._lease_expired(path):
+                    with contextlib.suppress(FileNotFoundError):
+                        fs.rm_file(path)  # its run died without releasing it
+                    continue
             except OSError as exc:
                 raise SnapshotError(
                     f"snapshot_url {self.display}: cannot create the lock object "
-                    f"{key.lock_name} ({_oserror(exc)})"
+                    f"{self._rel(key.lock_name)} ({_oserror(exc)})"
                 ) from None
-        if _lock_owner(fs.cat_file(path)) != owner:
-            raise SnapshotError(
-                f"another run took the snapshot lock for {key.describe()} at the same time "
-                f"(lock object {where}); run again later"
-            )
+            if pause is None:
+                raise self._waited(
+                    key, where, f", renewed by its run every {self._lease / 3:.0f} s"
+                )
+            time.sleep(pause)
+        stop = threading.Event()
+        renewer = threading.Thread(
+            target=self._renew, args=(path, owner, stop), name="snapshot-lock-lease", daemon=True
+        )
+        renewer.start()
         try:
             yield
         finally:
+            stop.set()
+            renewer.join()
             with contextlib.suppress(OSError):
                 if _lock_owner(fs.cat_file(path)) == owner:
                     fs.rm_file(path)
 
-    def _lock_age(self, path: str) -> float | None:
+    def _renew(self, path: str, owner: str, stop: threading.Event) -> None:
+        """Extend the lease while the run works; a lost lock is noticed by the owner check."""
+        assert self._fs is not None
+        while not stop.wait(self._lease / 3):
+            with contextlib.suppress(OSError):
+                if _lock_owner(self._fs.cat_file(path)) == owner:
+                    self._fs.pipe_file(path, _owner_record(owner, self._lease).encode())
+
+    def _lease_expired(self, path: str) -> bool:
         assert self._fs is not None
         try:
             record = json.loads(self._fs.cat_file(path))
-            return time.time() - float(record["created"])
+            expires = record.get("expires")
+            if expires is None:  # a lock object of an older version: created + its 6 h limit
+                expires = float(record["created"]) + 6 * 3600
+            return time.time() > float(expires)
         except FileNotFoundError:
-            return 0.0  # released meanwhile; the caller reports it as held: retry is cheap
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+            return True  # released meanwhile: try again at once
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return False
+
+
+def _pauses(wait: float) -> Iterator[float | None]:
+    """Pauses between lock attempts, growing to a few seconds; None when time is up."""
+    deadline = time.monotonic() + wait
+    i = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            yield None
+            return
+        yield min(_POLL_SECONDS[min(i, len(_POLL_SECONDS) - 1)], left)
+        i += 1
+
+
+def _write_error(where: str, exc: OSError) -> SnapshotError:
+    return SnapshotError(f"cannot write {where} ({_oserror(exc)})")
 
 
 def _filesystem(
@@ -570,8 +724,12 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
-def _owner_record(owner: str) -> str:
-    return json.dumps({"owner": owner, "created": time.time()}) + "\n"
+def _owner_record(owner: str, lease: float) -> str:
+    now = time.time()
+    record: dict[str, object] = {"owner": owner, "created": now}
+    if lease:
+        record["expires"] = now + lease
+    return json.dumps(record) + "\n"
 
 
 def _lock_owner(raw: bytes) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -56,7 +57,7 @@ class Spool:
         if self._lines >= self._max:
             self._close()
 
-    def write_block(self, digests: list[str]) -> None:
+    def write_block(self, digests: Sequence[str]) -> None:
         """Many digests at once (a sorted block): one write per file instead of one a digest."""
         start = 0
         while start < len(digests):

@@ -80,6 +80,13 @@ class TargetTikTokAudiences(Target):
             super().invoke(**kwargs)
 
     def _process_schema_message(self, message_dict: dict[str, Any]) -> None:
+        # Read before the SDK builds the sink: a mirror of an incremental stream is guarded.
+        bookmarks = message_dict.get("bookmark_properties")
+        stream = message_dict.get("stream")
+        if isinstance(stream, str):
+            self.run.bookmarks[stream] = (
+                [str(b) for b in bookmarks] if isinstance(bookmarks, list) else []
+            )
         super()._process_schema_message(message_dict)
         # The stream's maps are (re)built here; their failures must not quote a record.
         for stream_map in self.mapper.stream_maps.get(message_dict["stream"], ()):

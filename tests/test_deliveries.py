@@ -82,7 +82,6 @@ def make_runtime(
         report=RunReport(dry_run=False),
         logger=LOG,
         snapshots=SnapshotStore(str(tmp_path / "snapshots")),
-        fingerprint="rules",
     )
 
 
@@ -463,7 +462,7 @@ def test_append_removals_into_a_missing_audience_are_skipped_with_a_note(tmp_pat
         assert (entry.status, entry.audience_id, entry.note) == (
             "delivered",
             None,
-            "removals skipped: the audience does not exist yet.",
+            "removals skipped: the audience did not exist before this run.",
         )
     assert fake.methods_called() == ["list_audiences", "list_audiences"]
 

@@ -34,7 +34,8 @@ def users_messages(rows: list[dict], bookmark: int) -> list[dict]:
 
 
 def test_messy_rows_mirror_into_two_advertisers_then_replace(sandbox, tmp_path: Path) -> None:
-    config = base_config(sandbox, audiences=[MAPPING], file_max_ids=1000)
+    # The second run keeps a third of the users: meant here, so the removal guard is lifted.
+    config = base_config(sandbox, audiences=[MAPPING], file_max_ids=1000, max_removal_percent=100)
     rows, expected = messy_users(0, 3000)
     first = run_target(tmp_path, config, users_messages(rows, 1), name="first")
     assert first.returncode == 0, first.stderr[-3000:]

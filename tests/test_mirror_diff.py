@@ -20,6 +20,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from target_tiktok_audiences.sandbox.server import SandboxServer
+from target_tiktok_audiences.snapshot import scope_for
 
 from helpers import (
     ADV1,
@@ -213,9 +214,7 @@ def test_three_runs_an_hour_send_only_the_difference(sandbox, tmp_path: Path) ->
     config = base_config(sandbox, audiences=[mapping()], file_max_ids=700)
     ids = three_runs_and_an_unchanged_one(sandbox, tmp_path, config)
     for (advertiser, contract), audience_id in ids.items():
-        assert (
-            snapshot_root(tmp_path).joinpath(advertiser, audience_id, f"{contract}.snap").exists()
-        )
+        assert snapshot_file(tmp_path, audience_id, contract, advertiser).exists()
 
 
 def three_runs_and_an_unchanged_one(
@@ -305,29 +304,46 @@ def the_entry(run: Run) -> dict[str, Any]:
     return entry
 
 
-def snapshot_file(tmp_path: Path, audience_id: str, contract: str = "EMAIL_SHA256") -> Path:
-    return snapshot_root(tmp_path) / ADV1 / audience_id / f"{contract}.snap"
+def snapshot_file(
+    tmp_path: Path, audience_id: str, contract: str = "EMAIL_SHA256", advertiser: str = ADV1
+) -> Path:
+    """The snapshot under the API host's folder (there is one sandbox host per test)."""
+    pattern = f"*/{advertiser}/{audience_id}/{contract}.snap"
+    found = sorted(snapshot_root(tmp_path).glob(pattern))
+    assert len(found) <= 1, found
+    return found[0] if found else snapshot_root(tmp_path) / "no-such-host" / pattern[2:]
 
 
 def email_config(sandbox: SandboxServer, **overrides: Any) -> dict[str, Any]:
     return base_config(sandbox, advertiser_ids=[ADV1], audiences=[EMAIL_ONLY], **overrides)
 
 
-@pytest.mark.parametrize("change", ["rules", "snapshot deleted"])
-def test_an_unusable_snapshot_means_a_full_replace_once_tiktok_allows_it(
-    sandbox, tmp_path: Path, change: str
+def test_a_change_of_rules_sends_the_difference(sandbox, tmp_path: Path) -> None:
+    """A snapshot records what TikTok holds: digests made under old rules are removed."""
+    config = email_config(sandbox)
+    ok(run_target(tmp_path, config, email_rows(range(1200)), name="create"))
+    config["email_normalization"] = "tiktok"
+    sandbox.advance_clock(20 * 60)
+    calls = Calls(sandbox)
+    run = ok(run_target(tmp_path, config, email_rows(range(100, 1300)), name="rules"))
+    entry = the_entry(run)
+    assert (entry["mirror"], entry["action"]) == ("diff", "APPEND+REMOVE")
+    # Every digest changed: 1,200 new ones in, the 1,200 old ones out; no REPLACE.
+    assert (entry["identifiers_uploaded"], entry["identifiers_removed"]) == (1200, 1200)
+    assert [c["action"] for c in calls(UPDATE)] == ["APPEND", "REMOVE"]
+    same(the_audience(sandbox)["members"], "EMAIL_SHA256", emails(range(100, 1300), "tiktok"))
+
+
+def test_a_lost_snapshot_means_a_full_replace_once_tiktok_allows_it(
+    sandbox, tmp_path: Path
 ) -> None:
     config = email_config(sandbox)
     ok(run_target(tmp_path, config, email_rows(range(1200)), name="create"))
     audience_id = the_audience(sandbox)["audience_id"]
     assert snapshot_file(tmp_path, audience_id).exists()
     rules = "basic"
-    if change == "rules":
-        rules = config["email_normalization"] = "tiktok"
-        why = "was made under other normalisation rules"
-    else:
-        shutil.rmtree(snapshot_root(tmp_path))
-        why = "no snapshot at"
+    shutil.rmtree(snapshot_root(tmp_path))
+    why = "no snapshot at"
 
     sandbox.advance_clock(20 * 60)
     calls = Calls(sandbox)
@@ -385,11 +401,12 @@ def test_a_failed_run_leaves_the_last_snapshot(sandbox, tmp_path: Path) -> None:
     calls = Calls(sandbox)
     run = ok(run_target(tmp_path, config, email_rows(range(50, 1250)), name="after"))
     entry = the_entry(run)
-    # Diffed against the snapshot of the first run, not the failed second one.
+    # Diffed against the snapshot of the first run, not the failed second one; what the
+    # failed run had in flight (0-99 out, 1200-1299 in) is re-sent as this stream wants it.
     assert (entry["mirror"], entry["action"]) == ("diff", "APPEND+REMOVE")
-    assert entry["identifiers_unchanged"] == 1150
-    assert (entry["identifiers_uploaded"], entry["identifiers_removed"]) == (50, 50)
-    assert sorted(c["lines"] for c in calls(UPLOAD)) == [50, 50]
+    assert entry["identifiers_unchanged"] == 1100
+    assert (entry["identifiers_uploaded"], entry["identifiers_removed"]) == (100, 100)
+    assert sorted(c["lines"] for c in calls(UPLOAD)) == [100, 100]
     same(the_audience(sandbox)["members"], "EMAIL_SHA256", emails(range(50, 1250)))
 
 
@@ -416,10 +433,12 @@ def test_snapshot_files_are_private_and_hold_digests_only(sandbox, tmp_path: Pat
     audience_id = the_audience(sandbox)["audience_id"]
     snap = snapshot_file(tmp_path, audience_id)
     root = snapshot_root(tmp_path)
-    for directory in (root, root / ADV1, root / ADV1 / audience_id):
-        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+    for directory in [root, *root.rglob("*")]:  # host, advertiser, audience, name locks
+        if directory.is_dir():
+            assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+    assert snap.parent.parent.parent.parent == root
     files = sorted(p.name for p in snap.parent.iterdir())
-    assert files == ["EMAIL_SHA256.lock", "EMAIL_SHA256.snap"]
+    assert files == ["EMAIL_SHA256.snap"]  # nothing in flight after a confirmed run
     for name in files:
         assert stat.S_IMODE((snap.parent / name).stat().st_mode) == 0o600, name
     data = snap.read_bytes()
@@ -620,11 +639,14 @@ def test_snapshots_on_s3_behave_like_local_ones(sandbox, tmp_path: Path, s3_endp
     final = expected(run_members(2))
     # One snapshot per audience, holding the last run's set; no lock object left behind.
     assert objects == {
-        f"prefix/{advertiser}/{audience_id}/{contract}.snap": 1024 + 32 * len(final[contract])
+        f"prefix/{scope_for(sandbox.base_url)}/{advertiser}/{audience_id}/{contract}.snap": 1024
+        + 32 * len(final[contract])
         for (advertiser, contract), audience_id in ids.items()
     }
     assert not snapshot_root(tmp_path).exists()  # nothing went to the local default
-    key = f"prefix/{ADV1}/{ids[ADV1, 'EMAIL_SHA256']}/EMAIL_SHA256.snap"
+    key = (
+        f"prefix/{scope_for(sandbox.base_url)}/{ADV1}/{ids[ADV1, 'EMAIL_SHA256']}/EMAIL_SHA256.snap"
+    )
     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     assert body[1024:] == b"".join(bytes.fromhex(d) for d in sorted(final["EMAIL_SHA256"]))
 
@@ -689,7 +711,7 @@ def test_dry_run_plans_the_difference_from_the_snapshot(sandbox, tmp_path: Path)
     }
     calls = Calls(sandbox)
     run = ok(run_target(tmp_path, dry, email_rows(range(100, 1350)), name="dry"))
-    assert run.states == [{"users": "done"}]
+    assert run.states == []  # a dry run confirms nothing, so it emits no STATE
     assert calls("/") == []  # no network
     plan = json.loads((dry_run_dir(out) / "plan.json").read_text())
     (entry,) = plan["audiences"]

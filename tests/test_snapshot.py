@@ -22,19 +22,16 @@ from target_tiktok_audiences.snapshot import (
     HEADER_SIZE,
     Reason,
     Snapshot,
+    SnapshotCorrupt,
     SnapshotError,
     SnapshotKey,
     SnapshotStore,
     Unusable,
     display_url,
-    fingerprint,
+    scope_for,
 )
 
 KEY = SnapshotKey("7000000000000000001", "123456", "EMAIL_SHA256")
-RULES = fingerprint(hash_identifiers=True, email_normalization="basic", default_phone_region="US")
-OTHER_RULES = fingerprint(
-    hash_identifiers=True, email_normalization="tiktok", default_phone_region="US"
-)
 StoreFactory = Callable[..., SnapshotStore]
 
 
@@ -96,14 +93,14 @@ def make_store(
 
 
 def write(store: SnapshotStore, values: list[str], key: SnapshotKey = KEY) -> None:
-    with store.lock(key), store.writer(key, RULES) as out:
+    with store.lock(key), store.writer(key) as out:
         out.write_block(values[: len(values) // 2])
         for value in values[len(values) // 2 :]:
             out.write(value)
 
 
-def read_all(store: SnapshotStore, key: SnapshotKey = KEY, rules: str = RULES) -> list[str]:
-    found = store.read(key, rules)
+def read_all(store: SnapshotStore, key: SnapshotKey = KEY) -> list[str]:
+    found = store.read(key)
     assert isinstance(found, Snapshot), found
     return list(found)
 
@@ -118,10 +115,10 @@ def leftovers(store: SnapshotStore, tmp_path: Path) -> list[str]:
 
 def test_round_trip(make_store: StoreFactory, tmp_path: Path) -> None:
     store = make_store()
-    assert store.read(KEY, RULES) == Unusable(Reason.MISSING, f"no snapshot at {store.where(KEY)}")
+    assert store.read(KEY) == Unusable(Reason.MISSING, f"no snapshot at {store.where(KEY)}")
     values = digests(0, 70_000)  # more than one block
     write(store, values)
-    found = store.read(KEY, RULES)
+    found = store.read(KEY)
     assert isinstance(found, Snapshot)
     assert (found.count, found.header.digest_bytes, found.header.key) == (70_000, 32, KEY)
     assert list(found) == values
@@ -135,7 +132,7 @@ def test_a_failed_write_leaves_the_previous_snapshot(
     store = make_store()
     first = digests(0, 1000)
     write(store, first)
-    with pytest.raises(RuntimeError, match=r"^TikTok refused$"), store.writer(KEY, RULES) as out:
+    with pytest.raises(RuntimeError, match=r"^TikTok refused$"), store.writer(KEY) as out:
         out.write_block(digests(500, 1500))
         # Not visible before the writer commits, to this store or another one.
         assert read_all(make_store()) == first
@@ -144,20 +141,17 @@ def test_a_failed_write_leaves_the_previous_snapshot(
     assert leftovers(store, tmp_path) == []
 
 
-def test_other_rules_and_other_audience_are_not_used(make_store: StoreFactory) -> None:
+def test_another_audience_snapshot_is_not_used(make_store: StoreFactory) -> None:
     store = make_store()
     write(store, digests(0, 10))
     where = store.where(KEY)
-    assert store.read(KEY, OTHER_RULES) == Unusable(
-        Reason.OTHER_RULES, f"snapshot {where} was made under other normalisation rules"
-    )
     # A snapshot copied under another audience's name is refused.
     other = SnapshotKey(KEY.advertiser_id, "999", KEY.contract)
-    with store.writer(other, RULES) as out:
+    with store.writer(other) as out:
         out.write_block(digests(0, 3))
     raw = _get(store, other.name)
     _put(store, KEY.name, raw)
-    assert store.read(KEY, RULES) == Unusable(
+    assert store.read(KEY) == Unusable(
         Reason.OTHER_AUDIENCE,
         f"snapshot {where} was made for audience 999 (EMAIL_SHA256) of advertiser "
         "7000000000000000001",
@@ -170,40 +164,62 @@ def test_truncated_and_corrupt_snapshots(make_store: StoreFactory) -> None:
     raw = _get(store, KEY.name)
     where = store.where(KEY)
     _put(store, KEY.name, raw[:-1])
-    assert store.read(KEY, RULES) == Unusable(
+    assert store.read(KEY) == Unusable(
         Reason.UNREADABLE, f"snapshot {where} is unreadable: truncated"
     )
     _put(store, KEY.name, b"garbage")
-    assert store.read(KEY, RULES) == Unusable(
+    assert store.read(KEY) == Unusable(
         Reason.UNREADABLE, f"snapshot {where} is unreadable: short header"
     )
     flipped = raw[:HEADER_SIZE] + bytes([raw[HEADER_SIZE] ^ 1]) + raw[HEADER_SIZE + 1 :]
     _put(store, KEY.name, flipped)
-    found = store.read(KEY, RULES)
+    found = store.read(KEY)
     assert isinstance(found, Snapshot)
-    with pytest.raises(SnapshotError) as err:
+    with pytest.raises(SnapshotCorrupt) as err:
         list(found)
-    assert str(err.value) == (
-        f"snapshot {where} is corrupt (checksum mismatch); "
-        "delete it and the next run uploads the audience in full"
-    )
+    assert str(err.value) == f"snapshot {where} is corrupt (checksum mismatch)"
 
 
-def test_lock_excludes_a_second_holder(make_store: StoreFactory) -> None:
-    store, other = make_store(), make_store()
+def test_lock_waits_a_bounded_time_then_says_so(make_store: StoreFactory) -> None:
+    store, other = make_store(), make_store(lock_wait_seconds=0.6)
+    started = time.monotonic()
     with store.lock(KEY), pytest.raises(SnapshotError) as err, other.lock(KEY):
         pass
+    assert time.monotonic() - started >= 0.6  # it waited before giving up
     message = str(err.value)
     assert message.startswith(
         "another run holds the snapshot lock for audience 123456 (EMAIL_SHA256) of advertiser "
         "7000000000000000001 ("
     )
-    assert message.endswith("; wait for it or remove a stale lock")
+    assert message.endswith(
+        "; waited 1 s. Re-run when it has finished; if no other run is active, remove the lock"
+    )
     with other.lock(KEY):  # released: free again
         pass
     # Another audience is not blocked.
     with store.lock(KEY), other.lock(SnapshotKey(KEY.advertiser_id, "7", KEY.contract)):
         pass
+
+
+def test_lock_is_taken_once_the_holder_releases_it(make_store: StoreFactory) -> None:
+    import threading
+
+    store, other = make_store(), make_store(lock_wait_seconds=30)
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with store.lock(KEY):
+            held.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(5)
+    threading.Timer(0.5, release.set).start()
+    with other.lock(KEY):  # waits for the holder instead of failing
+        assert release.is_set()
+    holder.join()
 
 
 def test_read_only_store_reads_and_never_writes(make_store: StoreFactory) -> None:
@@ -213,7 +229,7 @@ def test_read_only_store_reads_and_never_writes(make_store: StoreFactory) -> Non
     assert read_all(dry) == digests(0, 5)
     with writable.lock(KEY), dry.lock(KEY):  # a dry run takes no lock
         pass
-    with pytest.raises(SnapshotError) as err, dry.writer(KEY, RULES):
+    with pytest.raises(SnapshotError) as err, dry.writer(KEY):
         pass
     assert str(err.value) == (
         f"snapshot store {dry.display} is read-only (dry run): no snapshot is written"
@@ -223,12 +239,12 @@ def test_read_only_store_reads_and_never_writes(make_store: StoreFactory) -> Non
 def test_writer_refuses_unsorted_or_malformed_digests(make_store: StoreFactory) -> None:
     store = make_store()
     unsorted = r"^digests must be written in ascending order$"
-    with pytest.raises(ValueError, match=unsorted), store.writer(KEY, RULES) as out:
+    with pytest.raises(ValueError, match=unsorted), store.writer(KEY) as out:
         out.write_block(sorted([sha(1), sha(2)], reverse=True))
     malformed = r"^digests must be 64 lowercase hex characters$"
-    with pytest.raises(ValueError, match=malformed), store.writer(KEY, RULES) as out:
+    with pytest.raises(ValueError, match=malformed), store.writer(KEY) as out:
         out.write_block([sha(1).upper()])
-    assert store.read(KEY, RULES).reason is Reason.MISSING  # type: ignore[union-attr]
+    assert store.read(KEY).reason is Reason.MISSING  # type: ignore[union-attr]
 
 
 # -- local only -------------------------------------------------------------------------------
@@ -280,13 +296,16 @@ def test_local_lock_excludes_another_process(tmp_path: Path) -> None:
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-        with pytest.raises(SnapshotError) as err, SnapshotStore(url).lock(KEY):
+        with (
+            pytest.raises(SnapshotError) as err,
+            SnapshotStore(url, lock_wait_seconds=0.3).lock(KEY),
+        ):
             pass
         lock_file = tmp_path / "snapshots" / KEY.lock_name
         assert str(err.value) == (
             "another run holds the snapshot lock for audience 123456 (EMAIL_SHA256) of "
-            f"advertiser 7000000000000000001 (lock file {lock_file}); "
-            "wait for it or remove a stale lock"
+            f"advertiser 7000000000000000001 (lock file {lock_file}); waited 0 s. Re-run when "
+            "it has finished; if no other run is active, remove the lock"
         )
     finally:
         holder.communicate("")
@@ -298,30 +317,67 @@ def test_local_lock_excludes_another_process(tmp_path: Path) -> None:
 # -- object storage only ----------------------------------------------------------------------
 
 
-def test_s3_lock_object_and_stale_takeover(bucket: str) -> None:
+def test_s3_lock_has_a_lease_that_a_live_run_renews(bucket: str) -> None:
     url = f"s3://{bucket}/prefix"
-    store = SnapshotStore(url, lock_stale_seconds=60)
+    store = SnapshotStore(url, lease_seconds=1.5, lock_wait_seconds=0.5)
     s3 = boto3.client("s3")
     lock_key = f"prefix/{KEY.lock_name}"
+
+    def lock_record() -> dict[str, float]:
+        record: dict[str, float] = json.loads(
+            s3.get_object(Bucket=bucket, Key=lock_key)["Body"].read()
+        )
+        return record
+
     with store.lock(KEY):
-        body = s3.get_object(Bucket=bucket, Key=lock_key)["Body"].read()
-        assert set(json.loads(body)) == {"owner", "created"}
+        first = lock_record()
+        assert set(first) == {"owner", "created", "expires"}
+        time.sleep(2.0)  # longer than the lease: the live run renewed it meanwhile
+        renewed = lock_record()
+        assert renewed["owner"] == first["owner"] and renewed["expires"] > first["expires"]
+        with pytest.raises(SnapshotError), SnapshotStore(url, lock_wait_seconds=0.5).lock(KEY):
+            pass  # a renewed lease is not stale
     with pytest.raises(s3.exceptions.NoSuchKey):
         s3.get_object(Bucket=bucket, Key=lock_key)  # released
-    fresh = b'{"owner": "other:1:x", "created": %f}' % (time.time() - 30)
-    s3.put_object(Bucket=bucket, Key=lock_key, Body=fresh)
+
+
+def test_s3_lock_of_a_killed_run_expires_with_its_lease(bucket: str) -> None:
+    url = f"s3://{bucket}/prefix"
+    store = SnapshotStore(url, lock_wait_seconds=0.5)
+    s3 = boto3.client("s3")
+    lock_key = f"prefix/{KEY.lock_name}"
+    live = json.dumps({"owner": "other:1:x", "created": time.time(), "expires": time.time() + 60})
+    s3.put_object(Bucket=bucket, Key=lock_key, Body=live.encode())
     with pytest.raises(SnapshotError) as err, store.lock(KEY):
         pass
     assert str(err.value) == (
         "another run holds the snapshot lock for audience 123456 (EMAIL_SHA256) of advertiser "
-        f"7000000000000000001 (lock object s3://{bucket}/prefix/{KEY.lock_name}, taken 30 s "
-        "ago); wait for it or remove a stale lock"
+        f"7000000000000000001 (lock object s3://{bucket}/prefix/{KEY.lock_name}, renewed by "
+        "its run every 40 s); waited 0 s. Re-run when it has finished; if no other run is "
+        "active, remove the lock"
     )
-    stale = b'{"owner": "other:1:x", "created": %f}' % (time.time() - 120)
-    s3.put_object(Bucket=bucket, Key=lock_key, Body=stale)
-    with store.lock(KEY):  # the dead run's lock is replaced
+    dead = json.dumps(
+        {"owner": "other:1:x", "created": time.time() - 70, "expires": time.time() - 1}
+    )
+    s3.put_object(Bucket=bucket, Key=lock_key, Body=dead.encode())
+    with store.lock(KEY):  # the killed run's lock is taken over
         body = s3.get_object(Bucket=bucket, Key=lock_key)["Body"].read()
         assert b"other:1:x" not in body
+
+
+def test_scope_is_the_api_host() -> None:
+    assert scope_for("https://business-api.tiktok.com/open_api/v1.3") == "business-api.tiktok.com"
+    assert scope_for("http://127.0.0.1:8123/open_api/v1.3") == "127.0.0.1_8123"
+    assert scope_for("http://[::1]:99/x") == "unknown-host"  # not a plain path segment
+
+
+def test_scoped_store_reads_a_snapshot_written_before_scopes(tmp_path: Path) -> None:
+    write(SnapshotStore(str(tmp_path)), digests(0, 5))
+    scoped = SnapshotStore(str(tmp_path), scope="business-api.tiktok.com")
+    assert read_all(scoped) == digests(0, 5)
+    write(scoped, digests(0, 7))
+    assert (tmp_path / "business-api.tiktok.com" / KEY.name).is_file()
+    assert read_all(scoped) == digests(0, 7)
 
 
 def test_s3_objects_hold_the_format(bucket: str) -> None:

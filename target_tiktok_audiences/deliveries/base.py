@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import abc
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from target_tiktok_audiences.audiences import PARTNER, AudienceDirectory
@@ -22,7 +23,7 @@ from target_tiktok_audiences.client import (
 )
 from target_tiktok_audiences.report import AudienceReport, RunReport, StreamReport
 from target_tiktok_audiences.settings import AudienceMapping, Settings
-from target_tiktok_audiences.snapshot import SnapshotStore
+from target_tiktok_audiences.snapshot import SnapshotError, SnapshotKey, SnapshotStore
 from target_tiktok_audiences.spool import Chunk
 
 # Why TikTok refused one audience, and what a person does about it (the run goes on).
@@ -56,6 +57,14 @@ def small_set_note(count: int, kind: str = "") -> str:
     )
 
 
+class HeldBack(Exception):
+    """This audience alone is left as it is (a guard, the snapshot store); the others go on."""
+
+    def __init__(self, why: str, advice: str, detail: str) -> None:
+        super().__init__(detail)
+        self.why, self.advice, self.detail = why, advice, detail
+
+
 @dataclass
 class Runtime:
     """What every delivery of a run shares."""
@@ -67,7 +76,6 @@ class Runtime:
     report: RunReport
     logger: logging.Logger
     snapshots: SnapshotStore
-    fingerprint: str  # of the normalisation rules: snapshots made under others are not used
 
 
 @dataclass(eq=False)
@@ -78,6 +86,9 @@ class Delivery(abc.ABC):
     mapping: AudienceMapping
     report: StreamReport
     contracts: list[str]
+    # Why the stream is not the whole set (its SCHEMA has bookmark_properties); mirror guards.
+    partial_stream: str | None = field(default=None, init=False)
+    _locked_at: float = field(default=0.0, init=False)  # when this audience's lock was taken
 
     def extend(self, contracts: Sequence[str]) -> None:
         """A new schema of the stream may bring more identifier columns."""
@@ -107,11 +118,24 @@ class Delivery(abc.ABC):
     def delivering(self, entry: AudienceReport) -> Iterator[AudienceAPI]:
         """A client view that counts into the audience's stats; failures mark the entry.
 
-        A refusal of this audience alone (the 1,000 floor, a REPLACE still processing) defers
-        it and lets the others go on; anything else stops the run.
+        A refusal of this audience alone (the 1,000 floor, a REPLACE still processing), a guard
+        or a failure of the snapshot store defers it and lets the others go on; anything else
+        stops the run. The audience's name is locked in the snapshot store meanwhile, so that
+        concurrent runs never create it twice (nor interleave their changes).
         """
+        lock = SnapshotKey.for_name(entry.advertiser_id, entry.audience_name, "AUDIENCE")
         try:
-            yield self.runtime.client.with_stats(entry.stats)
+            with self.runtime.snapshots.lock(lock):
+                self._locked_at = time.monotonic()
+                yield self.runtime.client.with_stats(entry.stats)
+        except HeldBack as exc:
+            entry.defer(exc.why, exc.advice, exc.detail)
+        except SnapshotError as exc:
+            entry.defer(
+                "the snapshot store failed",
+                "fix snapshot_url's storage and re-run; the next run re-sends what is unconfirmed",
+                str(exc),
+            )
         except RefusedError as exc:
             exc.for_audience(entry.audience_name)
             why, advice = REFUSALS.get(exc.reason, (exc.tiktok_message, exc.hint))
@@ -130,7 +154,11 @@ class Delivery(abc.ABC):
         explicit = self.mapping.audience_ids.get(advertiser_id)
         if explicit:
             return directory.by_id(api, advertiser_id, explicit, kind, name)
-        return directory.by_name(api, advertiser_id, name, kind)
+        found = directory.by_name(api, advertiser_id, name, kind)
+        if found is None and not directory.listed_since(advertiser_id, self._locked_at):
+            # Listed before this audience's lock was taken: another run may have created it since.
+            found = directory.by_name(api, advertiser_id, name, kind, refresh=True)
+        return found
 
     def partner_audience(self, api: AudienceAPI, advertiser_id: str, name: str) -> tuple[str, bool]:
         """(audience id, created): the configured or existing partner audience, or a new one."""

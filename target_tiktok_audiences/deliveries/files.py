@@ -150,8 +150,9 @@ class FileDelivery(Delivery):
                 api.update_customer_audience(advertiser_id, audience_id, group, "APPEND")
         entry.audience_id = audience_id
         if removed:
-            if audience_id is None:
-                entry.note = "removals skipped: the audience does not exist yet."
+            if audience_id is None or entry.created:
+                # Users removed before the audience existed were never in it: no operation.
+                entry.note = "removals skipped: the audience did not exist before this run."
             else:
                 for group in self._upload(api, advertiser_id, contract, removed, entry):
                     api.update_customer_audience(advertiser_id, audience_id, group, "REMOVE")

@@ -190,6 +190,20 @@ class SandboxServer:
         """Move the sandbox clock forward, e.g. 86400 for "next day"."""
         self.app.advance_clock(seconds)
 
+    def edit_members(
+        self,
+        audience_id: str,
+        id_type: str,
+        *,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+    ) -> None:
+        """Change members as a person in Ads Manager would: no API call, nothing the target sees."""
+        with self.store.transaction() as c:
+            delta = self.store.apply_digests(c, str(audience_id), id_type, add)
+            delta -= self.store.apply_digests(c, str(audience_id), id_type, remove, remove=True)
+            self.store.set_count(c, str(audience_id), delta)
+
     def share_audience(
         self,
         advertiser_id: str,
