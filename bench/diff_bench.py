@@ -46,16 +46,10 @@ if __package__ in (None, ""):  # run as a script: make the package importable fr
 
 from bench.run import Run, Sandbox, measure, tiktok_command
 from target_tiktok_audiences.extsort import ExternalSorter, diff
-from target_tiktok_audiences.snapshot import (
-    Snapshot,
-    SnapshotKey,
-    SnapshotStore,
-    fingerprint,
-)
+from target_tiktok_audiences.snapshot import Snapshot, SnapshotKey, SnapshotStore
 from target_tiktok_audiences.spool import Spool, private_workdir, remove_workdir
 
 KEY = SnapshotKey("7000000000000000001", "1", "EMAIL_SHA256")
-RULES = fingerprint(hash_identifiers=True, email_normalization="basic", default_phone_region=None)
 CHUNK = 100_000
 
 
@@ -67,8 +61,18 @@ def main() -> int:
     parser.add_argument(
         "--e2e", action="store_true", help="the real CLI against the sandbox: full vs diff"
     )
+    parser.add_argument(
+        "--partner",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="partner mirror memory: peak RSS of runs adding N new users each (e.g. 200000 "
+        "2000000), the CLI against the sandbox",
+    )
     parser.add_argument("--keep", action="store_true", help="--e2e: keep the temp dir")
     args = parser.parse_args()
+    if args.partner:
+        return partner_memory(args.partner)
     return end_to_end(args) if args.e2e else pure(args)
 
 
@@ -87,7 +91,7 @@ def pure(args: argparse.Namespace) -> int:
                 chunk = [hashlib.sha256(b"%d" % i).hexdigest() for i in range(lo, hi)]
                 old_sorter.add_many(chunk[: max(0, min(hi, n) - lo)])
                 fh.writelines(d + "\n" for d in chunk[max(0, shift - lo) :])
-        with store.writer(KEY, RULES) as out:
+        with store.writer(KEY) as out:
             for block in old_sorter.sorted_blocks():
                 out.write_block(block)
         old_sorter.close()
@@ -99,10 +103,10 @@ def pure(args: argparse.Namespace) -> int:
             for line in fh:
                 sorter.add(line[:-1])
         t1 = time.perf_counter()
-        old = store.read(KEY, RULES)
+        old = store.read(KEY)
         assert isinstance(old, Snapshot)
         added, removed = Spool(work, "added", 500_000), Spool(work, "removed", 500_000)
-        with store.lock(KEY), store.writer(KEY, RULES) as out:
+        with store.lock(KEY), store.writer(KEY) as out:
             counts = diff(
                 sorter.sorted_blocks(), old.blocks(), added.write, removed.write, out.write_block
             )
@@ -263,6 +267,60 @@ def end_to_end(args: argparse.Namespace) -> int:
             say(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def partner_memory(sizes: list[int]) -> int:
+    """Peak RSS of a partner mirror that adds N new users (all of them new: the largest
+    change), one fresh sandbox and audience per N; the members are checked after each run."""
+    rows: list[tuple[int, Run]] = []
+    for n in sizes:
+        work = Path(tempfile.mkdtemp(prefix="tiktok-partner-bench-"))
+        try:
+            data = work / "users.singer"
+            write_input(data, 0, n)
+            env = {**os.environ, "TMPDIR": str(work), "PYTHONWARNINGS": "ignore"}
+            with Sandbox(work, "--partner-warmup", "0") as sandbox:
+                config = {
+                    "access_token": "sandbox-token",
+                    "advertiser_ids": [ADVERTISER],
+                    "api_base_url": sandbox.base_url,
+                    "audiences": [
+                        {
+                            "stream": "users",
+                            "audience_name": AUDIENCE,
+                            "audience_type": "partner",
+                            "identifiers": {"EMAIL_SHA256": "email"},
+                        }
+                    ],
+                    "snapshot_url": str(work / "snapshots"),
+                    "max_requests_per_second": 1000,
+                }
+                config_path = work / "config.json"
+                config_path.write_text(json.dumps(config))
+                result = measure(
+                    f"partner {n:,}", tiktok_command(config_path), data, n, work, env=env
+                )
+                result.check()
+                size = sandbox.audiences()[AUDIENCE]["member_count"]
+                if size != n:
+                    raise AssertionError(f"partner {n:,}: audience holds {size:,}")
+            rows.append((n, result))
+            print(
+                f"partner mirror, {n:,} new users: CPU {result.cpu:.1f} s, wall "
+                f"{result.wall:.1f} s, peak RSS {result.rss_mib:.1f} MiB",
+                flush=True,
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    base = rows[0][1].rss_mib
+    print("\n| new users | CPU s | wall s | peak RSS MiB | RSS / smallest |")
+    print("|---:|---:|---:|---:|---:|")
+    for n, result in rows:
+        print(
+            f"| {n:,} | {result.cpu:.1f} | {result.wall:.1f} | {result.rss_mib:.1f} | "
+            f"{result.rss_mib / base:.2f}x |"
+        )
     return 0
 
 

@@ -138,7 +138,8 @@ def _venv_bin(name: str) -> Path:
 class Sandbox:
     """`tiktok-audiences-sandbox --port 0` in a child process; its state in `db`."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *options: str) -> None:
+        self.options = options  # more sandbox CLI flags, e.g. a shorter partner warm-up
         self.db = workdir / "sandbox.db"
         self.log = workdir / "sandbox.log"
         self.base_url = ""
@@ -153,7 +154,11 @@ class Sandbox:
         )
         with self.log.open("wb") as err:
             self._proc = subprocess.Popen(
-                [*cmd, "--port", "0", "--db", str(self.db), "--min-audience-size", "1"],
+                [
+                    *cmd,
+                    *("--port", "0", "--db", str(self.db), "--min-audience-size", "1"),
+                    *self.options,
+                ],
                 stdout=subprocess.PIPE,
                 stderr=err,
             )

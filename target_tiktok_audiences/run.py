@@ -171,6 +171,13 @@ class Run:
             if a.status == "deferred"
         ]
 
+    @property
+    def delivered(self) -> int:
+        """Audiences delivered this run (for the last line's wording)."""
+        return sum(
+            a.status == "delivered" for s in self.report.streams.values() for a in s.audiences
+        )
+
     def state_line(self, state: Mapping[str, Any]) -> str | None:
         """The STATE line to emit now, or None while records before it are undelivered.
 

@@ -104,10 +104,16 @@ class TargetTikTokAudiences(Target):
         refused = run.refused
         super().process_endofpipe()  # emits STATE unless an audience was refused
         if refused:
+            delivered = run.delivered
+            others = (
+                "the others were delivered"
+                if delivered
+                else "no other audience was delivered in this run"
+            )
             message = (
                 f"{len(refused)} audience{'s' if len(refused) > 1 else ''} not delivered: "
-                f"{', '.join(refused)}; the others were delivered and no STATE was emitted; the "
-                "summary above says what to do"
+                f"{', '.join(refused)}; {others} and no STATE was emitted; the summary above "
+                "says what to do"
             )
             run.finish("failed", message)
             raise DeliveryIncomplete(message)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from helpers import (
     schema_msg,
     sha256,
     singer_lines,
+    start_target,
     state_msg,
     stream_report,
 )
@@ -256,7 +259,8 @@ def test_a_failed_snapshot_write_names_the_snapshot_and_converges(
     line = run.stderr.strip().splitlines()[-1]
     assert line.endswith(
         "1 audience not delivered: 'Newsletter' in advertiser 7000000000000000001 (the snapshot "
-        "store failed); the others were delivered and no STATE was emitted; the summary above "
+        "store failed); no other audience was delivered in this run and no STATE was emitted; "
+        "the summary above "
         "says what to do"
     )
     snap = "PARTNER" if mapping.get("audience_type") == "partner" else EMAIL
@@ -472,3 +476,23 @@ def test_four_runs_at_once_make_one_audience(
     named = [a for a in sandbox.audiences(ADV1) if a["name"] == "Newsletter"]
     assert len(named) == 1
     assert {k: set(v) for k, v in named[0]["members"].items() if v} == {EMAIL: emails(range(1500))}
+
+
+@pytest.mark.parametrize("mapping", [file_mapping(), partner_mapping()], ids=["file", "partner"])
+def test_sigterm_during_a_mirror_sends_nothing_and_exits_143(
+    sandbox: SandboxServer, tmp_path: Path, mapping: dict[str, Any]
+) -> None:
+    proc, _ = start_target(tmp_path, config_for(sandbox, mapping))
+    assert proc.stdin is not None and proc.stderr is not None
+    proc.stdin.write(singer_lines(rows(range(1500))[:-1]))  # the set is not complete yet
+    proc.stdin.flush()
+    deadline = time.monotonic() + 60
+    while not sandbox.calls("/dmp/custom_audience/list/") and time.monotonic() < deadline:
+        time.sleep(0.05)  # the records are being read once the preflight is done
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr[-3000:]
+    assert stdout == "" and "Traceback" not in stderr
+    assert "Received signal 15: stopping without delivering what is pending" in stderr
+    assert sandbox.audiences(ADV1) == []  # nothing half-read became an audience

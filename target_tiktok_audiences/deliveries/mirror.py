@@ -393,12 +393,20 @@ class MirrorDelivery(_SortedSets):
                     f"resync postponed: the {status.last_action}{when} is still processing"
                 )
                 return None
-            raise RefusedError(
-                f"REPLACE on audience {entry.audience_id}",
-                reason=REFUSED_REPLACE_PROCESSING,
-                advertiser_id=entry.advertiser_id,
-                message=f"the {status.last_action}{when} is still processing; nothing was sent",
-                said=False,
+            if not self.by_difference:
+                raise RefusedError(
+                    f"REPLACE on audience {entry.audience_id}",
+                    reason=REFUSED_REPLACE_PROCESSING,
+                    advertiser_id=entry.advertiser_id,
+                    message=f"the {status.last_action}{when} is still processing; nothing was sent",
+                    said=False,
+                )
+            raise HeldBack(
+                "it needs a full upload (REPLACE), and TikTok is still processing its last "
+                "REPLACE or its creation",
+                f"{entry.mirror_reason}; the first run after TikTok finishes (about a day) "
+                "uploads it in full",
+                f"the {status.last_action}{when} is still processing; nothing was sent",
             )
         return status
 
