@@ -141,7 +141,8 @@ CONFIG_SCHEMA = th.PropertiesList(
         default=False,
         title="Dry Run",
         description="No network at all: write the hashed files and a plan of what would be "
-        "sent into a new folder under output_dir.",
+        "sent into a new folder under output_dir. Emits no STATE, so a Meltano bookmark never "
+        "advances on a dry run.",
     ),
     th.Property(
         "output_dir",
