@@ -480,7 +480,8 @@ def test_replace_while_processing_is_deferred_without_sending_anything(
     assert f"REPLACE on audience {audience_id}" in summary
     assert last_line(second).endswith(
         f"1 audience not delivered: 'VIP' in advertiser {ADV1} (TikTok is still processing "
-        "this audience's last REPLACE or its creation); the others were delivered and no STATE "
+        "this audience's last REPLACE or its creation); no other audience was delivered in this "
+        "run and no STATE "
         "was emitted; the summary above says what to do"
     )
 
