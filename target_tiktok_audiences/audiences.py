@@ -41,6 +41,10 @@ class AudienceDirectory:
             self._rows[advertiser_id] = list(api.list_audiences(advertiser_id))
         return self._rows[advertiser_id]
 
+    def rows(self, api: AudienceAPI, advertiser_id: str) -> list[AudienceRow]:
+        """The advertiser's audiences as listed once this run (with those it created)."""
+        return list(self._list(api, advertiser_id))
+
     def by_id(
         self, api: AudienceAPI, advertiser_id: str, audience_id: str, kind: str, name: str
     ) -> str:

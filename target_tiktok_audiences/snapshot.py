@@ -549,6 +549,28 @@ class SnapshotStore:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
+    # -- listing ------------------------------------------------------------------------------
+
+    def snapshot_contracts(self, advertiser_id: str) -> dict[str, list[str]]:
+        """Audience id -> contracts with a snapshot under `advertiser_id` (fan-out, status)."""
+        if not _NAME_PART.fullmatch(advertiser_id):
+            raise ValueError("snapshot key parts must be letters, digits, '_' or '-'")
+        found: dict[str, list[str]] = {}
+        try:
+            pattern = f"{advertiser_id}/*/*.snap"
+            if self._fs is None:
+                names = [p.as_posix() for p in self._root.glob(pattern)]
+            else:
+                names = [str(p) for p in self._fs.glob(self._path(pattern))]
+        except OSError as exc:
+            raise SnapshotError(
+                f"snapshot_url {self.display}: cannot list {advertiser_id}/ ({_oserror(exc)})"
+            ) from None
+        for name in sorted(names):
+            _, audience_id, file_name = name.split("/")[-3:]
+            found.setdefault(audience_id, []).append(file_name.removesuffix(".snap"))
+        return found
+
 
 def _filesystem(
     url: str, shown: str, options: Mapping[str, object]

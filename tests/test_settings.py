@@ -41,8 +41,8 @@ GOOD = {"advertiser_ids": [ADV1, ADV2], "dry_run": True}
         (
             {**GOOD, "audiences": [{"stream": "s", "audience_nme": "x"}]},
             "audiences[0]: unknown key 'audience_nme'; did you mean 'audience_name'? (keys: "
-            "stream, audience_name, audience_ids, identifiers, remove_column, sync_mode, "
-            "audience_type)",
+            "stream, audience_name, audience_name_column, audience_ids, identifiers, "
+            "remove_column, sync_mode, audience_type)",
         ),
         (
             {

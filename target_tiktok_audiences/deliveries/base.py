@@ -6,8 +6,9 @@ import abc
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from target_tiktok_audiences.audiences import PARTNER, AudienceDirectory
 from target_tiktok_audiences.client import (
@@ -68,6 +69,8 @@ class Runtime:
     logger: logging.Logger
     snapshots: SnapshotStore
     fingerprint: str  # of the normalisation rules: snapshots made under others are not used
+    # (advertiser, name, kind) of audiences that audience_name_column values will create
+    new_audiences: set[tuple[str, str, str]] = field(default_factory=set)
 
 
 @dataclass(eq=False)
@@ -78,6 +81,8 @@ class Delivery(abc.ABC):
     mapping: AudienceMapping
     report: StreamReport
     contracts: list[str]
+    # True: users go out while the stream is read (batches); False: at commit only.
+    sends_as_it_reads: ClassVar[bool] = False
 
     def extend(self, contracts: Sequence[str]) -> None:
         """A new schema of the stream may bring more identifier columns."""
@@ -192,6 +197,7 @@ class Delivery(abc.ABC):
             audience_name=name,
             sync_mode=self.mapping.sync_mode.value,
             contracts=contracts,
+            audience_type=self.mapping.audience_type.value,
         )
         self.report.audiences.append(entry)
         return entry
