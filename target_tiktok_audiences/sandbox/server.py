@@ -190,6 +190,14 @@ class SandboxServer:
         """Move the sandbox clock forward, e.g. 86400 for "next day"."""
         self.app.advance_clock(seconds)
 
+    def delete_audience(self, audience_id: str) -> None:
+        """Delete an audience as a person would in Ads Manager."""
+        self.app.change_audience(audience_id, delete=True)
+
+    def expire_audience(self, audience_id: str, in_days: float = 0) -> None:
+        """Make an audience expire `in_days` from now (0: it has expired)."""
+        self.app.change_audience(audience_id, expires_in_days=in_days)
+
     def share_audience(
         self,
         advertiser_id: str,
