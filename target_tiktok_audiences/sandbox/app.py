@@ -537,7 +537,7 @@ class SandboxApp:
             return float(a["expires_at"])
         retention = a["retention_in_days"]
         if retention:
-            return float(a["created_at"]) + retention * DAY
+            return float(a["created_at"]) + float(retention) * DAY
         return float(a["updated_at"]) + 365 * DAY
 
     def audience_row(self, a: dict[str, Any], viewer: str | None = None) -> dict[str, Any]:
@@ -1033,7 +1033,7 @@ class SandboxApp:
         return {"audience_id": audience_id}
 
     def change_audience(
-        self, audience_id: str, *, delete: bool = False, expires_in_days: float | None = None
+        self, audience_id: object, *, delete: bool = False, expires_in_days: object = None
     ) -> dict[str, Any]:
         """What happens to an audience outside the target: deleted in Ads Manager, or expiring
         (``expires_in_days`` from now; 0 or less: expired)."""
