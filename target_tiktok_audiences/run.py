@@ -63,6 +63,15 @@ def make_client(settings: Settings) -> AudienceAPI:
     )
 
 
+def rules_fingerprint(settings: Settings) -> str:
+    """Of the normalisation rules: snapshots made under other rules are not diffed."""
+    return fingerprint(
+        hash_identifiers=settings.rules.hash_identifiers,
+        email_normalization=settings.rules.email_normalization,
+        default_phone_region=settings.rules.default_phone_region,
+    )
+
+
 class Run:
     """Everything one invocation of the target does between its config and its exit."""
 
@@ -83,11 +92,7 @@ class Run:
             report=RunReport(dry_run=settings.dry_run),
             logger=logger,
             snapshots=SnapshotStore(settings.snapshot_url, read_only=settings.dry_run),
-            fingerprint=fingerprint(
-                hash_identifiers=settings.rules.hash_identifiers,
-                email_normalization=settings.rules.email_normalization,
-                default_phone_region=settings.rules.default_phone_region,
-            ),
+            fingerprint=rules_fingerprint(settings),
         )
         self.deliveries: dict[str, Delivery] = {}
         self.rejects: RejectsWriter | None = None
