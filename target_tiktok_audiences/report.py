@@ -228,11 +228,13 @@ def _log_fanout(logger: logging.Logger, stream: StreamReport) -> None:
     for aud in stream.audiences:
         statuses[aud.status] = statuses.get(aud.status, 0) + 1
     names = {a.audience_name for a in stream.audiences}
+    advertisers = {a.advertiser_id for a in stream.audiences}
     logger.info(
-        "Stream '%s': %s from column '%s' (%s); %s unchanged (no records this run).",
+        "Stream '%s': %s from column '%s' in %s (%s); %s unchanged (no records this run).",
         stream.stream,
         _n(len(names), "audience"),
         stream.audience_name_column,
+        _n(len(advertisers), "advertiser"),
         _counts(statuses) or "none delivered",
         f"{len(stream.unchanged_audiences):,}",
     )

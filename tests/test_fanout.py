@@ -128,6 +128,17 @@ def test_two_segments_stay_exact_as_users_move_over_three_mirror_runs(
             assert sorted(name for adv, name in report if adv == advertiser) == [
                 f"Tier {s}" for s in segments
             ]
+        # The summary: one heading for the column, then one line per audience.
+        heading = (
+            f"Stream 'segments': {len(segments)} audiences from column 'segment' in 2 "
+            f"advertisers (delivered={2 * len(segments)}); {2 if n == 2 else 0} unchanged "
+            "(no records this run)."
+        )
+        assert heading in run.stderr
+        lines = [line for line in run.stderr.splitlines() if "|   'Tier " in line]
+        assert len(lines) == 2 * len(segments)
+        partner_note = "(TikTok counts identifiers, not users, in a partner audience's size)"
+        assert all((partner_note in line) == (audience_type == "partner") for line in lines)
         if n == 2:
             # bronze got no records: untouched, with its 10 users, and named in the summary.
             bronze = audiences_by_name(sandbox, ADV1)["Tier bronze"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import groupby
 from pathlib import Path
@@ -117,7 +117,7 @@ class FanOutDelivery(Delivery):
             self._live[value] = delivery
         return delivery
 
-    def extend(self, contracts: list[str]) -> None:  # type: ignore[override]
+    def extend(self, contracts: Sequence[str]) -> None:
         super().extend(contracts)
         for delivery in self._live.values():
             delivery.extend(contracts)
