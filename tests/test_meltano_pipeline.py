@@ -401,6 +401,18 @@ def test_one_table_many_audiences_rejects_and_status(
         },
     ]
     assert f"Rejected identifiers: 2 lines written to {rejects}" in run.stderr
+    # The README's recipe loads the file into PostgreSQL and joins it to the source table.
+    readme = (REPO / "README.md").read_text()
+    recipe = readme.split("<!-- rejects-sql -->\n```sql\n", 1)[1].split("\n```", 1)[0]
+    recipe = (
+        recipe.replace("rejects-20250301T060000Z-1a2b3c4d.jsonl", str(rejects))
+        .replace("public.users", "public.segments")
+        .replace("'public-users'", "'public-segments'")
+    )
+    assert pg.psql(recipe, database).split() == [
+        "4|not-an-email|EMAIL_SHA256|invalid_email",
+        "5|dan@example.com|audience_name_column|no_audience_name",
+    ]
 
     def status(*args: str) -> subprocess.CompletedProcess[str]:
         return meltano_project.run(
