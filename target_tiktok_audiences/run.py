@@ -96,6 +96,8 @@ class Run:
         )
         self.deliveries: dict[str, Delivery] = {}
         self.rejects: RejectsWriter | None = None
+        if settings.rejects_url and settings.dry_run:
+            logger.info("dry_run: rejects_url is not written; rejections are counted only.")
         if settings.rejects_url and not settings.dry_run:
             self.rejects = RejectsWriter(
                 settings.rejects_url, datetime.fromisoformat(self.report.started_at)

@@ -27,10 +27,8 @@ from target_tiktok_audiences.client import (
     AudienceAPI,
     AudienceRow,
     TikTokError,
-    partner_audience_name,
 )
-from target_tiktok_audiences.deliveries.fanout import known_audiences
-from target_tiktok_audiences.identifiers import CONTRACTS
+from target_tiktok_audiences.deliveries.fanout import fixed_names, known_audiences
 from target_tiktok_audiences.modes import AudienceType, SyncMode
 from target_tiktok_audiences.report import PARTNER_SIZE_NOTE
 from target_tiktok_audiences.run import make_client, rules_fingerprint
@@ -163,7 +161,7 @@ class StatusCheck:
 
     def audiences(self) -> Iterator[AudienceHealth]:
         mappings = list((self.settings.mappings or {}).values())
-        fixed = {n for m in mappings if not m.audience_name_column for n in _fixed_names(m)}
+        fixed = {n for m in mappings if not m.audience_name_column for n in fixed_names(m)}
         for mapping in mappings:
             for advertiser_id in self.settings.advertiser_ids:
                 yield from self._mapping(mapping, advertiser_id, fixed)
@@ -199,7 +197,7 @@ class StatusCheck:
             )
             return
         owned = [r for r in rows if r.owned]
-        names = _fixed_names(mapping)
+        names = fixed_names(mapping)
         found = [r for r in owned if r.name in names and _compatible(mapping, r)]
         expected = names if mapping.identifiers is not None else []
         for name in expected:
@@ -257,16 +255,6 @@ class StatusCheck:
                 self.store, advertiser_id, row.audience_id, contracts, self.fingerprint
             )
         return health
-
-
-def _fixed_names(mapping: AudienceMapping) -> list[str]:
-    """The names a mapping without audience_name_column gives its audiences."""
-    if mapping.audience_type is AudienceType.PARTNER:
-        return [partner_audience_name(mapping.audience_name)]
-    if mapping.identifiers is not None:
-        contracts = list(mapping.identifiers)
-        return [mapping.audience_name_for(c, contracts) for c in contracts]
-    return [mapping.audience_name, *(f"{mapping.audience_name} ({c})" for c in CONTRACTS)]
 
 
 def _compatible(mapping: AudienceMapping, row: AudienceRow) -> bool:

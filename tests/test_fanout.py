@@ -6,11 +6,13 @@ The real CLI against the sandbox; members are checked digest by digest against h
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_mirror_diff import s3_client, s3_endpoint, s3_env  # noqa: F401 - s3_endpoint: fixture
 
 from target_tiktok_audiences.sandbox.server import SandboxServer
 
@@ -98,17 +100,29 @@ def entries(run: Run) -> dict[tuple[str, str], dict[str, Any]]:
     }
 
 
-@pytest.mark.parametrize("audience_type", ["customer_file", "partner"])
+@pytest.mark.parametrize(
+    ("audience_type", "where"),
+    [("customer_file", "local"), ("partner", "local"), ("customer_file", "s3")],
+)
 def test_two_segments_stay_exact_as_users_move_over_three_mirror_runs(
-    sandbox: SandboxServer, tmp_path: Path, audience_type: str
+    sandbox: SandboxServer, tmp_path: Path, audience_type: str, where: str, request: Any
 ) -> None:
     config = base_config(sandbox, audiences=[mapping(audience_type=audience_type)])
+    env = None
+    if where == "s3":  # snapshots on S3: listing them finds the audience whose value is gone
+        endpoint = request.getfixturevalue("s3_endpoint")
+        bucket = f"fanout-{os.getpid()}"
+        s3_client(endpoint).create_bucket(Bucket=bucket)
+        config["snapshot_url"] = f"s3://{bucket}/snapshots"
+        env = s3_env(endpoint)
     ids: dict[tuple[str, str], str] = {}
     for n in range(3):
         if n:
             sandbox.advance_clock(20 * 60)  # inside TikTok's REPLACE day: only diffs work
         users = assignment(n)
-        run = ok(run_target(tmp_path, config, messages(rows(users), n + 1), name=f"run{n}"))
+        run = ok(
+            run_target(tmp_path, config, messages(rows(users), n + 1), name=f"run{n}", env=env)
+        )
         assert run.states == [{"bookmark": n + 1}]
         segments = sorted(set(users.values()))
         report = entries(run)

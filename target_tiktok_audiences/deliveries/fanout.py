@@ -29,6 +29,7 @@ from target_tiktok_audiences.client import (
 )
 from target_tiktok_audiences.deliveries.base import Delivery
 from target_tiktok_audiences.extsort import ExternalSorter
+from target_tiktok_audiences.identifiers import CONTRACTS
 from target_tiktok_audiences.modes import AudienceType, SyncMode
 from target_tiktok_audiences.settings import NAME_VALUE, AudienceMapping
 from target_tiktok_audiences.snapshot import SnapshotStore
@@ -241,9 +242,10 @@ class FanOutDelivery(Delivery):
         # Names this run delivered, and the fixed names of other mappings, are not this one's.
         others = {a.audience_name for s in runtime.report.streams.values() for a in s.audiences}
         others.update(
-            m.audience_name
+            name
             for m in (runtime.settings.mappings or {}).values()
             if not m.audience_name_column
+            for name in fixed_names(m)
         )
         for advertiser_id in runtime.settings.advertiser_ids:
             rows = runtime.directory.rows(runtime.client, advertiser_id)
@@ -259,6 +261,16 @@ def _event(line: str) -> tuple[dict[str, str], bool, str | None]:
     _, _, action, who, digests = line.split(_SEP, 4)
     ids = dict(pair.split("=", 1) for pair in digests.split(","))
     return ids, action == "r", bytes.fromhex(who).decode("utf-8") if who else None
+
+
+def fixed_names(mapping: AudienceMapping) -> list[str]:
+    """The names a mapping without audience_name_column gives its audiences."""
+    if mapping.audience_type is AudienceType.PARTNER:
+        return [partner_audience_name(mapping.audience_name)]
+    if mapping.identifiers is not None:
+        contracts = list(mapping.identifiers)
+        return [mapping.audience_name_for(c, contracts) for c in contracts]
+    return [mapping.audience_name, *(f"{mapping.audience_name} ({c})" for c in CONTRACTS)]
 
 
 def known_audiences(
