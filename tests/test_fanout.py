@@ -14,7 +14,10 @@ from typing import Any
 import pytest
 from test_mirror_diff import s3_client, s3_endpoint, s3_env  # noqa: F401 - s3_endpoint: fixture
 
+from target_tiktok_audiences.deliveries.fanout import audience_value, matches
+from target_tiktok_audiences.modes import AudienceType, SyncMode
 from target_tiktok_audiences.sandbox.server import SandboxServer
+from target_tiktok_audiences.settings import AudienceMapping
 
 from helpers import (
     ADV1,
@@ -293,3 +296,29 @@ def test_records_without_a_value_are_rejected(sandbox: SandboxServer, tmp_path: 
     assert stream["accepted"] == {"EMAIL_SHA256": 2400}
     assert sorted(audiences_by_name(sandbox, ADV1)) == ["Tier gold", "Tier silver"]
     assert json.dumps(run.report).count(email(5000)) == 0
+
+
+def test_values_and_the_names_a_template_can_give() -> None:
+    assert [audience_value(v) for v in (None, "", "  ", {}, [], 5, " a ", True)] == [
+        None,
+        None,
+        None,
+        None,
+        None,
+        "5",
+        "a",
+        "True",
+    ]
+    tier = AudienceMapping(
+        "s", "Tier {value}!", SyncMode.MIRROR, AudienceType.CUSTOMER_FILE, None, {}, None, "seg"
+    )
+    assert [
+        matches(tier, n)
+        for n in ("Tier gold!", "Tier gold! (EMAIL_SHA256)", "Tier !", "Tiers", "Other gold!")
+    ] == [True, True, False, False, False]
+    partner = AudienceMapping(
+        "s", "Segment {value}", SyncMode.MIRROR, AudienceType.PARTNER, None, {}, None, "seg"
+    )
+    cut = "Segment " + "x" * 59 + "..."
+    assert len(cut) == 70
+    assert matches(partner, cut) and not matches(partner, "Other " + "x" * 61 + "...")

@@ -23,6 +23,7 @@ from pathlib import Path
 from target_tiktok_audiences.audiences import PARTNER
 from target_tiktok_audiences.client import (
     AUDIENCE_NAME_MAX,
+    PARTNER_NAME_MAX,
     AudienceRow,
     PermanentError,
     partner_audience_name,
@@ -56,14 +57,13 @@ def matches(mapping: AudienceMapping, name: str) -> bool:
     """Whether TikTok's name of an audience can be one of this mapping's."""
     if name_pattern(mapping).fullmatch(name):
         return True
-    # A partner name over 70 characters is cut by TikTok: the start is all that is left.
+    # A partner name over PARTNER_NAME_MAX is cut by TikTok: the start is all that is left.
     before = mapping.audience_name.partition(NAME_VALUE)[0]
-    cut = partner_audience_name("x" * 71)
     return (
         mapping.audience_type is AudienceType.PARTNER
-        and len(name) == len(cut)
+        and len(name) == PARTNER_NAME_MAX
         and name.endswith("...")
-        and name.startswith(before[: len(cut) - 3])
+        and name.startswith(before[: PARTNER_NAME_MAX - 3])
     )
 
 
