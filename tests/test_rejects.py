@@ -196,3 +196,25 @@ def test_rejected_rows_go_to_s3(
         run, [json.loads(line) for line in body.decode().splitlines()], f"s3://{bucket}/{key}"
     )
     no_raw_value(body)
+
+
+def test_an_unwritable_folder_stops_the_run_before_reading(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    config = base_config(
+        sandbox, advertiser_ids=[ADV1], audiences=MAPPINGS, rejects_url=str(blocker / "rejects")
+    )
+    run = run_target(tmp_path, config, messages())
+    assert run.returncode == 1
+    assert (
+        run.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            f"rejects_url {blocker / 'rejects'}: cannot create the rejects file (NotADirectoryError: "
+            "Not a directory); check the folder and its permissions"
+        )
+    )
+    assert "Traceback" not in run.stderr
+    assert sandbox.calls() == []  # stopped before the token check, before any input
