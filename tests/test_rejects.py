@@ -208,13 +208,10 @@ def test_an_unwritable_folder_stops_the_run_before_reading(
     )
     run = run_target(tmp_path, config, messages())
     assert run.returncode == 1
-    assert (
-        run.stderr.strip()
-        .splitlines()[-1]
-        .endswith(
-            f"rejects_url {blocker / 'rejects'}: cannot create the rejects file (NotADirectoryError: "
-            "Not a directory); check the folder and its permissions"
-        )
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.endswith(
+        f"rejects_url {blocker / 'rejects'}: cannot create the rejects file "
+        "(NotADirectoryError: Not a directory); check the folder and its permissions"
     )
     assert "Traceback" not in run.stderr
     assert sandbox.calls() == []  # stopped before the token check, before any input
