@@ -47,6 +47,10 @@ class AudienceDirectory:
         """Whether the advertiser's audiences were listed at or after `since` (monotonic)."""
         return self._listed_at.get(advertiser_id, -1.0) >= since
 
+    def rows(self, api: AudienceAPI, advertiser_id: str) -> list[AudienceRow]:
+        """The advertiser's audiences as listed once this run (with those it created)."""
+        return list(self._list(api, advertiser_id))
+
     def by_id(
         self, api: AudienceAPI, advertiser_id: str, audience_id: str, kind: str, name: str
     ) -> str:

@@ -219,6 +219,8 @@ class AudienceStatus:
     last_action: str | None
     last_action_time: datetime | None
     last_action_processing: bool
+    expires_at: datetime | None = None  # TikTok's expired_time; size 0 and frozen after it
+    is_expiring: bool | None = None  # TikTok's "about to expire" (within 60 days)
 
 
 @dataclass(frozen=True)
@@ -635,6 +637,11 @@ class TikTokClient(CountedCalls):
             # The history's processing flag is not documented in full; an unknown value is
             # read as "still processing" (the stricter reading: no REPLACE is sent then).
             last_action_processing=_processing(last),
+            # Expiry fields are read defensively: absent or malformed means unknown.
+            expires_at=_parse_time(details.get("expired_time")),
+            is_expiring=details.get("is_expiring")
+            if isinstance(details.get("is_expiring"), bool)
+            else None,
         )
 
     def upload_file(self, advertiser_id: str, calculate_type: str, path: Path) -> str:

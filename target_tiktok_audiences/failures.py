@@ -18,6 +18,7 @@ from singer_sdk.mapper import CustomStreamMap, StreamMap
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_tiktok_audiences.client import TikTokError
+from target_tiktok_audiences.rejects import RejectsError
 
 
 class DeliveryIncomplete(Exception):
@@ -28,7 +29,7 @@ class StreamMapFailed(Exception):
     """A stream-map expression failed on a record; the message never holds the record."""
 
 
-KNOWN = (TikTokError, InvalidInputLine, DeliveryIncomplete, StreamMapFailed, OSError)
+KNOWN = (TikTokError, InvalidInputLine, DeliveryIncomplete, StreamMapFailed, RejectsError, OSError)
 
 
 def private_map_errors(stream_map: StreamMap) -> None:

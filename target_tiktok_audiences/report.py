@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 REMOVE_FLAG = "remove_column"  # where unreadable removal flags are counted among rejections
+AUDIENCE_NAME = "audience_name_column"  # where records without an audience name are counted
+PARTNER_SIZE_NOTE = "TikTok counts identifiers, not users, in a partner audience's size"
 MATCH_NOTE = (
     "TikTok matches uploaded users in 24-48 hours; an audience is usable for targeting from "
     "1,000 matched users."
@@ -41,6 +43,7 @@ class AudienceReport:
     audience_name: str
     sync_mode: str
     contracts: list[str]
+    audience_type: str | None = None  # customer_file | partner
     audience_id: str | None = None
     created: bool = False
     status: str = "pending"  # pending | delivered | planned | skipped | deferred | failed
@@ -89,6 +92,11 @@ class StreamReport:
     rejected: dict[str, dict[str, int]] = field(default_factory=dict)  # contract -> reason -> n
     audiences: list[AudienceReport] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)  # from the data: what to change, and why
+    audience_name_column: str | None = None  # one audience per value of this column
+    # Audiences of audience_name_column that got no record this run: left unchanged.
+    unchanged_audiences: list[str] = field(default_factory=list)
+    rejects_counted_only: int = 0  # rejections not written to rejects_url (no usable key)
+    rejects_why: str | None = None  # why they were counted only
 
     def reject(self, contract: str, reason: str) -> None:
         reasons = self.rejected.setdefault(contract, {})
@@ -108,6 +116,8 @@ class RunReport:
     ignored_streams: dict[str, str] = field(default_factory=dict)  # stream -> why
     not_attempted: dict[str, str] = field(default_factory=dict)  # configured stream -> why
     calls: CallStats = field(default_factory=CallStats)
+    rejects_file: str | None = None  # where rejected identifiers were written (rejects_url)
+    rejects_written: int = 0
 
     def finish(self, status: str, error: str | None = None) -> None:
         self.status = status
@@ -124,6 +134,8 @@ class RunReport:
             "calls": asdict(self.calls),
             "ignored_streams": self.ignored_streams,
             "not_attempted": self.not_attempted,
+            "rejects_file": self.rejects_file,
+            "rejects_written": self.rejects_written,
             "streams": [
                 {
                     **{k: v for k, v in asdict(s).items() if k != "audiences"},
@@ -162,32 +174,87 @@ class RunReport:
             )
             for hint in stream.hints:
                 logger.warning("Stream '%s': %s", stream.stream, hint)
+            if stream.rejects_counted_only:
+                logger.warning(
+                    "Stream '%s': %s rejections were counted but not written to rejects_url: %s.",
+                    stream.stream,
+                    f"{stream.rejects_counted_only:,}",
+                    stream.rejects_why,
+                )
+            if stream.audience_name_column is not None:
+                _log_fanout(logger, stream)
+                continue
             for aud in stream.audiences:
                 logger.info(
-                    "Audience '%s' in advertiser %s: %s%s, id %s%s; %s; %s, %s.",
+                    "Audience '%s' in advertiser %s: %s; %s; %s, %s.",
                     aud.audience_name,
                     aud.advertiser_id,
-                    aud.status,
-                    f" ({aud.action})" if aud.action else "",
-                    aud.audience_id or "-",
-                    " (created)" if aud.created else "",
+                    _outcome(aud),
                     _delivery_line(aud),
                     _n(aud.stats.calls, "call"),
                     _n(aud.stats.retries, "retry", "retries"),
                 )
-                if aud.note:
-                    logger.warning(
-                        "Audience '%s' in advertiser %s: %s",
-                        aud.audience_name,
-                        aud.advertiser_id,
-                        aud.note,
-                    )
+                _log_note(logger, aud)
         for name, why in self.ignored_streams.items():
             logger.info("Stream '%s' ignored: %s", name, why)
         for name, why in self.not_attempted.items():
             logger.warning("Configured stream '%s': no audience was attempted: %s", name, why)
+        if self.rejects_file:
+            logger.info(
+                "Rejected identifiers: %s written to %s (stream, key, contract, reason; never "
+                "the value).",
+                _n(self.rejects_written, "line"),
+                self.rejects_file,
+            )
         if self.streams:
             logger.info(MATCH_NOTE)
+
+
+def _outcome(aud: AudienceReport) -> str:
+    action = f" ({aud.action})" if aud.action else ""
+    created = " (created)" if aud.created else ""
+    return f"{aud.status}{action}, id {aud.audience_id or '-'}{created}"
+
+
+def _log_note(logger: logging.Logger, aud: AudienceReport) -> None:
+    if aud.note:
+        logger.warning(
+            "Audience '%s' in advertiser %s: %s", aud.audience_name, aud.advertiser_id, aud.note
+        )
+
+
+def _log_fanout(logger: logging.Logger, stream: StreamReport) -> None:
+    """One line per audience under one heading: 40 segments stay readable."""
+    statuses: dict[str, int] = {}
+    for aud in stream.audiences:
+        statuses[aud.status] = statuses.get(aud.status, 0) + 1
+    names = {a.audience_name for a in stream.audiences}
+    advertisers = {a.advertiser_id for a in stream.audiences}
+    logger.info(
+        "Stream '%s': %s from column '%s' in %s (%s); %s unchanged (no records this run).",
+        stream.stream,
+        _n(len(names), "audience"),
+        stream.audience_name_column,
+        _n(len(advertisers), "advertiser"),
+        _counts(statuses) or "none delivered",
+        f"{len(stream.unchanged_audiences):,}",
+    )
+    for aud in sorted(stream.audiences, key=lambda a: (a.audience_name, a.advertiser_id)):
+        logger.info(
+            "  '%s' in %s: %s; %s.",
+            aud.audience_name,
+            aud.advertiser_id,
+            _outcome(aud),
+            _delivery_line(aud),
+        )
+        _log_note(logger, aud)
+    for unchanged in stream.unchanged_audiences:
+        logger.warning(
+            "Stream '%s': audience %s got no records this run and was left unchanged; delete "
+            "it in TikTok if its value is gone for good.",
+            stream.stream,
+            unchanged,
+        )
 
 
 def _delivery_line(aud: AudienceReport) -> str:
@@ -216,6 +283,8 @@ def _delivery_line(aud: AudienceReport) -> str:
         valid = {True: "usable", False: "not usable yet", None: "validity unknown"}[aud.is_valid]
         size = f"{aud.size:,}" if aud.size is not None else "unknown"
         sent += f"; TikTok reports size {size}, {valid}, last operation {aud.last_operation or '-'}"
+        if aud.audience_type == "partner" and aud.size is not None:
+            sent += f" ({PARTNER_SIZE_NOTE})"
     if aud.next_resync:
         sent += f"; next full resync {aud.next_resync}"
     return sent

@@ -54,6 +54,8 @@ def route_stream(settings: Settings, stream: str, schema: Mapping[str, Any]) -> 
     wanted = [(f"identifiers.{c}", col) for c, col in found.items()]
     if mapping.remove_column:
         wanted.append(("remove_column", mapping.remove_column))
+    if mapping.audience_name_column:
+        wanted.append(("audience_name_column", mapping.audience_name_column))
     missing = [
         f"audiences[stream={stream}].{key}: column '{col}' is not in the schema of "
         f"stream '{stream}' (columns: {', '.join(columns) or 'none'})"

@@ -9,14 +9,17 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from target_tiktok_audiences import testhooks
 from target_tiktok_audiences.audiences import AudienceDirectory
 from target_tiktok_audiences.client import AudienceAPI, TikTokClient
 from target_tiktok_audiences.deliveries import Delivery, Runtime, delivery_class
+from target_tiktok_audiences.deliveries.fanout import FanOutDelivery
 from target_tiktok_audiences.dryrun import DryRunClient
 from target_tiktok_audiences.identifiers import Encoder, make_encoder
+from target_tiktok_audiences.rejects import RejectsError, RejectsWriter
 from target_tiktok_audiences.report import RunReport, StreamReport
 from target_tiktok_audiences.routing import Ignored, route_stream
 from target_tiktok_audiences.settings import Settings
@@ -35,6 +38,17 @@ class Binding:
     remove_column: str | None
     key_properties: tuple[str, ...]
     report: StreamReport
+    fanout: FanOutDelivery | None = None  # audience_name_column: the audience per record
+    rejects: RejectsWriter | None = None  # rejects_url, when the stream's keys can be written
+
+    def reject(self, record: Mapping[str, Any], contract: str, reason: str) -> None:
+        """Count a rejection; with rejects_url, write its key (never the value)."""
+        self.report.reject(contract, reason)
+        if self.rejects is not None:
+            key = {k: record.get(k) for k in self.key_properties}
+            self.rejects.write(self.report.stream, key, contract, reason)
+        elif self.report.rejects_why:
+            self.report.rejects_counted_only += 1
 
 
 def make_client(settings: Settings) -> AudienceAPI:
@@ -77,6 +91,14 @@ class Run:
         )
         self.deliveries: dict[str, Delivery] = {}
         self.bookmarks: dict[str, list[str]] = {}  # stream -> its SCHEMA's bookmark_properties
+        self.rejects: RejectsWriter | None = None
+        if settings.rejects_url and settings.dry_run:
+            logger.info("dry_run: rejects_url is not written; rejections are counted only.")
+        if settings.rejects_url and not settings.dry_run:
+            self.rejects = RejectsWriter(
+                settings.rejects_url, datetime.fromisoformat(self.report.started_at)
+            )
+            self.report.rejects_file = self.rejects.where
         self._started = time.monotonic()
         self._next_progress = self._started + PROGRESS_SECONDS
         self._last_state_line: str | None = None
@@ -121,9 +143,14 @@ class Run:
         delivery = self.deliveries.get(stream)
         if delivery is None:
             kind = delivery_class(mapping.sync_mode, mapping.audience_type)
-            delivery = self.deliveries[stream] = kind(
-                self.runtime, mapping, stream_report, list(found)
-            )
+            if mapping.audience_name_column:
+                stream_report.audience_name_column = mapping.audience_name_column
+                delivery = FanOutDelivery(
+                    self.runtime, mapping, stream_report, list(found), inner=kind
+                )
+            else:
+                delivery = kind(self.runtime, mapping, stream_report, list(found))
+            self.deliveries[stream] = delivery
         else:
             delivery.extend(list(found))
         bookmarks = self.bookmarks.get(stream)
@@ -137,6 +164,7 @@ class Run:
                 stream,
                 ", ".join(bookmarks),
             )
+        rejects = self._rejects_for(stream_report, tuple(key_properties), set(found.values()))
         self.logger.info(
             "Stream '%s' -> audience '%s' (%s, %s) in %d advertiser(s): %s.",
             stream,
@@ -153,7 +181,28 @@ class Run:
             remove_column=mapping.remove_column,
             key_properties=tuple(key_properties),
             report=stream_report,
+            fanout=delivery if isinstance(delivery, FanOutDelivery) else None,
+            rejects=rejects,
         )
+
+    def _rejects_for(
+        self, report: StreamReport, keys: tuple[str, ...], identifier_columns: set[str]
+    ) -> RejectsWriter | None:
+        """The rejects file, unless this stream's rejections can only be counted."""
+        report.rejects_why = None
+        if self.rejects is None:
+            return None
+        if not keys:
+            report.rejects_why = "the stream has no key properties to name the rows by"
+            return None
+        if used := sorted(identifier_columns.intersection(keys)):
+            # The key would be the identifier itself: the value must never be written.
+            report.rejects_why = (
+                f"its key properties include the identifier column {', '.join(used)}, and "
+                "values are never written"
+            )
+            return None
+        return self.rejects
 
     # -- STATE -----------------------------------------------------------------------------
 
@@ -244,6 +293,21 @@ class Run:
                     "default_phone_region (e.g. US)"
                 )
 
+    def flush_rejects(self) -> None:
+        if self.rejects is not None:
+            self.rejects.flush()
+
+    def _close_rejects(self) -> None:
+        rejects, self.rejects = self.rejects, None
+        if rejects is None:
+            return
+        self.report.rejects_written = rejects.written
+        try:
+            rejects.close()
+        except RejectsError as exc:
+            self.logger.error("%s", exc)
+            self.report.rejects_file = None
+
     def finish(self, status: str, error: str | None = None) -> None:
         """Summarise the run once: log lines, JSON report, client's last word; drop temp files."""
         if self.finished:
@@ -257,6 +321,7 @@ class Run:
         report.finish(status, report.error or error)
         report.calls = self.client.total
         self.client.finish(report)
+        self._close_rejects()
         report.log_summary(self.logger)
         if self.settings.report_path:
             try:

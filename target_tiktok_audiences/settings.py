@@ -35,7 +35,15 @@ AUDIENCE_MAPPING = th.ObjectType(
     th.Property(
         "audience_name",
         th.StringType,
-        description="Audience name in TikTok; default: the stream name.",
+        description="Audience name in TikTok; default: the stream name (with "
+        "audience_name_column: {value}).",
+    ),
+    th.Property(
+        "audience_name_column",
+        th.StringType,
+        description="Column whose value names each record's audience: audience_name with "
+        "{value} replaced by it (one audience per value). A null or empty value is a "
+        "rejection (no_audience_name).",
     ),
     th.Property(
         "audience_ids",
@@ -125,9 +133,10 @@ CONFIG_SCHEMA = th.PropertiesList(
         "audiences",
         th.ArrayType(AUDIENCE_MAPPING),
         title="Audiences",
-        description="Per-stream mapping: stream, audience_name, audience_ids, identifiers, "
-        "remove_column, sync_mode, audience_type. Without it every stream with identifier "
-        "columns (found by name) gets an audience named after the stream.",
+        description="Per-stream mapping: stream, audience_name, audience_name_column, "
+        "audience_ids, identifiers, remove_column, sync_mode, audience_type. Without it every "
+        "stream with identifier columns (found by name) gets an audience named after the "
+        "stream.",
     ),
     th.Property(
         "retention_in_days",
@@ -264,6 +273,14 @@ CONFIG_SCHEMA = th.PropertiesList(
         description="Audiences one run may create; more stops the run (TikTok allows 400 "
         "per advertiser).",
     ),
+    th.Property(
+        "rejects_url",
+        th.StringType,
+        title="Rejects URL",
+        description="A folder (local path or fsspec URL such as s3://bucket/prefix) that "
+        "receives one JSON Lines file per run of rejected identifiers: stream, key (the "
+        "record's key properties), contract, reason; never the value.",
+    ),
 ).to_dict()
 
 SCHEMA_DEFAULTS: dict[str, Any] = {
@@ -273,6 +290,7 @@ MAPPING_KEYS = tuple(AUDIENCE_MAPPING.to_dict()["properties"])
 LONGEST_CONTRACT = max(CONTRACTS, key=len)
 _REGION = re.compile(r"^[A-Za-z]{2}$")
 _TOKEN_OK = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces or control characters
+NAME_VALUE = "{value}"  # where audience_name takes the value of audience_name_column
 
 
 @dataclass(frozen=True)
@@ -286,6 +304,11 @@ class AudienceMapping:
     identifiers: dict[str, str] | None  # contract -> column; None: detect by column name
     audience_ids: dict[str, str] = field(default_factory=dict)
     remove_column: str | None = None
+    audience_name_column: str | None = None  # audience_name is then a template with {value}
+
+    def audience_name_of(self, value: str) -> str:
+        """The audience of a record whose audience_name_column holds `value`."""
+        return self.audience_name.replace(NAME_VALUE, value)
 
     def audience_name_for(self, contract: str, contracts: Iterable[str]) -> str:
         """One customer-file audience per contract: `<name> (<CONTRACT>)` when several."""
@@ -321,6 +344,7 @@ class Settings:
     max_new_audiences: int
     resync_days: float
     max_removal_percent: float
+    rejects_url: str | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -363,6 +387,7 @@ class Settings:
             max_new_audiences=int(c["max_new_audiences"]),
             resync_days=float(c["resync_days"]),
             max_removal_percent=float(c["max_removal_percent"]),
+            rejects_url=c.get("rejects_url") or None,
         )
 
     def mapping_for(self, stream: str) -> AudienceMapping | None:
@@ -387,9 +412,12 @@ def _mapping(
 ) -> AudienceMapping:
     identifiers = raw.get("identifiers")
     mode = SyncMode(raw.get("sync_mode") or sync_mode)
+    column = raw.get("audience_name_column") or None
     return AudienceMapping(
         stream=raw["stream"],
-        audience_name=(raw.get("audience_name") or raw["stream"]).strip(),
+        audience_name=(
+            raw.get("audience_name") or (NAME_VALUE if column else raw["stream"])
+        ).strip(),
         sync_mode=mode,
         audience_type=_audience_type(mode, AudienceType(raw.get("audience_type") or audience_type)),
         identifiers=(
@@ -397,6 +425,7 @@ def _mapping(
         ),
         audience_ids={str(k): str(v) for k, v in (raw.get("audience_ids") or {}).items()},
         remove_column=raw.get("remove_column"),
+        audience_name_column=column,
     )
 
 
@@ -519,6 +548,9 @@ def _mapping_errors(config: Mapping[str, Any], advertisers: list[str]) -> list[s
         name = str(raw.get("audience_name") or stream or "").strip()
         if raw.get("audience_name") is not None and not name:
             errors.append(f"{where}.audience_name: must not be empty")
+        if raw.get("audience_name_column") is not None:
+            errors.extend(_column_errors(where, raw))
+            continue  # names come from the data: checked as each value appears
         names = _audience_names(name, contracts, kind)
         longest = max((n for n, _ in names), key=len, default="")
         if kind is AudienceType.CUSTOMER_FILE and len(longest) > AUDIENCE_NAME_MAX:
@@ -547,3 +579,23 @@ def _audience_names(name: str, contracts: list[str], kind: AudienceType) -> list
     if len(contracts) == 1:
         return [(name, contracts[0])]
     return [(f"{name} ({c})", c) for c in contracts]
+
+
+def _column_errors(where: str, raw: Mapping[str, Any]) -> list[str]:
+    """audience_name_column: one audience per value, so the name must hold the value."""
+    column = raw.get("audience_name_column")
+    if not isinstance(column, str) or not column:
+        return [f"{where}.audience_name_column: give the column name as a string"]
+    errors = []
+    name = raw.get("audience_name")
+    if name is not None and NAME_VALUE not in str(name):
+        errors.append(
+            f"{where}.audience_name: must contain {NAME_VALUE} when audience_name_column is "
+            f'set (e.g. "Segment {NAME_VALUE}"), or every record would go to one audience'
+        )
+    if raw.get("audience_ids"):
+        errors.append(
+            f"{where}.audience_ids: cannot be used with audience_name_column (one audience per "
+            "value); the audiences are found by name or created"
+        )
+    return errors

@@ -8,8 +8,9 @@ from typing import Any
 from singer_sdk import Target
 from singer_sdk.sinks import BatchSink
 
+from target_tiktok_audiences.deliveries.fanout import REASON_NO_AUDIENCE_NAME, audience_value
 from target_tiktok_audiences.identifiers import REASON_INVALID_REMOVE_FLAG, remove_flag
-from target_tiktok_audiences.report import REMOVE_FLAG
+from target_tiktok_audiences.report import AUDIENCE_NAME, REMOVE_FLAG
 from target_tiktok_audiences.run import Binding, Run
 
 
@@ -73,16 +74,22 @@ class AudienceSink(BatchSink):
         if remove_column is not None and not removed:
             flag = remove_flag(record.get(remove_column))
             if flag is None:  # never upload (or keep) a user whose removal flag is unreadable
-                report.reject(REMOVE_FLAG, REASON_INVALID_REMOVE_FLAG)
+                binding.reject(record, REMOVE_FLAG, REASON_INVALID_REMOVE_FLAG)
                 return
             removed = flag
+        fanout, value = binding.fanout, None
+        if fanout is not None:
+            value = audience_value(record.get(fanout.column))
+            if value is None:  # no audience to put the user in
+                binding.reject(record, AUDIENCE_NAME, REASON_NO_AUDIENCE_NAME)
+                return
         ids: dict[str, str] = {}
         for contract, column, encode in binding.encoders:
             digest, reason = encode(record.get(column))
             if digest is not None:
                 ids[contract] = digest
             elif reason is not None:
-                report.reject(contract, reason)
+                binding.reject(record, contract, reason)
         if not ids:
             report.records_without_identifiers += 1
             return
@@ -94,7 +101,10 @@ class AudienceSink(BatchSink):
         user = (
             "\x1f".join(str(record.get(k)) for k in binding.key_properties) if self._keyed else None
         )
-        binding.delivery.add(ids, removed, user)
+        if fanout is not None and value is not None:
+            fanout.add_to(value, ids, removed, user)
+        else:
+            binding.delivery.add(ids, removed, user)
 
     def process_batch(self, context: dict[str, Any]) -> None:
         if self.binding is None:
@@ -104,6 +114,7 @@ class AudienceSink(BatchSink):
         for record in context.get("records") or ():
             self.process_record(record, context)
         self.binding.delivery.flush()
+        self._run.flush_rejects()
 
     def activate_version(self, new_version: int) -> None:
         # A version boundary: what was read before it is a complete set (for mirror, the

@@ -686,6 +686,28 @@ class SnapshotStore:
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return False
 
+    def snapshot_contracts(self, advertiser_id: str) -> dict[str, list[str]]:
+        """Audience id -> contracts with a snapshot under `advertiser_id` (fan-out, status)."""
+        if not _NAME_PART.fullmatch(advertiser_id):
+            raise ValueError("snapshot key parts must be letters, digits, '_' or '-'")
+        found: dict[str, list[str]] = {}
+        try:
+            pattern = self._rel(f"{advertiser_id}/*/*.snap")
+            if self._fs is None:
+                names = [p.as_posix() for p in self._root.glob(pattern)]
+            else:
+                names = [str(p) for p in self._fs.glob(self._path(pattern))]
+        except OSError as exc:
+            raise SnapshotError(
+                f"snapshot_url {self.display}: cannot list {advertiser_id}/ ({_oserror(exc)})"
+            ) from None
+        for name in sorted(names):
+            _, audience_id, file_name = name.split("/")[-3:]
+            if audience_id.startswith("name-"):  # a create not confirmed, not an audience
+                continue
+            found.setdefault(audience_id, []).append(file_name.removesuffix(".snap"))
+        return found
+
 
 def _pauses(wait: float) -> Iterator[float | None]:
     """Pauses between lock attempts, growing to a few seconds; None when time is up."""
@@ -702,6 +724,8 @@ def _pauses(wait: float) -> Iterator[float | None]:
 
 def _write_error(where: str, exc: OSError) -> SnapshotError:
     return SnapshotError(f"cannot write {where} ({_oserror(exc)})")
+
+    # -- listing ------------------------------------------------------------------------------
 
 
 def _filesystem(

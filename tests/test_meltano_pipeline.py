@@ -338,3 +338,104 @@ def test_dry_run_environment_sends_nothing(
         line for f in (run_dir / "files").iterdir() for line in f.read_text().splitlines() if line
     }
     assert digests == {sha256(v) for v in EMAILS | PHONES}
+
+
+SEGMENTS_DDL = """
+CREATE TABLE segments (id integer PRIMARY KEY, email text, segment text);
+INSERT INTO segments VALUES
+  (1, 'ann@example.com',  'gold'),
+  (2, 'bob@example.com',  'gold'),
+  (3, 'cat@example.com',  'silver'),
+  (4, 'not-an-email',     'silver'),
+  (5, 'dan@example.com',  NULL),
+  (6, 'eve@example.com',  'silver');
+"""
+
+
+def test_one_table_many_audiences_rejects_and_status(
+    meltano_project: MeltanoProject,
+    pg: PostgresCluster,
+    database: str,
+    sandbox: SandboxServer,
+    tmp_path: Path,
+) -> None:
+    """Issue 19 through Meltano: audience_name_column, rejects_url, then `:status`."""
+    pg.psql(SEGMENTS_DDL, database)
+    env = {
+        "TAP_POSTGRES__SELECT": json.dumps(["public-segments.*"]),
+        "TARGET_TIKTOK_AUDIENCES_AUDIENCES": json.dumps(
+            [
+                {
+                    "stream": "public-segments",
+                    "audience_name": "Tier {value}",
+                    "audience_name_column": "segment",
+                    "identifiers": {"EMAIL_SHA256": "email"},
+                }
+            ]
+        ),
+        "TARGET_TIKTOK_AUDIENCES_REJECTS_URL": str(tmp_path / "rejects"),
+        "TARGET_TIKTOK_AUDIENCES_SNAPSHOT_URL": str(tmp_path / "snapshots"),
+    }
+    run = run_pipeline(meltano_project, sandbox, pg.url(database), database, env=env)
+    assert_members(
+        audiences(sandbox),
+        {
+            "Tier gold": ("EMAIL_SHA256", {"ann@example.com", "bob@example.com"}),
+            "Tier silver": ("EMAIL_SHA256", {"cat@example.com", "eve@example.com"}),
+        },
+    )
+    (rejects,) = (tmp_path / "rejects").iterdir()
+    lines = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert sorted(lines, key=lambda r: r["key"]["id"]) == [
+        {
+            "stream": "public-segments",
+            "key": {"id": 4},
+            "contract": "EMAIL_SHA256",
+            "reason": "invalid_email",
+        },
+        {
+            "stream": "public-segments",
+            "key": {"id": 5},
+            "contract": "audience_name_column",
+            "reason": "no_audience_name",
+        },
+    ]
+    assert f"Rejected identifiers: 2 lines written to {rejects}" in run.stderr
+    # The README's recipe loads the file into PostgreSQL and joins it to the source table.
+    readme = (REPO / "README.md").read_text()
+    recipe = readme.split("<!-- rejects-sql -->\n```sql\n", 1)[1].split("\n```", 1)[0]
+    recipe = (
+        recipe.replace("rejects-20250301T060000Z-1a2b3c4d.jsonl", str(rejects))
+        .replace("public.users", "public.segments")
+        .replace("'public-users'", "'public-segments'")
+    )
+    assert pg.psql(recipe, database).split() == [
+        "4|not-an-email|EMAIL_SHA256|invalid_email",
+        "5|dan@example.com|audience_name_column|no_audience_name",
+    ]
+
+    def status(*args: str) -> subprocess.CompletedProcess[str]:
+        return meltano_project.run(
+            "invoke",
+            f"{LOADER}:status",
+            *args,
+            env={
+                "TARGET_TIKTOK_AUDIENCES_API_BASE_URL": sandbox.base_url,
+                **{k: v for k, v in env.items() if k.startswith("TARGET_")},
+            },
+        )
+
+    healthy = status("--format", "json")
+    assert healthy.returncode == 0, healthy.stderr[-3000:]
+    report = json.loads(healthy.stdout[healthy.stdout.index("{") :])
+    assert sorted((a["advertiser_id"], a["name"], a["size"]) for a in report["audiences"]) == [
+        (adv, name, 2) for adv in ADVERTISERS for name in ("Tier gold", "Tier silver")
+    ]
+    gold = audiences(sandbox)[ADVERTISERS[0], "Tier gold"]
+    sandbox.expire_audience(gold["audience_id"], in_days=-1)
+    expired = status()
+    assert expired.returncode == 1
+    assert (
+        f"Audience 'Tier gold' in advertiser {ADVERTISERS[0]} (stream 'public-segments'): "
+        "expired" in expired.stderr
+    )

@@ -370,3 +370,14 @@ def test_update_readme_settings_script(tmp_path: Path) -> None:
     text = readme.read_text()
     assert text.startswith("# x\n\n") and text.endswith(f"{README_END}\n\nmore\n")
     assert about_settings_table(_about("markdown")) in text
+
+
+def test_status_command(meltano_yml: dict[str, Any], hub: dict[str, Any]) -> None:
+    """`meltano invoke target-tiktok-audiences:status` runs the package's status script with the
+    settings Meltano puts in the environment; both definitions declare it alike."""
+    ours, theirs = loader_of(meltano_yml)["commands"], hub["commands"]
+    assert ours == theirs
+    assert ours["status"]["executable"] == "tiktok-audiences-status"
+    assert ours["status"]["args"] == "--config ENV"
+    _, _, scripts = _project()
+    assert "tiktok-audiences-status" in scripts

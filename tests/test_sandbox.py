@@ -904,6 +904,39 @@ def test_admin_share_endpoint(sb: SandboxServer) -> None:
     assert resp.status_code == 400 and "unknown fields ['advertiser']" in resp.json()["message"]
 
 
+def test_audiences_expire_and_can_be_changed_through_the_admin_api(sb: SandboxServer) -> None:
+    aid = create(sb, shas(0, 5))
+    row = listed(sb)[aid]
+    # No retention: 365 days after the last change; far from expiring.
+    assert (row["cover_num"], row["is_valid"], row["is_expiring"]) == (5, True, False)
+    created = datetime.strptime(row["create_time"], "%Y-%m-%d %H:%M:%S")
+    expires = datetime.strptime(row["expired_time"], "%Y-%m-%d %H:%M:%S")
+    assert expires - created == timedelta(days=365)
+    resp = requests.post(
+        f"{sb.admin_url}/audience", json={"audience_id": aid, "expires_in_days": 20}, timeout=5
+    )
+    assert resp.status_code == 200
+    row = listed(sb)[aid]
+    assert (row["cover_num"], row["is_valid"], row["is_expiring"]) == (5, True, True)
+    sb.advance_clock(21 * DAY)
+    row = listed(sb)[aid]  # expired: size 0, not usable, no longer "about to expire"
+    assert (row["cover_num"], row["is_valid"], row["is_expiring"]) == (0, False, False)
+    params = {"advertiser_id": ADV1, "custom_audience_ids": json.dumps([aid])}
+    got = ok(call(sb, "GET", "/dmp/custom_audience/get/", params=params))["list"][0]
+    assert got["audience_details"]["expired_time"] == row["expired_time"]
+    resp = requests.post(
+        f"{sb.admin_url}/audience", json={"audience_id": aid, "delete": True}, timeout=5
+    )
+    assert resp.json()["data"] == {"deleted": aid}
+    assert aid not in listed(sb)
+    for bad, text in (
+        ({"audience_id": aid, "delete": True}, "does not exist"),
+        ({"audience_id": "1", "expire": 1}, "unknown fields ['expire']"),
+    ):
+        resp = requests.post(f"{sb.admin_url}/audience", json=bad, timeout=5)
+        assert resp.status_code == 400 and text in resp.json()["message"]
+
+
 # --- the sandbox clock ------------------------------------------------------------------------
 
 

@@ -39,10 +39,30 @@ GOOD = {"advertiser_ids": [ADV1, ADV2], "dry_run": True}
             "PHONE_SHA256, IDFA_SHA256, IDFA_MD5, GAID_SHA256, GAID_MD5",
         ),
         (
+            {
+                **GOOD,
+                "audiences": [
+                    {"stream": "s", "audience_name": "Segment", "audience_name_column": "seg"}
+                ],
+            },
+            "audiences[0].audience_name: must contain {value} when audience_name_column is set "
+            '(e.g. "Segment {value}"), or every record would go to one audience',
+        ),
+        (
+            {
+                **GOOD,
+                "audiences": [
+                    {"stream": "s", "audience_name_column": "seg", "audience_ids": {ADV1: "1"}}
+                ],
+            },
+            "audiences[0].audience_ids: cannot be used with audience_name_column (one audience "
+            "per value); the audiences are found by name or created",
+        ),
+        (
             {**GOOD, "audiences": [{"stream": "s", "audience_nme": "x"}]},
             "audiences[0]: unknown key 'audience_nme'; did you mean 'audience_name'? (keys: "
-            "stream, audience_name, audience_ids, identifiers, remove_column, sync_mode, "
-            "audience_type)",
+            "stream, audience_name, audience_name_column, audience_ids, identifiers, "
+            "remove_column, sync_mode, audience_type)",
         ),
         (
             {

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from target_tiktok_audiences.audiences import PARTNER, AudienceDirectory
 from target_tiktok_audiences.client import (
@@ -76,6 +77,8 @@ class Runtime:
     report: RunReport
     logger: logging.Logger
     snapshots: SnapshotStore
+    # (advertiser, name, kind) of audiences that audience_name_column values will create
+    new_audiences: set[tuple[str, str, str]] = field(default_factory=set)
 
 
 @dataclass(eq=False)
@@ -89,6 +92,8 @@ class Delivery(abc.ABC):
     # Why the stream is not the whole set (its SCHEMA has bookmark_properties); mirror guards.
     partial_stream: str | None = field(default=None, init=False)
     _locked_at: float = field(default=0.0, init=False)  # when this audience's lock was taken
+    # True: users go out while the stream is read (batches); False: at commit only.
+    sends_as_it_reads: ClassVar[bool] = False
 
     def extend(self, contracts: Sequence[str]) -> None:
         """A new schema of the stream may bring more identifier columns."""
@@ -220,6 +225,7 @@ class Delivery(abc.ABC):
             audience_name=name,
             sync_mode=self.mapping.sync_mode.value,
             contracts=contracts,
+            audience_type=self.mapping.audience_type.value,
         )
         self.report.audiences.append(entry)
         return entry

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from target_tiktok_audiences.client import UserBatch, partner_audience_name
 from target_tiktok_audiences.deliveries.base import Delivery
@@ -30,6 +31,7 @@ class SegmentDelivery(Delivery):
     batch). One partner audience per (stream, advertiser) holds every contract.
     """
 
+    sends_as_it_reads: ClassVar[bool] = True
     _pending: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict, init=False)
     _audiences: dict[str, _Partner] = field(default_factory=dict, init=False)
 

@@ -58,6 +58,7 @@ MAX_FILE_PATHS = 500
 MAX_MAPPING_USERS = 10_000
 PARTNER_NAME_MAX = 70  # longer names are cut to 67 characters + "..."
 DAY = 86_400.0
+EXPIRING_WITHIN = 60 * DAY  # TikTok shows "about to expire" from 60 days before
 # Owner of audiences shared in "from outside": an advertiser no sandbox token manages.
 EXTERNAL_ADVERTISER = "7000000000000009999"
 # TikTok's own words; TikTok documents no code for it, so the parameter-error code is used.
@@ -283,6 +284,7 @@ class SandboxApp:
             ("GET", "/clock"): lambda r: self.clock_state(),
             ("POST", "/clock"): self._admin_clock,
             ("POST", "/share"): self._admin_share,
+            ("POST", "/audience"): self._admin_audience,
         }
         self._grant_configured_tokens()
 
@@ -527,25 +529,39 @@ class SandboxApp:
             rows.append(row)
         return rows
 
+    @staticmethod
+    def expires_at(a: dict[str, Any]) -> float:
+        """TikTok: N days after creation with retention_in_days, else 365 days after the last
+        change (use in an ad group also counts there; the sandbox has no ad groups)."""
+        if a.get("expires_at") is not None:
+            return float(a["expires_at"])
+        retention = a["retention_in_days"]
+        if retention:
+            return float(a["created_at"]) + float(retention) * DAY
+        return float(a["updated_at"]) + 365 * DAY
+
     def audience_row(self, a: dict[str, Any], viewer: str | None = None) -> dict[str, Any]:
         """An audience as ``viewer`` (default: its owner) sees it in list and get answers."""
         retention = a["retention_in_days"]
         is_creator = viewer is None or viewer == a["advertiser_id"]
+        expires = self.expires_at(a)
+        left = expires - self.clock.now()
+        size = a["member_count"] if left > 0 else 0  # an expired audience has size 0
         return {
             "audience_id": a["audience_id"],
             "name": a["name"],
             "advertiser_id": a["advertiser_id"],
             "audience_type": a["audience_type"],
             "calculate_type": a["calculate_type"],
-            "cover_num": a["member_count"],
-            "is_valid": a["member_count"] >= self.config.min_audience_size,
-            "is_expiring": False,
+            "cover_num": size,
+            "is_valid": left > 0 and size >= self.config.min_audience_size,
+            "is_expiring": 0 < left <= EXPIRING_WITHIN,
             "is_creator": is_creator,
             "shared": not is_creator or bool(self.store.shared_with(a["audience_id"])),
             "retention_in_days": retention,
             "create_time": _time(a["created_at"]),
             "update_time": _time(a["updated_at"]),
-            "expired_time": _time(a["created_at"] + retention * 86400) if retention else None,
+            "expired_time": _time(expires),
         }
 
     def history_rows(self, audience_id: str) -> list[dict[str, Any]]:
@@ -1015,6 +1031,33 @@ class SandboxApp:
         options = {k: body[k] for k in ("name", "owner_advertiser_id", "partner") if k in body}
         audience_id = self.share_audience(body["advertiser_id"], body.get("audience_id"), **options)
         return {"audience_id": audience_id}
+
+    def change_audience(
+        self, audience_id: object, *, delete: bool = False, expires_in_days: object = None
+    ) -> dict[str, Any]:
+        """What happens to an audience outside the target: deleted in Ads Manager, or expiring
+        (``expires_in_days`` from now; 0 or less: expired)."""
+        audience_id = check_id(audience_id, "audience_id")
+        if self.store.audience(audience_id) is None:
+            raise param_error(f"audience_id: audience {audience_id} does not exist")
+        if delete:
+            self.store.delete_audience(audience_id)
+            return {"deleted": audience_id}
+        if isinstance(expires_in_days, bool) or not isinstance(expires_in_days, int | float):
+            raise param_error("give delete: true or expires_in_days (a number of days)")
+        self.store.set_expiry(audience_id, self.clock.now() + float(expires_in_days) * DAY)
+        return {"audience_id": audience_id, "expires_in_days": expires_in_days}
+
+    def _admin_audience(self, request: Request) -> dict[str, Any]:
+        body = self.json_body(request)
+        allowed = {"audience_id", "delete", "expires_in_days"}
+        if unknown := sorted(set(body) - allowed):
+            raise param_error(f"unknown fields {unknown}; use {sorted(allowed)}")
+        return self.change_audience(
+            body.get("audience_id"),
+            delete=body.get("delete") is True,
+            expires_in_days=body.get("expires_in_days"),
+        )
 
     def dump_audiences(self, advertiser_id: str | None = None) -> list[dict[str, Any]]:
         """Audiences with full member lists and history: the test oracle."""

@@ -32,7 +32,8 @@ def _serve_parser() -> argparse.ArgumentParser:
         epilog="Admin endpoints (JSON) under /_sandbox/: GET|POST|DELETE faults, POST tokens, "
         "POST revoke_token, POST revoke_advertiser, GET audiences, GET calls, POST reset, "
         'GET|POST clock {"advance_seconds": 86400}, POST share {"advertiser_id": ..., '
-        '"audience_id"?: ..., "name"?: ..., "owner_advertiser_id"?: ..., "partner"?: false}.',
+        '"audience_id"?: ..., "name"?: ..., "owner_advertiser_id"?: ..., "partner"?: false}, '
+        'POST audience {"audience_id": ..., "delete": true | "expires_in_days": N}.',
     )
     p.add_argument("--db", required=True, help="SQLite file holding the sandbox state")
     p.add_argument("--host", default="127.0.0.1")

@@ -204,6 +204,14 @@ class SandboxServer:
             delta -= self.store.apply_digests(c, str(audience_id), id_type, remove, remove=True)
             self.store.set_count(c, str(audience_id), delta)
 
+    def delete_audience(self, audience_id: str) -> None:
+        """Delete an audience as a person would in Ads Manager."""
+        self.app.change_audience(audience_id, delete=True)
+
+    def expire_audience(self, audience_id: str, in_days: float = 0) -> None:
+        """Make an audience expire `in_days` from now (0: it has expired)."""
+        self.app.change_audience(audience_id, expires_in_days=in_days)
+
     def share_audience(
         self,
         advertiser_id: str,

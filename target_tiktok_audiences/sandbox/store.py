@@ -81,6 +81,8 @@ class Store:
             self._conn.execute(
                 "ALTER TABLE audiences ADD COLUMN visible_at REAL NOT NULL DEFAULT 0"
             )
+        if "expires_at" not in columns:  # set by the admin API; NULL: TikTok's own rule
+            self._conn.execute("ALTER TABLE audiences ADD COLUMN expires_at REAL")
 
     def close(self) -> None:
         with self._lock:
@@ -230,6 +232,17 @@ class Store:
         sql = f"SELECT count(*) AS n FROM audiences a WHERE {IN_LIBRARY}"
         row = self.one(sql, (advertiser_id, advertiser_id))
         return int(row["n"]) if row else 0
+
+    def set_expiry(self, audience_id: str, expires_at: float) -> None:
+        with self.transaction() as c:
+            sql = "UPDATE audiences SET expires_at = ? WHERE audience_id = ?"
+            c.execute(sql, (expires_at, audience_id))
+
+    def delete_audience(self, audience_id: str) -> None:
+        """What deleting it in Ads Manager does: gone from every list, members and all."""
+        with self.transaction() as c:
+            for table in ("audiences", "shares", "audience_history", "members"):
+                c.execute(f"DELETE FROM {table} WHERE audience_id = ?", (audience_id,))
 
     def share(self, audience_id: str, advertiser_id: str) -> None:
         with self.transaction() as c:
