@@ -37,6 +37,10 @@ BLOCK = 65_536
 """Most digests per block compared at once by the diff."""
 
 _READ = 1 << 20  # bytes read from a run file at a time, spread over all runs
+# Bytes per block read back from a sorted file: ~1,000 digests. Blocks of 1 MB (16,000 strings,
+# ~2 MB of objects) were slower in the target: each one took fresh arenas from the OS and gave
+# them back (bench/PROFILE.md, issue 21).
+_READ_BACK = 1 << 16
 
 Block = Sequence[str]
 DigestSink = Callable[[str], object]
@@ -292,7 +296,7 @@ def write_sorted(sorted_blocks: Iterable[Block], path: Path) -> int:
     return count
 
 
-def read_blocks(path: Path, size: int = _READ) -> Iterator[list[str]]:
+def read_blocks(path: Path, size: int = _READ_BACK) -> Iterator[list[str]]:
     """Blocks of the lines of a file written by write_sorted (memory: about `size` bytes)."""
     with open(path, "rb") as fh:
         yield from _read_lines(fh, size)
