@@ -52,7 +52,9 @@ class TargetTikTokAudiences(Target):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._terminating = False
         self._records_seen = 0
-        self._sdc_metadata: dict[str, tuple[Sink, bool]] = {}  # stream -> (sink, add metadata)
+        # stream -> its sink and what the record path asks of it per record, asked once:
+        # (sink, add _sdc metadata?, key properties, max batch size)
+        self._sink_facts: dict[str, tuple[Sink, bool, tuple[str, ...], int]] = {}
         super().__init__(*args, **kwargs)
         # One sink drains at a time: write calls share one throttle, so parallel drains would
         # only queue behind it.
@@ -93,8 +95,9 @@ class TargetTikTokAudiences(Target):
         # for AudienceSink (issue 21): with one stream map the record is not copied (nothing
         # reads the original), AudienceSink's no-op hooks (_validate_and_parse,
         # preprocess_record, _after_process_record's DEBUG line) are not called, _sdc_ fields
-        # are stripped only when the record has some, and the max-age check runs every 4,096
-        # records. Several maps of one stream (stream splitting) take the SDK's own path.
+        # are stripped only when the record has some, the sink's settings (metadata, key
+        # properties, batch size) are read once per sink, and the max-age check runs every
+        # 4,096 records. Several maps of one stream (stream splitting) take the SDK's path.
         if "stream" not in message_dict or "record" not in message_dict:
             self._assert_line_requires(message_dict, requires={"stream", "record"})  # raises
         stream_name = message_dict["stream"]
@@ -112,18 +115,26 @@ class TargetTikTokAudiences(Target):
             self._assert_sink_exists(alias)
             sink = self.get_sink(alias, record=record)
             context = sink._get_context(record)
-            known = self._sdc_metadata.get(alias)
-            if known is None or known[0] is not sink:
-                known = self._sdc_metadata[alias] = (sink, sink.include_sdc_metadata_properties)
-            if known[1]:
+            facts = self._sink_facts.get(alias)
+            if facts is None or facts[0] is not sink:
+                facts = self._sink_facts[alias] = (
+                    sink,
+                    sink.include_sdc_metadata_properties,
+                    tuple(sink.key_properties),
+                    sink.max_size,
+                )
+            _, add_metadata, key_properties, max_size = facts
+            if add_metadata:
                 sink._add_sdc_metadata_to_record(record, message_dict, context)
             elif not _SDC_FIELDS.isdisjoint(record):
                 sink._remove_sdc_metadata_from_record(record)
-            sink._singer_validate_message(record)
+            for key in key_properties:
+                if key not in record:
+                    sink._singer_validate_message(record)  # raises the SDK's error
             sink.tally_record_read()
             sink.process_record(record, context)
             sink.record_counter_metric.increment()
-            if sink.is_full:
+            if sink.current_size >= max_size:  # Sink.is_full
                 self.logger.info(
                     "Target sink for '%s' is full. Current size is '%s'. Draining...",
                     sink.stream_name,

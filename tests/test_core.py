@@ -81,6 +81,10 @@ def test_the_lean_record_path_skips_only_hooks_that_do_nothing_for_audience_sink
 
     assert AudienceSink.preprocess_record is Sink.preprocess_record
     assert AudienceSink._after_process_record is Sink._after_process_record
+    # ... and it asks these once per sink, or inlines them, as the SDK defines them.
+    for name in ("include_sdc_metadata_properties", "key_properties", "max_size", "is_full"):
+        assert getattr(AudienceSink, name) is getattr(Sink, name), name
+    assert AudienceSink._singer_validate_message is Sink._singer_validate_message
     record = {"email": "a@example.com"}
     assert AudienceSink._validate_and_parse(None, record) is record  # type: ignore[arg-type]
     assert TargetTikTokAudiences.get_sink_class is Target.get_sink_class
