@@ -54,8 +54,8 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("SDK metrics counter", ("metrics.py",)),
     ("SDK sink per-record hooks (sinks/core.py)", ("sinks/core.py", "sinks/batch.py")),
     ("SDK _process_record_message + target loop", ("target_base.py", "plugin_base.py")),
-    ("target.py (drain, end of pipe)", ("target_tiktok_audiences/target.py",)),
-    ("startup: imports", ("<frozen importlib", "importlib/", "<module>")),
+    ("target.py: lean record path, drain", ("target_tiktok_audiences/target.py",)),
+    ("startup: imports", ("<frozen importlib", "importlib/")),
 ]
 
 
