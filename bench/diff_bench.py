@@ -1,6 +1,6 @@
 """Mirror by difference, the pure part: sort + diff + new snapshot of N digests, 1% changed.
 
-    .venv/bin/python bench/diff_bench.py [--n 5000000] [--changed 0.01] [--buffer 100000]
+    .venv/bin/python bench/diff_bench.py [--n 5000000] [--changed 0.01] [--buffer 25000]
 
 Untimed set-up: the old snapshot (digests of ids 0..N-1) is written to a local SnapshotStore
 and the new input (ids k..N+k-1, k = N * changed / 2, so k removed and k added) to a text file,
@@ -45,7 +45,7 @@ if __package__ in (None, ""):  # run as a script: make the package importable fr
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.run import Run, Sandbox, measure, tiktok_command
-from target_tiktok_audiences.extsort import ExternalSorter, diff
+from target_tiktok_audiences.extsort import DEFAULT_BUFFER, ExternalSorter, diff
 from target_tiktok_audiences.snapshot import Snapshot, SnapshotKey, SnapshotStore
 from target_tiktok_audiences.spool import Spool, private_workdir, remove_workdir
 
@@ -57,7 +57,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5_000_000)
     parser.add_argument("--changed", type=float, default=0.01)
-    parser.add_argument("--buffer", type=int, default=100_000)
+    parser.add_argument("--buffer", type=int, default=DEFAULT_BUFFER)
     parser.add_argument(
         "--e2e", action="store_true", help="the real CLI against the sandbox: full vs diff"
     )

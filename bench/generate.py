@@ -14,6 +14,12 @@ PHONE_MIX, GAID_MIX: share, description, maker); :func:`mix_markdown` prints it 
   parentheses (`+44 (0)20 ...`); a few invalid, some null or blank.
 - gaid: UUIDs in lower, upper or mixed case, some padded; invalid: the all-zero UUID (tracking
   limited), a UUID without dashes (looks like an MD5: "already hashed"), truncated; some null.
+- idfa (narrow scenario only): the gaid rules, other UUIDs.
+
+Two scenarios (SCENARIOS): "wide" (issue 13: the identifier columns next to a name, a country
+and an `updated_at` date-time, as a whole users table) and "narrow" (issue 21: `id` and the
+four identifier columns only, as an audience query selects them). For a given seed the wide
+file is the same as before the narrow scenario existed.
 
 About 2% of the records reuse the identity (key) of an earlier record, so audiences see
 duplicate identifiers and the distinct count is smaller than the accepted count.
@@ -26,31 +32,36 @@ import bisect
 import itertools
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 STREAM = "users"
+# The "wide" scenario (issue 13): three identifier columns and three others, one a date-time.
 CONTRACTS: tuple[str, ...] = ("EMAIL_SHA256", "PHONE_SHA256", "GAID_SHA256")
 COLUMNS: dict[str, str] = {"EMAIL_SHA256": "email", "PHONE_SHA256": "phone", "GAID_SHA256": "gaid"}
+# The "narrow" scenario (issue 21): an audience query's columns only, the id and four identifiers.
+NARROW_COLUMNS: dict[str, str] = {**COLUMNS, "IDFA_SHA256": "idfa"}
 
-SCHEMA = {
-    "type": "SCHEMA",
-    "stream": STREAM,
-    "key_properties": ["id"],
-    "schema": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "integer"},
-            "email": {"type": ["string", "null"]},
-            "phone": {"type": ["string", "null"]},
-            "gaid": {"type": ["string", "null"]},
-            "first_name": {"type": ["string", "null"]},
-            "country": {"type": ["string", "null"]},
-            "updated_at": {"type": ["string", "null"], "format": "date-time"},
-        },
-    },
-}
+_STRING: dict[str, object] = {"type": ["string", "null"]}
+
+
+def _schema(properties: dict[str, object]) -> dict[str, object]:
+    return {
+        "type": "SCHEMA",
+        "stream": STREAM,
+        "key_properties": ["id"],
+        "schema": {"type": "object", "properties": {"id": {"type": "integer"}, **properties}},
+    }
+
+
+SCHEMA = _schema(
+    {
+        **dict.fromkeys(("email", "phone", "gaid", "first_name", "country"), _STRING),
+        "updated_at": {"type": ["string", "null"], "format": "date-time"},
+    }
+)
+NARROW_SCHEMA = _schema(dict.fromkeys(NARROW_COLUMNS.values(), _STRING))
 
 
 @dataclass
@@ -58,9 +69,13 @@ class Expected:
     """What the target must accept from the generated file (mirror mode, basic email, US)."""
 
     records: int
-    accepted: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CONTRACTS, 0))
+    contracts: tuple[str, ...] = CONTRACTS
+    accepted: dict[str, int] = field(default_factory=dict)
     # contract -> distinct valid normalised values; None unless generate(collect=True)
     values: dict[str, set[str]] | None = None
+
+    def __post_init__(self) -> None:
+        self.accepted = self.accepted or dict.fromkeys(self.contracts, 0)
 
     def distinct(self, contract: str) -> int:
         if self.values is None:
@@ -241,27 +256,71 @@ def _uuid(k: int) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def _gaid_valid(rng: random.Random, k: int) -> Value:
-    uuid = _uuid(k)
-    r = rng.random()
-    raw = uuid.upper() if r < 0.5 else _messy_case(rng, uuid) if r < 0.6 else uuid
-    return _pad(rng, raw), (None if uuid == _ZERO_UUID else uuid)
+def _ad_id_mix(offset: int) -> tuple[tuple[float, str, Maker], ...]:
+    """GAID and IDFA follow the same rules; `offset` gives each its own UUIDs per user."""
+
+    def valid(rng: random.Random, k: int) -> Value:
+        uuid = _uuid(k + offset)
+        r = rng.random()
+        raw = uuid.upper() if r < 0.5 else _messy_case(rng, uuid) if r < 0.6 else uuid
+        return _pad(rng, raw), (None if uuid == _ZERO_UUID else uuid)
+
+    return (
+        (0.03, "null", lambda rng, k: (None, None)),
+        (0.03, "all-zero UUID (tracking limited)", lambda rng, k: (_ZERO_UUID, None)),
+        (0.01, "UUID without dashes (32 hex: already hashed)",
+         lambda rng, k: (_hex128(k + offset), None)),
+        (0.01, "truncated UUID", lambda rng, k: (_uuid(k + offset)[:-3], None)),
+        (0.92, "valid; 50% upper case, 10% mixed case, 20% padded", valid),
+    )  # fmt: skip
 
 
-GAID_MIX: tuple[tuple[float, str, Maker], ...] = (
-    (0.03, "null", lambda rng, k: (None, None)),
-    (0.03, "all-zero UUID (tracking limited)", lambda rng, k: (_ZERO_UUID, None)),
-    (0.01, "UUID without dashes (32 hex: already hashed)", lambda rng, k: (_hex128(k), None)),
-    (0.01, "truncated UUID", lambda rng, k: (_uuid(k)[:-3], None)),
-    (0.92, "valid; 50% upper case, 10% mixed case, 20% padded", _gaid_valid),
-)  # fmt: skip
+GAID_MIX = _ad_id_mix(0)
+IDFA_MIX = _ad_id_mix(10**12)  # same rules, other UUIDs (no generated k comes near 10**12)
 
 
-_MAKERS: tuple[tuple[str, str, tuple[tuple[float, str, Maker], ...]], ...] = (
+Mix = tuple[tuple[float, str, Maker], ...]
+_MAKERS: tuple[tuple[str, str, Mix], ...] = (
     ("EMAIL_SHA256", "email", EMAIL_MIX),
     ("PHONE_SHA256", "phone", PHONE_MIX),
     ("GAID_SHA256", "gaid", GAID_MIX),
 )
+_NARROW_MAKERS: tuple[tuple[str, str, Mix], ...] = (
+    *_MAKERS,
+    ("IDFA_SHA256", "idfa", IDFA_MIX),
+)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One shape of input: which identifier columns, and whether the other columns come too."""
+
+    name: str
+    columns: dict[str, str]  # contract -> column
+    schema: Mapping[str, object]
+    makers: tuple[tuple[str, str, Mix], ...]
+    extra_columns: bool  # first_name, country, updated_at (a date-time target-csv parses)
+    about: str
+
+
+WIDE = Scenario(
+    "wide",
+    COLUMNS,
+    SCHEMA,
+    _MAKERS,
+    True,
+    "`id`, `email`, `phone`, `gaid`, `first_name`, `country`, `updated_at` (date-time); "
+    "3 contracts",
+)
+NARROW = Scenario(
+    "narrow",
+    NARROW_COLUMNS,
+    NARROW_SCHEMA,
+    _NARROW_MAKERS,
+    False,
+    "`id`, `email`, `phone`, `gaid`, `idfa` (an audience query's columns); 4 contracts",
+)
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (WIDE, NARROW)}
 _NAMES = ("Ana", "Bo", "Chen", "Dara", "Eli", "Fatima", "Goran", "Hana", "Ivo", "Jun")
 
 
@@ -278,26 +337,34 @@ def _chooser(mix: tuple[tuple[float, str, Maker], ...]) -> Callable[[random.Rand
     return choose
 
 
-def mix_markdown() -> str:
+def mix_markdown(scenario: Scenario = NARROW) -> str:
     """The generated mix as a Markdown table (bench/README.md shows it next to the results)."""
     rows = ["| column | share | values |", "|---|---:|---|"]
-    for _, column, mix in _MAKERS:
+    for _, column, mix in scenario.makers:
         rows += [f"| {column} | {share:.0%} | {text} |" for share, text, _ in mix]
     return "\n".join(rows)
 
 
-def generate(path: str | Path, n: int, seed: int = 42, *, collect: bool = False) -> Expected:
+def generate(
+    path: str | Path,
+    n: int,
+    seed: int = 42,
+    *,
+    collect: bool = False,
+    scenario: Scenario = WIDE,
+) -> Expected:
     """Write SCHEMA, ``n`` RECORDs and a final STATE to ``path``; return what must be accepted."""
     rng = random.Random(seed)
-    expected = Expected(records=n)
+    expected = Expected(records=n, contracts=tuple(scenario.columns))
     if collect:
-        expected.values = {c: set() for c in CONTRACTS}
+        expected.values = {c: set() for c in scenario.columns}
     accepted = expected.accepted
     values = expected.values
-    makers = [(contract, column, _chooser(mix)) for contract, column, mix in _MAKERS]
+    makers = [(contract, column, _chooser(mix)) for contract, column, mix in scenario.makers]
+    extra_columns = scenario.extra_columns
     dumps = json.dumps
     with open(path, "w", encoding="utf-8", buffering=1 << 20) as out:
-        out.write(dumps(SCHEMA) + "\n")
+        out.write(dumps(scenario.schema) + "\n")
         for i in range(n):
             # ~2% of the records are an earlier user again (duplicate identifiers).
             k = rng.randrange(i) if i and rng.random() < 0.02 else i
@@ -309,6 +376,9 @@ def generate(path: str | Path, n: int, seed: int = 42, *, collect: bool = False)
                     accepted[contract] += 1
                     if values is not None:
                         values[contract].add(norm)
+            if not extra_columns:
+                out.write(f'{{"type":"RECORD","stream":"{STREAM}","record":{dumps(record)}}}\n')
+                continue
             record["first_name"] = _NAMES[k % len(_NAMES)]
             record["country"] = "US"
             record["updated_at"] = f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}T12:00:00Z"

@@ -1,8 +1,8 @@
 """Where target-tiktok-audiences spends its CPU, in microseconds per record.
 
-    .venv/bin/python bench/profile.py [--records 200000] [--cprofile]
+    .venv/bin/python bench/profile.py [--records 200000] [--scenario narrow] [--cprofile]
 
-Runs the bench scenario (mirror, three contracts, US region) once plainly (os.wait4 CPU), once
+Runs a bench scenario (mirror, its contracts, US region) once plainly (os.wait4 CPU), once
 under py-spy (sampling, installed by this script into bench/.venv-tools) and attributes every
 sample to the innermost frame that matches a cost category below; the share of samples times
 the plain run's CPU gives microseconds per record. With --cprofile it also runs
@@ -25,7 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.generate import generate
+from bench.generate import SCENARIOS, generate
 from bench.run import Sandbox, measure, run_tiktok, tiktok_config
 
 BENCH = Path(__file__).resolve().parent
@@ -36,21 +36,25 @@ TOOLS = BENCH / ".venv-tools"
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("phonenumbers (parse, is_possible_number, format)", ("phonenumbers/",)),
     (
-        "upload: md5 + requests multipart (client.py)",
-        ("requests/", "urllib3/", "http/client", "client.py", "socket.py", "ssl.py"),
+        "upload: md5 + streamed multipart (client.py)",
+        ("requests", "urllib3/", "http/client", "client.py", "socket.py", "ssl.py"),
     ),
-    ("spooling: Spool.write (spool.py)", ("spool.py",)),
+    ("external sort: add, spill, merge (extsort.py)", ("extsort.py",)),
+    ("spooling, snapshot (spool.py, snapshot.py)", ("spool.py", "snapshot.py")),
     ("our normalise/validate/hash (identifiers.py)", ("identifiers.py",)),
-    ("FileDelivery.add (sinks/files.py)", ("sinks/files.py",)),
-    ("AudienceSink.process_record + _remove_sdc (sinks/base.py)", ("sinks/base.py",)),
-    ("SDK reader: JSON parsing (simplejson/json)", ("simplejson/", "json/", "msgspec")),
+    ("delivery: Delivery.add (deliveries/)", ("deliveries/",)),
+    ("AudienceSink.process_record + hooks (sink.py)", ("target_tiktok_audiences/sink.py",)),
+    (
+        "JSON decoding (reader.py deserialize_json: msgspec)",
+        ("target_tiktok_audiences/reader.py", "simplejson/", "json/", "msgspec"),
+    ),
     ("SDK reader: line loop, message dispatch", ("singerlib/encoding", "io_base.py")),
     ("SDK copy.copy(record)", ("copy.py",)),
     ("SDK stream-map transform (mapper.py)", ("mapper.py",)),
     ("SDK metrics counter", ("metrics.py",)),
     ("SDK sink per-record hooks (sinks/core.py)", ("sinks/core.py", "sinks/batch.py")),
     ("SDK _process_record_message + target loop", ("target_base.py", "plugin_base.py")),
-    ("target.py (_reported wrapper, drain)", ("target_tiktok_audiences/target.py",)),
+    ("target.py: lean record path, drain", ("target_tiktok_audiences/target.py",)),
     ("startup: imports", ("<frozen importlib", "importlib/")),
 ]
 
@@ -84,6 +88,7 @@ def categorize(raw: Path) -> collections.Counter[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--records", type=int, default=200_000)
+    p.add_argument("--scenario", choices=list(SCENARIOS), default="narrow")
     p.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
     p.add_argument("--cprofile", action="store_true")
     p.add_argument(
@@ -97,9 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="tiktok-profile-") as tmp:
         work = Path(tmp)
         data = work / "users.singer"
-        generate(data, n)
+        scenario = SCENARIOS[args.scenario]
+        columns = scenario.columns
+        generate(data, n, scenario=scenario)
         base = args.command or [sys.executable, "-m", "target_tiktok_audiences.target"]
-        plain, _ = run_tiktok(data, n, work, name="plain", command=base)
+        plain, _ = run_tiktok(data, n, work, name="plain", command=base, columns=columns)
         cpu = plain.run.cpu
         print(
             f"plain run: {n:,} records, {cpu:.2f} CPU s = {cpu / n * 1e6:.1f} us/record, "
@@ -109,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         spy = ensure_py_spy()
         with Sandbox(_mk(work / "spy")) as sandbox:
             cfg = work / "spy" / "config.json"
-            cfg.write_text(json.dumps(tiktok_config(sandbox.base_url, work / "spy" / "r.json")))
+            config = tiktok_config(sandbox.base_url, work / "spy" / "r.json", columns=columns)
+            cfg.write_text(json.dumps(config))
             run = measure(
                 "py-spy",
                 [
@@ -143,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = work / "prof.out"
             with Sandbox(_mk(work / "cp")) as sandbox:
                 cfg = work / "cp" / "config.json"
-                cfg.write_text(json.dumps(tiktok_config(sandbox.base_url, work / "cp" / "r.json")))
+                config = tiktok_config(sandbox.base_url, work / "cp" / "r.json", columns=columns)
+                cfg.write_text(json.dumps(config))
                 cmd = (
                     [*base[:1], "-m", "cProfile", "-o", str(out), *base[1:]]
                     if base[1:2] == ["-m"]

@@ -24,13 +24,25 @@ from typing import BinaryIO, TypeVar
 
 T = TypeVar("T")
 
-DEFAULT_BUFFER = 100_000
-"""Digests held in memory before a run is spilled (about 12 MB of 64-character strings)."""
+DEFAULT_BUFFER = 25_000
+"""Digests held in memory before a run is spilled (about 3 MB of 64-character strings).
+
+One buffer per contract of every mirror stream: at 100,000 the four buffers of a narrow
+audience query held ~48 MB (peak RSS 116 MiB); at 25,000 the peak is ~70 MiB and the sort is
+no slower (smaller sorts stay in the CPU cache; bench/PROFILE.md, issue 21)."""
+
+FAN_IN = 32
+"""Most runs merged at once: beyond that, groups of runs are first merged into longer runs, so
+the merge's read blocks (at least 64 KiB per run) stay a few MB however long the input."""
 
 BLOCK = 65_536
 """Most digests per block compared at once by the diff."""
 
 _READ = 1 << 20  # bytes read from a run file at a time, spread over all runs
+# Bytes per block read back from a sorted file: ~1,000 digests. Blocks of 1 MB (16,000 strings,
+# ~2 MB of objects) were slower in the target: each one took fresh arenas from the OS and gave
+# them back (bench/PROFILE.md, issue 21).
+_READ_BACK = 1 << 16
 
 Block = Sequence[str]
 DigestSink = Callable[[str], object]
@@ -62,7 +74,8 @@ class ExternalSorter:
     Digests are non-empty ASCII strings without newlines (lowercase hex from identifiers.py);
     they sort as strings, which for fixed-width lowercase hex is the order of their bytes.
     Runs are sorted text files created 0600 in `workdir`, a private dir that the caller owns
-    (e.g. spool.private_workdir()); `close()` removes them.
+    (e.g. spool.private_workdir()); `close()` removes them. More than FAN_IN runs are merged
+    in passes of FAN_IN into longer runs before the final merge.
     """
 
     def __init__(self, workdir: Path, *, buffer_size: int = DEFAULT_BUFFER) -> None:
@@ -72,12 +85,14 @@ class ExternalSorter:
         self._limit = buffer_size
         self._buf: list[str] = []
         self._runs: list[Path] = []
+        self._made = 0  # run files created (spilled or merged), for their names
+        self._spilled = 0
         self.added = 0  # digests given, duplicates included
 
     @property
     def runs(self) -> int:
         """Runs spilled to disk so far."""
-        return len(self._runs)
+        return self._spilled
 
     def add(self, digest: str) -> None:
         buf = self._buf
@@ -108,12 +123,17 @@ class ExternalSorter:
         text = "\n".join(run)
         if text.count("\n") != len(run) - 1:
             raise ValueError("a digest holds a newline")
-        path = self._dir / f"run-{len(self._runs):05d}.txt"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        self._runs.append(path)
-        with open(fd, "wb") as fh:
+        self._spilled += 1
+        with self._new_run() as fh:
             fh.write(text.encode("ascii"))
             fh.write(b"\n")
+
+    def _new_run(self) -> BinaryIO:
+        path = self._dir / f"run-{self._made:05d}.txt"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self._made += 1
+        self._runs.append(path)
+        return open(fd, "wb")
 
     def sorted_blocks(self) -> Iterator[list[str]]:
         """Blocks (non-empty lists) of the globally sorted unique digests; call once, at the end.
@@ -128,32 +148,15 @@ class ExternalSorter:
             return
         if self._buf:
             self._spill()
-        size = max(64 * 1024, _READ // len(self._runs))
-        files = [open(path, "rb") for path in self._runs]  # noqa: SIM115 (closed below)
-        try:
-            heads: list[tuple[list[str], int, Iterator[list[str]]]] = []
-            for fh in files:
-                reader = _read_lines(fh, size)
-                first = next(reader, None)
-                if first is not None:
-                    heads.append((first, 0, reader))
-            while heads:
-                bound = min(head[-1] for head, _, _ in heads)
-                out: list[str] = []
-                nxt: list[tuple[list[str], int, Iterator[list[str]]]] = []
-                for head, pos, reader in heads:
-                    cut = bisect_right(head, bound, pos)
-                    out += head[pos:cut] if pos or cut < len(head) else head
-                    if cut < len(head):
-                        nxt.append((head, cut, reader))
-                    elif (more := next(reader, None)) is not None:
-                        nxt.append((more, 0, reader))
-                heads = nxt
-                out.sort()  # k sorted pieces: timsort merges them in O(n log k)
-                yield _dedupe_sorted(out)
-        finally:
-            for fh in files:
-                fh.close()
+        while len(self._runs) > FAN_IN:  # a pass: the oldest FAN_IN runs become one
+            group = self._runs[:FAN_IN]
+            with self._new_run() as fh:  # appended: until the group is gone, close() sees all
+                for block in _merge(group):
+                    fh.write(("\n".join(block) + "\n").encode("ascii"))
+            del self._runs[:FAN_IN]
+            for path in group:
+                path.unlink()
+        yield from _merge(self._runs)
 
     def sorted_unique(self) -> Iterator[str]:
         """The globally sorted unique digests, one by one."""
@@ -164,6 +167,36 @@ class ExternalSorter:
             path.unlink(missing_ok=True)
         self._runs = []
         self._buf = []
+
+
+def _merge(runs: Sequence[Path]) -> Iterator[list[str]]:
+    """Blocks of the sorted unique digests of sorted run files (see sorted_blocks)."""
+    size = max(64 * 1024, _READ // len(runs))
+    files = [open(path, "rb") for path in runs]  # noqa: SIM115 (closed below)
+    try:
+        heads: list[tuple[list[str], int, Iterator[list[str]]]] = []
+        for fh in files:
+            reader = _read_lines(fh, size)
+            first = next(reader, None)
+            if first is not None:
+                heads.append((first, 0, reader))
+        while heads:
+            bound = min(head[-1] for head, _, _ in heads)
+            out: list[str] = []
+            nxt: list[tuple[list[str], int, Iterator[list[str]]]] = []
+            for head, pos, reader in heads:
+                cut = bisect_right(head, bound, pos)
+                out += head[pos:cut] if pos or cut < len(head) else head
+                if cut < len(head):
+                    nxt.append((head, cut, reader))
+                elif (more := next(reader, None)) is not None:
+                    nxt.append((more, 0, reader))
+            heads = nxt
+            out.sort()  # k sorted pieces: timsort merges them in O(n log k)
+            yield _dedupe_sorted(out)
+    finally:
+        for fh in files:
+            fh.close()
 
 
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -266,7 +299,7 @@ def write_sorted(sorted_blocks: Iterable[Block], path: Path) -> int:
     return count
 
 
-def read_blocks(path: Path, size: int = _READ) -> Iterator[list[str]]:
+def read_blocks(path: Path, size: int = _READ_BACK) -> Iterator[list[str]]:
     """Blocks of the lines of a file written by write_sorted (memory: about `size` bytes)."""
     with open(path, "rb") as fh:
         yield from _read_lines(fh, size)

@@ -14,6 +14,7 @@ from typing import Any
 from singer_sdk import Target
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities
+from singer_sdk.sinks import Sink
 
 from target_tiktok_audiences.failures import (
     DeliveryIncomplete,
@@ -50,6 +51,10 @@ class TargetTikTokAudiences(Target):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._terminating = False
+        self._records_seen = 0
+        # stream -> its sink and what the record path asks of it per record, asked once:
+        # (sink, add _sdc metadata?, key properties, max batch size)
+        self._sink_facts: dict[str, tuple[Sink, bool, tuple[str, ...], int]] = {}
         super().__init__(*args, **kwargs)
         # One sink drains at a time: write calls share one throttle, so parallel drains would
         # only queue behind it.
@@ -91,6 +96,61 @@ class TargetTikTokAudiences(Target):
         # The stream's maps are (re)built here; their failures must not quote a record.
         for stream_map in self.mapper.stream_maps.get(message_dict["stream"], ()):
             private_map_errors(stream_map)
+
+    def _process_record_message(self, message_dict: dict[str, Any]) -> None:
+        # The SDK's record path, step for step, without the per-record work that does nothing
+        # for AudienceSink (issue 21): with one stream map the record is not copied (nothing
+        # reads the original), AudienceSink's no-op hooks (_validate_and_parse,
+        # preprocess_record, _after_process_record's DEBUG line) are not called, _sdc_ fields
+        # are stripped only when the record has some, the sink's settings (metadata, key
+        # properties, batch size) are read once per sink, and the max-age check runs every
+        # 4,096 records. Several maps of one stream (stream splitting) take the SDK's path.
+        if "stream" not in message_dict or "record" not in message_dict:
+            self._assert_line_requires(message_dict, requires={"stream", "record"})  # raises
+        stream_name = message_dict["stream"]
+        stream_maps = self.mapper.stream_maps
+        if stream_name not in stream_maps:
+            self._assert_sink_exists(stream_name)
+        maps = stream_maps[stream_name]
+        if len(maps) != 1:
+            super()._process_record_message(message_dict)
+            return
+        stream_map = maps[0]
+        record = stream_map.transform(message_dict["record"])
+        if record is not None:
+            alias = stream_map.stream_alias
+            self._assert_sink_exists(alias)
+            sink = self.get_sink(alias, record=record)
+            context = sink._get_context(record)
+            facts = self._sink_facts.get(alias)
+            if facts is None or facts[0] is not sink:
+                facts = self._sink_facts[alias] = (
+                    sink,
+                    sink.include_sdc_metadata_properties,
+                    tuple(sink.key_properties),
+                    sink.max_size,
+                )
+            _, add_metadata, key_properties, max_size = facts
+            if add_metadata:
+                sink._add_sdc_metadata_to_record(record, message_dict, context)
+            elif not _SDC_FIELDS.isdisjoint(record):
+                sink._remove_sdc_metadata_from_record(record)
+            for key in key_properties:
+                if key not in record:
+                    sink._singer_validate_message(record)  # raises the SDK's error
+            sink.tally_record_read()
+            sink.process_record(record, context)
+            sink.record_counter_metric.increment()
+            if sink.current_size >= max_size:  # Sink.is_full
+                self.logger.info(
+                    "Target sink for '%s' is full. Current size is '%s'. Draining...",
+                    sink.stream_name,
+                    sink.current_size,
+                )
+                self.drain_one(sink)
+        self._records_seen += 1
+        if not self._records_seen & 0xFFF:
+            self._handle_max_record_age()
 
     def process_endofpipe(self) -> None:
         run = self.run
@@ -141,6 +201,20 @@ class TargetTikTokAudiences(Target):
         )
         self.run.finish("interrupted", f"stopped by signal {signum}")
         sys.exit(128 + signum)
+
+
+# What the SDK's _remove_sdc_metadata_from_record pops (sinks/core.py).
+_SDC_FIELDS = frozenset(
+    {
+        "_sdc_extracted_at",
+        "_sdc_received_at",
+        "_sdc_batched_at",
+        "_sdc_deleted_at",
+        "_sdc_sequence",
+        "_sdc_table_version",
+        "_sdc_sync_started_at",
+    }
+)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import tempfile
 
+from singer_sdk import Target
 from singer_sdk.testing import get_target_test_class
 
 from target_tiktok_audiences.target import TargetTikTokAudiences
@@ -32,6 +33,7 @@ PRIVATE_OVERRIDES = {
     "TargetTikTokAudiences._write_state_message": "STATE only after delivery",
     "TargetTikTokAudiences._handle_termination": "never deliver on a signal",
     "TargetTikTokAudiences._process_schema_message": "map failures never quote a record",
+    "TargetTikTokAudiences._process_record_message": "the SDK's record path without no-op hooks",
     "PrivateSingerReader._process_unknown_message": "one line, never the message",
 }
 
@@ -68,3 +70,28 @@ def test_every_overridden_sdk_method_keeps_the_sdk_signature() -> None:
     assert private <= set(PRIVATE_OVERRIDES) | {"PrivateSingerReader.__init__"}, (
         f"document why these private SDK methods are overridden: {private - set(PRIVATE_OVERRIDES)}"
     )
+
+
+def test_the_lean_record_path_skips_only_hooks_that_do_nothing_for_audience_sink() -> None:
+    # TargetTikTokAudiences._process_record_message leaves these calls out; that is only right
+    # while AudienceSink keeps the SDK's no-op versions (or its own, which returns the record).
+    from singer_sdk.sinks import Sink
+
+    from target_tiktok_audiences.sink import AudienceSink
+
+    assert AudienceSink.preprocess_record is Sink.preprocess_record
+    assert AudienceSink._after_process_record is Sink._after_process_record
+    # ... and it asks these once per sink, or inlines them, as the SDK defines them.
+    for name in ("include_sdc_metadata_properties", "key_properties", "max_size", "is_full"):
+        assert getattr(AudienceSink, name) is getattr(Sink, name), name
+    assert AudienceSink._singer_validate_message is Sink._singer_validate_message
+    record = {"email": "a@example.com"}
+    assert AudienceSink._validate_and_parse(None, record) is record  # type: ignore[arg-type]
+    assert TargetTikTokAudiences.get_sink_class is Target.get_sink_class
+    assert TargetTikTokAudiences.default_sink_class is AudienceSink
+    # The fields it strips only when present are the ones the SDK's strip pops.
+    from target_tiktok_audiences.target import _SDC_FIELDS
+
+    popped = {"_sdc_extra": 1, **dict.fromkeys(_SDC_FIELDS, 1)}
+    Sink._remove_sdc_metadata_from_record(None, popped)  # type: ignore[arg-type]
+    assert popped == {"_sdc_extra": 1}

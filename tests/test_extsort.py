@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from target_tiktok_audiences.extsort import DiffCounts, ExternalSorter, blocks, diff
+from target_tiktok_audiences.extsort import FAN_IN, DiffCounts, ExternalSorter, blocks, diff
 
 # Short hex strings keep collisions (duplicates, shared members) frequent.
 digests = st.lists(st.text(alphabet="0123456789abcdef", min_size=4, max_size=4), max_size=300)
@@ -99,3 +99,16 @@ def test_a_digest_with_a_newline_is_refused(tmp_path: Path) -> None:
     sorter.add("ab")
     with pytest.raises(ValueError, match=r"^a digest holds a newline$"):
         sorter.add("c\nd")
+
+
+def test_more_runs_than_fan_in_are_merged_in_passes(tmp_path: Path) -> None:
+    sorter = ExternalSorter(tmp_path, buffer_size=100)
+    sorter.add_many(sha(i % 4000) for i in range(FAN_IN * 2 * 100 + 50))  # with duplicates
+    assert sorter.runs == 2 * FAN_IN  # and 50 in the buffer: the 65th run
+    merged = sorter.sorted_blocks()
+    first = next(merged)
+    # Two passes of FAN_IN runs left three runs for the final merge (memory: ~3 read blocks).
+    assert len(list(tmp_path.iterdir())) == 3
+    assert first + [d for block in merged for d in block] == sorted({sha(i) for i in range(4000)})
+    sorter.close()
+    assert list(tmp_path.iterdir()) == []
