@@ -169,6 +169,24 @@ def phases(log: Path) -> tuple[float, float]:
     return (read - start).total_seconds(), (end - read).total_seconds()
 
 
+def bench_config(sandbox: Sandbox, work: Path, **mapping: object) -> dict[str, object]:
+    """The target's config for one EMAIL_SHA256 audience of the bench users."""
+    return {
+        "access_token": "sandbox-token",
+        "advertiser_ids": [ADVERTISER],
+        "api_base_url": sandbox.base_url,
+        "audiences": [
+            {
+                "stream": "users",
+                "audience_name": AUDIENCE,
+                "identifiers": {"EMAIL_SHA256": "email"},
+                **mapping,
+            }
+        ],
+        "snapshot_url": str(work / "snapshots"),
+    }
+
+
 def advance_clock(sandbox: Sandbox, seconds: float) -> None:
     request = urllib.request.Request(
         f"{sandbox.admin_url}/clock",
@@ -201,17 +219,7 @@ def end_to_end(args: argparse.Namespace) -> int:
 
             def run(name: str, data: Path, members: int, **settings: object) -> None:
                 config = {
-                    "access_token": "sandbox-token",
-                    "advertiser_ids": [ADVERTISER],
-                    "api_base_url": sandbox.base_url,
-                    "audiences": [
-                        {
-                            "stream": "users",
-                            "audience_name": AUDIENCE,
-                            "identifiers": {"EMAIL_SHA256": "email"},
-                        }
-                    ],
-                    "snapshot_url": str(work / "snapshots"),
+                    **bench_config(sandbox, work),
                     "report_path": str(work / f"{name}.report.json"),
                     **settings,
                 }
@@ -282,18 +290,7 @@ def partner_memory(sizes: list[int]) -> int:
             env = {**os.environ, "TMPDIR": str(work), "PYTHONWARNINGS": "ignore"}
             with Sandbox(work, "--partner-warmup", "0") as sandbox:
                 config = {
-                    "access_token": "sandbox-token",
-                    "advertiser_ids": [ADVERTISER],
-                    "api_base_url": sandbox.base_url,
-                    "audiences": [
-                        {
-                            "stream": "users",
-                            "audience_name": AUDIENCE,
-                            "audience_type": "partner",
-                            "identifiers": {"EMAIL_SHA256": "email"},
-                        }
-                    ],
-                    "snapshot_url": str(work / "snapshots"),
+                    **bench_config(sandbox, work, audience_type="partner"),
                     "max_requests_per_second": 1000,
                 }
                 config_path = work / "config.json"
