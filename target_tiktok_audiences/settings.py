@@ -406,6 +406,7 @@ def unknown_key_errors(config: Mapping[str, Any], known_settings: Iterable[str])
     return errors
 
 
+_REQUIRED = re.compile(r"'([^']{1,80})' is a required property")
 _TYPE_WORDS = {
     "string": "a string",
     "integer": "a whole number",
@@ -446,6 +447,8 @@ def schema_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[
         elif rule == "enum":
             allowed = ", ".join(str(v) for v in error.validator_value if v is not None)
             errors.append(f"{where}: must be one of {allowed}")
+        elif rule == "required" and (missing := _REQUIRED.match(error.message)):
+            errors.append(f"{where + '.' if where else ''}{missing[1]}: required")
         else:
             errors.append(f"{where or 'config'}: {error.message}")
     return errors

@@ -259,6 +259,13 @@ def test_numbers_out_of_bounds_stop_before_anything_runs(tmp_path, setting, valu
     assert_one_line(run, f"Config validation failed: {line}", tmp_path, report=False)
 
 
+def test_a_missing_required_setting_is_named(tmp_path):
+    run = run_target(tmp_path, {"dry_run": True}, vip_messages())
+    assert_one_line(
+        run, "Config validation failed: advertiser_ids: required", tmp_path, report=False
+    )
+
+
 def test_a_mistyped_token_is_named_never_echoed(tmp_path):
     run = run_target(tmp_path, dry(tmp_path, access_token=int("4242" + "7" * 8)), vip_messages())
     assert_one_line(
