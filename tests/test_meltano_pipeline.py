@@ -60,10 +60,14 @@ class MeltanoProject:
     def run(
         self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 240
     ) -> subprocess.CompletedProcess[str]:
+        # Mirror snapshots go to the user data dir: the test's own (conftest sets it per test;
+        # this project, made once per worker, would otherwise keep the first value it saw, or
+        # the real one, shared by every run and worker and colliding on sandbox audience ids).
+        private = {k: v for k, v in os.environ.items() if k == "XDG_DATA_HOME"}
         return subprocess.run(
             [str(MELTANO), *args],
             cwd=self.root,
-            env={**self.env, **(env or {})},
+            env={**self.env, **private, **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
