@@ -7,6 +7,7 @@ user's email or phone, so errors name only the problem and where it is.
 from __future__ import annotations
 
 import decimal
+import functools
 import importlib.util
 import json
 import re
@@ -118,15 +119,19 @@ def _kind(value: object) -> str:
     return _KINDS.get(type(value), "a number" if number else "something else")
 
 
-def batch_formats() -> list[str]:
+@functools.cache
+def batch_formats() -> tuple[str, ...]:
     """BATCH file formats the SDK reads here: JSON Lines (plain or gzip); Parquet with pyarrow."""
-    return ["jsonl", *(["parquet"] if importlib.util.find_spec("pyarrow") else [])]
+    return ("jsonl", *(("parquet",) if importlib.util.find_spec("pyarrow") else ()))
 
 
 def _check_shape(message: dict[str, t.Any], line_number: int) -> None:
     """Each key the SDK reads has the JSON type the Singer spec gives it; else one line naming
     the line, the key and both types (never the value)."""
     kind = message.get("type")
+    record, stream = message.get("record"), message.get("stream")
+    if kind == "RECORD" and type(record) is dict and type(stream) is str:
+        return  # the common case, once per record: nothing more to check
     if "type" in message and not isinstance(kind, str):
         raise InvalidInputLine(
             f"Input line {line_number:,}: a Singer message's type must be a string such as "
@@ -139,7 +144,9 @@ def _check_shape(message: dict[str, t.Any], line_number: int) -> None:
             f"Input line {line_number:,}: the {key} of a {kind} message must be {want}, not "
             f"{got}; {NOT_SHOWN}. Check the tap's output."
         )
-    found = message.get("encoding", {}).get("format") if kind == "BATCH" else "jsonl"
+    if kind != "BATCH":
+        return
+    found = message.get("encoding", {}).get("format")
     if found not in batch_formats():
         shown = f"'{found}'" if isinstance(found, str) and _MESSAGE_TYPE.fullmatch(found) else "?"
         raise InvalidInputLine(
