@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from target_tiktok_audiences.failures import drain_input
-from target_tiktok_audiences.settings import CONFIG_SCHEMA, Settings
+from target_tiktok_audiences.settings import CONFIG_SCHEMA, Settings, config_errors
 from target_tiktok_audiences.snapshot import SnapshotError, SnapshotStore
 
 from helpers import (
@@ -257,6 +257,11 @@ def test_numbers_out_of_bounds_stop_before_anything_runs(tmp_path, setting, valu
     }
     run = run_target(tmp_path, config, vip_messages())
     assert_one_line(run, f"Config validation failed: {line}", tmp_path, report=False)
+
+
+def test_nan_passes_the_schema_bounds_but_not_the_config_check():
+    config = {"advertiser_ids": [ADV1], "dry_run": True, "request_timeout": float("nan")}
+    assert config_errors(config) == ["request_timeout: must be a finite number"]
 
 
 def test_a_missing_required_setting_is_named(tmp_path):
