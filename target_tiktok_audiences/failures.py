@@ -101,6 +101,21 @@ def describe(exc: BaseException) -> str:
     return str(exc)
 
 
+def config_file_error(exc: Exception, paths: list[str]) -> str | None:
+    """A --config file that is missing or not JSON, or None for another error; the file's
+    content is never quoted (it holds the token)."""
+    shown = f"'{paths[0]}'" if len(paths) == 1 else "a config file"
+    if isinstance(exc, FileNotFoundError):
+        return f"--config: {shown} was not found; give the path of a JSON file, or ENV"
+    lineno, colno = getattr(exc, "lineno", None), getattr(exc, "colno", None)
+    if lineno is None or colno is None:  # not json's or simplejson's JSONDecodeError
+        return None
+    return (
+        f"--config: {shown} is not valid JSON at line {lineno}, column {colno} (NaN and "
+        "Infinity are not JSON either); fix the file and re-run"
+    )
+
+
 def drain_input(seconds: float = DRAIN_SECONDS) -> None:
     """Read and drop what is left on stdin (a pipe), until its end or for `seconds` at most.
 

@@ -19,6 +19,7 @@ from singer_sdk.helpers.capabilities import PluginCapabilities
 
 from target_tiktok_audiences.failures import (
     DeliveryIncomplete,
+    config_file_error,
     describe,
     exit_on_known_failure,
     private_map_errors,
@@ -97,6 +98,18 @@ class TargetTikTokAudiences(Target):
         for prop in config_jsonschema.get("properties", {}).values():
             if isinstance(prop.get("default"), enum.Enum):
                 prop["default"] = prop["default"].value
+
+    @classmethod
+    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> Any:
+        # The SDK reads --config files while click parses the arguments, before invoke().
+        with exit_on_known_failure(cls.logger):
+            try:
+                return super().cb_config(ctx, param, value)
+            except (FileNotFoundError, ValueError) as exc:
+                message = config_file_error(exc, [v for v in value if v != "ENV"])
+                if message is None:
+                    raise
+                raise ConfigValidationError(message, errors=[message]) from None
 
     @classmethod
     def get_singer_command(cls) -> click.Command:

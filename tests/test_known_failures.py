@@ -635,3 +635,41 @@ def test_the_readme_settings_table_shows_load_method_as_the_plugin_file_does():
     assert "TargetLoadMethods" not in readme
     (row,) = [r for r in readme.splitlines() if r.startswith("| load_method |")]
     assert row.startswith("| load_method | False | append-only | ")
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (
+            None,
+            "Config validation failed: --config: 'config.json' was not found; give the path of "
+            "a JSON file, or ENV",
+        ),
+        (
+            '{"advertiser_ids": ["7000000000000000001"], "dry_run": true, "request_timeout": NaN}',
+            "Config validation failed: --config: 'config.json' is not valid JSON at line 1, "
+            "column 81 (NaN and Infinity are not JSON either); fix the file and re-run",
+        ),
+        (
+            '{"advertiser_ids": ["7000000000000000001"],\n "access_token": "tok-' + SECRET,
+            "Config validation failed: --config: 'config.json' is not valid JSON at line 2, "
+            "column 18 (NaN and Infinity are not JSON either); fix the file and re-run",
+        ),
+    ],
+    ids=["missing", "nan", "cut-short"],
+)
+def test_a_config_file_missing_or_not_json_ends_with_one_line(tmp_path, text, line):
+    if text is not None:
+        (tmp_path / "config.json").write_text(text)
+    done = subprocess.run(
+        [CLI, "--config", "config.json"],
+        input=singer_lines(vip_messages()),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.rstrip().splitlines()[-1].split(" | ")[-1] == line
+    assert SECRET not in done.stdout + done.stderr
