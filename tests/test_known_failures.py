@@ -373,6 +373,14 @@ def test_invalid_stream_map_key_properties_end_with_one_line(tmp_path):
     )
 
 
+def test_a_stream_map_expression_that_does_not_parse_ends_with_one_line(tmp_path):
+    config = dry(tmp_path, stream_maps={"vip": {"x": "1 +"}})
+    run = run_target(tmp_path, config, vip_messages())
+    assert_one_line(
+        run, "stream_maps: Failed to parse expression 1 +. Fix stream_maps and re-run", tmp_path
+    )
+
+
 # -- input -----------------------------------------------------------------------------------
 
 
