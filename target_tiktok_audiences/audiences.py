@@ -157,13 +157,22 @@ class AudienceDirectory:
                     None,
                 )
             )
-        log.info(
-            "Created audience '%s' (%s) in advertiser %s: id %s.",
-            name,
-            "partner" if kind == PARTNER else kind,
-            advertiser_id,
-            audience_id,
-        )
+        kind_shown = "partner" if kind == PARTNER else kind
+        if api.offline:  # a dry run's id is a placeholder: nothing was created
+            log.info(
+                "Would create audience '%s' (%s) in advertiser %s (dry run).",
+                name,
+                kind_shown,
+                advertiser_id,
+            )
+        else:
+            log.info(
+                "Created audience '%s' (%s) in advertiser %s: id %s.",
+                name,
+                kind_shown,
+                advertiser_id,
+                audience_id,
+            )
         return audience_id, True
 
     def _confirm(self, api: AudienceAPI, advertiser_id: str, name: str, kind: str) -> str | None:

@@ -1,24 +1,34 @@
 """How a known failure ends: one line a person can act on, exit code 1, no traceback.
 
-Tracebacks are for developers: they appear only at LOGLEVEL=DEBUG.
+Tracebacks are for developers: they appear only at LOGLEVEL=DEBUG. docs/FAILURES.md lists every
+known failure, its line and its test.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
+import select
+import stat
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from singer_sdk.exceptions import ConfigValidationError, MapExpressionError
+from singer_sdk.exceptions import ConfigValidationError, MapExpressionError, StreamMapConfigError
 from singer_sdk.mapper import CustomStreamMap, StreamMap
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_tiktok_audiences.client import TikTokError
 from target_tiktok_audiences.rejects import RejectsError
+from target_tiktok_audiences.snapshot import SnapshotError
+
+# After a failure the rest of the input is read and dropped for at most this long, so that the
+# tap finishes cleanly instead of dying on a closed pipe (BrokenPipeError under `meltano run`).
+DRAIN_SECONDS = 60.0
 
 
 class DeliveryIncomplete(Exception):
@@ -29,7 +39,17 @@ class StreamMapFailed(Exception):
     """A stream-map expression failed on a record; the message never holds the record."""
 
 
-KNOWN = (TikTokError, InvalidInputLine, DeliveryIncomplete, StreamMapFailed, RejectsError, OSError)
+KNOWN = (
+    TikTokError,
+    InvalidInputLine,
+    DeliveryIncomplete,
+    StreamMapFailed,
+    SnapshotError,
+    RejectsError,
+    StreamMapConfigError,
+    MapExpressionError,
+    OSError,
+)
 
 
 def private_map_errors(stream_map: StreamMap) -> None:
@@ -64,6 +84,10 @@ def private_map_errors(stream_map: StreamMap) -> None:
 
 def describe(exc: BaseException) -> str:
     """The one line for a known failure."""
+    if isinstance(exc, ConfigValidationError):  # raised mid-run too, e.g. by a stream's schema
+        errors = list(exc.errors or [str(exc)])
+        more = f" (and {len(errors) - 1} more above)" if len(errors) > 1 else ""
+        return f"Config validation failed: {errors[0]}{more}"
     if isinstance(exc, OSError) and not isinstance(exc, TikTokError):
         if exc.errno == errno.ENOSPC:
             return (
@@ -73,7 +97,46 @@ def describe(exc: BaseException) -> str:
             )
         where = f" ({exc.filename})" if exc.filename else ""
         return f"{exc.strerror or exc.__class__.__name__}{where}; check the path and re-run"
+    if isinstance(exc, (StreamMapConfigError, MapExpressionError)):
+        # Raised while a stream's maps are built from the config, before any record is read.
+        return f"stream_maps: {exc} Fix stream_maps and re-run"
     return str(exc)
+
+
+def config_file_error(exc: Exception, paths: list[str]) -> str | None:
+    """A --config file that is missing or not JSON, or None for another error; the file's
+    content is never quoted (it holds the token)."""
+    shown = f"'{paths[0]}'" if len(paths) == 1 else "a config file"
+    if isinstance(exc, FileNotFoundError):
+        return f"--config: {shown} was not found; give the path of a JSON file, or ENV"
+    lineno, colno = getattr(exc, "lineno", None), getattr(exc, "colno", None)
+    if lineno is None or colno is None:  # not json's or simplejson's JSONDecodeError
+        return None
+    return (
+        f"--config: {shown} is not valid JSON at line {lineno}, column {colno} (NaN and "
+        "Infinity are not JSON either); fix the file and re-run"
+    )
+
+
+def drain_input(seconds: float = DRAIN_SECONDS) -> None:
+    """Read and drop what is left on stdin (a pipe), until its end or for `seconds` at most.
+
+    A target that exits while its tap is still writing makes the tap die on a closed pipe, and
+    `meltano run` shows that tap's tracebacks after our one line. Terminals and plain files
+    are left alone: nobody writes into them.
+    """
+    try:
+        fd = sys.stdin.fileno()
+        mode = os.fstat(fd).st_mode
+    except (AttributeError, ValueError, OSError):  # no real stdin (pytest, closed)
+        return
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        return
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready or not os.read(fd, 1 << 16):
+            return
 
 
 @contextmanager
@@ -83,12 +146,15 @@ def exit_on_known_failure(logger: logging.Logger) -> Iterator[None]:
     try:
         yield
     except ConfigValidationError as exc:
-        errors = list(exc.errors or [str(exc)])
-        for error in errors[1:]:
+        for error in list(exc.errors or [])[1:]:
             logger.error("Config: %s", error)
-        more = f" (and {len(errors) - 1} more above)" if len(errors) > 1 else ""
-        logger.error("Config validation failed: %s%s", errors[0], more, exc_info=debug)
+        logger.error("%s", describe(exc), exc_info=debug)
+        drain_input()
         sys.exit(1)
     except KNOWN as exc:
         logger.error("%s", describe(exc), exc_info=debug)
+        drain_input()
         sys.exit(1)
+    except Exception:
+        drain_input()  # an unknown failure keeps its traceback, but the tap still finishes
+        raise

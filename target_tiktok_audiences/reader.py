@@ -7,6 +7,8 @@ user's email or phone, so errors name only the problem and where it is.
 from __future__ import annotations
 
 import decimal
+import functools
+import importlib.util
 import json
 import re
 import typing as t
@@ -18,6 +20,22 @@ from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 # A message type is shown in an error only when it looks like one (never a stray value).
 _MESSAGE_TYPE = re.compile(r"[A-Za-z_]{1,40}")
+NOT_SHOWN = "it is not shown because it may hold personal data"
+# The keys of each message type that the SDK reads, and what they must be.
+_SHAPES: dict[str, dict[str, tuple[type, ...]]] = {
+    "RECORD": {"stream": (str,), "record": (dict,)},
+    "SCHEMA": {"stream": (str,), "schema": (dict,), "key_properties": (list, type(None))},
+    "BATCH": {"stream": (str,), "encoding": (dict,), "manifest": (list,)},
+    "ACTIVATE_VERSION": {"stream": (str,), "version": (int,)},
+}
+_KINDS = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    int: "a whole number",
+    bool: "true or false",
+    type(None): "null",
+}
 
 
 class PrivateSingerReader(MsgSpecReader):
@@ -33,7 +51,10 @@ class PrivateSingerReader(MsgSpecReader):
         # One guard around the whole input loop, not one per message: whatever stops the run
         # while reading or delivering reaches the run report first.
         try:
-            return super().process_lines(file_input, callbacks)
+            try:
+                return super().process_lines(file_input, callbacks)
+            except UnicodeDecodeError as exc:  # a strict stdin refuses the next line
+                raise InvalidInputLine(_not_utf8(self.line_number + 1, exc.start)) from None
         except Exception as exc:
             if self.on_failure is not None:
                 self.on_failure(exc)
@@ -44,6 +65,9 @@ class PrivateSingerReader(MsgSpecReader):
         self.line_number += 1
         try:
             message = decoder.decode(line)
+        except UnicodeEncodeError as exc:
+            # stdin keeps a byte that is not UTF-8 as a lone surrogate, which msgspec refuses.
+            raise InvalidInputLine(_not_utf8(self.line_number, exc.start)) from None
         except (msgspec.DecodeError, RecursionError) as exc:  # nested too deep: RecursionError
             # msgspec refuses a lone surrogate escape ("\ud800"), which JSON's grammar allows
             # and Python taps emit; the standard parser reads it and the encoders reject it.
@@ -51,8 +75,8 @@ class PrivateSingerReader(MsgSpecReader):
             if message is None:
                 # msgspec's message gives the byte offset, never the content.
                 msg = (
-                    f"Input line {self.line_number:,} is not valid JSON ({exc}); it is not "
-                    "shown because it may hold personal data. Check the tap's output."
+                    f"Input line {self.line_number:,} is not valid JSON ({exc}); {NOT_SHOWN}. "
+                    "Check the tap's output."
                 )
                 raise InvalidInputLine(msg) from None
         if not isinstance(message, dict):
@@ -61,6 +85,7 @@ class PrivateSingerReader(MsgSpecReader):
                 "check the tap's output."
             )
             raise InvalidInputLine(msg)
+        _check_shape(message, self.line_number)
         return message
 
     @staticmethod
@@ -80,6 +105,70 @@ class PrivateSingerReader(MsgSpecReader):
             "may hold personal data. Check the tap's output."
         )
         raise InvalidInputLine(msg)
+
+
+def _not_utf8(line_number: int, position: int) -> str:
+    return (
+        f"Input line {line_number:,} is not valid UTF-8 (a byte that is not UTF-8 at character "
+        f"{position + 1:,}); {NOT_SHOWN}. Check the tap's output encoding."
+    )
+
+
+def _kind(value: object) -> str:
+    number = isinstance(value, (float, decimal.Decimal))
+    return _KINDS.get(type(value), "a number" if number else "something else")
+
+
+@functools.cache
+def batch_formats() -> tuple[str, ...]:
+    """BATCH file formats the SDK reads here: JSON Lines (plain or gzip); Parquet with pyarrow."""
+    return ("jsonl", *(("parquet",) if importlib.util.find_spec("pyarrow") else ()))
+
+
+def _check_shape(message: dict[str, t.Any], line_number: int) -> None:
+    """Each key the SDK reads has the JSON type the Singer spec gives it; else one line naming
+    the line, the key and both types (never the value)."""
+    kind = message.get("type")
+    record, stream = message.get("record"), message.get("stream")
+    if kind == "RECORD" and type(record) is dict and type(stream) is str:
+        return  # the common case, once per record: nothing more to check
+    if "type" in message and not isinstance(kind, str):
+        raise InvalidInputLine(
+            f"Input line {line_number:,}: a Singer message's type must be a string such as "
+            f"RECORD or SCHEMA, not {_kind(kind)}; check the tap's output."
+        )
+    problem = _shape_problem(message, str(kind))
+    if problem is not None:
+        key, want, got = problem
+        raise InvalidInputLine(
+            f"Input line {line_number:,}: the {key} of a {kind} message must be {want}, not "
+            f"{got}; {NOT_SHOWN}. Check the tap's output."
+        )
+    if kind != "BATCH":
+        return
+    found = message.get("encoding", {}).get("format")
+    if found not in batch_formats():
+        shown = f"'{found}'" if isinstance(found, str) and _MESSAGE_TYPE.fullmatch(found) else "?"
+        raise InvalidInputLine(
+            f"Input line {line_number:,}: a BATCH message of format {shown}; this target reads "
+            "BATCH files in jsonl (plain or gzip), and parquet only where pyarrow is installed. "
+            "Set the tap's batch_config encoding format to jsonl, or let it send RECORD messages."
+        )
+
+
+def _shape_problem(message: dict[str, t.Any], kind: str) -> tuple[str, str, str] | None:
+    """(key, what it must be, what it is) for the first key of the wrong JSON type."""
+    for key, types in _SHAPES.get(kind, {}).items():
+        # Exact types: True is an int to isinstance, not to JSON.
+        if key in message and type(message[key]) not in types:
+            return key, " or ".join(_KINDS[k] for k in types), _kind(message[key])
+    if kind == "SCHEMA":
+        properties = message.get("schema", {}).get("properties", {})
+        if type(properties) is not dict:
+            return "schema's properties", "an object", _kind(properties)
+        if not all(type(k) is str for k in message.get("key_properties") or []):
+            return "key_properties", "a list of strings", "a list holding other values"
+    return None
 
 
 def _no_constant(name: str) -> object:

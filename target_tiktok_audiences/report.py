@@ -185,6 +185,9 @@ class RunReport:
                 _log_fanout(logger, stream)
                 continue
             for aud in stream.audiences:
+                if self.dry_run:
+                    logger.info("%s", _planned_line(aud))
+                    continue
                 logger.info(
                     "Audience '%s' in advertiser %s: %s; %s; %s, %s.",
                     aud.audience_name,
@@ -288,6 +291,37 @@ def _delivery_line(aud: AudienceReport) -> str:
     if aud.next_resync:
         sent += f"; next full resync {aud.next_resync}"
     return sent
+
+
+def _planned_line(aud: AudienceReport) -> str:
+    """A dry run's audience: what would happen, never as if it had."""
+    does = "create it" if aud.created else f"update audience {aud.audience_id or '-'}"
+    if aud.action and aud.action != "CREATE":
+        does += f" ({aud.action})"
+    if aud.status != "planned":
+        return (
+            f"Audience '{aud.audience_name}' in advertiser {aud.advertiser_id}: dry run, "
+            f"{aud.status}; nothing was sent."
+        )
+    if aud.batches or aud.users_added or aud.users_removed:
+        sent = (
+            f"would add {_n(aud.users_added, 'user')} and remove {aud.users_removed:,} in "
+            f"{_n(aud.batches, 'batch', 'batches')}"
+        )
+    else:
+        sent = (
+            f"would upload {_n(aud.identifiers_uploaded, 'identifier')} and remove "
+            f"{aud.identifiers_removed:,} in {_n(aud.files, 'file')} "
+            f"({_n(aud.stats.bytes_uploaded, 'byte')})"
+        )
+    if aud.mirror == "diff":
+        sent += f"; {aud.identifiers_unchanged:,} unchanged (by difference)"
+    elif aud.mirror == "full":
+        sent += f"; all {aud.identifiers_unique:,} in full ({aud.mirror_reason})"
+    return (
+        f"Audience '{aud.audience_name}' in advertiser {aud.advertiser_id}: would {does}; "
+        f"{sent}; {_n(aud.stats.calls, 'call')} planned, nothing sent (dry run)."
+    )
 
 
 def _n(count: int, one: str, many: str | None = None) -> str:

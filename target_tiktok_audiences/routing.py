@@ -8,11 +8,13 @@ from typing import Any
 
 from singer_sdk.exceptions import ConfigValidationError
 
+from target_tiktok_audiences.client import AUDIENCE_NAME_MAX
 from target_tiktok_audiences.identifiers import (
     DETECTED_COLUMN_NAMES,
     detect_identifier_columns,
     identifier_like_columns,
 )
+from target_tiktok_audiences.modes import AudienceType
 from target_tiktok_audiences.settings import AudienceMapping, Settings
 
 DETECTED_COLUMNS = ", ".join(n for names in DETECTED_COLUMN_NAMES.values() for n in names)
@@ -64,6 +66,23 @@ def route_stream(settings: Settings, stream: str, schema: Mapping[str, Any]) -> 
     ]
     if missing:
         raise ConfigValidationError(missing[0], errors=missing)
+    _check_name_length(stream, mapping, list(found))
     used = set(found.values())
     lookalikes = tuple(c for c in identifier_like_columns(columns) if c not in used)
     return Route(mapping, found, lookalikes if mapping.identifiers is None else ())
+
+
+def _check_name_length(stream: str, mapping: AudienceMapping, contracts: list[str]) -> None:
+    """A stream name becomes an audience name: TikTok refuses a long one only at create, after
+    the whole upload, so it is refused here, before anything of the stream is sent. (Partner
+    audience names are cut by the client; configured names are checked with the config.)"""
+    if mapping.audience_type is not AudienceType.CUSTOMER_FILE:
+        return
+    longest = max((mapping.audience_name_for(c, contracts) for c in contracts), key=len, default="")
+    if len(longest) > AUDIENCE_NAME_MAX:
+        message = (
+            f"stream '{stream[:40]}…': the audience name '{longest[:40]}…' would be "
+            f"{len(longest)} characters; TikTok allows {AUDIENCE_NAME_MAX}. Map the stream in "
+            "audiences with a shorter audience_name (or rename it with a stream map __alias__)"
+        )
+        raise ConfigValidationError(message, errors=[message])

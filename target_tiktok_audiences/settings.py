@@ -5,6 +5,7 @@ cross-field checks the JSON schema cannot express. Every message names the setti
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -12,14 +13,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from singer_sdk import typing as th
+from singer_sdk.typing import DEFAULT_JSONSCHEMA_VALIDATOR
 
 from target_tiktok_audiences.client import API_PATH_SUFFIX, AUDIENCE_NAME_MAX, MAX_USERS_PER_MAPPING
 from target_tiktok_audiences.identifiers import CONTRACTS, EMAIL_MODES, Rules, canonical_contract
 from target_tiktok_audiences.modes import AudienceType, MirrorStrategy, SyncMode
+from target_tiktok_audiences.snapshot import snapshot_url_errors
 
 DEFAULT_API_BASE_URL = "https://business-api.tiktok.com/open_api/v1.3"
 # 50 MB per file at 65 bytes per SHA-256 line is ~770,000 lines; keep a margin.
 MAX_FILE_IDS = 750_000
+MAX_AUDIENCES = 400  # per advertiser, TikTok's limit
 SYNC_MODES = [m.value for m in SyncMode]
 AUDIENCE_TYPES = [t.value for t in AudienceType]
 REMOVE_FLAG_HELP = (
@@ -182,31 +186,32 @@ CONFIG_SCHEMA = th.PropertiesList(
     ),
     th.Property(
         "max_requests_per_second",
-        th.NumberType(minimum=0.1),  # type: ignore[arg-type]  # the SDK's hint is too narrow
+        th.NumberType(minimum=0.1, maximum=1000),  # type: ignore[arg-type]  # SDK hint too narrow
         default=20,
         title="Max Requests Per Second",
-        description="Client-side throttle for write calls.",
+        description="Client-side throttle for write calls (0.1-1000).",
     ),
     th.Property(
         "request_timeout",
-        th.NumberType(minimum=1),
+        th.NumberType(minimum=1, maximum=3600),
         default=120,
         title="Request Timeout",
-        description="Seconds one TikTok answer may take in all before the call is retried.",
+        description="Seconds one TikTok answer may take in all before the call is retried "
+        "(1-3600).",
     ),
     th.Property(
         "max_retries",
         th.IntegerType(minimum=0, maximum=20),
         default=8,
         title="Max Retries",
-        description="Retries of one call after a transient fault (rate limit, 5xx, timeout).",
+        description="Retries of one call after a transient fault (rate limit, 5xx, timeout; 0-20).",
     ),
     th.Property(
         "max_retry_seconds",
-        th.NumberType(minimum=1),
+        th.NumberType(minimum=1, maximum=86_400),
         default=600,
         title="Max Retry Seconds",
-        description="Total seconds one call may spend retrying before the run stops.",
+        description="Total seconds one call may spend retrying before the run stops (1-86400).",
     ),
     th.Property(
         "audience_type",
@@ -267,7 +272,7 @@ CONFIG_SCHEMA = th.PropertiesList(
     ),
     th.Property(
         "max_new_audiences",
-        th.IntegerType(minimum=0),
+        th.IntegerType(minimum=0, maximum=MAX_AUDIENCES),
         default=25,
         title="Max New Audiences",
         description="Audiences one run may create; more stops the run (TikTok allows 400 "
@@ -289,7 +294,10 @@ SCHEMA_DEFAULTS: dict[str, Any] = {
 MAPPING_KEYS = tuple(AUDIENCE_MAPPING.to_dict()["properties"])
 LONGEST_CONTRACT = max(CONTRACTS, key=len)
 _REGION = re.compile(r"^[A-Za-z]{2}$")
-_TOKEN_OK = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces or control characters
+# Printable ASCII, no spaces or control characters; used with fullmatch (`$` accepts a final
+# newline, which then reached the HTTP header and its error message).
+_TOKEN_OK = re.compile(r"[\x21-\x7e]+")
+_DIGITS = re.compile(r"[0-9]{1,32}")  # ASCII only: str.isdigit() accepts full-width digits
 NAME_VALUE = "{value}"  # where audience_name takes the value of audience_name_column
 
 
@@ -450,6 +458,54 @@ def unknown_key_errors(config: Mapping[str, Any], known_settings: Iterable[str])
     return errors
 
 
+_REQUIRED = re.compile(r"'([^']{1,80})' is a required property")
+_TYPE_WORDS = {
+    "string": "a string",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "an object",
+}
+
+
+def schema_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """The JSON schema's complaints, each naming the setting; a value is shown only when it is
+    a number out of bounds (a mistyped value may be the token). Unknown keys are left to
+    unknown_key_errors."""
+    errors = []
+    found = DEFAULT_JSONSCHEMA_VALIDATOR(schema).iter_errors(dict(config))
+    for error in sorted(found, key=lambda e: [str(p) for p in e.absolute_path]):
+        where = "".join(
+            f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path
+        ).lstrip(".")
+        rule, bounds = error.validator, error.schema
+        if rule == "additionalProperties":
+            continue
+        if rule in ("minimum", "maximum") and isinstance(bounds, Mapping):
+            low, high = bounds.get("minimum"), bounds.get("maximum")
+            allowed = (
+                f"from {low} to {high}"
+                if None not in (low, high)
+                else (f"at least {low}" if high is None else f"at most {high}")
+            )
+            errors.append(
+                f"{where}: {float(error.instance):g} is out of bounds; give a number {allowed}"
+            )
+        elif rule == "type":
+            kinds = error.validator_value
+            kinds = [kinds] if isinstance(kinds, str) else [k for k in kinds if k != "null"]
+            errors.append(f"{where}: must be {' or '.join(_TYPE_WORDS.get(k, k) for k in kinds)}")
+        elif rule == "enum":
+            allowed = ", ".join(str(v) for v in error.validator_value if v is not None)
+            errors.append(f"{where}: must be one of {allowed}")
+        elif rule == "required" and (missing := _REQUIRED.match(error.message)):
+            errors.append(f"{where + '.' if where else ''}{missing[1]}: required")
+        else:
+            errors.append(f"{where or 'config'}: {error.message}")
+    return errors
+
+
 def config_errors(config: Mapping[str, Any]) -> list[str]:
     """Checks between settings; each message names the setting to fix."""
     errors: list[str] = []
@@ -458,18 +514,23 @@ def config_errors(config: Mapping[str, Any]) -> list[str]:
         errors.append("advertiser_ids: list at least one TikTok advertiser id")
     if len(set(advertisers)) != len(advertisers):
         errors.append("advertiser_ids: an advertiser id is listed twice")
-    if any(not a.strip().isdigit() for a in advertisers):
-        errors.append('advertiser_ids: advertiser ids are numbers, e.g. "7012345678901234567"')
+    if any(not _DIGITS.fullmatch(a) for a in advertisers):
+        errors.append(
+            "advertiser_ids: advertiser ids are numbers (ASCII digits, no spaces), e.g. "
+            '"7012345678901234567"'
+        )
     token = config.get("access_token")
     if not config.get("dry_run") and not token:
         errors.append("access_token: required unless dry_run is true")
-    if isinstance(token, str) and token and not _TOKEN_OK.match(token):
+    if isinstance(token, str) and token and not _TOKEN_OK.fullmatch(token):
         # Never echo the token: only say what is wrong with it.
         errors.append(
             "access_token: contains whitespace or control characters (often a newline or "
             "space copied with it); paste the token again"
         )
     errors.extend(_url_errors(config.get("api_base_url")))
+    errors.extend(snapshot_url_errors(config.get("snapshot_url")))
+    errors.extend(_number_errors(config))
     if config.get("load_method") not in (None, "append-only"):
         errors.append(
             f"load_method: '{config.get('load_method')}' has no meaning for TikTok audiences; "
@@ -504,7 +565,25 @@ def _url_errors(value: object) -> list[str]:
             "api_base_url: must be an http(s) URL such as "
             f"{DEFAULT_API_BASE_URL} (or the sandbox's http://127.0.0.1:PORT/open_api/v1.3)"
         ]
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or out of range
+        port = 0
+    if port == 0 or parts.username is not None:
+        return [
+            "api_base_url: give host and, if needed, a port from 1 to 65535, such as "
+            "http://127.0.0.1:8765/open_api/v1.3 (no user or password)"
+        ]
     return []
+
+
+def _number_errors(config: Mapping[str, Any]) -> list[str]:
+    """NaN passes the schema's bounds (every comparison with it is false)."""
+    return [
+        f"{name}: must be a finite number"
+        for name, value in config.items()
+        if isinstance(value, float) and not math.isfinite(value)
+    ]
 
 
 def _mapping_errors(config: Mapping[str, Any], advertisers: list[str]) -> list[str]:
@@ -533,10 +612,15 @@ def _mapping_errors(config: Mapping[str, Any], advertisers: list[str]) -> list[s
         contracts = [c for c in (canonical_contract(k) for k in identifiers or {}) if c]
         if len(set(contracts)) != len(contracts):
             errors.append(f"{where}.identifiers: a contract is mapped twice (AAID_* = GAID_*)")
-        for advertiser in raw.get("audience_ids") or {}:
+        for advertiser, audience_id in (raw.get("audience_ids") or {}).items():
             if str(advertiser) not in advertisers:
                 errors.append(
                     f"{where}.audience_ids: advertiser '{advertiser}' is not in advertiser_ids"
+                )
+            if not _DIGITS.fullmatch(str(audience_id)):
+                errors.append(
+                    f"{where}.audience_ids: the audience id for advertiser {advertiser} must be "
+                    'a number (ASCII digits), e.g. "7234567890123456789"'
                 )
         mode = SyncMode(raw.get("sync_mode") or global_mode)
         kind = _audience_type(mode, AudienceType(raw.get("audience_type") or global_type))

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import platformdirs
 
@@ -93,12 +93,61 @@ def scope_for(api_base_url: str) -> str:
 
 
 def display_url(url: str) -> str:
-    """The URL without user info or query, which may hold credentials (SAS tokens, keys)."""
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port is not None:
-        netloc = f"{netloc}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    """The URL without user info, query or fragment, which may hold credentials (SAS tokens,
+    keys, signatures); every link of a chained URL (`filecache::s3://…`) is cleaned, and a
+    "port" that is not a number (`s3://bucket:SECRET/x`) is dropped.
+    """
+    return "::".join(_display_part(part) for part in url.split("::"))
+
+
+def _display_part(part: str) -> str:
+    if "://" not in part:
+        return part  # a protocol name of a chain, or a local path
+    scheme, _, rest = part.partition("://")
+    netloc, slash, path = rest.partition("/")
+    host, _, port = _before_query(netloc.rpartition("@")[2]).partition(":")
+    shown = f"{host}:{port}" if port.isascii() and port.isdigit() else host
+    return f"{scheme}://{shown}{slash}{_before_query(path)}" if slash else f"{scheme}://{shown}"
+
+
+def _before_query(text: str) -> str:
+    return text.split("?")[0].split("#")[0]
+
+
+def snapshot_url_errors(url: str | None) -> list[str]:
+    """What is wrong with a snapshot_url, never quoting what may be a secret (None: default)."""
+    if url is None:
+        return []
+    if not url.strip():
+        return [
+            "snapshot_url: is empty; leave it unset for the user data folder, or give a folder "
+            "or an fsspec URL such as s3://bucket/prefix"
+        ]
+    shown = display_url(url)
+    where = "give credentials through the environment (AWS_ACCESS_KEY_ID, a profile, a role)"
+    errors = []
+    for part in url.split("::"):
+        if "://" not in part:
+            continue
+        netloc = part.partition("://")[2].partition("/")[0]
+        port = netloc.rpartition("@")[2].partition(":")[2]
+        if "@" in netloc:
+            errors.append(
+                f"snapshot_url {shown}: has a user or password before '@'; {where}, never in "
+                "the URL, which is logged"
+            )
+        elif port and not (port.isascii() and port.isdigit()):
+            errors.append(
+                f"snapshot_url {shown}: has ':' followed by something other than a port "
+                f"number after the bucket or host; {where}, never in the URL, which is logged"
+            )
+        if "?" in part or "#" in part:
+            errors.append(
+                f"snapshot_url {shown}: has a query or fragment ('?…' or '#…'), which may hold a "
+                "signature or token and would end up in object names; remove it and "
+                f"{where}"
+            )
+    return errors
 
 
 def pack(block: Sequence[str], width: int) -> bytes:
@@ -390,6 +439,11 @@ class SnapshotStore:
             root = str(Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)) / "snapshots")
             self.url = root
         else:
+            # Refused before any use: a credential in the URL would reach messages, object
+            # names and the libraries' DEBUG lines (settings.config_errors says so earlier).
+            problems = snapshot_url_errors(url)
+            if problems:
+                raise SnapshotError(problems[0])
             self.url = url
             root = url
         scheme = urlsplit(root).scheme if "://" in root else ""
@@ -739,8 +793,10 @@ def _filesystem(
     except ImportError:
         package = _INSTALL.get(protocol, f"the fsspec implementation of {protocol}://")
         raise SnapshotError(f"snapshot_url {shown}: install {package} to use it") from None
-    except ValueError as exc:
-        raise SnapshotError(f"snapshot_url {shown}: {exc}") from None
+    except Exception as exc:  # any library's refusal is one line, scrubbed of credentials
+        # The URL passed snapshot_url_errors: no credential of it can be in the text.
+        detail = str(exc) or type(exc).__name__
+        raise SnapshotError(f"snapshot_url {shown}: {detail}") from None
     return fs, str(prefix)
 
 

@@ -6,11 +6,13 @@ lifecycle) or failures.py (how a known failure ends).
 
 from __future__ import annotations
 
+import enum
 import signal
 import sys
 from types import FrameType
 from typing import Any
 
+import click
 from singer_sdk import Target
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities
@@ -18,6 +20,7 @@ from singer_sdk.sinks import Sink
 
 from target_tiktok_audiences.failures import (
     DeliveryIncomplete,
+    config_file_error,
     describe,
     exit_on_known_failure,
     private_map_errors,
@@ -29,9 +32,21 @@ from target_tiktok_audiences.settings import (
     Settings,
     config_errors,
     config_warnings,
+    schema_errors,
     unknown_key_errors,
 )
 from target_tiktok_audiences.sink import AudienceSink
+
+README_URL = "https://github.com/target-tiktok-audiences/target-tiktok-audiences#readme"
+HELP = (
+    "Keep TikTok Custom Audiences in sync with the Singer messages read from stdin (or --input): "
+    "emails, phone numbers and mobile ad ids are normalised, hashed and sent to every "
+    "advertiser in advertiser_ids (sync_mode mirror, append or incremental; dry_run sends "
+    "nothing). Settings come from --config FILE, or from TARGET_TIKTOK_AUDIENCES_* environment "
+    "variables with --config ENV. `--about` lists every setting; the README explains modes, "
+    "tokens and the bundled sandbox.\n\n\b\n"  # \b: click keeps the URL on one line
+    f"README: {README_URL}"
+)
 
 
 class TargetTikTokAudiences(Target):
@@ -69,15 +84,43 @@ class TargetTikTokAudiences(Target):
         self.run.preflight()
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        schema_errors = super()._validate_config(raise_errors=False)
-        # Unknown keys get our message with the closest known name instead of the schema's.
+        # The SDK's pass fills in defaults; its messages quote values (perhaps the token) and
+        # Python reprs, so ours name the setting instead. Unknown keys get the closest name.
+        invalid = super()._validate_config(raise_errors=False)
         unknown = unknown_key_errors(self.config, self.config_jsonschema["properties"])
-        errors = unknown + [e for e in schema_errors if "Additional properties" not in e]
+        errors = unknown + (schema_errors(self.config, self.config_jsonschema) if invalid else [])
         if not errors:
             errors = config_errors(self.config)
         if errors and raise_errors:
             raise ConfigValidationError(errors[0], errors=errors)
         return errors
+
+    @classmethod
+    def append_builtin_config(cls, config_jsonschema: dict[str, Any]) -> None:
+        super().append_builtin_config(config_jsonschema)
+        # The SDK's defaults may be enum members (load_method's TargetLoadMethods.APPEND_ONLY),
+        # which `--about --format markdown` and so the README would print by their Python name.
+        for prop in config_jsonschema.get("properties", {}).values():
+            if isinstance(prop.get("default"), enum.Enum):
+                prop["default"] = prop["default"].value
+
+    @classmethod
+    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> Any:
+        # The SDK reads --config files while click parses the arguments, before invoke().
+        with exit_on_known_failure(cls.logger):
+            try:
+                return super().cb_config(ctx, param, value)
+            except (FileNotFoundError, ValueError) as exc:
+                message = config_file_error(exc, [v for v in value if v != "ENV"])
+                if message is None:
+                    raise
+                raise ConfigValidationError(message, errors=[message]) from None
+
+    @classmethod
+    def get_singer_command(cls) -> click.Command:
+        command = super().get_singer_command()
+        command.help = HELP  # the SDK's is "Execute the Singer target."
+        return command
 
     @classmethod
     def invoke(cls, **kwargs: Any) -> None:

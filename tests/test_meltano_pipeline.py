@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -59,10 +60,14 @@ class MeltanoProject:
     def run(
         self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 240
     ) -> subprocess.CompletedProcess[str]:
+        # Mirror snapshots go to the user data dir: the test's own (conftest sets it per test;
+        # this project, made once per worker, would otherwise keep the first value it saw, or
+        # the real one, shared by every run and worker and colliding on sandbox audience ids).
+        private = {k: v for k, v in os.environ.items() if k == "XDG_DATA_HOME"}
         return subprocess.run(
             [str(MELTANO), *args],
             cwd=self.root,
-            env={**self.env, **(env or {})},
+            env={**self.env, **private, **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -439,3 +444,76 @@ def test_one_table_many_audiences_rejects_and_status(
         f"Audience 'Tier gold' in advertiser {ADVERTISERS[0]} (stream 'public-segments'): "
         "expired" in expired.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        (
+            {"TARGET_TIKTOK_AUDIENCES_ACCESS_TOKEN": "not-the-token"},
+            re.escape(
+                'Checking the access token failed: TikTok said "Access token is invalid or has '
+                'been revoked" (code 40105, request_id '
+            )
+            + r"\w+"
+            + re.escape(
+                "). Re-authorise the TikTok app and put the new token in access_token "
+                "(TARGET_TIKTOK_AUDIENCES_ACCESS_TOKEN)."
+            ),
+        ),
+        (
+            {
+                "TARGET_TIKTOK_AUDIENCES_API_BASE_URL": "http://127.0.0.1:9/open_api/v1.3",
+                "TARGET_TIKTOK_AUDIENCES_MAX_RETRIES": "0",
+            },
+            re.escape(
+                "Checking the access token failed: the connection was refused at 127.0.0.1:9 "
+                "(api_base_url)"
+            )
+            + ".*",  # the rest is the client's (retries, hint)
+        ),
+    ],
+    ids=["wrong-token", "unreachable-api"],
+)
+def test_a_target_that_stops_early_lets_the_tap_finish_cleanly(
+    meltano_project: MeltanoProject,
+    pg: PostgresCluster,
+    database: str,
+    sandbox: SandboxServer,
+    env: dict[str, str],
+    line: str,
+) -> None:
+    """The target stops before reading a record, yet reads (and drops) the tap's output: the
+    tap finishes, and `meltano run` ends with our line, not the tap's BrokenPipeError."""
+    # Far more output than the pipes between tap, Meltano and target hold.
+    pg.psql(
+        "CREATE TABLE users (id integer PRIMARY KEY, name text, email text, phone text);"
+        "INSERT INTO users SELECT i, 'name ' || i, 'user' || i || '@example.com', NULL "
+        "FROM generate_series(1, 30000) AS i;",
+        database,
+    )
+    proc = meltano_project.run(
+        "run",
+        "--no-install",
+        f"--state-id-suffix={database}",
+        "tap-postgres",
+        LOADER,
+        env={
+            "TAP_POSTGRES_SQLALCHEMY_URL": pg.url(database),
+            "TARGET_TIKTOK_AUDIENCES_API_BASE_URL": sandbox.base_url,
+            **env,
+        },
+    )
+    assert proc.returncode == 1, proc.stderr[-6000:]
+    for noise in ("BrokenPipeError", "Task exception was never retrieved", "Traceback"):
+        assert noise not in proc.stderr, proc.stderr[-6000:]
+    # Meltano re-emits the loader's structured log lines under the loader's name.
+    ours = [ln for ln in proc.stderr.splitlines() if re.search(r"\[error +\] " + LOADER, ln)]
+    assert len(ours) == 1, proc.stderr[-6000:]
+    assert re.search(r"\[error +\] " + LOADER + " " + line + "$", ours[0]), ours
+    # The tap read its whole table and ended normally.
+    assert re.search(
+        r"tap-postgres METRIC .* metric_name=record_count metric_value=30000", proc.stderr
+    )
+    assert "not-the-token" not in proc.stderr
+    assert sandbox.audiences(ADVERTISERS[0]) == []

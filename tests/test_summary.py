@@ -100,6 +100,6 @@ def test_summary_counts_use_one_number_format(tmp_path, caplog, rows):
         r.getMessage() for r in caplog.records if r.getMessage().startswith("Audience 'users' in")
     ]
     assert (
-        "1,234 unique identifiers sent in full (new audience); 1,234 identifiers uploaded"
-        in audience
-    )
+        "would upload 1,234 identifiers and remove 0 in 1 file (80,210 bytes); all 1,234 in "
+        "full (new audience)"
+    ) in audience
