@@ -228,6 +228,8 @@ def test_every_numeric_setting_has_bounds():
         "partner_warmup_seconds": (0, 3600),
         "create_confirm_seconds": (0, 3600),
         "max_new_audiences": (0, 400),
+        "resync_days": (0, 3650),
+        "max_removal_percent": (0, 100),
     }
 
 
