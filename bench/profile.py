@@ -37,7 +37,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("phonenumbers (parse, is_possible_number, format)", ("phonenumbers/",)),
     (
         "upload: md5 + requests multipart (client.py)",
-        ("requests/", "urllib3/", "http/client", "client.py", "socket.py", "ssl.py"),
+        ("requests/", "urllib3/", "http/client", "client/", "socket.py", "ssl.py"),
     ),
     ("spooling: Spool.write (spool.py)", ("spool.py",)),
     ("our normalise/validate/hash (identifiers.py)", ("identifiers.py",)),
