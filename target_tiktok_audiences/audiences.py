@@ -13,9 +13,11 @@ import time
 from collections.abc import Callable
 
 from target_tiktok_audiences.client import (
+    REFUSED_UNKNOWN_TYPE,
     AudienceAPI,
     AudienceRow,
     PermanentError,
+    RefusedError,
     TransientError,
 )
 
@@ -181,12 +183,23 @@ class AudienceDirectory:
 def _compatible(row: AudienceRow, kind: str) -> bool:
     if kind == PARTNER:
         return row.is_partner
-    return not row.is_partner and row.calculate_type == kind
+    return row.is_customer_file and row.calculate_type == kind
 
 
 def _check_compatible(row: AudienceRow, advertiser_id: str, kind: str, name: str) -> None:
     if _compatible(row, kind):
         return
+    if not row.is_partner and not row.is_customer_file:
+        # Not a guess: a type the target does not know is never updated, and never taken as a
+        # reason to create a second audience of the same name. Only this audience waits.
+        raise RefusedError(
+            f"Matching audience '{name}'",
+            reason=REFUSED_UNKNOWN_TYPE,
+            advertiser_id=advertiser_id,
+            message=f"audience {row.audience_id} '{row.name}' has audience_type "
+            f"'{row.audience_type}', which is neither a customer-file nor a partner audience",
+            said=False,
+        )
     have = (
         "a partner audience"
         if row.is_partner

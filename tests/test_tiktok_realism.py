@@ -31,7 +31,10 @@ from helpers import (
 
 EMAIL, PHONE = "EMAIL_SHA256", "PHONE_SHA256"
 CREATE = "/dmp/custom_audience/create/"
-FLOOR = "TikTok refuses updates that leave fewer than 1,000 users"
+FLOOR = (
+    "TikTok refuses updates that leave fewer than 1,000 users (it counts the users it matched, "
+    "not the identifiers sent)"
+)
 UPDATE = "/dmp/custom_audience/update/"
 UPLOAD = "/dmp/custom_audience/file/upload/"
 LIST = "/dmp/custom_audience/list/"
@@ -169,7 +172,9 @@ def test_warmup_retries_end_after_partner_warmup_seconds(tmp_path: Path) -> None
         elapsed = time.monotonic() - started
         assert run.returncode == 1
         assert run.states == []
-        assert "does not accept mappings yet" in last_line(run)
+        # Past the warm-up the refusal is that audience's: deferred with TikTok's words.
+        assert "does not accept mappings yet" in run.stderr
+        assert f"1 audience not delivered: 'People' in advertiser {ADV1}" in last_line(run)
         assert 3 <= elapsed < 30
         assert {c["code"] for c in sandbox.calls(MAPPING)} == {40002}
         assert only(sandbox, ADV1, "People")["members"] == {}

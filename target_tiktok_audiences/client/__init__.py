@@ -28,12 +28,18 @@ from target_tiktok_audiences.client.api import (
 from target_tiktok_audiences.client.codes import (
     REFUSED_BELOW_MINIMUM,
     REFUSED_DAILY_LIMIT,
+    REFUSED_EXPIRED,
+    REFUSED_FILE_EXPIRED,
     REFUSED_NOT_OWNER,
+    REFUSED_OTHER,
     REFUSED_REPLACE_PROCESSING,
+    REFUSED_UNKNOWN_TYPE,
+    REFUSED_UPDATE_PROCESSING,
     PermanentError,
     RefusedError,
     TikTokError,
     TransientError,
+    error_for,
 )
 from target_tiktok_audiences.client.endpoints import TikTokClient
 
@@ -48,8 +54,13 @@ __all__ = [
     "PARTNER_NAME_MAX",
     "REFUSED_BELOW_MINIMUM",
     "REFUSED_DAILY_LIMIT",
+    "REFUSED_EXPIRED",
+    "REFUSED_FILE_EXPIRED",
     "REFUSED_NOT_OWNER",
+    "REFUSED_OTHER",
     "REFUSED_REPLACE_PROCESSING",
+    "REFUSED_UNKNOWN_TYPE",
+    "REFUSED_UPDATE_PROCESSING",
     "SEGMENT_ID_TYPES",
     "AudienceAPI",
     "AudienceRow",
@@ -62,6 +73,7 @@ __all__ = [
     "TikTokError",
     "TransientError",
     "UserBatch",
+    "error_for",
     "file_md5",
     "partner_audience_name",
 ]

@@ -43,6 +43,17 @@ SEGMENT_ID_TYPES = {
 }
 
 
+# TikTok does not document the audience_type strings of its list: only these spellings are
+# recognised (as TikTok's UI and the sandbox write them); any other type is named in an error,
+# never guessed from a word in it.
+CUSTOMER_FILE_TYPES = frozenset({"customer file", "customer file audience"})
+PARTNER_TYPES = frozenset({"partner", "partner audience"})
+
+
+def _type_key(audience_type: str) -> str:
+    return " ".join(audience_type.replace("_", " ").lower().split())
+
+
 @dataclass(frozen=True)
 class AudienceRow:
     """One row of the custom-audience list, in our own words."""
@@ -52,13 +63,15 @@ class AudienceRow:
     audience_type: str
     calculate_type: str | None
     size: int | None
-    owned: bool = True  # False: shared in by another advertiser; it cannot be updated
+    owned: bool = True  # False: shared in by another advertiser (is_creator false)
 
     @property
     def is_partner(self) -> bool:
-        # TikTok's list does not document the exact audience_type strings; partner (Segment
-        # API) audiences are recognised by "partner" in the type, as the sandbox emits.
-        return "partner" in self.audience_type.lower()
+        return _type_key(self.audience_type) in PARTNER_TYPES
+
+    @property
+    def is_customer_file(self) -> bool:
+        return _type_key(self.audience_type) in CUSTOMER_FILE_TYPES
 
 
 @dataclass(frozen=True)

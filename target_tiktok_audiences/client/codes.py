@@ -6,18 +6,32 @@ the request id and the advertiser, never the token or an identifier.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from target_tiktok_audiences.client.api import API_PATH_SUFFIX
 
-# Rate limits, server faults, maintenance and write conflicts: TikTok says a retry may help.
-# 40101 is an auth failure in some sources and "too frequent" in others: retried (bounded),
-# and reported as a possible auth problem when the retries run out.
-RETRYABLE_CODES = frozenset(
-    {40100, 40101, 40016, 40133, 50000, 50002, 51001, 60001, 40200, 40201, 40202, 40700}
+# The official SDK's code table (tiktok/tiktok-business-api-sdk, tiktok_code.py), by action.
+# Rate limits, failures inside TikTok, maintenance, write conflicts and tasks still running:
+# a retry within the overall deadline may help.
+TRANSIENT_CODES = frozenset(
+    {
+        *(40100, 40016, 40132, 40133, 61000),  # rate limits
+        *(50000, 50002),  # server side
+        *range(51000, 51100),  # RPC, DMP (51003), internal timeout (51010), segment gateway
+        *range(52000, 52300),  # database and storage (DB, RDS, TOS)
+        *(53102, 53103),  # (de)serialization
+        60001,  # maintenance
+        *(40200, 40201, 40202, 40700),  # task error, task not ready, write conflict, RPC check
+    }
 )
-AUTH_CODES = frozenset({40104, 40105, 40110})
-PERMISSION_CODE = 40001
+PERMISSION_CODE = 40001  # no permission for this advertiser or endpoint
+APP_CREDENTIALS_CODE = 40101  # invalid partner: the app's credentials, not the token
+TOKEN_EXPIRED_CODE = 40102
+TOKEN_CODES = frozenset({*range(40102, 40110), 40110})  # expired, empty, invalid, ... tokens
+# Only these stop the whole run: every other call of the run would fail the same way.
+AUTH_CODES = frozenset({PERMISSION_CODE, APP_CREDENTIALS_CODE, *TOKEN_CODES})
+FILE_EXPIRED_CODE = 40910  # an uploaded file_path expired before it was used: upload again
 PARAMETER_CODE = 40002
 
 
@@ -28,6 +42,15 @@ HINT_AUTH = (
 HINT_PERMISSION = (
     "Make sure the token's app has the Audience Management permission and access to this "
     "advertiser, or remove the advertiser from advertiser_ids."
+)
+HINT_TOKEN_EXPIRED = (
+    "The access token expired: re-authorise the TikTok app and put the new token in "
+    "access_token (TARGET_TIKTOK_AUDIENCES_ACCESS_TOKEN)."
+)
+HINT_APP_CREDENTIALS = (
+    "TikTok does not accept the app's credentials for this call: check that the token belongs "
+    "to an app TikTok approved for the Marketing API (and, for partner audiences, the Segment "
+    "API), then re-authorise and put the new token in access_token."
 )
 HINT_PARAMETER = "Check the audience ids and names in your config; the field is named above."
 HINT_NOT_FOUND = (
@@ -100,6 +123,8 @@ class TikTokError(Exception):
 class TransientError(TikTokError):
     """Rate limits, server errors, timeouts: worth retrying."""
 
+    last_try = False  # True: retrying further would not help (a refused connection, thrice)
+
 
 class PermanentError(TikTokError):
     """Anything retrying will not fix: stop the run."""
@@ -118,43 +143,96 @@ class RefusedError(PermanentError):
 
 REFUSED_BELOW_MINIMUM = "below_minimum"
 REFUSED_REPLACE_PROCESSING = "replace_processing"
+REFUSED_UPDATE_PROCESSING = "update_processing"
 REFUSED_DAILY_LIMIT = "daily_limit"
 REFUSED_NOT_OWNER = "not_owner"
+REFUSED_EXPIRED = "expired"
+REFUSED_FILE_EXPIRED = "file_expired"
+REFUSED_UNKNOWN_TYPE = "unknown_type"
+REFUSED_OTHER = "other"  # words no hint matched: the outcome is the same, only the hint differs
 
-# TikTok documents no codes for these refusals, only their texts (lower-cased fragments).
-_REFUSAL_TEXTS = (
-    ("unfinished replace", REFUSED_REPLACE_PROCESSING),
-    ("below the minimum", REFUSED_BELOW_MINIMUM),
-    ("less than 1000", REFUSED_BELOW_MINIMUM),
-    ("fewer than 1000", REFUSED_BELOW_MINIMUM),
-    ("update operations per day", REFUSED_DAILY_LIMIT),
-    ("daily limit", REFUSED_DAILY_LIMIT),
-    ("not the creator", REFUSED_NOT_OWNER),
-    ("shared audience", REFUSED_NOT_OWNER),
+# TikTok documents no codes for its refusals, and their words vary (help pages, SDK, time):
+# a refusal is recognised by the call it answers (`error_for`), and these patterns only pick
+# the hint. A miss gives REFUSED_OTHER, never a different outcome. Matched against the
+# lower-cased message with thousands separators removed ("1,000" -> "1000").
+_REFUSAL_HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"unfinished replace|replace operation is rejected"), REFUSED_REPLACE_PROCESSING),
+    (
+        re.compile(r"(less|fewer) than 1000|below the minimum|at least 1000|minimum (size|of)"),
+        REFUSED_BELOW_MINIMUM,
+    ),
+    (
+        re.compile(r"update operations|operations? per day|daily limit|per 24 hours|quota"),
+        REFUSED_DAILY_LIMIT,
+    ),
+    (
+        re.compile(r"still (being )?process|is processing|in progress|not (yet )?finished"),
+        REFUSED_UPDATE_PROCESSING,
+    ),
+    (re.compile(r"not the creator|shared audience|shared with you"), REFUSED_NOT_OWNER),
+    (re.compile(r"audience (has |is )?expired|expired audience"), REFUSED_EXPIRED),
 )
+
+
+def refusal_reason(message: str) -> str:
+    """The hint for a refusal's words (REFUSED_OTHER when none fits)."""
+    text = re.sub(r"(?<=\d),(?=\d{3})", "", message.lower())
+    return next(
+        (reason for pattern, reason in _REFUSAL_HINTS if pattern.search(text)), REFUSED_OTHER
+    )
+
+
 # A new partner audience rejects mappings for a minute or two with a parameter error and no
 # special code (Segment's connector once waited for it); any parameter error on a mapping into
 # an audience this run created is therefore retried until partner_warmup_seconds have passed.
 WARMUP_CODES = frozenset({PARAMETER_CODE})
 
 
+class FileExpiredError(RefusedError):
+    """40910: a file_path expired before it was used; the client uploads the file again."""
+
+    def __init__(self, what: str, **kwargs: Any) -> None:
+        super().__init__(what, reason=REFUSED_FILE_EXPIRED, **kwargs)
+
+
 def error_for(
-    what: str, status: int, code: object, message: str, request_id: object, **kwargs: Any
+    what: str,
+    status: int,
+    code: object,
+    message: str,
+    request_id: object,
+    *,
+    advertiser_id: str | None,
+    audience_call: bool,
 ) -> TikTokError:
-    """The error a non-zero code (or a 4xx status with TikTok's envelope) stands for."""
-    kwargs.update(code=code, message=message, request_id=request_id)
+    """The error an answer with a non-zero code (or an error status) stands for.
+
+    audience_call: the call changes one audience (create, update, mapping); then any code
+    outside the transient and authorisation sets is that audience's refusal, whatever its
+    words, and the run goes on with the others.
+    """
+    kwargs: dict[str, Any] = {
+        "advertiser_id": advertiser_id,
+        "code": code,
+        "message": message,
+        "request_id": request_id,
+    }
     if status == 404:  # every path is fixed here: a missing one means a wrong api_base_url
         return PermanentError(what, hint=HINT_NOT_FOUND, **kwargs)
-    if code in RETRYABLE_CODES:
+    if code in TRANSIENT_CODES:
         return TransientError(what, **kwargs)
-    if code in AUTH_CODES:
-        return PermanentError(what, hint=HINT_AUTH, **kwargs)
-    lowered = message.lower()
-    for fragment, reason in _REFUSAL_TEXTS:
-        if fragment in lowered:
-            return RefusedError(what, reason=reason, **kwargs)
     if code == PERMISSION_CODE:
         return PermanentError(what, hint=HINT_PERMISSION, **kwargs)
+    if code == APP_CREDENTIALS_CODE:
+        return PermanentError(what, hint=HINT_APP_CREDENTIALS, **kwargs)
+    if code == TOKEN_EXPIRED_CODE:
+        return PermanentError(what, hint=HINT_TOKEN_EXPIRED, **kwargs)
+    if code in TOKEN_CODES:
+        return PermanentError(what, hint=HINT_AUTH, **kwargs)
+    if audience_call and code == FILE_EXPIRED_CODE:
+        return FileExpiredError(what, **kwargs)
+    if audience_call:
+        return RefusedError(what, reason=refusal_reason(message), **kwargs)
     if code == PARAMETER_CODE:
         return PermanentError(what, hint=HINT_PARAMETER, **kwargs)
     return PermanentError(what, hint=HINT_UNKNOWN, **kwargs)

@@ -22,7 +22,8 @@ from target_tiktok_audiences.client.api import (
     UserBatch,
     file_md5,
 )
-from target_tiktok_audiences.client.codes import WARMUP_CODES, PermanentError
+from target_tiktok_audiences.client.codes import WARMUP_CODES, FileExpiredError, PermanentError
+from target_tiktok_audiences.client.files import KeptFiles
 from target_tiktok_audiences.client.transport import Transport, require
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ class TikTokClient(CountedCalls):
             max_requests_per_second=max_requests_per_second,
             session=session,
         )
+        self._kept = KeptFiles()  # shared by every view, like the transport
         super().__init__(self._transport.total)
 
     def _throttle(self) -> None:
@@ -82,7 +84,28 @@ class TikTokClient(CountedCalls):
         return result
 
     def finish(self, report: RunReport) -> None:
-        """Nothing to add: TikTok has everything."""
+        """Nothing to add: TikTok has everything. Kept upload files go."""
+        self._kept.clear()
+
+    def _with_files(self, file_paths: Sequence[str], send: Callable[[list[str]], T]) -> T:
+        """send(file_paths); on a 40910 (a file expired) the files are uploaded again, once."""
+        paths = list(file_paths)
+        try:
+            result = send(paths)
+        except FileExpiredError as exc:
+            kept = [self._kept.get(p) for p in paths]
+            if not all(kept):
+                raise
+            log.warning("%s; uploading its files again.", str(exc).rstrip("."))
+            self.count_retry()
+            paths = [
+                self._upload(k.advertiser_id, k.calculate_type, k.path, k.name)
+                for k in kept
+                if k is not None
+            ]
+            result = send(paths)
+        self._kept.used(list(file_paths))
+        return result
 
     # -- checks ----------------------------------------------------------------------------
 
@@ -121,8 +144,10 @@ class TikTokClient(CountedCalls):
                     audience_type=str(row.get("audience_type") or ""),
                     calculate_type=row.get("calculate_type") or None,
                     size=row.get("cover_num"),
-                    # Shared-in audiences are listed too; only the creator can update them.
-                    owned=row.get("is_creator", True) is not False and not row.get("shared"),
+                    # Shared-in audiences are listed too (is_creator false); only the creator
+                    # can update them. `shared` is also true on the creator's own row when it
+                    # shares the audience out: it says nothing about ownership.
+                    owned=row.get("is_creator", True) is not False,
                 )
             total_pages = int((data.get("page_info") or {}).get("total_page") or 1)
             if page >= total_pages:
@@ -158,6 +183,11 @@ class TikTokClient(CountedCalls):
         )
 
     def upload_file(self, advertiser_id: str, calculate_type: str, path: Path) -> str:
+        file_path = self._upload(advertiser_id, calculate_type, path, path.name)
+        self._kept.keep(file_path, advertiser_id, calculate_type, path)
+        return file_path
+
+    def _upload(self, advertiser_id: str, calculate_type: str, path: Path, name: str) -> str:
         what = f"Uploading a {calculate_type} file"
         form = {
             "advertiser_id": advertiser_id,
@@ -169,7 +199,7 @@ class TikTokClient(CountedCalls):
             PATH_FILE_UPLOAD,
             what,
             advertiser_id,
-            upload=(form, path, path.name),
+            upload=(form, path, name),
             write=True,
             need="file_path",
         )
@@ -177,20 +207,31 @@ class TikTokClient(CountedCalls):
 
     def create_customer_audience(self, audience: NewAudience) -> str:
         advertiser_id, name, calculate_type = audience.key
-        file_paths, retention_in_days = audience.file_paths, audience.retention_in_days
         what = f"Creating audience '{name}'"
-        body: dict[str, Any] = {
-            "advertiser_id": advertiser_id,
-            "custom_audience_name": name,
-            "file_paths": list(file_paths),
-            "calculate_type": calculate_type,
-        }
-        if retention_in_days:
-            body["retention_in_days"] = retention_in_days
-        data = self._call(
-            "POST", PATH_CREATE, what, advertiser_id, body=body, write=True, retry=False
-        )
-        return str(require(data, "custom_audience_id", what, advertiser_id)["custom_audience_id"])
+
+        def create(file_paths: list[str]) -> str:
+            body: dict[str, Any] = {
+                "advertiser_id": advertiser_id,
+                "custom_audience_name": name,
+                "file_paths": file_paths,
+                "calculate_type": calculate_type,
+            }
+            if audience.retention_in_days:
+                body["retention_in_days"] = audience.retention_in_days
+            data = self._call(
+                "POST",
+                PATH_CREATE,
+                what,
+                advertiser_id,
+                body=body,
+                write=True,
+                retry=False,
+                audience_call=True,
+            )
+            created = require(data, "custom_audience_id", what, advertiser_id)
+            return str(created["custom_audience_id"])
+
+        return self._with_files(audience.file_paths, create)
 
     def update_customer_audience(
         self, advertiser_id: str, audience_id: str, file_paths: Sequence[str], action: str
@@ -201,19 +242,24 @@ class TikTokClient(CountedCalls):
         was lost is refused on retry as an unfinished replace: the audience is then reported
         as deferred although it holds the new set (uncertain TikTok behaviour).
         """
-        self._call(
-            "POST",
-            PATH_UPDATE,
-            f"{action} on audience {audience_id}",
-            advertiser_id,
-            body={
-                "advertiser_id": advertiser_id,
-                "custom_audience_id": audience_id,
-                "file_paths": list(file_paths),
-                "action": action,
-            },
-            write=True,
-        )
+
+        def update(paths: list[str]) -> None:
+            self._call(
+                "POST",
+                PATH_UPDATE,
+                f"{action} on audience {audience_id}",
+                advertiser_id,
+                body={
+                    "advertiser_id": advertiser_id,
+                    "custom_audience_id": audience_id,
+                    "file_paths": paths,
+                    "action": action,
+                },
+                write=True,
+                audience_call=True,
+            )
+
+        self._with_files(file_paths, update)
 
     # -- partner audiences (Segment API) ---------------------------------------------------
 
@@ -227,6 +273,7 @@ class TikTokClient(CountedCalls):
             body={"advertiser_id": advertiser_id, "action": "create", "custom_audience_name": name},
             write=True,
             retry=False,
+            audience_call=True,
         )
         return str(require(data, "audience_id", what, advertiser_id)["audience_id"])
 
@@ -249,7 +296,15 @@ class TikTokClient(CountedCalls):
         delay = 2.0
         while True:
             try:
-                self._call("POST", PATH_SEGMENT_MAPPING, what, advertiser_id, body=body, write=True)
+                self._call(
+                    "POST",
+                    PATH_SEGMENT_MAPPING,
+                    what,
+                    advertiser_id,
+                    body=body,
+                    write=True,
+                    audience_call=True,
+                )
                 return
             except PermanentError as exc:
                 now = time.monotonic()

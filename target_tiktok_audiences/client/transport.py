@@ -17,7 +17,6 @@ import urllib3
 from requests_toolbelt import MultipartEncoder
 
 from target_tiktok_audiences.client.codes import (
-    HINT_AUTH,
     HINT_NETWORK,
     HINT_NOT_FOUND,
     HINT_TRANSIENT,
@@ -28,6 +27,12 @@ from target_tiktok_audiences.client.codes import (
 from target_tiktok_audiences.report import CallStats
 
 log = logging.getLogger("target_tiktok_audiences.client")
+
+# A refused connection or an unknown host name is an answer, not a hiccup: a few quick tries
+# (a server restarting, a DNS blip), never the long backoff meant for TikTok's own failures.
+MAX_TRIES_REFUSED = 3
+MAX_TRIES_UNRESOLVED = 2
+_LOCAL_HOSTS = frozenset({"localhost", "::1", "0.0.0.0"})
 
 
 class Transport:
@@ -48,6 +53,9 @@ class Transport:
         parts = urlsplit(self.base_url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         self.host = f"{parts.hostname}:{port}"
+        hostname = parts.hostname or ""
+        self.local = hostname in _LOCAL_HOSTS or hostname.startswith("127.")
+        self._unanswered = 0  # refused or unresolved connections in a row
         self.timeout = timeout
         self.session = session or requests.Session()
         self.session.headers.update({"Access-Token": access_token})
@@ -65,6 +73,7 @@ class Transport:
             max_value=60,
             on_backoff=self._on_backoff,
             on_giveup=self._on_giveup,
+            giveup=lambda exc: isinstance(exc, TransientError) and exc.last_try,
             logger=None,
         )
         self.send_retrying = self.retry_policy(self.send)
@@ -85,16 +94,16 @@ class Transport:
     def _on_backoff(self, details: Mapping[str, Any]) -> None:
         for stats in self._stats_of(details):
             stats.add("retries")
-        log.warning(
-            "%s; retry %d in %.1f s.", details["exception"], details["tries"], details["wait"]
-        )
+        text = str(details["exception"])
+        stop = "" if text.endswith((".", "?", "!")) else "."
+        log.warning("%s%s Retry %d in %.1f s.", text, stop, details["tries"], details["wait"])
 
     @staticmethod
     def _on_giveup(details: Mapping[str, Any]) -> None:
         exc = details["exception"]
         if not isinstance(exc, TransientError):
             return
-        hint = HINT_AUTH if exc.code == 40101 else exc.hint or HINT_TRANSIENT
+        hint = exc.hint or HINT_TRANSIENT
         exc.with_hint(
             f"Gave up after {details['tries']} tries in {details['elapsed']:.0f} s. {hint}"
         )
@@ -112,8 +121,12 @@ class Transport:
         upload: tuple[Mapping[str, str], Path, str] | None = None,
         write: bool = False,
         need: str | None = None,
+        audience_call: bool = False,
     ) -> dict[str, Any] | None:
         """One HTTP call; TikTok's `data`, or None when a success answer carried none.
+
+        audience_call: the call changes one audience, so TikTok's refusal of it is that
+        audience's alone (codes.error_for).
 
         With `need`, a success answer without `data.<need>` is a TransientError raised here,
         inside the retry policy, so it is retried like a rate limit.
@@ -159,12 +172,21 @@ class Transport:
             raise self._network(
                 what, advertiser_id, f"no answer within {self.timeout:g} s"
             ) from None
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-            reason = "the connection was refused" if _refused(exc) else "the connection failed"
-            if isinstance(exc, requests.exceptions.ChunkedEncodingError):
-                reason = "the connection was dropped in the middle of the answer"
+        except requests.exceptions.ChunkedEncodingError:
+            reason = "the connection was dropped in the middle of the answer"
             raise self._network(what, advertiser_id, reason) from None
-        data = unwrap(response.status_code, response.headers, content, what, advertiser_id, self)
+        except requests.ConnectionError as exc:
+            raise self._unanswered_error(exc, what, advertiser_id) from None
+        self._unanswered = 0
+        data = unwrap(
+            response.status_code,
+            response.headers,
+            content,
+            what,
+            advertiser_id,
+            self,
+            audience_call=audience_call,
+        )
         if need is not None:
             require(data, need, what, advertiser_id)
         return data
@@ -205,9 +227,23 @@ class Transport:
             said=False,
         )
 
-
-def _refused(exc: Exception) -> bool:
-    return "refused" in str(exc).lower()
+    def _unanswered_error(
+        self, exc: requests.ConnectionError, what: str, advertiser_id: str | None
+    ) -> TransientError:
+        """A failed connection; a refused one or an unknown host gets only a few tries."""
+        text = str(exc).lower()
+        if "refused" in text:
+            reason, max_tries = "the connection was refused", MAX_TRIES_REFUSED
+        elif any(w in text for w in ("resolve", "name or service", "nodename", "getaddrinfo")):
+            reason, max_tries = "the host name could not be resolved", MAX_TRIES_UNRESOLVED
+        else:
+            return self._network(what, advertiser_id, "the connection failed")
+        error = self._network(what, advertiser_id, reason)
+        if self.local and max_tries == MAX_TRIES_REFUSED:
+            error.with_hint(f"{HINT_NETWORK} Is `tiktok-audiences-sandbox serve` running?")
+        self._unanswered += 1
+        error.last_try = self._unanswered >= max_tries
+        return error
 
 
 def require(
@@ -228,6 +264,8 @@ def unwrap(
     what: str,
     advertiser_id: str | None,
     transport: Transport,
+    *,
+    audience_call: bool = False,
 ) -> dict[str, Any] | None:
     """TikTok's envelope: HTTP 200 with a non-zero code is still an error."""
     if 300 <= status < 400:
@@ -268,4 +306,12 @@ def unwrap(
     if code == 0 and status < 400:
         data = body.get("data")
         return data if isinstance(data, dict) else None
-    raise error_for(what, status, code, message, request_id, advertiser_id=advertiser_id)
+    raise error_for(
+        what,
+        status,
+        code,
+        message,
+        request_id,
+        advertiser_id=advertiser_id,
+        audience_call=audience_call,
+    )

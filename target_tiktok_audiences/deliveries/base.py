@@ -14,8 +14,13 @@ from target_tiktok_audiences.client import (
     MIN_AUDIENCE_SIZE,
     REFUSED_BELOW_MINIMUM,
     REFUSED_DAILY_LIMIT,
+    REFUSED_EXPIRED,
+    REFUSED_FILE_EXPIRED,
     REFUSED_NOT_OWNER,
+    REFUSED_OTHER,
     REFUSED_REPLACE_PROCESSING,
+    REFUSED_UNKNOWN_TYPE,
+    REFUSED_UPDATE_PROCESSING,
     AudienceAPI,
     RefusedError,
     TikTokError,
@@ -25,10 +30,13 @@ from target_tiktok_audiences.settings import AudienceMapping, Settings
 from target_tiktok_audiences.snapshot import SnapshotStore
 from target_tiktok_audiences.spool import Chunk
 
-# Why TikTok refused one audience, and what a person does about it (the run goes on).
+# Why TikTok refused one audience, and what a person does about it (the run goes on either
+# way: the client decides that a refusal is one audience's by the call it answered, and TikTok's
+# words only choose the line here).
 REFUSALS = {
     REFUSED_BELOW_MINIMUM: (
-        "TikTok refuses updates that leave fewer than 1,000 users",
+        "TikTok refuses updates that leave fewer than 1,000 users (it counts the users it "
+        "matched, not the identifiers sent)",
         "add users to the stream (or remove fewer) and re-run",
     ),
     REFUSED_REPLACE_PROCESSING: (
@@ -43,6 +51,26 @@ REFUSALS = {
     REFUSED_NOT_OWNER: (
         "this audience was shared in by another advertiser and cannot be updated here",
         "give the stream another audience_name or audience_ids",
+    ),
+    REFUSED_UPDATE_PROCESSING: (
+        "TikTok is still processing this audience's previous update",
+        "the next run delivers it",
+    ),
+    REFUSED_EXPIRED: (
+        "TikTok says this audience expired (an expired audience can only be deleted)",
+        "delete it in TikTok Ads Manager; the next run creates a fresh one of that name",
+    ),
+    REFUSED_FILE_EXPIRED: (
+        "the uploaded files expired before TikTok used them, also after uploading them again",
+        "re-run; if it happens again, TikTok is slow to take files: try a smaller file_max_ids",
+    ),
+    REFUSED_UNKNOWN_TYPE: (
+        "TikTok lists this audience with a type the target does not know",
+        "point the stream at another audience (audience_name or audience_ids)",
+    ),
+    REFUSED_OTHER: (
+        "TikTok refused this audience's update",
+        "read TikTok's words below; nothing else was held back, and the next run tries again",
     ),
 }
 
@@ -107,14 +135,15 @@ class Delivery(abc.ABC):
     def delivering(self, entry: AudienceReport) -> Iterator[AudienceAPI]:
         """A client view that counts into the audience's stats; failures mark the entry.
 
-        A refusal of this audience alone (the 1,000 floor, a REPLACE still processing) defers
-        it and lets the others go on; anything else stops the run.
+        A refusal of this audience alone (any code outside the transient and authorisation
+        sets on its create, update or mapping, whatever TikTok's words) defers it and lets the
+        others go on; anything else stops the run.
         """
         try:
             yield self.runtime.client.with_stats(entry.stats)
         except RefusedError as exc:
             exc.for_audience(entry.audience_name)
-            why, advice = REFUSALS.get(exc.reason, (exc.tiktok_message, exc.hint))
+            why, advice = REFUSALS.get(exc.reason, REFUSALS[REFUSED_OTHER])
             entry.defer(why, advice, str(exc))
         except TikTokError as exc:
             exc.for_audience(entry.audience_name)

@@ -25,7 +25,7 @@ from typing import IO, Any
 from werkzeug.wrappers import Request, Response
 
 from .clock import Clock
-from .faults import AFTER, DEFAULT_REDIRECT, PERMANENT, TRANSIENT, FaultError, FaultRule, Faults
+from .faults import AFTER, DEFAULT_REDIRECT, FaultError, FaultRule, Faults, answer_of
 from .store import Store
 
 log = logging.getLogger("target_tiktok_audiences.sandbox")
@@ -349,8 +349,9 @@ class SandboxApp:
     def fault_response(
         self, request: Request, rule: FaultRule, call: dict[str, Any], request_id: str
     ) -> Response:
-        if rule.kind in PERMANENT or rule.kind in TRANSIENT:
-            known, text = {**PERMANENT, **TRANSIENT}[rule.kind]
+        answer = answer_of(rule.kind, rule.message)
+        if answer is not None:
+            known, text = answer
             self.record(call, known, 200, rule.kind, request_id)
             return self.envelope(known, text, {}, request_id)
         if rule.kind == "redirect":

@@ -157,8 +157,10 @@ class SandboxServer:
         paths: list[str] | None = None,
         slow_seconds: float | None = None,
         location: str | None = None,
+        message: str | None = None,
     ) -> None:
-        """Add a fault rule (kinds in ``faults.KINDS``); ``location`` is for ``redirect``."""
+        """Add a fault rule (kinds in ``faults.KINDS`` or ``code_<N>``); ``location`` is for
+        ``redirect``, ``message`` replaces the words of a fault answered with a code."""
         self.app.faults.add(
             FaultRule(
                 kind,
@@ -168,6 +170,7 @@ class SandboxServer:
                 paths=paths,
                 slow_seconds=slow_seconds,
                 location=location,
+                message=message,
             )
         )
 
