@@ -22,7 +22,12 @@ from target_tiktok_audiences.client.api import (
     UserBatch,
     file_md5,
 )
-from target_tiktok_audiences.client.codes import WARMUP_CODES, FileExpiredError, PermanentError
+from target_tiktok_audiences.client.codes import (
+    WARMUP_CODES,
+    FileExpiredError,
+    PermanentError,
+    RefusedError,
+)
 from target_tiktok_audiences.client.files import KeptFiles
 from target_tiktok_audiences.client.transport import Transport, require
 
@@ -56,7 +61,10 @@ class TikTokClient(CountedCalls):
         max_retry_seconds: float = 600,
         max_requests_per_second: float = 20,
         session: requests.Session | None = None,
+        processing_wait_seconds: float | None = None,
     ) -> None:
+        """processing_wait_seconds: how long an APPEND or REMOVE that TikTok refused while the
+        audience's previous one is processing waits for it (default: max_retry_seconds)."""
         self._transport = Transport(
             base_url,
             access_token,
@@ -67,6 +75,9 @@ class TikTokClient(CountedCalls):
             session=session,
         )
         self._kept = KeptFiles()  # shared by every view, like the transport
+        self._processing_wait = (
+            max_retry_seconds if processing_wait_seconds is None else processing_wait_seconds
+        )
         super().__init__(self._transport.total)
 
     def _throttle(self) -> None:
@@ -171,7 +182,9 @@ class TikTokClient(CountedCalls):
         row = rows[0] if rows and isinstance(rows[0], dict) else {}
         details = row.get("audience_details") or {}
         history = [h for h in row.get("audience_history") or [] if isinstance(h, dict)]
-        last = max(history, key=lambda h: str(h.get("opt_time") or ""), default={})
+        # The latest operation; of two in the same second, the one listed later (sort is stable).
+        ordered = sorted(history, key=lambda h: str(h.get("opt_time") or ""))
+        last = ordered[-1] if ordered else {}
         return AudienceStatus(
             is_valid=details.get("is_valid"),
             size=details.get("cover_num"),
@@ -259,7 +272,39 @@ class TikTokClient(CountedCalls):
                 audience_call=True,
             )
 
-        self._with_files(file_paths, update)
+        if action == "REPLACE":
+            self._with_files(file_paths, update)
+            return
+        deadline = time.monotonic() + self._processing_wait
+        pause = 1.0
+        while True:
+            try:
+                self._with_files(file_paths, update)
+                return
+            except FileExpiredError:
+                raise
+            except RefusedError as exc:
+                # Whatever the words: a refusal while the audience's previous APPEND or REMOVE
+                # is still processing (audience_history says so) waits for it, then is sent
+                # again; past the deadline, or for any other state, the refusal stands.
+                status = self.get_audience(advertiser_id, audience_id)
+                busy = status.last_action in ("APPEND", "REMOVE") and status.last_action_processing
+                now = time.monotonic()
+                if not busy or now >= deadline:
+                    raise
+                wait = min(pause, deadline - now)
+                log.warning(
+                    "%s; audience %s in advertiser %s is still processing its last %s: "
+                    "waiting %.0f s for it.",
+                    str(exc).rstrip("."),
+                    audience_id,
+                    advertiser_id,
+                    status.last_action,
+                    wait,
+                )
+                self.count_retry()
+                time.sleep(wait)
+                pause = min(pause * 2, 30.0)
 
     # -- partner audiences (Segment API) ---------------------------------------------------
 

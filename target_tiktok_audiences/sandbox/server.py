@@ -10,16 +10,9 @@ from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from .app import (
-    ADMIN_PATH,
-    BASE_PATH,
-    DAY,
-    DEFAULT_TOKENS,
-    EXTERNAL_ADVERTISER,
-    SandboxApp,
-    SandboxConfig,
-)
+from .app import SandboxApp
 from .faults import FaultRule
+from .rules import ADMIN_PATH, BASE_PATH, DAY, DEFAULT_TOKENS, EXTERNAL_ADVERTISER, SandboxConfig
 from .store import Store
 
 
@@ -51,8 +44,12 @@ class SandboxServer:
         max_updates_per_day: int = 24,
         slow_seconds: float = 5.0,
         max_upload_bytes: int = 50 * 1024 * 1024,
-        mapping_rate_limit: int | None = None,
+        mapping_rate_limit: int | None = 50,
         max_audiences: int = 400,
+        match_rate: float = 0.7,
+        refusal_wording: str = "rotate",
+        file_ttl_seconds: float = 3_600.0,
+        update_processing_seconds: float = 2.0,
         faults: Iterable[FaultRule] = (),
     ) -> None:
         token_map = DEFAULT_TOKENS if tokens is None else tokens
@@ -66,6 +63,10 @@ class SandboxServer:
             max_upload_bytes=max_upload_bytes,
             mapping_rate_limit=mapping_rate_limit,
             max_audiences=max_audiences,
+            match_rate=match_rate,
+            refusal_wording=refusal_wording,
+            file_ttl_seconds=file_ttl_seconds,
+            update_processing_seconds=update_processing_seconds,
         )
         self.store = Store(db_path)
         self.app = SandboxApp(self.store, self.config)
@@ -211,6 +212,26 @@ class SandboxServer:
             audience_id,
             name=name,
             owner_advertiser_id=owner_advertiser_id,
+            partner=partner,
+        )
+
+    def seed_audience(
+        self,
+        advertiser_id: str,
+        name: str,
+        *,
+        expires_in_days: float,
+        digests: list[str] | None = None,
+        calculate_type: str = "EMAIL_SHA256",
+        partner: bool = False,
+    ) -> str:
+        """An audience of ``advertiser_id`` expiring in ``expires_in_days`` (<= 0: expired)."""
+        return self.app.seed_audience(
+            advertiser_id,
+            name,
+            expires_in_days=expires_in_days,
+            digests=digests,
+            calculate_type=calculate_type,
             partner=partner,
         )
 
