@@ -133,7 +133,10 @@ CONFIG_SCHEMA = th.PropertiesList(
         "retention_in_days",
         th.IntegerType(minimum=1, maximum=365),
         title="Retention In Days",
-        description="Retention passed when a customer-file audience is created (1-365).",
+        description="Days after creation at which a new customer-file audience expires (1-365), "
+        "passed when it is created. It fixes the expiry from creation: later updates and use in "
+        "ad groups do not extend it. Without it, TikTok expires an audience 365 days after it "
+        "was last used or changed.",
     ),
     th.Property(
         "dry_run",

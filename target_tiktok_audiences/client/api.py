@@ -64,6 +64,11 @@ class AudienceRow:
     calculate_type: str | None
     size: int | None
     owned: bool = True  # False: shared in by another advertiser (is_creator false)
+    expires: datetime | None = None  # expired_time; past: TikTok keeps it only to be deleted
+    expiring: bool = False  # is_expiring: TikTok shows it as about to expire (within 60 days)
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires is not None and self.expires <= now
 
     @property
     def is_partner(self) -> bool:
@@ -83,6 +88,8 @@ class AudienceStatus:
     last_action: str | None
     last_action_time: datetime | None
     last_action_processing: bool
+    expires: datetime | None = None  # expired_time, read defensively
+    expiring: bool = False  # is_expiring: within TikTok's 60 days
 
 
 @dataclass(frozen=True)

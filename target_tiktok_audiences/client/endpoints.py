@@ -159,6 +159,9 @@ class TikTokClient(CountedCalls):
                     # can update them. `shared` is also true on the creator's own row when it
                     # shares the audience out: it says nothing about ownership.
                     owned=row.get("is_creator", True) is not False,
+                    # Read defensively: a missing or unreadable expiry is "not known".
+                    expires=_parse_time(row.get("expired_time")),
+                    expiring=row.get("is_expiring") is True,
                 )
             total_pages = int((data.get("page_info") or {}).get("total_page") or 1)
             if page >= total_pages:
@@ -193,6 +196,8 @@ class TikTokClient(CountedCalls):
             # The history's processing flag is not documented in full; an unknown value is
             # read as "still processing" (the stricter reading: no REPLACE is sent then).
             last_action_processing=_processing(last),
+            expires=_parse_time(details.get("expired_time")),
+            expiring=details.get("is_expiring") is True,
         )
 
     def upload_file(self, advertiser_id: str, calculate_type: str, path: Path) -> str:

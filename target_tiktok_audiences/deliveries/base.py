@@ -30,6 +30,8 @@ from target_tiktok_audiences.settings import AudienceMapping, Settings
 from target_tiktok_audiences.snapshot import SnapshotStore
 from target_tiktok_audiences.spool import Chunk
 
+EXPIRING_DAYS = 60  # TikTok shows an audience as about to expire this many days ahead
+
 # Why TikTok refused one audience, and what a person does about it (the run goes on either
 # way: the client decides that a refusal is one audience's by the call it answered, and TikTok's
 # words only choose the line here).
@@ -150,6 +152,30 @@ class Delivery(abc.ABC):
             entry.status = "failed"
             self.runtime.report.error = str(exc)
             raise
+        else:
+            self._expiry_notes(entry)
+
+    def _expiry_notes(self, entry: AudienceReport) -> None:
+        """Say it plainly when an expired audience was replaced, or this one expires soon."""
+        adv = entry.advertiser_id
+        notes = []
+        old = self.runtime.directory.expired.get((adv, entry.audience_name))
+        if old is not None and entry.created and entry.audience_id:
+            notes.append(
+                f"the audience of this name, id {old.audience_id}, expired (TikTok keeps it "
+                f"only to be deleted); this run created a fresh one, id {entry.audience_id}: "
+                "point your ad groups at the new id."
+            )
+        self._add_notes(entry, notes)
+
+    def _add_notes(self, entry: AudienceReport, notes: list[str]) -> None:
+        for note in notes:
+            if note in (entry.note or ""):
+                continue
+            self.runtime.logger.warning(
+                "Audience '%s' in advertiser %s: %s", entry.audience_name, entry.advertiser_id, note
+            )
+            entry.note = f"{entry.note} {note}" if entry.note else note
 
     def existing_audience(
         self, api: AudienceAPI, advertiser_id: str, name: str, kind: str
@@ -211,6 +237,13 @@ class Delivery(abc.ABC):
             )
             return
         entry.is_valid, entry.size = status.is_valid, status.size
+        if status.expiring and status.expires is not None:
+            note = (
+                f"expires on {status.expires:%Y-%m-%d} (within {EXPIRING_DAYS} days); after that "
+                "TikTok keeps it only to be deleted and the next run creates a fresh one. Using "
+                "it in an ad group renews it, unless retention_in_days fixed its expiry."
+            )
+            self._add_notes(entry, [note])
         if status.last_action:
             state = "processing" if status.last_action_processing else "done"
             entry.last_operation = f"{status.last_action} ({state})"

@@ -8,7 +8,7 @@ from typing import Any
 from werkzeug.wrappers import Request
 
 from .base import SandboxBase
-from .checks import _time, check_id, check_string
+from .checks import _time, check_id, check_int, check_string
 from .faults import FaultRule
 from .rules import (
     AUDIENCE_TYPE_CUSTOMER_FILE,
@@ -138,9 +138,11 @@ class AdminEndpoints(SandboxBase):
         digests: list[str] | None = None,
         calculate_type: str = "EMAIL_SHA256",
         partner: bool = False,
+        retention_in_days: int | None = None,
     ) -> str:
         """An audience of ``advertiser_id`` made long ago, expiring in ``expires_in_days``
-        (0 or less: already expired; TikTok keeps it listed, size 0, deletable only)."""
+        (0 or less: already expired; TikTok keeps it listed, size 0, deletable only); with
+        ``retention_in_days`` its expiry is fixed from creation, else from its last use."""
         advertiser_id = check_id(advertiser_id, "advertiser_id")
         self.check_room(advertiser_id)
         id_type = "EMAIL_SHA256" if partner else calculate_type
@@ -151,24 +153,29 @@ class AdminEndpoints(SandboxBase):
                 name=check_string(name, "name", 1, 128),
                 audience_type=AUDIENCE_TYPE_PARTNER if partner else AUDIENCE_TYPE_CUSTOMER_FILE,
                 calculate_type=None if partner else calculate_type,
-                retention_in_days=None,
+                retention_in_days=None
+                if retention_in_days is None
+                else check_int(retention_in_days, "retention_in_days", 1, 365),
             )
             added = self.store.apply_digests(c, audience_id, id_type, digests or [])
             self.store.set_count(c, audience_id, added)
             self.store.add_history(c, audience_id, "CREATE", [], added)
-        # Last used (365 - expires_in_days) days ago: it expires expires_in_days from now.
-        self.store.backdate(audience_id, (EXPIRY_DAYS - float(expires_in_days)) * DAY)
+        # Made (or last used) long enough ago that it expires expires_in_days from now.
+        lifetime = EXPIRY_DAYS if retention_in_days is None else retention_in_days
+        self.store.backdate(audience_id, (lifetime - float(expires_in_days)) * DAY)
         return audience_id
 
     def _admin_seed(self, request: Request) -> dict[str, Any]:
         body = self.json_body(request)
         allowed = {"advertiser_id", "name", "expires_in_days", "digests", "calculate_type"}
+        allowed |= {"retention_in_days"}
         if unknown := sorted(set(body) - allowed - {"partner"}):
             raise param_error(f"unknown fields {unknown}; use {sorted(allowed | {'partner'})}")
         missing = [k for k in ("advertiser_id", "name", "expires_in_days") if k not in body]
         if missing:
             raise param_error(f"{', '.join(missing)}: required")
-        options = {k: body[k] for k in ("digests", "calculate_type", "partner") if k in body}
+        names = ("digests", "calculate_type", "partner", "retention_in_days")
+        options = {k: body[k] for k in names if k in body}
         audience_id = self.seed_audience(
             body["advertiser_id"], body["name"], expires_in_days=body["expires_in_days"], **options
         )

@@ -224,6 +224,7 @@ class SandboxServer:
         digests: list[str] | None = None,
         calculate_type: str = "EMAIL_SHA256",
         partner: bool = False,
+        retention_in_days: int | None = None,
     ) -> str:
         """An audience of ``advertiser_id`` expiring in ``expires_in_days`` (<= 0: expired)."""
         return self.app.seed_audience(
@@ -233,6 +234,7 @@ class SandboxServer:
             digests=digests,
             calculate_type=calculate_type,
             partner=partner,
+            retention_in_days=retention_in_days,
         )
 
 

@@ -289,6 +289,10 @@ class Store:
                 "WHERE audience_id = ?",
                 (seconds, seconds, audience_id),
             )
+            c.execute(
+                "UPDATE audience_history SET created_at = created_at - ? WHERE audience_id = ?",
+                (seconds, audience_id),
+            )
 
     def clear_members(self, c: sqlite3.Connection, audience_id: str) -> int:
         return c.execute("DELETE FROM members WHERE audience_id = ?", (audience_id,)).rowcount
