@@ -281,7 +281,6 @@ class TikTokClient(CountedCalls):
             self._with_files(file_paths, update)
             return
         deadline = time.monotonic() + self._processing_wait
-        pause = 1.0
         while True:
             try:
                 self._with_files(file_paths, update)
@@ -290,26 +289,40 @@ class TikTokClient(CountedCalls):
                 raise
             except RefusedError as exc:
                 # Whatever the words: a refusal while the audience's previous APPEND or REMOVE
-                # is still processing (audience_history says so) waits for it, then is sent
-                # again; past the deadline, or for any other state, the refusal stands.
-                status = self.get_audience(advertiser_id, audience_id)
-                busy = status.last_action in ("APPEND", "REMOVE") and status.last_action_processing
-                now = time.monotonic()
-                if not busy or now >= deadline:
+                # is still processing (audience_history says so) waits for it to be done, then
+                # is sent again; past the deadline, or in any other state, the refusal stands.
+                if not self._wait_for_processing(advertiser_id, audience_id, deadline, exc):
                     raise
-                wait = min(pause, deadline - now)
+
+    def _wait_for_processing(
+        self, advertiser_id: str, audience_id: str, deadline: float, exc: RefusedError
+    ) -> bool:
+        """True once the last APPEND or REMOVE is done; False if none was processing or the
+        deadline passed first."""
+        pause, waited = 1.0, False
+        while True:
+            status = self.get_audience(advertiser_id, audience_id)
+            busy = status.last_action in ("APPEND", "REMOVE") and status.last_action_processing
+            now = time.monotonic()
+            if not busy:
+                return waited
+            if now >= deadline:
+                return False
+            wait = min(pause, deadline - now)
+            if not waited:
                 log.warning(
                     "%s; audience %s in advertiser %s is still processing its last %s: "
-                    "waiting %.0f s for it.",
+                    "waiting for it (at most %.0f s).",
                     str(exc).rstrip("."),
                     audience_id,
                     advertiser_id,
                     status.last_action,
-                    wait,
+                    deadline - now,
                 )
                 self.count_retry()
-                time.sleep(wait)
-                pause = min(pause * 2, 30.0)
+            waited = True
+            time.sleep(wait)
+            pause = min(pause * 2, 30.0)
 
     # -- partner audiences (Segment API) ---------------------------------------------------
 
