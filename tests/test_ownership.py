@@ -58,7 +58,7 @@ def test_an_audience_shared_out_stays_ours_and_one_shared_in_never_is(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     only_adv1 = base_config(sandbox, advertiser_ids=[ADV1], audiences=[VIP])
-    first = run_target(tmp_path, only_adv1, vips(range(1_200), 1), name="first")
+    first = run_target(tmp_path, only_adv1, vips(range(2_000), 1), name="first")
     assert first.returncode == 0, first.stderr[-3000:]
     (created,) = sandbox.audiences(ADV1)
     sandbox.share_audience(ADV2, created["audience_id"])  # ADV1 shares it out to ADV2
@@ -67,12 +67,12 @@ def test_an_audience_shared_out_stays_ours_and_one_shared_in_never_is(
     assert owner_row[0].owned  # the owner's row says shared: true, and it is still ours
 
     both = base_config(sandbox, audiences=[VIP])
-    second = run_target(tmp_path, both, vips(range(1_300), 2), name="second")
+    second = run_target(tmp_path, both, vips(range(2_100), 2), name="second")
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.states == [{"done": 2}]
     # ADV1: the same audience, updated; no duplicate.
     assert [a["audience_id"] for a in sandbox.audiences(ADV1)] == [created["audience_id"]]
-    want = sorted(sha256(f"v{i}@example.com") for i in range(1_300))
+    want = sorted(sha256(f"v{i}@example.com") for i in range(2_100))
     assert sorted(sandbox.members(created["audience_id"])[EMAIL]) == want
     # ADV2 sees ADV1's audience shared in: never its own, so it gets one of its own.
     (own,) = [a for a in sandbox.audiences(ADV2) if a["advertiser_id"] == ADV2]
