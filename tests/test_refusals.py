@@ -381,3 +381,58 @@ def test_the_fake_reports_a_create_as_processing_as_the_sandbox_does(tmp_path: P
     assert caught.value.reason == REFUSED_REPLACE_PROCESSING  # chosen by the client's hints
     fake.finish_processing(ADV1, audience_id)
     fake.update_customer_audience(ADV1, audience_id, [path], "REPLACE")
+
+
+# -- refusals the target could not predict, from the sandbox's own rules ---------------------
+
+
+def matched(prefix: str, users: range) -> int:
+    """The sandbox's matching (70% by default, decided per digest): the oracle."""
+    return sum(int(sha256(f"{prefix}{i}@example.com")[:4], 16) < int(0.7 * 0x10000) for i in users)
+
+
+def test_a_matched_floor_refusal_defers_one_audience_only(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    config = base_config(sandbox, audiences=[ALPHA, BETA])
+    first = run_target(tmp_path, config, messages(range(2_000), 1), name="first")
+    assert first.returncode == 0, first.stderr[-3000:]
+    # Alpha keeps 1,300 identifiers, more than the target's own count needs, but fewer than
+    # 1,000 of them are matched users; Beta keeps 2,000.
+    alpha, beta = range(1_300), range(2_000)
+    assert matched("a", alpha) < 1_000 < len(alpha)
+    second_messages = [
+        schema_msg("alpha", ["email"]),
+        schema_msg("beta", ["email"]),
+        *(record_msg("alpha", {"id": i, "email": f"a{i}@example.com"}) for i in alpha),
+        *(record_msg("beta", {"id": i, "email": f"b{i + 50}@example.com"}) for i in beta),
+        state_msg({"done": 2}),
+    ]
+    run = run_target(tmp_path, config, second_messages, name="second")
+    assert run.returncode == 1
+    assert run.stdout == ""
+    for adv in (ADV1, ADV2):
+        assert entry(run, "alpha", adv)["status"] == "deferred"
+        assert members_of(sandbox, adv, "Alpha") == digests("a", range(2_000))  # unchanged
+        assert entry(run, "beta", adv)["status"] == "delivered"
+        assert members_of(sandbox, adv, "Beta") == digests("b", range(50, 2_050))
+
+
+def test_one_ad_account_out_of_operations_never_stops_the_other(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    config = base_config(sandbox, audiences=[ALPHA])
+    first = run_target(tmp_path, config, messages(range(2_000), 1), name="first")
+    assert first.returncode == 0, first.stderr[-3000:]
+    sandbox.app.config.max_updates_per_day = 2  # TikTok's 24, reached sooner
+    only_adv1 = base_config(sandbox, advertiser_ids=[ADV1], audiences=[ALPHA])
+    spend = run_target(tmp_path, only_adv1, messages(range(10, 2_010), 2), name="spend")
+    assert spend.returncode == 0, spend.stderr[-3000:]  # APPEND + REMOVE: ADV1's two
+    run = run_target(tmp_path, config, messages(range(20, 2_020), 3), name="third")
+    assert run.returncode == 1
+    assert run.stdout == ""
+    refused = entry(run, "alpha", ADV1)
+    assert refused["status"] == "deferred"
+    assert members_of(sandbox, ADV1, "Alpha") == digests("a", range(10, 2_010))
+    assert entry(run, "alpha", ADV2)["status"] == "delivered"
+    assert members_of(sandbox, ADV2, "Alpha") == digests("a", range(20, 2_020))
