@@ -107,6 +107,8 @@ class RunReport:
     ignored_streams: dict[str, str] = field(default_factory=dict)  # stream -> why
     not_attempted: dict[str, str] = field(default_factory=dict)  # configured stream -> why
     calls: CallStats = field(default_factory=CallStats)
+    # advertiser -> update operations of the last 24 h: limit, used, by_this_run, left
+    operations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def finish(self, status: str, error: str | None = None) -> None:
         self.status = status
@@ -121,6 +123,7 @@ class RunReport:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "calls": asdict(self.calls),
+            "operations": self.operations,
             "ignored_streams": self.ignored_streams,
             "not_attempted": self.not_attempted,
             "streams": [
@@ -181,6 +184,16 @@ class RunReport:
                         aud.advertiser_id,
                         aud.note,
                     )
+        for advertiser_id, ops in self.operations.items():
+            logger.info(
+                "Advertiser %s: %s of its %s update operations of the last 24 h used (%s by "
+                "this run), %s left (daily_update_operations).",
+                advertiser_id,
+                ops["used"],
+                ops["limit"],
+                ops["by_this_run"],
+                ops["left"],
+            )
         for name, why in self.ignored_streams.items():
             logger.info("Stream '%s' ignored: %s", name, why)
         for name, why in self.not_attempted.items():

@@ -248,6 +248,15 @@ CONFIG_SCHEMA = th.PropertiesList(
         description="Audiences one run may create; more stops the run (TikTok allows 400 "
         "per advertiser).",
     ),
+    th.Property(
+        "daily_update_operations",
+        th.IntegerType(minimum=0, maximum=1000),
+        default=24,
+        title="Daily Update Operations",
+        description="Update operations (APPEND, REMOVE, REPLACE) per ad account per rolling 24 h "
+        "that the target plans within (TikTok allows 24): it counts those TikTok shows for the "
+        "last 24 h and defers an update that does not fit, with the time it fits; 0: no budget.",
+    ),
 ).to_dict()
 
 SCHEMA_DEFAULTS: dict[str, Any] = {
@@ -303,6 +312,7 @@ class Settings:
     partner_warmup_seconds: int
     create_confirm_seconds: int
     max_new_audiences: int
+    daily_update_operations: int
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -343,6 +353,7 @@ class Settings:
             partner_warmup_seconds=int(c["partner_warmup_seconds"]),
             create_confirm_seconds=int(c["create_confirm_seconds"]),
             max_new_audiences=int(c["max_new_audiences"]),
+            daily_update_operations=int(c["daily_update_operations"]),
         )
 
     def mapping_for(self, stream: str) -> AudienceMapping | None:

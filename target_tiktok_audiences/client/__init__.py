@@ -27,6 +27,7 @@ from target_tiktok_audiences.client.api import (
 )
 from target_tiktok_audiences.client.codes import (
     REFUSED_BELOW_MINIMUM,
+    REFUSED_BUDGET,
     REFUSED_DAILY_LIMIT,
     REFUSED_EXPIRED,
     REFUSED_FILE_EXPIRED,
@@ -53,6 +54,7 @@ __all__ = [
     "MIN_AUDIENCE_SIZE",
     "PARTNER_NAME_MAX",
     "REFUSED_BELOW_MINIMUM",
+    "REFUSED_BUDGET",
     "REFUSED_DAILY_LIMIT",
     "REFUSED_EXPIRED",
     "REFUSED_FILE_EXPIRED",

@@ -149,6 +149,7 @@ REFUSED_NOT_OWNER = "not_owner"
 REFUSED_EXPIRED = "expired"
 REFUSED_FILE_EXPIRED = "file_expired"
 REFUSED_UNKNOWN_TYPE = "unknown_type"
+REFUSED_BUDGET = "budget"  # this run's planning: daily_update_operations has none left
 REFUSED_OTHER = "other"  # words no hint matched: the outcome is the same, only the hint differs
 
 # TikTok documents no codes for its refusals, and their words vary (help pages, SDK, time):

@@ -22,6 +22,7 @@ from target_tiktok_audiences.client.api import (
     UserBatch,
     file_md5,
 )
+from target_tiktok_audiences.client.budget import OPERATIONS, OperationBudget
 from target_tiktok_audiences.client.codes import (
     WARMUP_CODES,
     FileExpiredError,
@@ -62,6 +63,7 @@ class TikTokClient(CountedCalls):
         max_requests_per_second: float = 20,
         session: requests.Session | None = None,
         processing_wait_seconds: float | None = None,
+        daily_update_operations: int = 24,
     ) -> None:
         """processing_wait_seconds: how long an APPEND or REMOVE that TikTok refused while the
         audience's previous one is processing waits for it (default: max_retry_seconds)."""
@@ -75,6 +77,9 @@ class TikTokClient(CountedCalls):
             session=session,
         )
         self._kept = KeptFiles()  # shared by every view, like the transport
+        self._budget = OperationBudget(
+            daily_update_operations, self._operation_times, self._transport.now
+        )
         self._processing_wait = (
             max_retry_seconds if processing_wait_seconds is None else processing_wait_seconds
         )
@@ -95,7 +100,8 @@ class TikTokClient(CountedCalls):
         return result
 
     def finish(self, report: RunReport) -> None:
-        """Nothing to add: TikTok has everything. Kept upload files go."""
+        """The operations used and left per advertiser go into the report; kept files go."""
+        report.operations = self._budget.summary()
         self._kept.clear()
 
     def _with_files(self, file_paths: Sequence[str], send: Callable[[list[str]], T]) -> T:
@@ -200,6 +206,35 @@ class TikTokClient(CountedCalls):
             expiring=details.get("is_expiring") is True,
         )
 
+    def _operation_times(self, advertiser_id: str) -> list[datetime]:
+        """When the advertiser's own customer-file audiences had their update operations, as
+        audience_history shows them (get, up to LIST_PAGE_SIZE audiences a call)."""
+        ids = [
+            r.audience_id
+            for r in self.list_audiences(advertiser_id)
+            if r.owned and not r.is_partner
+        ]
+        times: list[datetime] = []
+        what = "Counting the update operations of the last 24 h"
+        for i in range(0, len(ids), LIST_PAGE_SIZE):
+            data = self._call(
+                "GET",
+                PATH_GET,
+                what,
+                advertiser_id,
+                params={
+                    "advertiser_id": advertiser_id,
+                    "custom_audience_ids": json.dumps(ids[i : i + LIST_PAGE_SIZE]),
+                },
+                need="list",
+            )
+            for row in require(data, "list", what, advertiser_id).get("list") or []:
+                for entry in (row or {}).get("audience_history") or []:
+                    at = _parse_time(entry.get("opt_time")) if isinstance(entry, dict) else None
+                    if at is not None and entry.get("action") in OPERATIONS:
+                        times.append(at)
+        return times
+
     def upload_file(self, advertiser_id: str, calculate_type: str, path: Path) -> str:
         file_path = self._upload(advertiser_id, calculate_type, path, path.name)
         self._kept.keep(file_path, advertiser_id, calculate_type, path)
@@ -277,6 +312,7 @@ class TikTokClient(CountedCalls):
                 audience_call=True,
             )
 
+        self._budget.take(advertiser_id, f"{action} on audience {audience_id}")
         if action == "REPLACE":
             self._with_files(file_paths, update)
             return

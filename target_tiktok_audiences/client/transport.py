@@ -7,6 +7,8 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,6 +58,7 @@ class Transport:
         hostname = parts.hostname or ""
         self.local = hostname in _LOCAL_HOSTS or hostname.startswith("127.")
         self._unanswered = 0  # refused or unresolved connections in a row
+        self._clock_offset = timedelta(0)  # TikTok's clock (its Date header) minus ours
         self.timeout = timeout
         self.session = session or requests.Session()
         self.session.headers.update({"Access-Token": access_token})
@@ -178,6 +181,7 @@ class Transport:
         except requests.ConnectionError as exc:
             raise self._unanswered_error(exc, what, advertiser_id) from None
         self._unanswered = 0
+        self._note_clock(response.headers.get("Date"))
         data = unwrap(
             response.status_code,
             response.headers,
@@ -190,6 +194,18 @@ class Transport:
         if need is not None:
             require(data, need, what, advertiser_id)
         return data
+
+    def _note_clock(self, date: str | None) -> None:
+        try:
+            theirs = parsedate_to_datetime(date) if date else None
+        except (TypeError, ValueError):
+            theirs = None
+        if theirs is not None and theirs.tzinfo is not None:
+            self._clock_offset = theirs - datetime.now(timezone.utc)
+
+    def now(self) -> datetime:
+        """TikTok's time, as its last answer's Date header said (ours before any answer)."""
+        return datetime.now(timezone.utc) + self._clock_offset
 
     def _read(
         self, response: requests.Response, started: float, what: str, advertiser_id: str | None

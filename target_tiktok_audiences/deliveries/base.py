@@ -13,6 +13,7 @@ from target_tiktok_audiences.audiences import PARTNER, AudienceDirectory
 from target_tiktok_audiences.client import (
     MIN_AUDIENCE_SIZE,
     REFUSED_BELOW_MINIMUM,
+    REFUSED_BUDGET,
     REFUSED_DAILY_LIMIT,
     REFUSED_EXPIRED,
     REFUSED_FILE_EXPIRED,
@@ -53,6 +54,11 @@ REFUSALS = {
     REFUSED_NOT_OWNER: (
         "this audience was shared in by another advertiser and cannot be updated here",
         "give the stream another audience_name or audience_ids",
+    ),
+    REFUSED_BUDGET: (
+        "the ad account's update operations of the last 24 h are spent "
+        "(daily_update_operations); it was not sent",
+        "a later run delivers it once they fit (the time is below)",
     ),
     REFUSED_UPDATE_PROCESSING: (
         "TikTok is still processing this audience's previous update",

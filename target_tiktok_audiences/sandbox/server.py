@@ -22,6 +22,13 @@ class _QuietHandler(WSGIRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The Date header follows the sandbox's clock, which tests move ("tomorrow").
+        app = getattr(self.server, "app", None)
+        if timestamp is None and isinstance(app, SandboxApp):
+            timestamp = app.clock.now()
+        return super().date_time_string(timestamp)
+
 
 class SandboxServer:
     """A running (after ``start()``) sandbox; also a context manager.
