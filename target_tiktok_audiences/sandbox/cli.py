@@ -3,7 +3,8 @@
 tiktok-audiences-sandbox --port 8765 --db sandbox.db [--fault http_503:0.33 --seed 1]
 tiktok-audiences-sandbox show --db sandbox.db
 
-The realism rules (1,000-user floor, one REPLACE per day, partner warm-up, 24 updates a day)
+The realism rules (1,000 matched users, one REPLACE per day, one APPEND or REMOVE at a time,
+partner warm-up, 24 updates a day, 50 mappings a second, expiring file paths, several wordings)
 are on by default; each flag set to 0 switches its rule off (1 for --match-rate),
 ``--lenient`` all of them.
 """

@@ -33,9 +33,11 @@ class _QuietHandler(WSGIRequestHandler):
 class SandboxServer:
     """A running (after ``start()``) sandbox; also a context manager.
 
-    The realism rules default to TikTok's values; a test that needs the old lenient behaviour
-    passes ``min_audience_size=1, replace_cooldown_seconds=0, partner_warmup_seconds=0,
-    max_updates_per_day=0``.
+    The realism rules default to TikTok's values (or stricter, where TikTok is undocumented); a
+    test switches off only the rule it does not exercise, saying why: e.g. ``match_rate=1.0``
+    (every user matched), ``update_processing_seconds=0``, ``refusal_wording="sandbox"``,
+    ``min_audience_size=1``, ``replace_cooldown_seconds=0``, ``partner_warmup_seconds=0``,
+    ``max_updates_per_day=0``, ``mapping_rate_limit=None``, ``file_ttl_seconds=0``.
     """
 
     def __init__(
