@@ -7,6 +7,7 @@ and from text the client has never seen; each answer goes through the client's o
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from target_tiktok_audiences.client import (
     RefusedError,
     TikTokClient,
     TransientError,
+    UserBatch,
     error_for,
 )
 from target_tiktok_audiences.client.codes import (
@@ -31,7 +33,7 @@ from target_tiktok_audiences.client.codes import (
     FileExpiredError,
     refusal_reason,
 )
-from target_tiktok_audiences.sandbox.server import SandboxServer
+from target_tiktok_audiences.sandbox.server import SandboxServer, run_sandbox
 
 from helpers import (
     ADV1,
@@ -436,3 +438,52 @@ def test_one_ad_account_out_of_operations_never_stops_the_other(
     assert members_of(sandbox, ADV1, "Alpha") == digests("a", range(10, 2_010))
     assert entry(run, "alpha", ADV2)["status"] == "delivered"
     assert members_of(sandbox, ADV2, "Alpha") == digests("a", range(20, 2_020))
+
+
+# -- every code of the table on one audience's change, customer file and partner -------------
+
+
+@pytest.fixture
+def ready(tmp_path: Path) -> Iterator[SandboxServer]:
+    # No partner warm-up: its own refusals would mix with the code under test.
+    with run_sandbox(tmp_path / "ready.db", partner_warmup_seconds=0) as server:
+        yield server
+
+
+def _change(client: TikTokClient, tmp_path: Path, path: str) -> Callable[[], None]:
+    """One audience's change (an APPEND, or a mapping add) ready to send."""
+    if path == UPDATE:
+        audience_id, _ = _audience(client, tmp_path, 2_000)
+        file = tmp_path / "more.txt"
+        file.write_text(sha256("new@example.com") + "\n")
+        file_path = client.upload_file(ADV1, EMAIL, file)
+        return lambda: client.update_customer_audience(ADV1, audience_id, [file_path], "APPEND")
+    partner = client.create_partner_audience(ADV1, "Partner codes")
+    batch = UserBatch("add", [EMAIL], [{EMAIL: sha256("new@example.com")}])
+    return lambda: client.map_users(ADV1, partner, batch)
+
+
+@pytest.mark.parametrize("path", [UPDATE, MAPPING], ids=["customer-file", "partner"])
+@pytest.mark.parametrize(
+    ("code", "outcome"),
+    [
+        *((c, "retried") for c in TRANSIENT),
+        *((c, "run-level") for c in RUN_LEVEL),
+        *((c, "refused") for c in REFUSAL_CODES),
+    ],
+)
+def test_each_code_on_one_audiences_change(
+    ready: SandboxServer, tmp_path: Path, path: str, code: int, outcome: str
+) -> None:
+    client = client_of(ready)
+    send = _change(client, tmp_path, path)
+    ready.inject(f"code_{code}", count=1, paths=[path])
+    if outcome == "retried":
+        send()
+        assert [c["code"] for c in ready.calls(path)][-2:] == [code, 0]
+        return
+    with pytest.raises(PermanentError) as caught:
+        send()
+    assert isinstance(caught.value, RefusedError) is (outcome == "refused")
+    assert caught.value.code == code and caught.value.request_id
+    assert [c["code"] for c in ready.calls(path)] == [code]  # not retried
