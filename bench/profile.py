@@ -36,8 +36,8 @@ TOOLS = BENCH / ".venv-tools"
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("phonenumbers (parse, is_possible_number, format)", ("phonenumbers/",)),
     (
-        "upload: md5 + streamed multipart (client.py)",
-        ("requests", "urllib3/", "http/client", "client.py", "socket.py", "ssl.py"),
+        "upload: md5 + streamed multipart (client/)",
+        ("requests/", "urllib3/", "http/client", "client/", "socket.py", "ssl.py"),
     ),
     ("external sort: add, spill, merge (extsort.py)", ("extsort.py",)),
     ("spooling, snapshot (spool.py, snapshot.py)", ("spool.py", "snapshot.py")),

@@ -37,7 +37,7 @@ WORK = REPO / "demo" / ".work"
 # state), the target's user data dir. Recreated by every run, so no run sees the one before.
 RUN = WORK / "run"
 BIN = Path(sys.executable).parent
-USERS = 1500  # above TikTok's 1,000-user minimum, so the emulator accepts the audiences
+USERS = 3000  # TikTok (and the emulator) needs 1,000 *matched* users, about 70% of them
 REMOVED = 120
 SEED = 20240601  # fixed: the demo prints the same numbers every time
 

@@ -11,11 +11,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 
 from target_tiktok_audiences.client import (
+    REFUSED_EXPIRED,
+    REFUSED_UNKNOWN_TYPE,
     AudienceAPI,
     AudienceRow,
     PermanentError,
+    RefusedError,
     TransientError,
 )
 
@@ -31,6 +35,8 @@ class AudienceDirectory:
     def __init__(self, *, confirm_seconds: float = 120, max_new: int = 25) -> None:
         self._rows: dict[str, list[AudienceRow]] = {}
         self._listed_at: dict[str, float] = {}  # monotonic time of each advertiser's listing
+        # (advertiser, name) -> the expired audience a fresh one replaces (ad groups must move)
+        self.expired: dict[tuple[str, str], AudienceRow] = {}
         self._confirm_seconds = confirm_seconds
         self._max_new = max_new
         self.created = 0
@@ -60,6 +66,16 @@ class AudienceDirectory:
         for row in self._list(api, advertiser_id):
             if row.audience_id == audience_id:
                 _check_compatible(row, advertiser_id, kind, name)
+                if row.expired(_now()):
+                    raise RefusedError(
+                        f"Using audience id {audience_id} (audiences[].audience_ids, "
+                        f"audience '{name}')",
+                        reason=REFUSED_EXPIRED,
+                        advertiser_id=advertiser_id,
+                        message=f"this audience expired on {row.expires:%Y-%m-%d}; TikTok keeps "
+                        "it only to be deleted",
+                        said=False,
+                    )
                 if not row.owned:
                     raise PermanentError(
                         f"Using audience id {audience_id} (audiences[].audience_ids, "
@@ -84,7 +100,14 @@ class AudienceDirectory:
         self, api: AudienceAPI, advertiser_id: str, name: str, kind: str, *, refresh: bool = False
     ) -> str | None:
         """The id of our audience with exactly this name and a compatible type, if any."""
-        named = [r for r in self._list(api, advertiser_id, refresh=refresh) if r.name == name]
+        listed = [r for r in self._list(api, advertiser_id, refresh=refresh) if r.name == name]
+        now = _now()
+        # Never an expired audience (TikTok: size 0, it can only be deleted): a fresh one of
+        # that name takes its place, and the summary says so.
+        named = [r for r in listed if not (r.owned and r.expired(now))]
+        for row in listed:
+            if row not in named:
+                self.expired.setdefault((advertiser_id, name), row)
         matches = [r for r in named if r.owned]
         if len(matches) < len(named):
             log.info(
@@ -108,6 +131,11 @@ class AudienceDirectory:
                 return row.audience_id
         _check_compatible(matches[0], advertiser_id, kind, name)
         return None  # pragma: no cover - _check_compatible raised
+
+    def row(self, advertiser_id: str, audience_id: str) -> AudienceRow | None:
+        """The listed row of an audience, if this run listed it."""
+        rows = self._rows.get(advertiser_id) or []
+        return next((r for r in rows if r.audience_id == audience_id), None)
 
     def find_or_create(
         self,
@@ -197,15 +225,30 @@ class AudienceDirectory:
         return None  # pragma: no cover - the deadline ends the loop
 
 
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 def _compatible(row: AudienceRow, kind: str) -> bool:
     if kind == PARTNER:
         return row.is_partner
-    return not row.is_partner and row.calculate_type == kind
+    return row.is_customer_file and row.calculate_type == kind
 
 
 def _check_compatible(row: AudienceRow, advertiser_id: str, kind: str, name: str) -> None:
     if _compatible(row, kind):
         return
+    if not row.is_partner and not row.is_customer_file:
+        # Not a guess: a type the target does not know is never updated, and never taken as a
+        # reason to create a second audience of the same name. Only this audience waits.
+        raise RefusedError(
+            f"Matching audience '{name}'",
+            reason=REFUSED_UNKNOWN_TYPE,
+            advertiser_id=advertiser_id,
+            message=f"audience {row.audience_id} '{row.name}' has audience_type "
+            f"'{row.audience_type}', which is neither a customer-file nor a partner audience",
+            said=False,
+        )
     have = (
         "a partner audience"
         if row.is_partner

@@ -118,6 +118,8 @@ class RunReport:
     calls: CallStats = field(default_factory=CallStats)
     rejects_file: str | None = None  # where rejected identifiers were written (rejects_url)
     rejects_written: int = 0
+    # advertiser -> update operations of the last 24 h: limit, used, by_this_run, left
+    operations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def finish(self, status: str, error: str | None = None) -> None:
         self.status = status
@@ -132,6 +134,7 @@ class RunReport:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "calls": asdict(self.calls),
+            "operations": self.operations,
             "ignored_streams": self.ignored_streams,
             "not_attempted": self.not_attempted,
             "rejects_file": self.rejects_file,
@@ -198,6 +201,16 @@ class RunReport:
                     _n(aud.stats.retries, "retry", "retries"),
                 )
                 _log_note(logger, aud)
+        for advertiser_id, ops in self.operations.items():
+            logger.info(
+                "Advertiser %s: %s of its %s update operations of the last 24 h used (%s by "
+                "this run), %s left (daily_update_operations).",
+                advertiser_id,
+                ops["used"],
+                ops["limit"],
+                ops["by_this_run"],
+                ops["left"],
+            )
         for name, why in self.ignored_streams.items():
             logger.info("Stream '%s' ignored: %s", name, why)
         for name, why in self.not_attempted.items():

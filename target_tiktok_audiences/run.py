@@ -61,6 +61,7 @@ def make_client(settings: Settings) -> AudienceAPI:
         max_retries=settings.max_retries,
         max_retry_seconds=settings.max_retry_seconds,
         max_requests_per_second=settings.max_requests_per_second,
+        daily_update_operations=settings.daily_update_operations,
     )
 
 

@@ -146,7 +146,10 @@ CONFIG_SCHEMA = th.PropertiesList(
         "retention_in_days",
         th.IntegerType(minimum=1, maximum=365),
         title="Retention In Days",
-        description="Retention passed when a customer-file audience is created (1-365).",
+        description="Days after creation at which a new customer-file audience expires (1-365), "
+        "passed when it is created. It fixes the expiry from creation: later updates and use in "
+        "ad groups do not extend it. Without it, TikTok expires an audience 365 days after it "
+        "was last used or changed.",
     ),
     th.Property(
         "dry_run",
@@ -286,6 +289,15 @@ CONFIG_SCHEMA = th.PropertiesList(
         "receives one JSON Lines file per run of rejected identifiers: stream, key (the "
         "record's key properties), contract, reason; never the value.",
     ),
+    th.Property(
+        "daily_update_operations",
+        th.IntegerType(minimum=0, maximum=1000),
+        default=24,
+        title="Daily Update Operations",
+        description="Update operations (APPEND, REMOVE, REPLACE) per ad account per rolling 24 h "
+        "that the target plans within (TikTok allows 24): it counts those TikTok shows for the "
+        "last 24 h and defers an update that does not fit, with the time it fits; 0: no budget.",
+    ),
 ).to_dict()
 
 SCHEMA_DEFAULTS: dict[str, Any] = {
@@ -352,6 +364,7 @@ class Settings:
     max_new_audiences: int
     resync_days: float
     max_removal_percent: float
+    daily_update_operations: int
     rejects_url: str | None = None
 
     @classmethod
@@ -395,6 +408,7 @@ class Settings:
             max_new_audiences=int(c["max_new_audiences"]),
             resync_days=float(c["resync_days"]),
             max_removal_percent=float(c["max_removal_percent"]),
+            daily_update_operations=int(c["daily_update_operations"]),
             rejects_url=c.get("rejects_url") or None,
         )
 

@@ -242,9 +242,9 @@ class StatusCheck:
             health.last_operation = status.last_action
             health.last_operation_state = "processing" if status.last_action_processing else "done"
         now = datetime.now(timezone.utc)
-        if status.expires_at is not None:
-            health.expires_at = status.expires_at.strftime("%Y-%m-%d %H:%M")
-            left = status.expires_at - now
+        if status.expires is not None:
+            health.expires_at = status.expires.strftime("%Y-%m-%d %H:%M")
+            left = status.expires - now
             if left <= timedelta(0):
                 health.problems.append("expired: TikTok keeps it at size 0; recreate it")
             elif left <= EXPIRY_ALERT:

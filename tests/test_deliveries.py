@@ -16,11 +16,9 @@ import pytest
 
 from target_tiktok_audiences.audiences import AudienceDirectory
 from target_tiktok_audiences.client import (
-    REFUSED_NOT_OWNER,
     AudienceAPI,
     NewAudience,
     PermanentError,
-    RefusedError,
     TransientError,
 )
 from target_tiktok_audiences.deliveries import Delivery, Runtime, delivery_class
@@ -30,7 +28,7 @@ from target_tiktok_audiences.report import AudienceReport, CallStats, RunReport,
 from target_tiktok_audiences.settings import Settings
 from target_tiktok_audiences.snapshot import SnapshotStore
 
-from helpers.fake_api import PARTNER, FakeAudienceAPI, FakeCall
+from helpers.fake_api import FLOOR_MESSAGE, PARTNER, FakeAudienceAPI, FakeCall
 
 ADV1 = "7000000000000000001"
 ADV2 = "7000000000000000002"
@@ -210,8 +208,10 @@ def test_fake_refuses_what_tiktok_refuses(tmp_path: Path) -> None:
         fake.upload_file(ADV1, EMAIL, bad)
     assert str(caught.value) == (
         f"Uploading a EMAIL_SHA256 file for advertiser {ADV1} failed: TikTok said "
-        '"a line is not a lowercase EMAIL_SHA256" (code 40002, request_id fake)'
+        '"a line is not a lowercase EMAIL_SHA256" (code 40002, request_id fake). Check the '
+        "audience ids and names in your config; the field is named above."
     )
+    assert type(caught.value) is PermanentError  # an upload is not one audience's change
     with pytest.raises(PermanentError) as caught:
         fake.list_audiences("7999").__next__()
     assert caught.value.code == 40001
@@ -260,6 +260,7 @@ def test_mirror_creates_then_replaces_with_exact_members(tmp_path: Path) -> None
             ids[adv],
         )
         assert (entry.files, entry.identifiers_uploaded, entry.identifiers_removed) == (3, 5, 0)
+        fake.finish_processing(adv, ids[adv])  # a day later: TikTok allows the next REPLACE
 
     second = make_runtime(tmp_path, fake, **config)
     delivery = make_delivery(second, [EMAIL])
@@ -309,13 +310,16 @@ def test_mirror_with_two_contracts_keeps_one_audience_per_contract(tmp_path: Pat
 def test_mirror_replace_while_processing_is_deferred_and_the_other_advertiser_delivered(
     tmp_path: Path,
 ) -> None:
-    fake = FakeAudienceAPI([ADV1, ADV2], replace_stays_processing=True)
-    config: dict[str, Any] = {"sync_mode": "mirror"}
+    fake = FakeAudienceAPI([ADV1, ADV2])
+    config: dict[str, Any] = {"sync_mode": "mirror", "mirror_strategy": "replace"}
     for run, members in enumerate((range(0, 3), range(2, 5), range(4, 7))):
         runtime = make_runtime(tmp_path, fake, **config)
         delivery = make_delivery(runtime, [EMAIL])
         for i in members:
             delivery.add({EMAIL: email(i)}, removed=False)
+        if run == 1:  # TikTok finished both CREATEs of run 0
+            for adv in (ADV1, ADV2):
+                fake.finish_processing(adv, only_audience(fake, adv))
         if run == 2:  # TikTok finished ADV2's REPLACE of run 1, not ADV1's
             fake.finish_processing(ADV2, only_audience(fake, ADV2))
         delivery.commit()
@@ -408,10 +412,11 @@ def test_refused_audience_is_deferred_and_the_other_advertiser_delivered(
     refused = entry_of(runtime, ADV1)
     assert (refused.status, refused.audience_id) == ("deferred", small)
     assert refused.note == (
-        "not delivered: TikTok refuses updates that leave fewer than 1,000 users; add users "
-        "to the stream (or remove fewer) and re-run. (Audience 'users': REMOVE on audience "
-        f'{small} for advertiser {ADV1} failed: TikTok said "the audience would be below the '
-        'minimum of 1000 users" (code 40002, request_id fake))'
+        "not delivered: TikTok refuses updates that leave fewer than 1,000 users (it counts "
+        "the users it matched, not the identifiers sent); add users to the stream (or "
+        "remove fewer) and re-run. (Audience 'users': REMOVE on audience "
+        f'{small} for advertiser {ADV1} failed: TikTok said "{FLOOR_MESSAGE}" '
+        "(code 40002, request_id fake))"
     )
     assert fake.members(ADV1, small) == {EMAIL: emails(range(1_000))}
     delivered = entry_of(runtime, ADV2)
@@ -597,13 +602,9 @@ def test_flush_sends_only_full_batches(tmp_path: Path) -> None:
 def test_refused_partner_audience_is_deferred_and_later_batches_skip_it(tmp_path: Path) -> None:
     fake = FakeAudienceAPI([ADV1, ADV2])
     ids = {adv: fake.add_audience(adv, STREAM, PARTNER) for adv in (ADV1, ADV2)}
-    refusal = RefusedError(
-        f"Sending 2 users (add) to audience {ids[ADV1]}",
-        reason=REFUSED_NOT_OWNER,
-        advertiser_id=ADV1,
-        message="you are not the creator of this audience",
+    fake.fail_next(
+        "map_users", (40002, "you are not the creator of this audience"), advertiser_id=ADV1
     )
-    fake.fail_next("map_users", refusal, advertiser_id=ADV1)
     runtime = make_runtime(tmp_path, fake, sync_mode="incremental", segment_batch_size=2)
     delivery = make_delivery(runtime, [EMAIL])
     delivery.add({EMAIL: email(1)}, removed=False, user="1")
@@ -622,7 +623,7 @@ def test_refused_partner_audience_is_deferred_and_later_batches_skip_it(tmp_path
         "not delivered: this audience was shared in by another advertiser and cannot be updated "
         "here; give the stream another audience_name or audience_ids. (Audience 'users': "
         f"Sending 2 users (add) to audience {ids[ADV1]} for advertiser {ADV1} failed: TikTok "
-        'said "you are not the creator of this audience")'
+        'said "you are not the creator of this audience" (code 40002, request_id fake))'
     )
     assert (entry_of(runtime, ADV2).status, entry_of(runtime, ADV2).batches) == ("delivered", 2)
     assert not delivery.pending
@@ -734,6 +735,7 @@ def test_a_confirmed_create_is_not_seen_twice_later_in_the_run(
     delivery = make_delivery(runtime, [EMAIL])
     delivery.add({EMAIL: email(1)}, removed=False)
     delivery.commit()
+    fake.finish_processing(ADV1, only_audience(fake, ADV1))  # the next set REPLACEs it
     delivery.add({EMAIL: email(2)}, removed=False)  # after ACTIVATE_VERSION: the next set
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="target_tiktok_audiences.audiences"):

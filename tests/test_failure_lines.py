@@ -50,7 +50,7 @@ STREAMED = {
 }
 UNKNOWN_ADVERTISER = "7000000000000000009"
 # A retry line is the client's own; backoff's logger must stay silent (logger=None).
-RETRY_LINE = re.compile(r"; retry (\d+) in \d+\.\d s\.$")
+RETRY_LINE = re.compile(r"[.?!] Retry (\d+) in \d+\.\d s\.$")
 HINT_AUTH = (
     "Re-authorise the TikTok app and put the new token in access_token "
     "(TARGET_TIKTOK_AUDIENCES_ACCESS_TOKEN)."
@@ -162,12 +162,12 @@ def test_wrong_advertiser_ends_with_one_line_naming_it(sandbox, tmp_path):
 def test_unreachable_api_gives_up_in_seconds_naming_host_port_and_setting(
     tmp_path, closed_port: int
 ):
+    # The default max_retries (8): a refused connection is an answer, tried three times only.
     config = {
         "access_token": TOKEN,
         "advertiser_ids": [ADV1],
         "api_base_url": f"http://127.0.0.1:{closed_port}/open_api/v1.3",
         "request_timeout": 2,
-        "max_retries": 2,
         "audiences": [MIRROR],
     }
     started = time.monotonic()
@@ -179,15 +179,18 @@ def test_unreachable_api_gives_up_in_seconds_naming_host_port_and_setting(
         "Checking the access token failed: the connection was refused at "
         f"127.0.0.1:{closed_port} (api_base_url)"
     )
+    hint = f"{HINT_NETWORK} Is `tiktok-audiences-sandbox serve` running?"
     line = last_line(run)
     assert re.fullmatch(
-        re.escape(said) + r"\. Gave up after 3 tries in \d+ s\. " + re.escape(HINT_NETWORK), line
+        re.escape(said) + r"\. Gave up after 3 tries in \d+ s\. " + re.escape(hint), line
     ), line
     # TikTok said nothing: the network failure is our own observation.
     assert "TikTok said" not in run.stderr
     retries = [m for m in messages_of(run) if RETRY_LINE.search(m)]
     assert [RETRY_LINE.search(m).group(1) for m in retries] == ["1", "2"]  # type: ignore[union-attr]
-    assert all(m.startswith(said + ". " + HINT_NETWORK) for m in retries), retries
+    # One stop per sentence: "...safe to re-run. Is ... running? Retry 1 in 0.4 s."
+    assert all(m.startswith(f"{said}. {hint} Retry ") for m in retries), retries
+    assert ".;" not in run.stderr and "?;" not in run.stderr
     assert run.report["error"] == line
 
 

@@ -165,6 +165,7 @@ def buyers(start: int, stop: int, **extra: object) -> list[dict]:
 
 
 def test_append_then_append_and_remove(sandbox, tmp_path):
+    sandbox.app.config.match_rate = 1.0  # counts uploaded users; the matched floor: test_sandbox
     config = base_config(sandbox, audiences=[APPEND], file_max_ids=400)
     first = run_target(
         tmp_path,

@@ -112,13 +112,22 @@ def meltano_project(tmp_path_factory: pytest.TempPathFactory) -> MeltanoProject:
 
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Iterator[SandboxServer]:
-    # Only the 1,000 floor is lowered (these tables hold a handful of rows; the floor is
-    # exercised by the other end-to-end tests); every other rule is TikTok's.
+    # Only the 1,000 floor is lowered, and with it matching (these tables hold a handful of
+    # rows; the floor is exercised by test_floor_deferral_seen_through_meltano and the other
+    # end-to-end tests); every other rule is TikTok's.
     with run_sandbox(
         tmp_path / "sandbox.db",
         min_audience_size=1,
+        match_rate=1.0,
         partner_warmup_seconds=2,
     ) as server:
+        yield server
+
+
+@pytest.fixture
+def real_sandbox(tmp_path: Path) -> Iterator[SandboxServer]:
+    """The sandbox as shipped: TikTok's 1,000 floor on matched users, and every other rule."""
+    with run_sandbox(tmp_path / "real.db", partner_warmup_seconds=2) as server:
         yield server
 
 
@@ -517,3 +526,52 @@ def test_a_target_that_stops_early_lets_the_tap_finish_cleanly(
     )
     assert "not-the-token" not in proc.stderr
     assert sandbox.audiences(ADVERTISERS[0]) == []
+
+
+def test_floor_deferral_seen_through_meltano(
+    meltano_project: MeltanoProject,
+    pg: PostgresCluster,
+    database: str,
+    real_sandbox: SandboxServer,
+) -> None:
+    """TikTok's real floor: an update that leaves fewer than 1,000 matched users is deferred,
+    the other audience stays delivered, and `meltano run` fails with the target's line."""
+    pg.psql(
+        "CREATE TABLE users (id integer PRIMARY KEY, name text, email text, phone text);"
+        "INSERT INTO users SELECT i, 'u' || i, 'user' || i || '@example.com', "
+        "'+1415' || lpad(i::text, 7, '0') FROM generate_series(1, 2000) AS i;",
+        database,
+    )
+    run_pipeline(meltano_project, real_sandbox, pg.url(database), database)
+    # 700 users lose their email: 1,300 identifiers, fewer than 1,000 of them matched.
+    pg.psql("UPDATE users SET email = NULL WHERE id > 1300;", database)
+    proc = meltano_project.run(
+        "run",
+        "--no-install",
+        f"--state-id-suffix={database}",
+        "tap-postgres",
+        LOADER,
+        env={
+            "TAP_POSTGRES_SQLALCHEMY_URL": pg.url(database),
+            "TARGET_TIKTOK_AUDIENCES_API_BASE_URL": real_sandbox.base_url,
+        },
+    )
+    assert proc.returncode != 0
+    found = audiences(real_sandbox)
+    emails = {f"user{i}@example.com" for i in range(1, 2001)}
+    phones = {f"+1415{i:07d}" for i in range(1, 2001)}
+    assert_members(
+        found, {EMAIL_AUDIENCE: ("EMAIL_SHA256", emails), PHONE_AUDIENCE: ("PHONE_SHA256", phones)}
+    )
+    for advertiser in ADVERTISERS:
+        assert (
+            f"Audience '{EMAIL_AUDIENCE}' in advertiser {advertiser}: not delivered: TikTok "
+            "refuses updates that leave fewer than 1,000 users"
+            in proc.stderr
+            or f"Audience '{EMAIL_AUDIENCE}' in advertiser {advertiser}: not delivered: TikTok "
+            "refused this audience's update"
+            in proc.stderr
+        )
+        assert f"Audience '{PHONE_AUDIENCE}' in advertiser {advertiser}: delivered" in proc.stderr
+    assert "2 audiences not delivered: " in proc.stderr
+    assert "the others were delivered and no STATE was emitted" in proc.stderr

@@ -238,6 +238,7 @@ def test_a_name_match_of_the_wrong_type_stops_with_both_named(sandbox, tmp_path)
 
 
 def test_activate_version_delivers_each_complete_version(sandbox, tmp_path):
+    sandbox.app.config.match_rate = 1.0  # counts uploaded users; the matched floor: test_sandbox
     config = base_config(
         sandbox,
         advertiser_ids=[ADV1],

@@ -211,6 +211,10 @@ def check_diff_run(
 
 
 def test_three_runs_an_hour_send_only_the_difference(sandbox, tmp_path: Path) -> None:
+    sandbox.app.config.update_processing_seconds = (
+        0  # exact call sequence; the wait: test_processing
+    )
+    sandbox.app.config.match_rate = 1.0  # counts uploaded users; the matched floor: test_sandbox
     config = base_config(sandbox, audiences=[mapping()], file_max_ids=700)
     ids = three_runs_and_an_unchanged_one(sandbox, tmp_path, config)
     for (advertiser, contract), audience_id in ids.items():
@@ -337,6 +341,10 @@ def test_a_change_of_rules_sends_the_difference(sandbox, tmp_path: Path) -> None
 def test_a_lost_snapshot_means_a_full_replace_once_tiktok_allows_it(
     sandbox, tmp_path: Path
 ) -> None:
+    sandbox.app.config.update_processing_seconds = (
+        0  # exact call sequence; the wait: test_processing
+    )
+    sandbox.app.config.match_rate = 1.0  # counts uploaded users; the matched floor: test_sandbox
     config = email_config(sandbox)
     ok(run_target(tmp_path, config, email_rows(range(1200)), name="create"))
     audience_id = the_audience(sandbox)["audience_id"]
@@ -382,6 +390,7 @@ def test_a_lost_snapshot_means_a_full_replace_once_tiktok_allows_it(
 
 
 def test_a_failed_run_leaves_the_last_snapshot(sandbox, tmp_path: Path) -> None:
+    sandbox.app.config.match_rate = 1.0  # counts uploaded users; the matched floor: test_sandbox
     config = email_config(sandbox)
     ok(run_target(tmp_path, config, email_rows(range(1200)), name="create"))
     audience_id = the_audience(sandbox)["audience_id"]
@@ -413,6 +422,7 @@ def test_a_failed_run_leaves_the_last_snapshot(sandbox, tmp_path: Path) -> None:
 def test_a_refused_remove_after_an_accepted_append_keeps_the_audience_exact(
     sandbox, tmp_path: Path
 ) -> None:
+    sandbox.app.config.match_rate = 1.0  # counts uploaded users; the matched floor: test_sandbox
     config = email_config(sandbox)
     ok(run_target(tmp_path, config, email_rows(range(1200)), name="create"))
     sandbox.advance_clock(20 * 60)
@@ -420,7 +430,9 @@ def test_a_refused_remove_after_an_accepted_append_keeps_the_audience_exact(
     partial = run_target(tmp_path, config, email_rows(range(1500, 2400)), name="partial")
     assert partial.returncode == 1
     assert the_entry(partial)["status"] == "deferred"
-    assert [c["code"] == 0 for c in sandbox.calls(UPDATE)] == [True, False]
+    # APPEND accepted; REMOVE refused while the APPEND processes, sent again once it is done,
+    # and refused for the floor.
+    assert [c["code"] == 0 for c in sandbox.calls(UPDATE)] == [True, False, False]
 
     sandbox.advance_clock(20 * 60)
     ok(run_target(tmp_path, config, email_rows(range(1100)), name="after"))
@@ -627,6 +639,10 @@ def s3_env(endpoint: str) -> dict[str, str]:
 
 
 def test_snapshots_on_s3_behave_like_local_ones(sandbox, tmp_path: Path, s3_endpoint: str) -> None:
+    sandbox.app.config.update_processing_seconds = (
+        0  # exact call sequence; the wait: test_processing
+    )
+    sandbox.app.config.match_rate = 1.0  # counts uploaded users; the matched floor: test_sandbox
     bucket = f"snap-{tmp_path.name.lower()[-20:].strip('_-')}-{os.getpid()}"
     s3 = s3_client(s3_endpoint)
     s3.create_bucket(Bucket=bucket)
@@ -655,6 +671,7 @@ def test_snapshots_on_s3_behave_like_local_ones(sandbox, tmp_path: Path, s3_endp
 
 
 def test_replace_strategy_replaces_every_run_and_waits_a_day(sandbox, tmp_path: Path) -> None:
+    sandbox.app.config.match_rate = 1.0  # counts uploaded users; the matched floor: test_sandbox
     config = email_config(sandbox, mirror_strategy="replace")
     created = ok(run_target(tmp_path, config, email_rows(range(1200)), name="create"))
     assert the_entry(created)["action"] == "CREATE"

@@ -22,8 +22,8 @@ import jsonschema
 import pytest
 import yaml
 
-from target_tiktok_audiences.sandbox.app import DEFAULT_TOKENS
 from target_tiktok_audiences.sandbox.cli import _serve_parser
+from target_tiktok_audiences.sandbox.rules import DEFAULT_TOKENS
 from target_tiktok_audiences.settings import CONFIG_SCHEMA
 from target_tiktok_audiences.target import TargetTikTokAudiences
 

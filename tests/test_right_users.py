@@ -89,6 +89,7 @@ def assert_ok(run: Run) -> None:
 
 
 def test_removal_flags_in_append_remove_keep_or_reject(sandbox, tmp_path: Path) -> None:
+    sandbox.app.config.match_rate = 1.0  # counts uploaded users; the matched floor: test_sandbox
     config = base_config(
         sandbox, advertiser_ids=[ADV1], audiences=[mapping("users", "Flags", "append")]
     )
@@ -211,6 +212,7 @@ def write_batch(path: Path, records: list[dict[str, Any]]) -> Path:
 
 @pytest.mark.parametrize("mode", ["append", "incremental"])
 def test_batch_messages_take_the_record_path(sandbox, tmp_path: Path, mode: str) -> None:
+    sandbox.app.config.match_rate = 1.0  # counts uploaded users; the matched floor: test_sandbox
     config = base_config(
         sandbox, advertiser_ids=[ADV1], audiences=[mapping("users", "Batched", mode)]
     )
@@ -295,6 +297,7 @@ def test_batch_messages_take_the_record_path(sandbox, tmp_path: Path, mode: str)
 
 @pytest.mark.parametrize("mode", ["append", "incremental"])
 def test_last_record_of_a_user_wins(sandbox, tmp_path: Path, mode: str) -> None:
+    sandbox.app.config.match_rate = 1.0  # counts uploaded users; the matched floor: test_sandbox
     config = base_config(
         sandbox,
         advertiser_ids=[ADV1],

@@ -18,12 +18,12 @@ import pytest
 import requests
 
 from target_tiktok_audiences.sandbox import cli
-from target_tiktok_audiences.sandbox.app import (
+from target_tiktok_audiences.sandbox.faults import CODE_NAMES, UNDOCUMENTED, FaultError, FaultRule
+from target_tiktok_audiences.sandbox.rules import (
     AUDIENCE_TYPE_CUSTOMER_FILE,
     AUDIENCE_TYPE_PARTNER,
     SandboxConfig,
 )
-from target_tiktok_audiences.sandbox.faults import FaultError, FaultRule
 from target_tiktok_audiences.sandbox.server import SandboxServer, run_sandbox
 
 TOKEN = "sandbox-token"
@@ -48,6 +48,10 @@ LENIENT: dict[str, Any] = {
     "replace_cooldown_seconds": 0,
     "partner_warmup_seconds": 0,
     "max_updates_per_day": 0,
+    "match_rate": 1.0,  # sizes here are counts of uploaded users
+    "refusal_wording": "sandbox",  # these tests read the sandbox's own, detailed words
+    "update_processing_seconds": 0,  # protocol tests send updates back to back
+    "mapping_rate_limit": None,
 }
 
 
@@ -57,10 +61,25 @@ def sb(tmp_path: Path) -> Iterator[SandboxServer]:
         yield server
 
 
+# Rules these tests count around, switched off; each has tests of its own with `shipped`.
+COUNTED = {
+    "match_rate": 1.0,  # sizes here are counts of uploaded users
+    "refusal_wording": "sandbox",  # the sandbox's own words, which name the numbers
+    "update_processing_seconds": 0,  # updates follow each other at once
+}
+
+
 @pytest.fixture
 def real(tmp_path: Path) -> Iterator[SandboxServer]:
-    """The sandbox as shipped: every realism rule at TikTok's value."""
-    with run_sandbox(tmp_path / "real.db") as server:
+    """The sandbox as shipped except COUNTED: every other realism rule at TikTok's value."""
+    with run_sandbox(tmp_path / "real.db", **COUNTED) as server:
+        yield server
+
+
+@pytest.fixture
+def shipped(tmp_path: Path) -> Iterator[SandboxServer]:
+    """The sandbox exactly as shipped."""
+    with run_sandbox(tmp_path / "shipped.db") as server:
         yield server
 
 
@@ -330,7 +349,7 @@ def test_update_actions_change_membership_exactly(sb: SandboxServer) -> None:
 def test_update_rejects(sb: SandboxServer) -> None:
     aid = create(sb, shas(0, 4))
     err(update(sb, aid, shas(0, 2), "REMOVE"), 40002, "below the minimum of 3")
-    err(update(sb, aid, shas(0, 2), "REPLACE"), 40002, "would have 2 users")
+    err(update(sb, aid, shas(0, 2), "REPLACE"), 40002, "would have 2 matched users")
     assert sb.members(aid)["EMAIL_SHA256"] == sorted(shas(0, 4))  # nothing changed
     err(update(sb, aid, shas(0, 4), "MERGE"), 40002, "action")
     err(update(sb, aid, shas(0, 4), "APPEND", ctype="PHONE_SHA256"), 40002, "calculate_type")
@@ -462,7 +481,7 @@ def test_mapping_audience_checks(sb: SandboxServer) -> None:
 
 
 def test_mapping_rate_limit(tmp_path: Path) -> None:
-    with run_sandbox(tmp_path / "s.db", mapping_rate_limit=2, **LENIENT) as sb:
+    with run_sandbox(tmp_path / "s.db", **{**LENIENT, "mapping_rate_limit": 2}) as sb:
         aid = segment(sb)
         codes = [mapping(sb, ["EMAIL_SHA256"], [user(aid)])["code"] for _ in range(3)]
         assert codes == [0, 0, 40100]
@@ -656,8 +675,8 @@ DAY = 86_400
 
 def floor_message(count: int, action: str) -> str:
     return (
-        f"The audience would have {count} users after {action}, below the minimum of 1000 "
-        "users; nothing was changed"
+        f"The audience would have {count} matched users ({count} uploaded) after {action}, below "
+        "the minimum of 1000 users; nothing was changed"
     )
 
 
@@ -674,10 +693,91 @@ def listed(sb: SandboxServer, adv: str = ADV1) -> dict[str, dict[str, Any]]:
     return {r["audience_id"]: r for r in rows}
 
 
-def test_defaults_are_tiktoks(real: SandboxServer) -> None:
-    cfg = real.config
+def test_defaults_are_tiktoks(shipped: SandboxServer) -> None:
+    cfg = shipped.config
     assert (cfg.min_audience_size, cfg.replace_cooldown_seconds) == (1000, DAY)
     assert (cfg.partner_warmup_seconds, cfg.max_updates_per_day, cfg.max_audiences) == (90, 24, 400)
+    assert (cfg.mapping_rate_limit, cfg.match_rate, cfg.refusal_wording) == (50, 0.7, "rotate")
+    assert (cfg.file_ttl_seconds, cfg.update_processing_seconds) == (3600, 2.0)
+
+
+# --- the rules as shipped: matched floor, wordings, processing, expiry, file paths -------------
+
+
+def matched(digests: list[str], rate: float = 0.7) -> list[str]:
+    """The oracle: TikTok (here) matches a digest when it falls under the rate."""
+    return [d for d in digests if int(d[:4], 16) < int(rate * 0x10000)]
+
+
+def test_the_floor_counts_matched_users_and_sets_cover_num(shipped: SandboxServer) -> None:
+    users = shas(0, 1_500)
+    assert 1_000 <= len(matched(users)) < 1_100  # about 70%, above the floor
+    aid = create(shipped, users)
+    row = shipped.audience(aid)
+    assert (row["cover_num"], row["is_valid"]) == (len(matched(users)), True)
+    # 1,300 uploaded users left, fewer than 1,000 of them matched: refused.
+    removed = shas(0, 200)
+    left = len(matched(users)) - len(matched(removed))
+    assert left < 1_000 < 1_300
+    message = err(update(shipped, aid, removed, "REMOVE"), 40002)
+    assert (
+        message == "An audience must have at least 1,000 matched users. This update would "
+        f"leave {left} matched users."
+    )  # the first refusal uses the help pages' words
+    assert len(shipped.members(aid)["EMAIL_SHA256"]) == 1_500  # nothing changed
+
+
+def test_refusals_rotate_through_four_wordings(shipped: SandboxServer) -> None:
+    aid = create(shipped, shas(0, 10))
+    got = [err(update(shipped, aid, [sha(20 + i)], "APPEND"), 40002) for i in range(5)]
+    assert got[1] == "The audience size cannot be less than 1,000 after this operation"
+    assert got[2] == "This operation is not supported for the audience at the moment"
+    assert got[3].startswith("The audience would have ")
+    for again in (got[0], got[4]):  # the help pages' words, first and again after the round
+        assert again.startswith("An audience must have at least 1,000 matched users.")
+
+
+def test_append_or_remove_waits_for_the_previous_one(shipped: SandboxServer) -> None:
+    aid = create(shipped, shas(0, 2_000))
+    ok(update(shipped, aid, shas(2_000, 2_010), "APPEND"))
+    assert history(shipped, aid)[-1]["status"] == "PROCESSING"
+    err(update(shipped, aid, shas(0, 5), "REMOVE"), 40002)
+    shipped.advance_clock(2)
+    assert history(shipped, aid)[-1]["status"] == "COMPLETED"
+    ok(update(shipped, aid, shas(0, 5), "REMOVE"))
+    assert len(shipped.members(aid)["EMAIL_SHA256"]) == 2_005
+
+
+def test_an_uploaded_file_path_expires(shipped: SandboxServer) -> None:
+    aid = create(shipped, shas(0, 2_000))
+    fp = upload(shipped, shas(5_000, 5_010))
+    shipped.advance_clock(3_601)
+    body = {
+        "advertiser_id": ADV1,
+        "custom_audience_id": aid,
+        "file_paths": [fp],
+        "action": "APPEND",
+    }
+    assert err(call(shipped, "POST", "/dmp/custom_audience/update/", json=body), 40910) == (
+        "File expired"
+    )
+
+
+def test_expiry_fields_on_every_audience_and_seeded_expired_ones(shipped: SandboxServer) -> None:
+    fresh = create(shipped, shas(0, 5))
+    expiring = shipped.seed_audience(ADV1, "soon", expires_in_days=30, digests=shas(0, 1_500))
+    expired = shipped.seed_audience(ADV1, "gone", expires_in_days=-1, digests=shas(0, 1_500))
+    rows = listed(shipped)
+    assert (rows[fresh]["is_expiring"], rows[expiring]["is_expiring"]) == (False, True)
+    assert rows[expired]["is_expiring"] is False
+    assert (rows[expired]["cover_num"], rows[expired]["is_valid"]) == (0, False)
+    assert rows[expiring]["cover_num"] == len(matched(shas(0, 1_500)))
+    for aid in (fresh, expiring, expired):
+        assert rows[aid]["expired_time"] is not None
+    message = err(update(shipped, expired, shas(0, 5), "APPEND"), 40002)
+    assert message == "This audience has expired. Expired audiences can only be deleted."
+    ok(update(shipped, expiring, shas(2_000, 2_010), "APPEND"))  # and using it renews it
+    assert listed(shipped)[expiring]["is_expiring"] is False
 
 
 def test_replace_refused_while_create_or_replace_processing(real: SandboxServer) -> None:
@@ -691,7 +791,8 @@ def test_replace_refused_while_create_or_replace_processing(real: SandboxServer)
     err(update(real, aid, shas(5000, 6000), "REPLACE"), 40002, "unfinished replace")
     assert real.members(aid)["EMAIL_SHA256"] == sorted(shas(0, 1001))
     real.advance_clock(61)
-    assert [h["status"] for h in history(real, aid)] == ["COMPLETED", "PROCESSING"]
+    # The CREATE is done a day later; an APPEND is processing only update_processing_seconds.
+    assert [h["status"] for h in history(real, aid)] == ["COMPLETED", "COMPLETED"]
     ok(update(real, aid, shas(5000, 6000), "REPLACE"))
     assert err(update(real, aid, shas(0, 1000), "REPLACE"), 40002) == REPLACE_REFUSED
     last = history(real, aid)[-1]
@@ -710,7 +811,7 @@ def test_replace_refused_while_create_or_replace_processing(real: SandboxServer)
 
 
 def test_replace_window_switch(tmp_path: Path) -> None:
-    with run_sandbox(tmp_path / "s.db", replace_cooldown_seconds=0) as sb:
+    with run_sandbox(tmp_path / "s.db", replace_cooldown_seconds=0, **COUNTED) as sb:
         aid = create(sb, shas(0, 1000))
         ok(update(sb, aid, shas(1000, 2000), "REPLACE"))
         ok(update(sb, aid, shas(0, 1000), "REPLACE"))
@@ -796,12 +897,16 @@ def test_24_updates_per_advertiser_per_day(real: SandboxServer) -> None:
 
 
 def test_daily_limit_switch(tmp_path: Path) -> None:
-    with run_sandbox(tmp_path / "s.db", min_audience_size=1, max_updates_per_day=2) as sb:
+    with run_sandbox(
+        tmp_path / "s.db", min_audience_size=1, max_updates_per_day=2, **COUNTED
+    ) as sb:
         aid = create(sb, shas(0, 3))
         ok(update(sb, aid, [sha(9)], "APPEND"))
         ok(update(sb, aid, [sha(9)], "REMOVE"))
         err(update(sb, aid, [sha(9)], "APPEND"), 40002, "has used its 2 custom audience")
-    with run_sandbox(tmp_path / "t.db", min_audience_size=1, max_updates_per_day=0) as sb:
+    with run_sandbox(
+        tmp_path / "t.db", min_audience_size=1, max_updates_per_day=0, **COUNTED
+    ) as sb:
         aid = create(sb, shas(0, 3))
         for _ in range(30):
             ok(update(sb, aid, [sha(9)], "APPEND"))
@@ -1044,27 +1149,27 @@ def test_fault_no_data(sb: SandboxServer) -> None:
     assert [a["name"] for a in sb.audiences()] == ["late"]  # processed all the same
 
 
+# Every code of the official SDK's table answers with its name; any other code too (an
+# undocumented one), with words TikTok never wrote; `message` chooses the words.
 @pytest.mark.parametrize(
-    ("kind", "code", "message"),
-    [
-        ("code_40016", 40016, "Requests made too frequently. Please try again later."),
-        ("code_40133", 40133, "Request too frequent. Please try again later."),
-        ("code_51001", 51001, "Request timed out inside TikTok. Please try again later."),
-        ("code_60001", 60001, "The system is under maintenance. Please try again later."),
-        ("code_40200", 40200, "Task error: write conflict. Retry may resolve this issue."),
-        ("code_40201", 40201, "Update conflict. Retry may resolve this issue."),
-        ("code_40202", 40202, "Write conflict. Retry may resolve this issue."),
-        ("code_40700", 40700, "Internal dependency service failure. Please try again later."),
-    ],
+    ("code", "message"), [*CODE_NAMES.items(), (41999, UNDOCUMENTED), (12345, UNDOCUMENTED)]
 )
-def test_fault_transient_codes_are_not_processed(
-    sb: SandboxServer, kind: str, code: int, message: str
-) -> None:
-    sb.inject(kind, count=1)
+def test_fault_codes_answer_before_processing(sb: SandboxServer, code: int, message: str) -> None:
+    sb.inject(f"code_{code}", count=1)
     body = post_create(sb, "/segment/audience/").json()
     assert (body["code"], body["message"], body["data"]) == (code, message, {})
     assert sb.audiences() == []
-    assert sb.calls("/segment/audience/")[0]["fault"] == kind
+    assert sb.calls("/segment/audience/")[0]["fault"] == f"code_{code}"
+
+
+def test_fault_code_with_words_of_the_test(sb: SandboxServer) -> None:
+    sb.inject("code_40002", count=1, message="Words never seen before")
+    body = post_create(sb, "/segment/audience/").json()
+    assert (body["code"], body["message"]) == (40002, "Words never seen before")
+    with pytest.raises(FaultError, match="message: only for kinds answered with a code"):
+        FaultRule("drop", count=1, message="x")
+    with pytest.raises(FaultError, match="or code_<N>"):
+        FaultRule("code_x", count=1)
 
 
 def test_fault_redirect_to_another_port(sb: SandboxServer, tmp_path: Path) -> None:

@@ -228,8 +228,10 @@ def test_write_calls_are_throttled(monkeypatch):
         clock["slept"] += seconds
         clock["now"] += seconds
 
-    monkeypatch.setattr("target_tiktok_audiences.client.time.monotonic", lambda: clock["now"])
-    monkeypatch.setattr("target_tiktok_audiences.client.time.sleep", sleep)
+    monkeypatch.setattr(
+        "target_tiktok_audiences.client.transport.time.monotonic", lambda: clock["now"]
+    )
+    monkeypatch.setattr("target_tiktok_audiences.client.transport.time.sleep", sleep)
     client = TikTokClient("http://127.0.0.1:9/open_api/v1.3", "t", max_requests_per_second=4)
     for _ in range(9):
         client._throttle()

@@ -31,7 +31,10 @@ from helpers import (
 
 EMAIL, PHONE = "EMAIL_SHA256", "PHONE_SHA256"
 CREATE = "/dmp/custom_audience/create/"
-FLOOR = "TikTok refuses updates that leave fewer than 1,000 users"
+FLOOR = (
+    "TikTok refuses updates that leave fewer than 1,000 users (it counts the users it matched, "
+    "not the identifiers sent)"
+)
 UPDATE = "/dmp/custom_audience/update/"
 UPLOAD = "/dmp/custom_audience/file/upload/"
 LIST = "/dmp/custom_audience/list/"
@@ -169,7 +172,9 @@ def test_warmup_retries_end_after_partner_warmup_seconds(tmp_path: Path) -> None
         elapsed = time.monotonic() - started
         assert run.returncode == 1
         assert run.states == []
-        assert "does not accept mappings yet" in last_line(run)
+        # Past the warm-up the refusal is that audience's: deferred with TikTok's words.
+        assert "does not accept mappings yet" in run.stderr
+        assert f"1 audience not delivered: 'People' in advertiser {ADV1}" in last_line(run)
         assert 3 <= elapsed < 30
         assert {c["code"] for c in sandbox.calls(MAPPING)} == {40002}
         assert only(sandbox, ADV1, "People")["members"] == {}
@@ -233,6 +238,7 @@ def test_a_shared_in_audience_of_the_same_name_is_left_alone(
     messages: Any,
     expected: Any,
 ) -> None:
+    sandbox.app.config.match_rate = 1.0  # counts uploaded users; the matched floor: test_sandbox
     name = mapping["audience_name"]
     shared = sandbox.share_audience(ADV1, name=name, partner=partner)
     config = realistic_config(sandbox, advertiser_ids=[ADV1], audiences=[mapping])
@@ -372,6 +378,7 @@ def test_the_advertiser_check_is_a_one_row_audience_list(
 def test_more_than_50_files_go_in_one_create_and_one_replace(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:
+    sandbox.app.config.match_rate = 1.0  # counts uploaded users; the matched floor: test_sandbox
     config = realistic_config(
         sandbox,
         advertiser_ids=[ADV1],
@@ -419,6 +426,8 @@ def small_messages(indices: range) -> list[dict]:
 def test_an_audience_refused_for_the_1000_floor_does_not_stop_the_others(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:
+    sandbox.app.config.refusal_wording = "sdk"  # checks the floor hint; unseen words: test_refusals
+    sandbox.app.config.match_rate = 1.0  # the floor by count here; matched: test_refusals
     config = realistic_config(sandbox, audiences=[SMALL, VIP])
     first = [*small_messages(range(1_050)), *vip_messages(range(1_020), 1)]
     ok(run_target(tmp_path, config, first, name="first"), [{"done": 1}])
@@ -456,6 +465,7 @@ def test_an_audience_refused_for_the_1000_floor_does_not_stop_the_others(
 def test_replace_while_processing_is_deferred_without_sending_anything(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:
+    sandbox.app.config.match_rate = 1.0  # counts uploaded users; the matched floor: test_sandbox
     config = realistic_config(
         sandbox, advertiser_ids=[ADV1], audiences=[VIP], mirror_strategy="replace"
     )
@@ -500,6 +510,7 @@ def test_replace_while_processing_is_deferred_without_sending_anything(
 def test_each_audience_is_read_back_once_after_delivery(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:
+    sandbox.app.config.match_rate = 1.0  # counts uploaded users; the matched floor: test_sandbox
     two_contracts = {
         "stream": "people",
         "audience_name": "Both",

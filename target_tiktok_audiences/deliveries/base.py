@@ -15,9 +15,15 @@ from target_tiktok_audiences.audiences import PARTNER, AudienceDirectory
 from target_tiktok_audiences.client import (
     MIN_AUDIENCE_SIZE,
     REFUSED_BELOW_MINIMUM,
+    REFUSED_BUDGET,
     REFUSED_DAILY_LIMIT,
+    REFUSED_EXPIRED,
+    REFUSED_FILE_EXPIRED,
     REFUSED_NOT_OWNER,
+    REFUSED_OTHER,
     REFUSED_REPLACE_PROCESSING,
+    REFUSED_UNKNOWN_TYPE,
+    REFUSED_UPDATE_PROCESSING,
     AudienceAPI,
     RefusedError,
     TikTokError,
@@ -27,10 +33,15 @@ from target_tiktok_audiences.settings import AudienceMapping, Settings
 from target_tiktok_audiences.snapshot import SnapshotError, SnapshotKey, SnapshotStore
 from target_tiktok_audiences.spool import Chunk
 
-# Why TikTok refused one audience, and what a person does about it (the run goes on).
+EXPIRING_DAYS = 60  # TikTok shows an audience as about to expire this many days ahead
+
+# Why TikTok refused one audience, and what a person does about it (the run goes on either
+# way: the client decides that a refusal is one audience's by the call it answered, and TikTok's
+# words only choose the line here).
 REFUSALS = {
     REFUSED_BELOW_MINIMUM: (
-        "TikTok refuses updates that leave fewer than 1,000 users",
+        "TikTok refuses updates that leave fewer than 1,000 users (it counts the users it "
+        "matched, not the identifiers sent)",
         "add users to the stream (or remove fewer) and re-run",
     ),
     REFUSED_REPLACE_PROCESSING: (
@@ -45,6 +56,31 @@ REFUSALS = {
     REFUSED_NOT_OWNER: (
         "this audience was shared in by another advertiser and cannot be updated here",
         "give the stream another audience_name or audience_ids",
+    ),
+    REFUSED_BUDGET: (
+        "the ad account's update operations of the last 24 h are spent "
+        "(daily_update_operations); it was not sent",
+        "a later run delivers it once they fit (the time is below)",
+    ),
+    REFUSED_UPDATE_PROCESSING: (
+        "TikTok is still processing this audience's previous update",
+        "the next run delivers it",
+    ),
+    REFUSED_EXPIRED: (
+        "TikTok says this audience expired (an expired audience can only be deleted)",
+        "delete it in TikTok Ads Manager; the next run creates a fresh one of that name",
+    ),
+    REFUSED_FILE_EXPIRED: (
+        "the uploaded files expired before TikTok used them, also after uploading them again",
+        "re-run; if it happens again, TikTok is slow to take files: try a smaller file_max_ids",
+    ),
+    REFUSED_UNKNOWN_TYPE: (
+        "TikTok lists this audience with a type the target does not know",
+        "point the stream at another audience (audience_name or audience_ids)",
+    ),
+    REFUSED_OTHER: (
+        "TikTok refused this audience's update",
+        "read TikTok's words below; nothing else was held back, and the next run tries again",
     ),
 }
 
@@ -123,10 +159,11 @@ class Delivery(abc.ABC):
     def delivering(self, entry: AudienceReport) -> Iterator[AudienceAPI]:
         """A client view that counts into the audience's stats; failures mark the entry.
 
-        A refusal of this audience alone (the 1,000 floor, a REPLACE still processing), a guard
-        or a failure of the snapshot store defers it and lets the others go on; anything else
-        stops the run. The audience's name is locked in the snapshot store meanwhile, so that
-        concurrent runs never create it twice (nor interleave their changes).
+        A refusal of this audience alone (any code outside the transient and authorisation
+        sets on its create, update or mapping, whatever TikTok's words), a guard or a failure of
+        the snapshot store defers it and lets the others go on; anything else stops the run.
+        The audience's name is locked in the snapshot store meanwhile, so that concurrent runs
+        never create it twice (nor interleave their changes).
         """
         lock = SnapshotKey.for_name(entry.advertiser_id, entry.audience_name, "AUDIENCE")
         try:
@@ -143,13 +180,37 @@ class Delivery(abc.ABC):
             )
         except RefusedError as exc:
             exc.for_audience(entry.audience_name)
-            why, advice = REFUSALS.get(exc.reason, (exc.tiktok_message, exc.hint))
+            why, advice = REFUSALS.get(exc.reason, REFUSALS[REFUSED_OTHER])
             entry.defer(why, advice, str(exc))
         except TikTokError as exc:
             exc.for_audience(entry.audience_name)
             entry.status = "failed"
             self.runtime.report.error = str(exc)
             raise
+        else:
+            self._expiry_notes(entry)
+
+    def _expiry_notes(self, entry: AudienceReport) -> None:
+        """Say it plainly when an expired audience was replaced, or this one expires soon."""
+        adv = entry.advertiser_id
+        notes = []
+        old = self.runtime.directory.expired.get((adv, entry.audience_name))
+        if old is not None and entry.created and entry.audience_id:
+            notes.append(
+                f"the audience of this name, id {old.audience_id}, expired (TikTok keeps it "
+                f"only to be deleted); this run created a fresh one, id {entry.audience_id}: "
+                "point your ad groups at the new id."
+            )
+        self._add_notes(entry, notes)
+
+    def _add_notes(self, entry: AudienceReport, notes: list[str]) -> None:
+        for note in notes:
+            if note in (entry.note or ""):
+                continue
+            self.runtime.logger.warning(
+                "Audience '%s' in advertiser %s: %s", entry.audience_name, entry.advertiser_id, note
+            )
+            entry.note = f"{entry.note} {note}" if entry.note else note
 
     def existing_audience(
         self, api: AudienceAPI, advertiser_id: str, name: str, kind: str
@@ -215,6 +276,13 @@ class Delivery(abc.ABC):
             )
             return
         entry.is_valid, entry.size = status.is_valid, status.size
+        if status.expiring and status.expires is not None:
+            note = (
+                f"expires on {status.expires:%Y-%m-%d} (within {EXPIRING_DAYS} days); after that "
+                "TikTok keeps it only to be deleted and the next run creates a fresh one. Using "
+                "it in an ad group renews it, unless retention_in_days fixed its expiry."
+            )
+            self._add_notes(entry, [note])
         if status.last_action:
             state = "processing" if status.last_action_processing else "done"
             entry.last_operation = f"{status.last_action} ({state})"

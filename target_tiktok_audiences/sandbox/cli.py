@@ -3,8 +3,10 @@
 tiktok-audiences-sandbox --port 8765 --db sandbox.db [--fault http_503:0.33 --seed 1]
 tiktok-audiences-sandbox show --db sandbox.db
 
-The realism rules (1,000-user floor, one REPLACE per day, partner warm-up, 24 updates a day)
-are on by default; each flag set to 0 switches its rule off, ``--lenient`` all four.
+The realism rules (1,000 matched users, one REPLACE per day, one APPEND or REMOVE at a time,
+partner warm-up, 24 updates a day, 50 mappings a second, expiring file paths, several wordings)
+are on by default; each flag set to 0 switches its rule off (1 for --match-rate),
+``--lenient`` all of them.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .app import DAY, DEFAULT_TOKENS
 from .faults import AFTER, KINDS, FaultError, FaultRule
+from .rules import DAY, DEFAULT_TOKENS
 from .server import SandboxServer
 
 
@@ -90,9 +92,41 @@ def _serve_parser() -> argparse.ArgumentParser:
         help="audiences per advertiser, shared-in ones included (default 400)",
     )
     p.add_argument(
+        "--match-rate",
+        type=float,
+        default=0.7,
+        metavar="SHARE",
+        help="share of users TikTok matches, decided per digest; the floor and cover_num count "
+        "matched users (default 0.7; 1: all)",
+    )
+    p.add_argument(
+        "--refusal-wording",
+        choices=["rotate", "help", "sdk", "novel", "sandbox"],
+        default="rotate",
+        help="words of refusals: TikTok's help pages, the SDK's, words never seen before, the "
+        "sandbox's own, or each in turn (default rotate)",
+    )
+    p.add_argument(
+        "--file-ttl",
+        type=float,
+        default=3_600.0,
+        metavar="SECONDS",
+        help="an uploaded file_path expires (40910) after this (default 3600)",
+    )
+    p.add_argument(
+        "--update-processing",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="an APPEND or REMOVE is refused this long after the audience's previous APPEND or "
+        "REMOVE, which audience_history shows processing meanwhile (default 2)",
+    )
+    p.add_argument(
         "--lenient",
         action="store_true",
-        help="switch the four realism rules above off (min size 1), for demos and benchmarks",
+        help="switch the realism rules off (min size 1, every user matched, no cooldown, "
+        "warm-up, daily limit, processing window or mapping rate limit), for demos and "
+        "benchmarks",
     )
     p.add_argument(
         "--slow-seconds",
@@ -105,9 +139,10 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--mapping-rate-limit",
         type=int,
-        default=None,
+        default=50,
         metavar="N",
-        help="answer 40100 above N segment/mapping calls per second per token",
+        help="answer 40100 above N segment/mapping calls per second per token (default 50, "
+        "TikTok's)",
     )
     p.add_argument(
         "--fault",
@@ -117,7 +152,8 @@ def _serve_parser() -> argparse.ArgumentParser:
         help=f"inject faults: kinds {', '.join(sorted(KINDS))}; e.g. rate_limit:3 "
         "(next 3 calls), http_503:0.33 (a third of calls), "
         "drop:1@/segment/mapping/ (path filter). Applied before the answer (not processed) "
-        f"except {', '.join(sorted(AFTER))}. code_NNNNN answers that TikTok code; redirect "
+        f"except {', '.join(sorted(AFTER))}. code_NNNNN answers that TikTok code (any N: every "
+        "code of the official table, or one never documented); redirect "
         "answers 307 to http://127.0.0.1:9; late_create creates but lists the audience only "
         "--slow-seconds later and drops the answer; drop_mid_body cuts the body in half; "
         "trickle sends it byte by byte over --slow-seconds; no_data answers code 0 "
@@ -142,7 +178,11 @@ def build_server(args: argparse.Namespace, faults: list[FaultRule]) -> SandboxSe
         max_audiences=args.max_audiences,
         slow_seconds=args.slow_seconds,
         max_upload_bytes=args.max_upload_bytes,
-        mapping_rate_limit=args.mapping_rate_limit,
+        mapping_rate_limit=0 if args.lenient else args.mapping_rate_limit,
+        match_rate=1.0 if args.lenient else args.match_rate,
+        refusal_wording=args.refusal_wording,
+        file_ttl_seconds=args.file_ttl,
+        update_processing_seconds=0 if args.lenient else args.update_processing,
         faults=faults,
     )
 

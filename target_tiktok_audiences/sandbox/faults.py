@@ -17,16 +17,50 @@ PERMANENT = {
     "auth_error": (40105, "Access token is invalid or has been revoked"),
     "unknown_error": (41999, "Something TikTok has not documented"),
 }
-# Transient codes production clients have met (tiktok-api.md); answered before processing.
+# Every code of the official SDK's table (tiktok_code.py names), for `code_<N>` faults: any
+# code can be answered, one of these with its name as the message, any other with words TikTok
+# never documented (a client must not depend on either). Answered before processing.
+CODE_NAMES = {
+    40001: "Permission error",
+    40002: "Param error",
+    40016: "Requests made too frequently. Please try again later.",
+    40100: "Request too frequent",
+    40101: "Invalid partner",
+    40102: "Access token expired",
+    40103: "Access token invalid",
+    40104: "Empty access token",
+    40105: "Invalid access token",
+    40106: "Access token error",
+    40107: "Access token error",
+    40108: "Access token error",
+    40109: "Access token error",
+    40132: "Request frequency limited",
+    40133: "Request too frequent. Please try again later.",
+    40200: "General task error",
+    40201: "Task not ready",
+    40202: "Write conflict",
+    40700: "RPC validation error",
+    40910: "File expired",
+    50000: "System error",
+    50002: "Service error",
+    51000: "RPC error",
+    51003: "DMP error",
+    51010: "Internal timeout",
+    51063: "Segment gateway error",
+    52000: "DB error",
+    52100: "RDS error",
+    52299: "TOS error",
+    53102: "Serialization error",
+    53103: "Deserialization error",
+    60001: "The system is under maintenance. Please try again later.",
+    61000: "Too many requests",
+}
+UNDOCUMENTED = "Something TikTok has not documented"
+CODE_PREFIX = "code_"
+# The transient codes production clients have met, kept as named kinds for the CLI's help.
 TRANSIENT = {
-    "code_40016": (40016, "Requests made too frequently. Please try again later."),
-    "code_40133": (40133, "Request too frequent. Please try again later."),
-    "code_51001": (51001, "Request timed out inside TikTok. Please try again later."),
-    "code_60001": (60001, "The system is under maintenance. Please try again later."),
-    "code_40200": (40200, "Task error: write conflict. Retry may resolve this issue."),
-    "code_40201": (40201, "Update conflict. Retry may resolve this issue."),
-    "code_40202": (40202, "Write conflict. Retry may resolve this issue."),
-    "code_40700": (40700, "Internal dependency service failure. Please try again later."),
+    f"{CODE_PREFIX}{c}": (c, CODE_NAMES[c])
+    for c in (40016, 40133, 60001, 40200, 40201, 40202, 40700)
 }
 BEFORE = frozenset(
     {"rate_limit", "server_error", "http_503", "drop", "redirect", *PERMANENT, *TRANSIENT}
@@ -37,7 +71,25 @@ AFTER = frozenset({"slow", "drop_after", "late_create", "drop_mid_body", "trickl
 KINDS = BEFORE | AFTER
 # Where `redirect` points by default: nothing listens on the discard port.
 DEFAULT_REDIRECT = "http://127.0.0.1:9"
-FIELDS = ("kind", "count", "rate", "seed", "paths", "slow_seconds", "location")
+FIELDS = ("kind", "count", "rate", "seed", "paths", "slow_seconds", "location", "message")
+
+
+def code_of(kind: str) -> int | None:
+    """The code a `code_<N>` kind answers with (None for other kinds)."""
+    digits = kind[len(CODE_PREFIX) :] if kind.startswith(CODE_PREFIX) else ""
+    return int(digits) if digits.isdigit() else None
+
+
+def answer_of(kind: str, message: str | None) -> tuple[int, str] | None:
+    """(code, message) of a fault answered in TikTok's envelope before processing, if any."""
+    if kind in PERMANENT:
+        code, text = PERMANENT[kind]
+    else:
+        found = code_of(kind)
+        if found is None:
+            return None
+        code, text = found, CODE_NAMES.get(found, UNDOCUMENTED)
+    return code, message or text
 
 
 class FaultError(ValueError):
@@ -53,11 +105,14 @@ class FaultRule:
     paths: list[str] | None = None
     slow_seconds: float | None = None
     location: str | None = None  # `redirect` only: base URL on this machine to send clients to
+    message: str | None = None  # enveloped kinds: TikTok's words instead of the default ones
     _rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise FaultError(f"kind: must be one of {sorted(KINDS)}")
+        if self.kind not in KINDS and code_of(self.kind) is None:
+            raise FaultError(f"kind: must be one of {sorted(KINDS)} or code_<N>")
+        if self.message is not None and answer_of(self.kind, None) is None:
+            raise FaultError("message: only for kinds answered with a code")
         if (self.count is None) == (self.rate is None):
             raise FaultError("give exactly one of count or rate")
         if self.count is not None and (isinstance(self.count, bool) or self.count < 1):

@@ -10,16 +10,9 @@ from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from .app import (
-    ADMIN_PATH,
-    BASE_PATH,
-    DAY,
-    DEFAULT_TOKENS,
-    EXTERNAL_ADVERTISER,
-    SandboxApp,
-    SandboxConfig,
-)
+from .app import SandboxApp
 from .faults import FaultRule
+from .rules import ADMIN_PATH, BASE_PATH, DAY, DEFAULT_TOKENS, EXTERNAL_ADVERTISER, SandboxConfig
 from .store import Store
 
 
@@ -29,13 +22,22 @@ class _QuietHandler(WSGIRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The Date header follows the sandbox's clock, which tests move ("tomorrow").
+        app = getattr(self.server, "app", None)
+        if timestamp is None and isinstance(app, SandboxApp):
+            timestamp = app.clock.now()
+        return super().date_time_string(timestamp)
+
 
 class SandboxServer:
     """A running (after ``start()``) sandbox; also a context manager.
 
-    The realism rules default to TikTok's values; a test that needs the old lenient behaviour
-    passes ``min_audience_size=1, replace_cooldown_seconds=0, partner_warmup_seconds=0,
-    max_updates_per_day=0``.
+    The realism rules default to TikTok's values (or stricter, where TikTok is undocumented); a
+    test switches off only the rule it does not exercise, saying why: e.g. ``match_rate=1.0``
+    (every user matched), ``update_processing_seconds=0``, ``refusal_wording="sandbox"``,
+    ``min_audience_size=1``, ``replace_cooldown_seconds=0``, ``partner_warmup_seconds=0``,
+    ``max_updates_per_day=0``, ``mapping_rate_limit=None``, ``file_ttl_seconds=0``.
     """
 
     def __init__(
@@ -51,8 +53,12 @@ class SandboxServer:
         max_updates_per_day: int = 24,
         slow_seconds: float = 5.0,
         max_upload_bytes: int = 50 * 1024 * 1024,
-        mapping_rate_limit: int | None = None,
+        mapping_rate_limit: int | None = 50,
         max_audiences: int = 400,
+        match_rate: float = 0.7,
+        refusal_wording: str = "rotate",
+        file_ttl_seconds: float = 3_600.0,
+        update_processing_seconds: float = 2.0,
         faults: Iterable[FaultRule] = (),
     ) -> None:
         token_map = DEFAULT_TOKENS if tokens is None else tokens
@@ -66,6 +72,10 @@ class SandboxServer:
             max_upload_bytes=max_upload_bytes,
             mapping_rate_limit=mapping_rate_limit,
             max_audiences=max_audiences,
+            match_rate=match_rate,
+            refusal_wording=refusal_wording,
+            file_ttl_seconds=file_ttl_seconds,
+            update_processing_seconds=update_processing_seconds,
         )
         self.store = Store(db_path)
         self.app = SandboxApp(self.store, self.config)
@@ -157,8 +167,10 @@ class SandboxServer:
         paths: list[str] | None = None,
         slow_seconds: float | None = None,
         location: str | None = None,
+        message: str | None = None,
     ) -> None:
-        """Add a fault rule (kinds in ``faults.KINDS``); ``location`` is for ``redirect``."""
+        """Add a fault rule (kinds in ``faults.KINDS`` or ``code_<N>``); ``location`` is for
+        ``redirect``, ``message`` replaces the words of a fault answered with a code."""
         self.app.faults.add(
             FaultRule(
                 kind,
@@ -168,6 +180,7 @@ class SandboxServer:
                 paths=paths,
                 slow_seconds=slow_seconds,
                 location=location,
+                message=message,
             )
         )
 
@@ -231,6 +244,28 @@ class SandboxServer:
             name=name,
             owner_advertiser_id=owner_advertiser_id,
             partner=partner,
+        )
+
+    def seed_audience(
+        self,
+        advertiser_id: str,
+        name: str,
+        *,
+        expires_in_days: float,
+        digests: list[str] | None = None,
+        calculate_type: str = "EMAIL_SHA256",
+        partner: bool = False,
+        retention_in_days: int | None = None,
+    ) -> str:
+        """An audience of ``advertiser_id`` expiring in ``expires_in_days`` (<= 0: expired)."""
+        return self.app.seed_audience(
+            advertiser_id,
+            name,
+            expires_in_days=expires_in_days,
+            digests=digests,
+            calculate_type=calculate_type,
+            partner=partner,
+            retention_in_days=retention_in_days,
         )
 
 

@@ -280,6 +280,33 @@ class Store:
         c.execute("DELETE FROM staging")
         return changed
 
+    def matched_count(self, c: sqlite3.Connection | None, audience_id: str, rate: float) -> int:
+        """Members TikTok matched: those whose digest falls under `rate` (hex digests are
+        uniform, so a prefix bound keeps the share, deterministically and in SQL)."""
+        if rate >= 1:
+            sql, params = "SELECT count(*) FROM members WHERE audience_id = ?", (audience_id,)
+        else:
+            bound = f"{max(0, int(rate * 0x10000)):04x}"
+            sql = "SELECT count(*) FROM members WHERE audience_id = ? AND digest < ?"
+            params = (audience_id, bound)  # type: ignore[assignment]
+        if c is not None:
+            return int(c.execute(sql, params).fetchone()[0])
+        row = self.query(sql.replace("count(*)", "count(*) AS n"), params)
+        return int(row[0]["n"])
+
+    def backdate(self, audience_id: str, seconds: float) -> None:
+        """Move an audience's creation and last use into the past (seeding expiry)."""
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE audiences SET created_at = created_at - ?, updated_at = updated_at - ? "
+                "WHERE audience_id = ?",
+                (seconds, seconds, audience_id),
+            )
+            c.execute(
+                "UPDATE audience_history SET created_at = created_at - ? WHERE audience_id = ?",
+                (seconds, audience_id),
+            )
+
     def clear_members(self, c: sqlite3.Connection, audience_id: str) -> int:
         return c.execute("DELETE FROM members WHERE audience_id = ?", (audience_id,)).rowcount
 

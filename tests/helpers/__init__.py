@@ -38,7 +38,6 @@ def base_config(sandbox: SandboxServer, **overrides: Any) -> dict[str, Any]:
         "request_timeout": 2,
         "max_retries": 6,
         "max_retry_seconds": 60,
-        "max_requests_per_second": 1000,
         # A lost create is looked up for this long before it is sent again (default 120 s).
         "create_confirm_seconds": 4,
         "partner_warmup_seconds": 30,

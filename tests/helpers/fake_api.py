@@ -7,8 +7,12 @@ applies TikTok's rules strictly, so delivery tests can assert exact members with
 - partner audiences hold members per Segment id type (GAID is AAID there); a mapping carries
   1-10,000 users, each with at least one identifier of the id_schema;
 - only the creator may update an audience (shared-in rows are listed with owned=False);
-- optional: the 1,000 floor on updates, REPLACE refused while one is processing, a daily
-  update limit; scripted failures on the next call of a method, before or after it applied.
+- a CREATE or REPLACE stays processing (as in the sandbox) until `finish_processing`: the
+  audience reads as processing and a REPLACE is refused meanwhile;
+- optional: the 1,000 floor on updates, a daily update limit; scripted failures on the next
+  call of a method, before or after it applied.
+Every error is TikTok's envelope (code, message) passed through the client's own
+classification (`error_for`), never an error built with the client's conclusion in it.
 """
 
 from __future__ import annotations
@@ -22,21 +26,16 @@ from pathlib import Path
 from typing import TypeVar
 
 from target_tiktok_audiences.client import (
-    REFUSED_BELOW_MINIMUM,
-    REFUSED_DAILY_LIMIT,
-    REFUSED_NOT_OWNER,
-    REFUSED_REPLACE_PROCESSING,
     SEGMENT_ID_TYPES,
     AudienceAPI,
     AudienceRow,
     AudienceStatus,
     CountedCalls,
     NewAudience,
-    PermanentError,
-    RefusedError,
     TikTokError,
     TransientError,
     UserBatch,
+    error_for,
 )
 from target_tiktok_audiences.report import CallStats, RunReport
 
@@ -57,6 +56,16 @@ MAX_FILE_BYTES = 50 * 1024 * 1024
 LIST_PAGE = 100
 PERMISSION_CODE = 40001
 PARAMETER_CODE = 40002
+# The calls that change one audience: TikTok's answer to them is classified as such.
+AUDIENCE_CALLS = frozenset(
+    {"create_customer_audience", "update_customer_audience", "create_partner_audience", "map_users"}
+)
+# TikTok's words, from ../shared/tiktok-api.md: the SDK's floor and the unfinished REPLACE.
+FLOOR_MESSAGE = "The audience size cannot be less than 1,000 after this operation"
+REPLACE_UNFINISHED = (
+    "This replace operation is rejected as there is an existing unfinished replace operation. "
+    "Please try again later. Recommend no more than one replace operation per day."
+)
 METHODS = (
     "preflight",
     "list_audiences",
@@ -81,7 +90,8 @@ class FakeAudience:
     owned: bool = True
     members: dict[str, set[str]] = field(default_factory=dict)  # contract / id type -> digests
     actions: list[str] = field(default_factory=list)  # CREATE, APPEND, ..., add, delete
-    replace_processing: bool = False
+    processing: bool = False  # the last CREATE or REPLACE is still being processed
+    listed_type: str | None = None  # audience_type in the list, when not the usual one
 
     @property
     def size(self) -> int:
@@ -103,7 +113,7 @@ class FakeCall:
 
 @dataclass(frozen=True)
 class _Failure:
-    error: TikTokError
+    error: TikTokError | tuple[int, str]  # a network failure, or TikTok's (code, message)
     applied: bool  # the call took effect before the error (a lost answer)
     advertiser_id: str | None  # None: whichever advertiser calls next
 
@@ -116,7 +126,6 @@ class _World:
         advertiser_ids: Iterable[str],
         *,
         min_audience_size: int | None,
-        replace_stays_processing: bool,
         max_updates_per_day: int | None,
         max_retries: int,
     ) -> None:
@@ -127,7 +136,6 @@ class _World:
         self.failures: dict[str, deque[_Failure]] = {}
         self.total = CallStats()
         self.min_audience_size = min_audience_size
-        self.replace_stays_processing = replace_stays_processing
         self.max_updates_per_day = max_updates_per_day
         self.updates: dict[str, int] = {}
         self.max_retries = max_retries
@@ -147,16 +155,13 @@ class FakeAudienceAPI(CountedCalls):
         advertiser_ids: Iterable[str],
         *,
         min_audience_size: int | None = None,
-        replace_stays_processing: bool = False,
         max_updates_per_day: int | None = None,
         max_retries: int = 3,
     ) -> None:
-        """min_audience_size=1000 turns TikTok's floor on updates on; replace_stays_processing
-        leaves every REPLACE unfinished (see finish_processing), so the next one is refused."""
+        """min_audience_size=1000 turns TikTok's floor on updates on."""
         self._world = _World(
             advertiser_ids,
             min_audience_size=min_audience_size,
-            replace_stays_processing=replace_stays_processing,
             max_updates_per_day=max_updates_per_day,
             max_retries=max_retries,
         )
@@ -167,12 +172,13 @@ class FakeAudienceAPI(CountedCalls):
     def fail_next(
         self,
         method: str,
-        error: TikTokError,
+        error: TikTokError | tuple[int, str],
         *,
         applied: bool = False,
         advertiser_id: str | None = None,
     ) -> None:
-        """Raise `error` on the next call of `method` (for `advertiser_id`, if given);
+        """Fail the next call of `method` (for `advertiser_id`, if given) with `error`, or with
+        TikTok's answer (code, message) classified by the client as it would be over HTTP;
         applied: the call took effect before the error (its answer was lost)."""
         if method not in METHODS:
             raise ValueError(f"unknown AudienceAPI method {method!r}; one of {METHODS}")
@@ -192,8 +198,10 @@ class FakeAudienceAPI(CountedCalls):
         members: Mapping[str, Iterable[str]] | None = None,
         *,
         owned: bool = True,
+        listed_type: str | None = None,
     ) -> str:
-        """An audience that exists before the run (owned=False: shared in by another one)."""
+        """An audience that exists before the run (owned=False: shared in by another one;
+        listed_type: the audience_type TikTok lists it with, e.g. one the target never saw)."""
         audience = FakeAudience(
             self._world.next_id(),
             self._need_advertiser(advertiser_id, "add_audience"),
@@ -201,6 +209,7 @@ class FakeAudienceAPI(CountedCalls):
             kind,
             owned=owned,
             members={k: set(v) for k, v in (members or {}).items()},
+            listed_type=listed_type,
         )
         self._world.audiences[advertiser_id].append(audience)
         return audience.audience_id
@@ -218,8 +227,8 @@ class FakeAudienceAPI(CountedCalls):
         return {k: frozenset(v) for k, v in audience.members.items() if v}
 
     def finish_processing(self, advertiser_id: str, audience_id: str) -> None:
-        """TikTok finished the audience's last REPLACE."""
-        self._audience(advertiser_id, audience_id, "finish_processing").replace_processing = False
+        """TikTok finished the audience's last CREATE or REPLACE."""
+        self._audience(advertiser_id, audience_id, "finish_processing").processing = False
 
     def upload_digests(self, file_path: str) -> frozenset[str]:
         return self._world.uploads[file_path][2]
@@ -267,7 +276,7 @@ class FakeAudienceAPI(CountedCalls):
             size=audience.size,
             last_action=audience.actions[-1] if audience.actions else None,
             last_action_time=None,
-            last_action_processing=audience.replace_processing,
+            last_action_processing=audience.processing,
         )
         self._after(failure)
         return status
@@ -279,15 +288,17 @@ class FakeAudienceAPI(CountedCalls):
         self._need_advertiser(advertiser_id, what)
         self._need_contract(calculate_type, what, advertiser_id)
         if not path.name.endswith((".csv", ".txt")):
-            raise _parameter(what, advertiser_id, "file name must end in .csv or .txt")
+            raise self._parameter(what, advertiser_id, "file name must end in .csv or .txt")
         if len(data) > MAX_FILE_BYTES:
-            raise _parameter(what, advertiser_id, "file is larger than 50 MB")
+            raise self._parameter(what, advertiser_id, "file is larger than 50 MB")
         if not data or not data.endswith(b"\n"):
-            raise _parameter(what, advertiser_id, "file is empty or its last line has no \\n")
+            raise self._parameter(what, advertiser_id, "file is empty or its last line has no \\n")
         lines = data.decode("utf-8").split("\n")[:-1]
         pattern = _HEX[calculate_type.rsplit("_", 1)[1]]
         if not all(pattern.match(line) for line in lines):
-            raise _parameter(what, advertiser_id, f"a line is not a lowercase {calculate_type}")
+            raise self._parameter(
+                what, advertiser_id, f"a line is not a lowercase {calculate_type}"
+            )
         self._world.serial += 1
         file_path = f"fake-upload/{advertiser_id}/{self._world.serial:06d}-{path.name}"
         self._world.uploads[file_path] = (advertiser_id, calculate_type, frozenset(lines))
@@ -305,9 +316,11 @@ class FakeAudienceAPI(CountedCalls):
         self._need_advertiser(advertiser_id, what)
         self._need_contract(calculate_type, what, advertiser_id)
         if not 1 <= len(name) <= MAX_NAME:
-            raise _parameter(what, advertiser_id, "custom_audience_name must be 1-128 characters")
+            raise self._parameter(
+                what, advertiser_id, "custom_audience_name must be 1-128 characters"
+            )
         if retention_in_days is not None and not 1 <= retention_in_days <= 365:
-            raise _parameter(what, advertiser_id, "retention_in_days must be 1-365")
+            raise self._parameter(what, advertiser_id, "retention_in_days must be 1-365")
         digests = self._files(what, advertiser_id, calculate_type, file_paths)
         created = FakeAudience(
             self._world.next_id(),
@@ -316,6 +329,7 @@ class FakeAudienceAPI(CountedCalls):
             calculate_type,
             members={calculate_type: set(digests)},
             actions=["CREATE"],
+            processing=True,
         )
         self._world.audiences[advertiser_id].append(created)
         self._after(failure)
@@ -336,27 +350,19 @@ class FakeAudienceAPI(CountedCalls):
         )
         audience = self._audience(advertiser_id, audience_id, what)
         if action not in FILE_ACTIONS:
-            raise _parameter(what, advertiser_id, f"action must be one of {FILE_ACTIONS}")
+            raise self._parameter(what, advertiser_id, f"action must be one of {FILE_ACTIONS}")
         if audience.kind == PARTNER:
-            raise _parameter(what, advertiser_id, "a partner audience takes no files")
+            raise self._parameter(what, advertiser_id, "a partner audience takes no files")
         if not audience.owned:
-            raise _refused(what, advertiser_id, REFUSED_NOT_OWNER, "you are not the creator")
+            raise _refused(what, advertiser_id, NOT_CREATOR)
         digests = self._files(what, advertiser_id, audience.kind, file_paths)
         world = self._world
         if world.max_updates_per_day is not None:
             if world.updates.get(advertiser_id, 0) >= world.max_updates_per_day:
-                raise _refused(
-                    what, advertiser_id, REFUSED_DAILY_LIMIT, "daily limit of updates reached"
-                )
+                raise _refused(what, advertiser_id, DAILY_LIMIT)
             world.updates[advertiser_id] = world.updates.get(advertiser_id, 0) + 1
-        if action == "REPLACE" and audience.replace_processing:
-            raise _refused(
-                what,
-                advertiser_id,
-                REFUSED_REPLACE_PROCESSING,
-                "This replace operation is rejected as there is an existing unfinished "
-                "replace operation. Please try again later.",
-            )
+        if action == "REPLACE" and audience.processing:
+            raise _refused(what, advertiser_id, REPLACE_UNFINISHED)
         current = audience.members.get(audience.kind, set())
         if action == "APPEND":
             after = current | digests
@@ -365,16 +371,11 @@ class FakeAudienceAPI(CountedCalls):
         else:
             after = set(digests)
         if world.min_audience_size is not None and len(after) < world.min_audience_size:
-            raise _refused(
-                what,
-                advertiser_id,
-                REFUSED_BELOW_MINIMUM,
-                f"the audience would be below the minimum of {world.min_audience_size} users",
-            )
+            raise _refused(what, advertiser_id, FLOOR_MESSAGE)
         audience.members[audience.kind] = after
         audience.actions.append(action)
-        if action == "REPLACE" and world.replace_stays_processing:
-            audience.replace_processing = True
+        if action == "REPLACE":
+            audience.processing = True
         self._after(failure)
 
     def create_partner_audience(self, advertiser_id: str, name: str) -> str:
@@ -382,7 +383,7 @@ class FakeAudienceAPI(CountedCalls):
         failure = self._enter(FakeCall("create_partner_audience", advertiser_id, name=name))
         self._need_advertiser(advertiser_id, what)
         if not name:
-            raise _parameter(what, advertiser_id, "custom_audience_name is required")
+            raise self._parameter(what, advertiser_id, "custom_audience_name is required")
         # TikTok cuts long partner names itself (67 characters + "...").
         stored = name if len(name) <= PARTNER_NAME_MAX else name[: PARTNER_NAME_MAX - 3] + "..."
         audience = FakeAudience(
@@ -409,23 +410,25 @@ class FakeAudienceAPI(CountedCalls):
         )
         audience = self._audience(advertiser_id, audience_id, what)
         if action not in MAPPING_ACTIONS:
-            raise _parameter(what, advertiser_id, f"action must be one of {MAPPING_ACTIONS}")
+            raise self._parameter(what, advertiser_id, f"action must be one of {MAPPING_ACTIONS}")
         if audience.kind != PARTNER:
-            raise _parameter(what, advertiser_id, "only partner audiences take mappings")
+            raise self._parameter(what, advertiser_id, "only partner audiences take mappings")
         if not audience.owned:
-            raise _refused(what, advertiser_id, REFUSED_NOT_OWNER, "you are not the creator")
+            raise _refused(what, advertiser_id, NOT_CREATOR)
         if not 1 <= len(users) <= MAX_USERS_PER_CALL:
-            raise _parameter(what, advertiser_id, "batch_data holds 1-10,000 users")
+            raise self._parameter(what, advertiser_id, "batch_data holds 1-10,000 users")
         if not contracts or len(set(contracts)) != len(contracts):
-            raise _parameter(what, advertiser_id, "id_schema is empty or repeats a type")
+            raise self._parameter(what, advertiser_id, "id_schema is empty or repeats a type")
         for contract in contracts:
             self._need_contract(contract, what, advertiser_id)
         for user in users:
             if not user or not set(user) <= set(contracts):
-                raise _parameter(what, advertiser_id, "a user has no identifier of id_schema")
+                raise self._parameter(what, advertiser_id, "a user has no identifier of id_schema")
             for contract, digest in user.items():
                 if not _HEX[contract.rsplit("_", 1)[1]].match(digest):
-                    raise _parameter(what, advertiser_id, f"an id is not a lowercase {contract}")
+                    raise self._parameter(
+                        what, advertiser_id, f"an id is not a lowercase {contract}"
+                    )
         for user in users:
             for contract, digest in user.items():
                 members = audience.members.setdefault(SEGMENT_ID_TYPES[contract], set())
@@ -459,48 +462,49 @@ class FakeAudienceAPI(CountedCalls):
         if failure is not None:
             queue.remove(failure)
         if failure is not None and not failure.applied:
-            raise failure.error
+            raise _error_of(failure, call)
         return failure
 
-    @staticmethod
-    def _after(failure: _Failure | None) -> None:
+    def _after(self, failure: _Failure | None) -> None:
         if failure is not None:
-            raise failure.error
+            raise _error_of(failure, self._world.calls[-1])
+
+    def _parameter(self, what: str, advertiser_id: str, message: str) -> TikTokError:
+        """A parameter error (40002), in the call being made (one audience's, or not)."""
+        method = self._world.calls[-1].method
+        return _tiktok(
+            what, advertiser_id, PARAMETER_CODE, message, audience_call=method in AUDIENCE_CALLS
+        )
 
     def _need_advertiser(self, advertiser_id: str, what: str) -> str:
         if advertiser_id not in self._world.audiences:
-            raise PermanentError(
-                what,
-                advertiser_id=advertiser_id,
-                code=PERMISSION_CODE,
-                message="No permission to operate advertiser",
-                request_id="fake",
+            raise _tiktok(
+                what, advertiser_id, PERMISSION_CODE, "No permission to operate advertiser"
             )
         return advertiser_id
 
-    @staticmethod
-    def _need_contract(contract: str, what: str, advertiser_id: str) -> None:
+    def _need_contract(self, contract: str, what: str, advertiser_id: str) -> None:
         if contract not in SEGMENT_ID_TYPES:
-            raise _parameter(what, advertiser_id, f"unknown calculate_type {contract}")
+            raise self._parameter(what, advertiser_id, f"unknown calculate_type {contract}")
 
     def _audience(self, advertiser_id: str, audience_id: str, what: str) -> FakeAudience:
         for audience in self._world.audiences[self._need_advertiser(advertiser_id, what)]:
             if audience.audience_id == audience_id:
                 return audience
-        raise _parameter(what, advertiser_id, f"invalid audience ID {audience_id}")
+        raise self._parameter(what, advertiser_id, f"invalid audience ID {audience_id}")
 
     def _files(
         self, what: str, advertiser_id: str, calculate_type: str, file_paths: Sequence[str]
     ) -> set[str]:
         if not 1 <= len(file_paths) <= MAX_FILES_PER_CALL:
-            raise _parameter(what, advertiser_id, "file_paths holds 1-500 files")
+            raise self._parameter(what, advertiser_id, "file_paths holds 1-500 files")
         digests: set[str] = set()
         for file_path in file_paths:
             upload = self._world.uploads.get(file_path)
             if upload is None or upload[0] != advertiser_id:
-                raise _parameter(what, advertiser_id, "file_path unknown to this advertiser")
+                raise self._parameter(what, advertiser_id, "file_path unknown to this advertiser")
             if upload[1] != calculate_type:
-                raise _parameter(what, advertiser_id, "file calculate_type differs")
+                raise self._parameter(what, advertiser_id, "file calculate_type differs")
             digests |= upload[2]
         return digests
 
@@ -510,27 +514,45 @@ def _row(audience: FakeAudience) -> AudienceRow:
     return AudienceRow(
         audience_id=audience.audience_id,
         name=audience.name,
-        audience_type=PARTNER_TYPE if partner else CUSTOMER_FILE_TYPE,
+        audience_type=(PARTNER_TYPE if partner else CUSTOMER_FILE_TYPE)
+        if audience.listed_type is None
+        else audience.listed_type,
         calculate_type=None if partner else audience.kind,
         size=audience.size,
         owned=audience.owned,
     )
 
 
-def _parameter(what: str, advertiser_id: str, message: str) -> PermanentError:
-    return PermanentError(
-        what, advertiser_id=advertiser_id, code=PARAMETER_CODE, message=message, request_id="fake"
+# Words never matched by the client's hint table on purpose: the outcome must not depend on them.
+NOT_CREATOR = "You are not the creator of this audience"
+DAILY_LIMIT = "Exceeded the number of operations allowed for this ad account today"
+
+
+def _tiktok(
+    what: str, advertiser_id: str | None, code: int, message: str, *, audience_call: bool = False
+) -> TikTokError:
+    """TikTok's answer (code, message) as the client classifies it over HTTP."""
+    return error_for(
+        what, 200, code, message, "fake", advertiser_id=advertiser_id, audience_call=audience_call
     )
 
 
-def _refused(what: str, advertiser_id: str, reason: str, message: str) -> RefusedError:
-    return RefusedError(
-        what,
-        reason=reason,
-        advertiser_id=advertiser_id,
-        code=PARAMETER_CODE,
-        message=message,
-        request_id="fake",
+def _refused(what: str, advertiser_id: str, message: str) -> TikTokError:
+    return _tiktok(what, advertiser_id, PARAMETER_CODE, message, audience_call=True)
+
+
+def _error_of(failure: _Failure, call: FakeCall) -> TikTokError:
+    if isinstance(failure.error, TikTokError):  # a network failure: no answer to classify
+        return failure.error
+    code, message = failure.error
+    what = {
+        "create_customer_audience": f"Creating audience '{call.name}'",
+        "create_partner_audience": f"Creating partner audience '{call.name}'",
+        "update_customer_audience": f"{call.action} on audience {call.audience_id}",
+        "map_users": f"Sending {call.size:,} users ({call.action}) to audience {call.audience_id}",
+    }.get(call.method, call.method)
+    return _tiktok(
+        what, call.advertiser_id, code, message, audience_call=call.method in AUDIENCE_CALLS
     )
 
 

@@ -1,0 +1,213 @@
+"""What the rest of the target sees of TikTok: its limits, the `AudienceAPI` seam and its types.
+
+`AudienceAPI` is the seam every other module is typed with; `TikTokClient` (endpoints.py) talks
+to TikTok, `dryrun.DryRunClient` writes down what would be sent, and tests use an in-memory fake.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from target_tiktok_audiences.report import CallStats
+
+if TYPE_CHECKING:
+    from target_tiktok_audiences.report import RunReport
+
+T = TypeVar("T")
+
+API_PATH_SUFFIX = "/open_api/v1.3"
+
+# TikTok's limits, imported by every module that needs them (never restated elsewhere).
+LIST_PAGE_SIZE = 100
+MAX_FILE_PATHS_PER_CALL = 500  # one create/update takes up to 500 files: a REPLACE is one call
+MAX_USERS_PER_MAPPING = 10_000
+AUDIENCE_NAME_MAX = 128
+PARTNER_NAME_MAX = 70  # TikTok cuts longer partner names to 67 chars + "..."
+MIN_AUDIENCE_SIZE = 1_000  # below this TikTok refuses updates and cannot target
+MAX_FILE_BYTES = 50 * 1024 * 1024
+
+# The Segment API calls Android's advertising id AAID where the file API says GAID.
+SEGMENT_ID_TYPES = {
+    "EMAIL_SHA256": "EMAIL_SHA256",
+    "PHONE_SHA256": "PHONE_SHA256",
+    "IDFA_SHA256": "IDFA_SHA256",
+    "IDFA_MD5": "IDFA_MD5",
+    "GAID_SHA256": "AAID_SHA256",
+    "GAID_MD5": "AAID_MD5",
+}
+
+
+# TikTok does not document the audience_type strings of its list: only these spellings are
+# recognised (as TikTok's UI and the sandbox write them); any other type is named in an error,
+# never guessed from a word in it.
+CUSTOMER_FILE_TYPES = frozenset({"customer file", "customer file audience"})
+PARTNER_TYPES = frozenset({"partner", "partner audience"})
+
+
+def _type_key(audience_type: str) -> str:
+    return " ".join(audience_type.replace("_", " ").lower().split())
+
+
+@dataclass(frozen=True)
+class AudienceRow:
+    """One row of the custom-audience list, in our own words."""
+
+    audience_id: str
+    name: str
+    audience_type: str
+    calculate_type: str | None
+    size: int | None
+    owned: bool = True  # False: shared in by another advertiser (is_creator false)
+    expires: datetime | None = None  # expired_time; past: TikTok keeps it only to be deleted
+    expiring: bool = False  # is_expiring: TikTok shows it as about to expire (within 60 days)
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires is not None and self.expires <= now
+
+    @property
+    def is_partner(self) -> bool:
+        return _type_key(self.audience_type) in PARTNER_TYPES
+
+    @property
+    def is_customer_file(self) -> bool:
+        return _type_key(self.audience_type) in CUSTOMER_FILE_TYPES
+
+
+@dataclass(frozen=True)
+class AudienceStatus:
+    """What `dmp/custom_audience/get` says of one audience after (or before) an update."""
+
+    is_valid: bool | None
+    size: int | None
+    last_action: str | None
+    last_action_time: datetime | None
+    last_action_processing: bool
+    expires: datetime | None = None  # expired_time, read defensively
+    expiring: bool = False  # is_expiring: within TikTok's 60 days
+
+
+@dataclass(frozen=True)
+class NewAudience:
+    """A customer-file audience to create from uploaded files."""
+
+    advertiser_id: str
+    name: str
+    calculate_type: str
+    file_paths: Sequence[str]
+    retention_in_days: int | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.advertiser_id, self.name, self.calculate_type
+
+
+@dataclass(frozen=True)
+class UserBatch:
+    """Users for one all-or-nothing segment/mapping call: each {contract: digest}."""
+
+    action: str  # add | delete
+    contracts: Sequence[str]
+    users: Sequence[Mapping[str, str]]
+
+
+def partner_audience_name(name: str) -> str:
+    """The name TikTok stores for a partner audience (it cuts long names)."""
+    return name if len(name) <= PARTNER_NAME_MAX else name[: PARTNER_NAME_MAX - 3] + "..."
+
+
+def file_md5(path: Path) -> str:
+    """MD5 hex of a file, which TikTok wants as file_signature."""
+    md5 = hashlib.md5()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            md5.update(chunk)
+    return md5.hexdigest()
+
+
+class AudienceAPI(Protocol):
+    """Everything the deliveries ask of TikTok; TikTokClient, DryRunClient and test fakes."""
+
+    @property
+    def offline(self) -> bool:
+        """True when nothing reaches TikTok (dry run): configured audience ids are trusted."""
+
+    @property
+    def total(self) -> CallStats:
+        """Every call of the run, whichever view made it."""
+
+    def with_stats(self, stats: CallStats) -> AudienceAPI:
+        """A view of this client that also counts its calls into `stats` (one audience)."""
+
+    def preflight(self, advertiser_ids: Sequence[str]) -> None:
+        """Check the token and every advertiser before any input is read."""
+
+    def list_audiences(self, advertiser_id: str) -> Iterator[AudienceRow]:
+        """Every custom audience the advertiser sees, page by page."""
+
+    def get_audience(self, advertiser_id: str, audience_id: str) -> AudienceStatus:
+        """Validity, size and the state of the last operation of one audience."""
+
+    def upload_file(self, advertiser_id: str, calculate_type: str, path: Path) -> str:
+        """Upload one file of digests; returns TikTok's opaque file_path."""
+
+    def create_customer_audience(self, audience: NewAudience) -> str:
+        """Create a customer-file audience; never retried blindly (it could duplicate)."""
+
+    def update_customer_audience(
+        self, advertiser_id: str, audience_id: str, file_paths: Sequence[str], action: str
+    ) -> None:
+        """APPEND, REMOVE or REPLACE the users of the files."""
+
+    def create_partner_audience(self, advertiser_id: str, name: str) -> str:
+        """Create a partner (Segment API) audience; never retried blindly."""
+
+    def map_users(
+        self, advertiser_id: str, audience_id: str, batch: UserBatch, *, ready: float | None = None
+    ) -> None:
+        """Add or delete users in one all-or-nothing call (retried through a warm-up)."""
+
+    def retrying(self, func: Callable[[], T]) -> T:
+        """Run func under the retry policy (create-or-find sequences)."""
+
+    def count_retry(self) -> None:
+        """A call is tried again outside the retry policy."""
+
+    def finish(self, report: RunReport) -> None:
+        """The run ended: anything the client still has to say (a dry run writes its plan)."""
+
+
+Self = TypeVar("Self", bound="CountedCalls")
+
+
+class CountedCalls:
+    """Per-audience views of one client: each view counts its calls into the run's total and
+    into the stats it was made for, so deliveries never share a mutable tracker."""
+
+    _stats: tuple[CallStats, ...]
+    offline = False
+
+    def __init__(self, total: CallStats) -> None:
+        self._stats = (total,)
+
+    @property
+    def total(self) -> CallStats:
+        """Every call of the run, whichever view made it."""
+        return self._stats[0]
+
+    def with_stats(self: Self, stats: CallStats) -> Self:
+        view = copy.copy(self)
+        view._stats = (*self._stats, stats)
+        return view
+
+    def _count(self, field_name: str = "calls", amount: int = 1) -> None:
+        for stats in self._stats:
+            stats.add(field_name, amount)
+
+    def count_retry(self) -> None:
+        self._count("retries")
