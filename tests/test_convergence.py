@@ -248,14 +248,14 @@ def test_a_failed_snapshot_write_names_the_snapshot_and_converges(
     sandbox: SandboxServer, tmp_path: Path, mapping: dict[str, Any]
 ) -> None:
     config = config_for(sandbox, mapping)
-    ok(run_target(tmp_path, config, rows(range(1500)), name="create"))
+    ok(run_target(tmp_path, config, rows(range(2000)), name="create"))
     sandbox.advance_clock(HOUR)
     run = failed(
         run_target(
-            tmp_path, config, rows(range(100, 1500)), name="nowrite", env={FAULT: "fail:snapshot:1"}
+            tmp_path, config, rows(range(100, 2000)), name="nowrite", env={FAULT: "fail:snapshot:1"}
         )
     )
-    assert members(sandbox)[EMAIL] == emails(range(100, 1500))  # TikTok accepted the change
+    assert members(sandbox)[EMAIL] == emails(range(100, 2000))  # TikTok accepted the change
     line = run.stderr.strip().splitlines()[-1]
     assert line.endswith(
         "1 audience not delivered: 'Newsletter' in advertiser 7000000000000000001 (the snapshot "
@@ -266,8 +266,8 @@ def test_a_failed_snapshot_write_names_the_snapshot_and_converges(
     snap = "PARTNER" if mapping.get("audience_type") == "partner" else EMAIL
     assert f"/{snap}.snap (ENOSPC: No space left on device)" in run.stderr  # names the snapshot
     sandbox.advance_clock(HOUR)
-    ok(run_target(tmp_path, config, rows(range(1500)), name="clean"))
-    assert members(sandbox)[EMAIL] == emails(range(1500))
+    ok(run_target(tmp_path, config, rows(range(2000)), name="clean"))
+    assert members(sandbox)[EMAIL] == emails(range(2000))
 
 
 # -- rules and columns change; Ads Manager edits -------------------------------------------

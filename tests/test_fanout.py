@@ -110,6 +110,7 @@ def entries(run: Run) -> dict[tuple[str, str], dict[str, Any]]:
 def test_two_segments_stay_exact_as_users_move_over_three_mirror_runs(
     sandbox: SandboxServer, tmp_path: Path, audience_type: str, where: str, request: Any
 ) -> None:
+    sandbox.app.config.match_rate = 1.0  # counts uploaded users; the matched floor: test_sandbox
     config = base_config(sandbox, audiences=[mapping(audience_type=audience_type)])
     env = None
     if where == "s3":  # snapshots on S3: listing them finds the audience whose value is gone
@@ -176,6 +177,7 @@ def test_two_segments_stay_exact_as_users_move_over_three_mirror_runs(
 
 
 def test_append_and_incremental_with_the_column(sandbox: SandboxServer, tmp_path: Path) -> None:
+    sandbox.app.config.match_rate = 1.0  # counts uploaded users; the matched floor: test_sandbox
     config = base_config(
         sandbox,
         advertiser_ids=[ADV1],

@@ -230,6 +230,7 @@ def test_every_numeric_setting_has_bounds():
         "max_new_audiences": (0, 400),
         "resync_days": (0, 3650),
         "max_removal_percent": (0, 100),
+        "daily_update_operations": (0, 1000),
     }
 
 
@@ -635,7 +636,8 @@ def test_the_1000_floor_refuses_updates_not_creates(sandbox, tmp_path):
     (entry,) = second.report["streams"][0]["audiences"]
     assert (entry["status"], entry["refusal"]) == (
         "deferred",
-        "TikTok refuses updates that leave fewer than 1,000 users",
+        "TikTok refuses updates that leave fewer than 1,000 users (it counts the users it "
+        "matched, not the identifiers sent)",
     )
     assert sandbox.audiences(ADV1)[0]["members"] == audience["members"]  # unchanged
 

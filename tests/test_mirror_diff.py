@@ -324,6 +324,7 @@ def email_config(sandbox: SandboxServer, **overrides: Any) -> dict[str, Any]:
 
 def test_a_change_of_rules_sends_the_difference(sandbox, tmp_path: Path) -> None:
     """A snapshot records what TikTok holds: digests made under old rules are removed."""
+    sandbox.app.config.match_rate = 1.0  # counts uploaded users; the matched floor: test_sandbox
     config = email_config(sandbox)
     ok(run_target(tmp_path, config, email_rows(range(1200)), name="create"))
     config["email_normalization"] = "tiktok"
@@ -334,7 +335,8 @@ def test_a_change_of_rules_sends_the_difference(sandbox, tmp_path: Path) -> None
     assert (entry["mirror"], entry["action"]) == ("diff", "APPEND+REMOVE")
     # Every digest changed: 1,200 new ones in, the 1,200 old ones out; no REPLACE.
     assert (entry["identifiers_uploaded"], entry["identifiers_removed"]) == (1200, 1200)
-    assert [c["action"] for c in calls(UPDATE)] == ["APPEND", "REMOVE"]
+    # (a REMOVE refused while the APPEND processes is sent again once it is done)
+    assert [c["action"] for c in calls(UPDATE) if c["code"] == 0] == ["APPEND", "REMOVE"]
     same(the_audience(sandbox)["members"], "EMAIL_SHA256", emails(range(100, 1300), "tiktok"))
 
 

@@ -77,6 +77,7 @@ def by_key(result: subprocess.CompletedProcess[str]) -> dict[tuple[str, str], di
 
 
 def test_status_after_a_good_run_and_after_trouble(sandbox: SandboxServer, tmp_path: Path) -> None:
+    sandbox.app.config.match_rate = 1.0  # counts uploaded users; the matched floor: test_sandbox
     config = base_config(sandbox, audiences=[SEGMENTS, NEWSLETTER])
     run = run_target(tmp_path, config, messages(with_bronze=False), name="good")
     assert run.returncode == 0, run.stderr[-2000:]
@@ -177,6 +178,7 @@ def test_status_config_errors_and_tiktok_failures(sandbox: SandboxServer, tmp_pa
 
 def test_status_reads_settings_from_the_environment(sandbox: SandboxServer, tmp_path: Path) -> None:
     """--config ENV: how Meltano hands settings to a plugin command."""
+    sandbox.app.config.match_rate = 1.0  # counts uploaded users; the matched floor: test_sandbox
     config = base_config(sandbox, advertiser_ids=[ADV1], audiences=[NEWSLETTER])
     users = [m for m in messages(with_bronze=False) if m.get("stream") != "segments"]
     run = run_target(tmp_path, config, users, name="users")
