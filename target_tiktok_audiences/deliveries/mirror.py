@@ -144,6 +144,11 @@ class _SortedSets(Delivery):
             SnapshotKey.for_name(advertiser_id, name, contract),
         )
 
+    def create_tracker(self, advertiser_id: str, name: str, contract: str) -> Tracker:
+        """Records a create before its audience has an id: under the audience's name."""
+        key = SnapshotKey.for_name(advertiser_id, name, contract)
+        return Tracker(self.runtime.snapshots, key, key)
+
     def baseline(self, tracker: Tracker, entry: AudienceReport) -> Baseline:
         """What TikTok holds as far as the snapshot knows; a damaged one is said, not trusted."""
         if not self.by_difference:
@@ -325,7 +330,7 @@ class MirrorDelivery(_SortedSets):
         entry: AudienceReport,
     ) -> None:
         runtime = self.runtime
-        tracker = self.tracker(advertiser_id, "new", name, contract)
+        tracker = self.create_tracker(advertiser_id, name, contract)
         if self.by_difference:
             tracker.record_create(stream)  # a create whose answer is lost is still converged
         paths = self._upload_all(api, advertiser_id, contract, stream, entry)
@@ -576,7 +581,7 @@ class PartnerMirrorDelivery(_SortedSets):
         stream: BlockSource,
         entry: AudienceReport,
     ) -> Baseline:
-        tracker = self.tracker(advertiser_id, "new", name, PARTNER_SET)
+        tracker = self.create_tracker(advertiser_id, name, PARTNER_SET)
         if self.by_difference:
             tracker.record_create(stream)  # users mapped before a kill are found next run
 
