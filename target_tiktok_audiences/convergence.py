@@ -29,6 +29,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from itertools import chain
 
 from target_tiktok_audiences.extsort import DiffCounts, DigestSink, blocks, diff
@@ -39,7 +40,6 @@ from target_tiktok_audiences.snapshot import (
     SnapshotKey,
     SnapshotStore,
     Unusable,
-    utc_now,
 )
 
 Blocks = Iterable[Sequence[str]]
@@ -154,11 +154,15 @@ class Tracker:
             return
         self.store.write(self.key, change, kind=Kind.IN_FLIGHT)
 
-    def confirm(self, stream: BlockSource, *, full: bool, base: Baseline | None) -> None:
+    def confirm(
+        self, stream: BlockSource, *, full: bool, base: Baseline | None, now: datetime
+    ) -> None:
         """TikTok accepted everything: S is held; nothing is in flight any more."""
         if self.store.read_only:
             return
+        # `now` is TikTok's clock: the resync is measured on it, like TikTok's own day.
         full_at = "" if full or base is None or base.held is None else base.held.header.full_at
-        self.store.write(self.key, stream(), kind=Kind.SNAPSHOT, full_at=full_at or utc_now())
+        full_at = full_at or now.isoformat(timespec="seconds")
+        self.store.write(self.key, stream(), kind=Kind.SNAPSHOT, full_at=full_at)
         self.store.remove(self.key, Kind.IN_FLIGHT)
         self.store.remove(self.name_key, Kind.IN_FLIGHT)

@@ -296,16 +296,15 @@ class Header:
             str(fields.get("full_at") or created),
         )
 
-    @property
-    def full_age_seconds(self) -> float | None:
-        """Seconds since the last full upload, None when the header cannot say."""
+    def full_age_seconds(self, now: dt.datetime) -> float | None:
+        """Seconds from the last full upload to `now`, None when the header cannot say."""
         try:
             when = dt.datetime.fromisoformat(self.full_at)
         except ValueError:
             return None
         if when.tzinfo is None:
             when = when.replace(tzinfo=dt.timezone.utc)
-        return (dt.datetime.now(dt.timezone.utc) - when).total_seconds()
+        return (now - when).total_seconds()
 
 
 class Snapshot:

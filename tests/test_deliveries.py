@@ -139,6 +139,7 @@ def test_fake_has_every_protocol_member_with_the_same_signature() -> None:
         "get_audience",
         "list_audiences",
         "map_users",
+        "now",
         "offline",
         "preflight",
         "retrying",

@@ -10,7 +10,7 @@ import copy
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -181,6 +181,9 @@ class AudienceAPI(Protocol):
     def finish(self, report: RunReport) -> None:
         """The run ended: anything the client still has to say (a dry run writes its plan)."""
 
+    def now(self) -> datetime:
+        """TikTok's time (UTC): what its 24 hours and the resync are measured on."""
+
 
 Self = TypeVar("Self", bound="CountedCalls")
 
@@ -194,6 +197,10 @@ class CountedCalls:
 
     def __init__(self, total: CallStats) -> None:
         self._stats = (total,)
+
+    def now(self) -> datetime:
+        """Ours, where there is no TikTok to ask (a dry run, a test double)."""
+        return datetime.now(timezone.utc)
 
     @property
     def total(self) -> CallStats:

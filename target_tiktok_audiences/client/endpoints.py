@@ -95,6 +95,9 @@ class TikTokClient(CountedCalls):
         send = self._transport.send_retrying if retry else self._transport.send
         return send(self._stats, method, path, what, advertiser_id, **kwargs)
 
+    def now(self) -> datetime:
+        return self._transport.now()
+
     def retrying(self, func: Callable[[], T]) -> T:
         result: T = self._transport.retry_policy(func)()
         return result

@@ -216,21 +216,24 @@ class _SortedSets(Delivery):
             "the audience was left unchanged",
         )
 
-    def resync_due(self, base: Baseline) -> bool:
+    def resync_due(self, api: AudienceAPI, base: Baseline) -> bool:
+        """resync_days, measured on TikTok's clock (as TikTok's own day is)."""
         days = self.runtime.settings.resync_days
         if not days or base.held is None:
             return False
-        age = base.held.header.full_age_seconds
+        age = base.held.header.full_age_seconds(api.now())
         return age is None or age >= days * DAY
 
-    def note_next_resync(self, base: Baseline | None, entry: AudienceReport, full: bool) -> None:
+    def note_next_resync(
+        self, api: AudienceAPI, base: Baseline | None, entry: AudienceReport, full: bool
+    ) -> None:
         days = self.runtime.settings.resync_days
         if not days or not self.by_difference:
             return
         if full or base is None or base.held is None:
             entry.next_resync = f"in {days:g} days"
             return
-        age = base.held.header.full_age_seconds or 0.0
+        age = base.held.header.full_age_seconds(api.now()) or 0.0
         left = max(days * DAY - age, 0.0) / DAY
         entry.next_resync = f"in {left:.1f} days" if left else "at the next run TikTok allows"
 
@@ -314,7 +317,9 @@ class MirrorDelivery(_SortedSets):
             return
         try:
             self.guard_removals(change.counts, base.held_count)
-            if self.resync_due(base) and self._resync(api, tracker, stream, base, change, entry):
+            if self.resync_due(api, base) and self._resync(
+                api, tracker, stream, base, change, entry
+            ):
                 return
             self._send_change(api, tracker, stream, base, change, entry)
         finally:
@@ -351,9 +356,9 @@ class MirrorDelivery(_SortedSets):
         entry.action = "CREATE"
         if self.by_difference:
             self.tracker(advertiser_id, audience_id, name, contract).confirm(
-                stream, full=True, base=None
+                stream, full=True, base=None, now=api.now()
             )
-        self.note_next_resync(None, entry, full=True)
+        self.note_next_resync(api, None, entry, full=True)
 
     def _replace(
         self,
@@ -376,8 +381,8 @@ class MirrorDelivery(_SortedSets):
         entry.action = "REPLACE"
         entry.identifiers_uploaded = entry.identifiers_unique
         if self.by_difference:
-            tracker.confirm(stream, full=True, base=base)
-        self.note_next_resync(base, entry, full=True)
+            tracker.confirm(stream, full=True, base=base, now=api.now())
+        self.note_next_resync(api, base, entry, full=True)
 
     def _replace_allowed(
         self, api: AudienceAPI, entry: AudienceReport, *, required: bool
@@ -441,8 +446,8 @@ class MirrorDelivery(_SortedSets):
         entry.identifiers_uploaded = entry.identifiers_unique
         entry.identifiers_removed = change.counts.removed
         entry.identifiers_unchanged = change.counts.unchanged
-        tracker.confirm(stream, full=True, base=base)
-        self.note_next_resync(base, entry, full=True)
+        tracker.confirm(stream, full=True, base=base, now=api.now())
+        self.note_next_resync(api, base, entry, full=True)
         return True
 
     def _send_change(
@@ -471,8 +476,8 @@ class MirrorDelivery(_SortedSets):
         entry.identifiers_removed = change.counts.removed
         entry.action = "+".join(actions) or "NONE"
         if actions or base.in_flight is not None or base.empty:
-            tracker.confirm(stream, full=False, base=base)
-        self.note_next_resync(base, entry, full=False)
+            tracker.confirm(stream, full=False, base=base, now=api.now())
+        self.note_next_resync(api, base, entry, full=False)
 
     def _upload_all(
         self,
@@ -636,7 +641,7 @@ class PartnerMirrorDelivery(_SortedSets):
         finally:
             change.discard()
         if self.by_difference:
-            tracker.confirm(stream, full=not base.known, base=base)
+            tracker.confirm(stream, full=not base.known, base=base, now=api.now())
         entry.action = (
             "+".join(
                 a for a, n in (("add", entry.users_added), ("delete", entry.users_removed)) if n
