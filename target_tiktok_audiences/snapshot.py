@@ -561,7 +561,7 @@ class SnapshotStore:
                     out.finish(key, kind, full_at)
                 except OSError as exc:
                     raise _write_error(where, exc) from None
-            self._commit(Path(tmp), self._rel(key.path(kind)), where)
+            self._commit(Path(tmp), self._rel(key.path(kind)))
             testhooks.checkpoint("after", step)
         except OSError as exc:  # a write into the temp file while the caller streamed
             raise _write_error(where, exc) from None
@@ -595,7 +595,7 @@ class SnapshotStore:
         except OSError as exc:
             raise _write_error(self.where(key, kind), exc) from None
 
-    def _commit(self, tmp: Path, rel: str, where: str) -> None:
+    def _commit(self, tmp: Path, rel: str) -> None:
         if self._fs is None:
             final = self._root / rel
             os.replace(tmp, final)

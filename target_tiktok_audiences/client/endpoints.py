@@ -178,19 +178,7 @@ class TikTokClient(CountedCalls):
             page += 1
 
     def get_audience(self, advertiser_id: str, audience_id: str) -> AudienceStatus:
-        what = f"Reading audience {audience_id}"
-        data = self._call(
-            "GET",
-            PATH_GET,
-            what,
-            advertiser_id,
-            params={
-                "advertiser_id": advertiser_id,
-                "custom_audience_ids": json.dumps([audience_id]),
-            },
-            need="list",
-        )
-        rows = require(data, "list", what, advertiser_id).get("list") or []
+        rows = self._get_rows(advertiser_id, [audience_id], f"Reading audience {audience_id}")
         row = rows[0] if rows and isinstance(rows[0], dict) else {}
         details = row.get("audience_details") or {}
         history = [h for h in row.get("audience_history") or [] if isinstance(h, dict)]
@@ -209,6 +197,22 @@ class TikTokClient(CountedCalls):
             expiring=details.get("is_expiring") is True,
         )
 
+    def _get_rows(self, advertiser_id: str, audience_ids: list[str], what: str) -> list[Any]:
+        """The `dmp/custom_audience/get` rows of up to LIST_PAGE_SIZE audiences."""
+        data = self._call(
+            "GET",
+            PATH_GET,
+            what,
+            advertiser_id,
+            params={
+                "advertiser_id": advertiser_id,
+                "custom_audience_ids": json.dumps(audience_ids),
+            },
+            need="list",
+        )
+        rows: list[Any] = require(data, "list", what, advertiser_id).get("list") or []
+        return rows
+
     def _operation_times(self, advertiser_id: str) -> list[datetime]:
         """When the advertiser's own customer-file audiences had their update operations, as
         audience_history shows them (get, up to LIST_PAGE_SIZE audiences a call)."""
@@ -220,18 +224,7 @@ class TikTokClient(CountedCalls):
         times: list[datetime] = []
         what = "Counting the update operations of the last 24 h"
         for i in range(0, len(ids), LIST_PAGE_SIZE):
-            data = self._call(
-                "GET",
-                PATH_GET,
-                what,
-                advertiser_id,
-                params={
-                    "advertiser_id": advertiser_id,
-                    "custom_audience_ids": json.dumps(ids[i : i + LIST_PAGE_SIZE]),
-                },
-                need="list",
-            )
-            for row in require(data, "list", what, advertiser_id).get("list") or []:
+            for row in self._get_rows(advertiser_id, ids[i : i + LIST_PAGE_SIZE], what):
                 for entry in (row or {}).get("audience_history") or []:
                     at = _parse_time(entry.get("opt_time")) if isinstance(entry, dict) else None
                     if at is not None and entry.get("action") in OPERATIONS:
