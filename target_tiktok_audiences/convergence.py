@@ -22,6 +22,9 @@ after this run it holds S. Before sending, the new U' = add | remove is recorded
 nothing in flight is forgotten); after TikTok accepted everything, S becomes the held set and
 U' is dropped. A create that was not confirmed is recorded under the audience's name (held
 nothing, in flight the created set), so the run that finds the audience by name converges too.
+When the budget let only the REMOVE go (deliveries/staging.py) and TikTok accepted it, its
+digests are known gone: held becomes P - remove and in flight the unsent add, so the next run
+spends no operation on that REMOVE again.
 """
 
 from __future__ import annotations
@@ -153,6 +156,22 @@ class Tracker:
         if self.store.read_only:
             return
         self.store.write(self.key, change, kind=Kind.IN_FLIGHT)
+
+    def confirm_removal(self, base: Baseline, removed: BlockSource, unsent: BlockSource) -> None:
+        """Only the REMOVE was sent, and accepted: held P - removed; the unsent add in flight.
+
+        The snapshot is written first: a fault in between leaves the larger in-flight set of
+        the run, which is still safe.
+        """
+        if self.store.read_only or base.held is None:
+            return  # without a held set the whole change stays in flight
+        self.store.write(
+            self.key,
+            without(base.held_blocks(), removed()),
+            kind=Kind.SNAPSHOT,
+            full_at=base.held.header.full_at,
+        )
+        self.store.write(self.key, unsent(), kind=Kind.IN_FLIGHT)
 
     def confirm(
         self, stream: BlockSource, *, full: bool, base: Baseline | None, now: datetime

@@ -8,14 +8,14 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from target_tiktok_audiences import testhooks
 from target_tiktok_audiences.audiences import AudienceDirectory
 from target_tiktok_audiences.client import AudienceAPI, TikTokClient
-from target_tiktok_audiences.deliveries import Delivery, Runtime, delivery_class
+from target_tiktok_audiences.deliveries import Delivery, Runtime, delivery_class, staging
 from target_tiktok_audiences.deliveries.fanout import FanOutDelivery
 from target_tiktok_audiences.dryrun import DryRunClient
 from target_tiktok_audiences.identifiers import Encoder, make_encoder
@@ -91,6 +91,7 @@ class Run:
             ),
         )
         self.deliveries: dict[str, Delivery] = {}
+        self.sealed: dict[str, Delivery] = {}  # stream -> its last complete version (mirror)
         self.bookmarks: dict[str, list[str]] = {}  # stream -> its SCHEMA's bookmark_properties
         self.rejects: RejectsWriter | None = None
         if settings.rejects_url and settings.dry_run:
@@ -209,7 +210,7 @@ class Run:
 
     @property
     def pending(self) -> bool:
-        return any(d.pending for d in self.deliveries.values())
+        return bool(self.sealed) or any(d.pending for d in self.deliveries.values())
 
     @property
     def refused(self) -> list[str]:
@@ -246,9 +247,39 @@ class Run:
     # -- the end ---------------------------------------------------------------------------
 
     def deliver(self) -> None:
-        """End of input: every delivery sends what it holds."""
-        for delivery in self.deliveries.values():
+        """End of input: every delivery sends what it holds, the update operations of all of
+        them planned together (removals first: deliveries/staging.py)."""
+        sealed, self.sealed = self.sealed, {}
+        deliveries = []
+        for stream, delivery in self.deliveries.items():
+            version = sealed.get(stream)
+            if version is not None and delivery.pending:
+                version.discard()  # records after the boundary: a newer version
+                version = None
+            deliveries.append(version or delivery)
+        staging.deliver(deliveries, self.client)
+
+    def version_boundary(self, binding: Binding) -> None:
+        """ACTIVATE_VERSION after records: what was read before it is a complete version.
+
+        Batches (incremental) go out now. A mirror's complete set waits for the end of input,
+        where every audience's update operations are planned together; a later version of
+        the stream replaces it. Append events simply go on accumulating.
+        """
+        delivery = binding.delivery
+        if delivery.sends_as_it_reads:
             delivery.commit()
+            return
+        if not delivery.mapping.sync_mode.whole_set:
+            return
+        older = self.sealed.pop(binding.report.stream, None)
+        if older is not None:
+            older.discard()  # a newer complete version of the same stream supersedes it
+        self.sealed[binding.report.stream] = delivery
+        fresh = replace(delivery, contracts=list(delivery.contracts))
+        fresh.partial_stream = delivery.partial_stream
+        binding.delivery = self.deliveries[binding.report.stream] = fresh
+        binding.fanout = fresh if isinstance(fresh, FanOutDelivery) else None
 
     def warn_missing_streams(self) -> None:
         """Mapped streams that never arrived: most often a typo or a stream map rename."""
@@ -316,7 +347,7 @@ class Run:
         self.finished = True
         report = self.report
         if status != "succeeded":
-            for delivery in self.deliveries.values():
+            for delivery in (*self.sealed.values(), *self.deliveries.values()):
                 delivery.discard()
         self.add_hints()
         report.finish(status, report.error or error)

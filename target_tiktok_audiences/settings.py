@@ -296,7 +296,8 @@ CONFIG_SCHEMA = th.PropertiesList(
         title="Daily Update Operations",
         description="Update operations (APPEND, REMOVE, REPLACE) per ad account per rolling 24 h "
         "that the target plans within (TikTok allows 24): it counts those TikTok shows for the "
-        "last 24 h and defers an update that does not fit, with the time it fits; 0: no budget.",
+        "last 24 h, plans the run's updates across audiences within what is left (removals of "
+        "users who left first) and defers what does not fit, with the time it fits; 0: no budget.",
     ),
 ).to_dict()
 

@@ -126,8 +126,10 @@ class AudienceSink(BatchSink):
         delivery.flush()
         if delivery.pending:
             self.logger.info(
-                "ACTIVATE_VERSION %s for stream '%s': delivering what was read before it.",
+                "ACTIVATE_VERSION %s for stream '%s': what was read before it is a complete "
+                "version; it is delivered %s.",
                 new_version,
                 self.stream_name,
+                "now" if delivery.sends_as_it_reads else "at the end of input",
             )
-            delivery.commit()
+            self._run.version_boundary(self.binding)

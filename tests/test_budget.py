@@ -62,7 +62,8 @@ def test_one_account_short_of_operations_the_other_fully_delivered(
     )
     assert spend.returncode == 0, spend.stderr[-3000:]
 
-    # Both audiences change: two operations each, four per advertiser.
+    # Both audiences change: an APPEND and a REMOVE each, four per advertiser. ADV1 has two
+    # left: both REMOVEs go (users who left leave first), both APPENDs wait.
     wanted = messages(range(10, 2_010), range(10, 2_010), 3)
     before = len(sandbox.calls(UPDATE))
     short = run_target(tmp_path, config, wanted, name="short")
@@ -70,14 +71,20 @@ def test_one_account_short_of_operations_the_other_fully_delivered(
     assert short.stdout == ""
     for name in ("Alpha", "Beta"):
         assert members(sandbox, ADV2, name) == digests(name[0].lower(), range(10, 2_010))
-    assert members(sandbox, ADV1, "Alpha") == digests("a", range(10, 2_010))  # within budget
-    assert members(sandbox, ADV1, "Beta") == digests("b", range(2_000))  # nothing sent
-    deferred = status(short, "beta", ADV1)
-    assert deferred["status"] == "deferred"
-    assert "2 of the 4 update operations" not in deferred["note"]
+    assert members(sandbox, ADV1, "Alpha") == digests("a", range(10, 2_005))
+    assert members(sandbox, ADV1, "Beta") == digests("b", range(10, 2_000))
+    alpha, beta = status(short, "alpha", ADV1), status(short, "beta", ADV1)
+    assert (alpha["status"], alpha["action"]) == ("deferred", "REMOVE")
+    assert (beta["status"], beta["action"]) == ("deferred", "REMOVE")
     assert (
-        "4 of the 4 update operations of the last 24 h are used (daily_update_operations); "
-        "the next fits after " in deferred["note"]
+        f"APPEND on audience {alpha['audience_id']} for advertiser {ADV1} failed: 3 of the 4 "
+        "update operations of the last 24 h are used and 1 planned by this run "
+        "(daily_update_operations); the next fits after " in alpha["note"]
+    )
+    assert (
+        f"APPEND on audience {beta['audience_id']} for advertiser {ADV1} failed: 4 of the 4 "
+        "update operations of the last 24 h are used (daily_update_operations); the next fits "
+        "after " in beta["note"]
     )
     assert short.report is not None
     assert short.report["operations"] == {
@@ -88,10 +95,18 @@ def test_one_account_short_of_operations_the_other_fully_delivered(
         f"Advertiser {ADV1}: 4 of its 4 update operations of the last 24 h used (2 by this "
         "run), 0 left (daily_update_operations)." in short.stderr
     )
-    # What did not fit was never sent: TikTok accepted two operations in ADV1 and four in ADV2
-    # (a refusal in between is TikTok's processing window, waited out).
-    accepted = [c["advertiser_id"] for c in sandbox.calls(UPDATE)[before:] if c["code"] == 0]
-    assert (accepted.count(ADV1), accepted.count(ADV2)) == (2, 4)
+    # What did not fit was never sent: TikTok accepted the two REMOVEs in ADV1 and four
+    # operations in ADV2 (a refusal in between is TikTok's processing window, waited out).
+    accepted = [
+        (c["advertiser_id"], c["action"]) for c in sandbox.calls(UPDATE)[before:] if c["code"] == 0
+    ]
+    assert [a for adv, a in accepted if adv == ADV1] == ["REMOVE", "REMOVE"]
+    assert sorted(a for adv, a in accepted if adv == ADV2) == [
+        "APPEND",
+        "APPEND",
+        "REMOVE",
+        "REMOVE",
+    ]
     sandbox.advance_clock(24 * 3600 + 60)  # the operations of yesterday drop out
     again = run_target(tmp_path, config, wanted, name="again")
     assert again.returncode == 0, again.stderr[-3000:]
@@ -99,3 +114,112 @@ def test_one_account_short_of_operations_the_other_fully_delivered(
     for adv in (ADV1, ADV2):
         for name in ("Alpha", "Beta"):
             assert members(sandbox, adv, name) == digests(name[0].lower(), range(10, 2_010))
+
+
+def activate(stream: str) -> dict[str, Any]:
+    return {"type": "ACTIVATE_VERSION", "stream": stream, "version": 1}
+
+
+def test_classic_taps_versions_are_planned_together_removals_first(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """A classic tap closes each stream with ACTIVATE_VERSION: the complete sets wait for the
+    end of input, so the plan sees both audiences and both REMOVEs go before any APPEND."""
+    config = base_config(
+        sandbox, advertiser_ids=[ADV1], audiences=[ALPHA, BETA], daily_update_operations=2
+    )
+
+    def classic(alpha: range, beta: range, done: int) -> list[dict[str, Any]]:
+        return [
+            schema_msg("alpha", ["email"]),
+            *(record_msg("alpha", {"id": i, "email": f"a{i}@example.com"}) for i in alpha),
+            activate("alpha"),
+            schema_msg("beta", ["email"]),
+            *(record_msg("beta", {"id": i, "email": f"b{i}@example.com"}) for i in beta),
+            activate("beta"),
+            state_msg({"done": done}),
+        ]
+
+    first = run_target(tmp_path, config, classic(range(2_000), range(2_000), 1), name="first")
+    assert first.returncode == 0, first.stderr[-3000:]  # two CREATEs: no update operation
+    wanted = classic(range(10, 2_010), range(10, 2_010), 2)
+    short = run_target(tmp_path, config, wanted, name="short")
+    assert short.returncode == 1
+    assert short.states == []
+    assert members(sandbox, ADV1, "Alpha") == digests("a", range(10, 2_000))
+    assert members(sandbox, ADV1, "Beta") == digests("b", range(10, 2_000))
+    assert [status(short, s, ADV1)["action"] for s in ("alpha", "beta")] == ["REMOVE", "REMOVE"]
+    assert (
+        "ACTIVATE_VERSION 1 for stream 'alpha': what was read before it is a complete version; "
+        "it is delivered at the end of input." in short.stderr
+    )
+    sandbox.advance_clock(24 * 3600 + 60)
+    before = len(sandbox.calls(UPDATE))
+    again = run_target(tmp_path, config, wanted, name="again")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.states == [{"done": 2}]
+    for name in ("Alpha", "Beta"):
+        assert members(sandbox, ADV1, name) == digests(name[0].lower(), range(10, 2_010))
+    # The REMOVEs TikTok accepted are not sent again: the two operations go to the APPENDs.
+    sent = [c["action"] for c in sandbox.calls(UPDATE)[before:] if c["code"] == 0]
+    assert sent == ["APPEND", "APPEND"]
+
+
+def test_append_mode_sends_removals_first_across_streams(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    sandbox.app.config.match_rate = 1.0  # the REMOVEs go first: 1,995 uploaded users stay above
+    # the floor only when every one of them matches (the floor itself: test_sandbox)
+    mappings = [{**m, "remove_column": "gone"} for m in (ALPHA, BETA)]
+    config = base_config(
+        sandbox,
+        advertiser_ids=[ADV1],
+        audiences=mappings,
+        sync_mode="append",
+        daily_update_operations=2,
+    )
+
+    def rows(stream: str, added: range, gone: range, done: int) -> list[dict[str, Any]]:
+        prefix = stream[0]
+        return [
+            schema_msg(stream, ["email", "gone"]),
+            *(record_msg(stream, {"id": i, "email": f"{prefix}{i}@example.com"}) for i in added),
+            *(
+                record_msg(stream, {"id": i, "email": f"{prefix}{i}@example.com", "gone": "1"})
+                for i in gone
+            ),
+        ]
+
+    first = run_target(
+        tmp_path,
+        config,
+        [*rows("alpha", range(2_000), range(0), 1), *rows("beta", range(2_000), range(0), 1)],
+        name="first",
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    wanted = [
+        *rows("alpha", range(2_000, 2_010), range(5), 2),
+        *rows("beta", range(2_000, 2_010), range(5), 2),
+        state_msg({"done": 2}),
+    ]
+    short = run_target(tmp_path, config, wanted, name="short")
+    assert short.returncode == 1
+    assert short.states == []
+    for name in ("Alpha", "Beta"):
+        assert members(sandbox, ADV1, name) == digests(name[0].lower(), range(5, 2_000))
+    beta = status(short, "beta", ADV1)
+    assert (beta["status"], beta["action"]) == ("deferred", "REMOVE")
+    assert (
+        f"APPEND on audience {beta['audience_id']} for advertiser {ADV1} failed: 2 of the 2 "
+        "update operations of the last 24 h are used (daily_update_operations); the next fits "
+        "after " in beta["note"]
+    )
+    sandbox.advance_clock(24 * 3600 + 60)
+    # STATE was withheld, so the tap sends the rows again: the REMOVEs are sent again too (four
+    # operations), which two a day never fit.
+    config["daily_update_operations"] = 4
+    again = run_target(tmp_path, config, wanted, name="again")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.states == [{"done": 2}]
+    for name in ("Alpha", "Beta"):
+        assert members(sandbox, ADV1, name) == digests(name[0].lower(), range(5, 2_010))

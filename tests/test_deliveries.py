@@ -19,6 +19,7 @@ from target_tiktok_audiences.client import (
     AudienceAPI,
     NewAudience,
     PermanentError,
+    RefusedError,
     TransientError,
 )
 from target_tiktok_audiences.deliveries import Delivery, Runtime, delivery_class
@@ -125,13 +126,20 @@ def calls_since(fake: FakeAudienceAPI, start: int) -> list[tuple[str, str | None
 def _resolved_hints(func: Any) -> dict[str, Any]:
     # client.py imports RunReport only for type checking: resolve it by hand.
     return typing.get_type_hints(
-        func, localns={"RunReport": RunReport, "AudienceAPI": AudienceAPI, "T": typing.Any}
+        func,
+        localns={
+            "RunReport": RunReport,
+            "AudienceAPI": AudienceAPI,
+            "RefusedError": RefusedError,
+            "T": typing.Any,
+        },
     )
 
 
 def test_fake_has_every_protocol_member_with_the_same_signature() -> None:
     members = sorted(n for n in vars(AudienceAPI) if not n.startswith("_"))
     assert members == [
+        "budget_refusal",
         "count_retry",
         "create_customer_audience",
         "create_partner_audience",
@@ -141,6 +149,8 @@ def test_fake_has_every_protocol_member_with_the_same_signature() -> None:
         "map_users",
         "now",
         "offline",
+        "operations_left",
+        "plan_operations",
         "preflight",
         "retrying",
         "total",

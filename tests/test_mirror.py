@@ -237,7 +237,9 @@ def test_a_name_match_of_the_wrong_type_stops_with_both_named(sandbox, tmp_path)
     assert len(sandbox.audiences(ADV1)) == 1
 
 
-def test_activate_version_delivers_each_complete_version(sandbox, tmp_path):
+def test_activate_version_delivers_the_last_complete_version(sandbox, tmp_path):
+    """Each version is a complete set; the audience ends equal to the last one, which alone is
+    sent (one CREATE, no update operation spent on a set already superseded)."""
     sandbox.app.config.match_rate = 1.0  # counts uploaded users; the matched floor: test_sandbox
     config = base_config(
         sandbox,
@@ -267,4 +269,7 @@ def test_activate_version_delivers_each_complete_version(sandbox, tmp_path):
     (audience,) = sandbox.audiences(ADV1)
     assert audience["members"] == {"EMAIL_SHA256": sorted(sha256(f"v{i}@x.io") for i in version2)}
     actions = [a["action"] for a in stream_report(run, "users")["audiences"]]
-    assert actions == ["CREATE", "APPEND+REMOVE"]
+    assert actions == ["CREATE"]
+    assert "ACTIVATE_VERSION 2 for stream 'users': what was read before it is a complete " in (
+        run.stderr
+    )

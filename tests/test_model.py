@@ -3,8 +3,9 @@
 Hypothesis drives sequences of real CLI runs against a fresh sandbox: each run brings a random
 stream (users in, out, back) and maybe a fault at a random step (an answer lost after TikTok
 applied the call, a kill between two calls, a snapshot write that fails, a change of rules, an
-edit made in TikTok followed by a due resync). The model is the last stream. After every
-successful run the audience must equal it; a failed run must emit no STATE; and after the
+edit made in TikTok followed by a due resync, a day with one or two update operations left).
+The model is the last stream. After every successful run (but while an edit made in TikTok
+awaits its resync) the audience must equal it; a failed run must emit no STATE; and after the
 last step one clean run must leave the audience exactly equal to the stream.
 """
 
@@ -52,11 +53,13 @@ class Mirror(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="tta-model-"))
-        # Lenient only where the model is not about it: the floor (tiny sets) and the daily
-        # operations (many runs in one sandbox day). REPLACE once a day stays on.
+        # Lenient only where the model is not about it: the floor is off (tiny sets: with 70%
+        # matched, a set of one user has none; the floor is tested in test_refusals) and the
+        # daily operations (many runs in one sandbox day; the target's own budget is a rule
+        # below). REPLACE once a day stays on.
         self.sandbox = SandboxServer(
             self.tmp / "sandbox.db",
-            min_audience_size=1,
+            min_audience_size=0,
             max_updates_per_day=0,
             partner_warmup_seconds=1,
         ).start()
@@ -104,7 +107,8 @@ class Mirror(RuleBasedStateMachine):
         self.stream = users
         if done.returncode == 0:
             assert done.states == [{"run": self.runs}], done.stderr[-2000:]
-            self.check(f"run {self.runs} succeeded")
+            if not self.edited:  # an edit in TikTok is invisible until a resync: not modelled
+                self.check(f"run {self.runs} succeeded")
         else:
             assert done.states == [], "a failed run emitted STATE"
             assert "Traceback" not in done.stderr, done.stderr[-3000:]
@@ -159,6 +163,14 @@ class Mirror(RuleBasedStateMachine):
         self.rules = "tiktok" if self.rules == "basic" else "basic"
         self.run(users)
 
+    @precondition(lambda self: not self.partner and not self.edited)
+    @rule(users=users, left=st.integers(1, 2))
+    def operations_short(self, users: set[int], left: int) -> None:
+        # A day later only this run's operations count: `left` fit, the rest is deferred
+        # (removals first); whatever went out must leave nothing for the next run to undo.
+        self.sandbox.advance_clock(DAY)
+        self.run(users, daily_update_operations=left)
+
     @precondition(lambda self: not self.partner and self.stream is not None and not self.edited)
     @rule(stranger=st.integers(1000, 1100))
     def edited_in_ads_manager(self, stranger: int) -> None:
@@ -181,6 +193,7 @@ class Mirror(RuleBasedStateMachine):
         self.sandbox.advance_clock(DAY)
         if self.run(users, resync_days=0.000001) == 0:
             self.edited = False
+            self.check(f"run {self.runs} resynced")
 
     def final_clean_run_converges(self) -> None:
         if self.stream is None:

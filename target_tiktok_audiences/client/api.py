@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from target_tiktok_audiences.report import CallStats
 
 if TYPE_CHECKING:
+    from target_tiktok_audiences.client.codes import RefusedError
     from target_tiktok_audiences.report import RunReport
 
 T = TypeVar("T")
@@ -184,6 +185,16 @@ class AudienceAPI(Protocol):
     def now(self) -> datetime:
         """TikTok's time (UTC): what its 24 hours and the resync are measured on."""
 
+    def operations_left(self, advertiser_id: str) -> int | None:
+        """Update operations the ad account has left in the last 24 h, net of those this run
+        planned (daily_update_operations); None: no budget."""
+
+    def plan_operations(self, advertiser_id: str, count: int) -> None:
+        """This run will send `count` more update operations to the ad account."""
+
+    def budget_refusal(self, advertiser_id: str, what: str) -> RefusedError:
+        """The refusal of an update that did not fit the budget: used, planned, when it fits."""
+
 
 Self = TypeVar("Self", bound="CountedCalls")
 
@@ -201,6 +212,18 @@ class CountedCalls:
     def now(self) -> datetime:
         """Ours, where there is no TikTok to ask (a dry run, a test double)."""
         return datetime.now(timezone.utc)
+
+    def operations_left(self, advertiser_id: str) -> int | None:
+        """No budget where nothing is counted (a dry run, a test double)."""
+        return None
+
+    def plan_operations(self, advertiser_id: str, count: int) -> None:
+        """Nothing to plan without a budget."""
+
+    def budget_refusal(self, advertiser_id: str, what: str) -> RefusedError:
+        from target_tiktok_audiences.client.codes import REFUSED_BUDGET, RefusedError  # a cycle
+
+        return RefusedError(what, reason=REFUSED_BUDGET, advertiser_id=advertiser_id, said=False)
 
     @property
     def total(self) -> CallStats:

@@ -102,6 +102,15 @@ class TikTokClient(CountedCalls):
         result: T = self._transport.retry_policy(func)()
         return result
 
+    def operations_left(self, advertiser_id: str) -> int | None:
+        return self._budget.left(advertiser_id)
+
+    def plan_operations(self, advertiser_id: str, count: int) -> None:
+        self._budget.plan(advertiser_id, count)
+
+    def budget_refusal(self, advertiser_id: str, what: str) -> RefusedError:
+        return self._budget.refusal(advertiser_id, what)
+
     def finish(self, report: RunReport) -> None:
         """The operations used and left per advertiser go into the report; kept files go."""
         report.operations = self._budget.summary()

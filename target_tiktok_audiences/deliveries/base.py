@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,8 @@ from target_tiktok_audiences.client import (
     RefusedError,
     TikTokError,
 )
+from target_tiktok_audiences.deliveries import staging
+from target_tiktok_audiences.deliveries.staging import Ask, Routine
 from target_tiktok_audiences.report import AudienceReport, RunReport, StreamReport
 from target_tiktok_audiences.settings import AudienceMapping, Settings
 from target_tiktok_audiences.snapshot import SnapshotError, SnapshotKey, SnapshotStore
@@ -58,9 +60,9 @@ REFUSALS = {
         "give the stream another audience_name or audience_ids",
     ),
     REFUSED_BUDGET: (
-        "the ad account's update operations of the last 24 h are spent "
-        "(daily_update_operations); it was not sent",
-        "a later run delivers it once they fit (the time is below)",
+        "the ad account's update operations of the last 24 h are spent (daily_update_operations)",
+        "what did not fit was not sent (removals go first); a later run sends it once they "
+        "fit (the time is below)",
     ),
     REFUSED_UPDATE_PROCESSING: (
         "TikTok is still processing this audience's previous update",
@@ -143,9 +145,34 @@ class Delivery(abc.ABC):
     def flush(self) -> None:
         """The SDK drained a batch of the stream."""
 
-    @abc.abstractmethod
     def commit(self) -> None:
-        """End of input or ACTIVATE_VERSION: deliver everything spooled."""
+        """Deliver everything spooled now, its update operations planned on their own (the run
+        plans the deliveries of the end of input together: staging.deliver)."""
+        staging.deliver([self], self.runtime.client)
+
+    @abc.abstractmethod
+    def stage(self) -> Iterator[Routine]:
+        """End of input: one routine per audience, each yielding an Ask before its budgeted
+        updates (see staging.py)."""
+
+    def close_stage(self) -> None:  # noqa: B027 - optional hook
+        """Every routine of the stage has ended: drop what they shared."""
+
+    def ask(
+        self, entry: AudienceReport, calls: list[tuple[str, bool]]
+    ) -> Generator[Ask, None, Ask]:
+        """The update calls this audience needs (action, removes users); what was granted."""
+        ask = Ask(entry.advertiser_id, calls)
+        if calls:
+            yield ask
+        return ask
+
+    def not_granted(self, api: AudienceAPI, ask: Ask, entry: AudienceReport) -> RefusedError:
+        """The updates the budget had no room for: this audience's deferral."""
+        what = (
+            f"{' and '.join(ask.refused())} on audience {entry.audience_id or entry.audience_name}"
+        )
+        return api.budget_refusal(entry.advertiser_id, what)
 
     @property
     @abc.abstractmethod

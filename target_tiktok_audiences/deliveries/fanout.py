@@ -29,6 +29,7 @@ from target_tiktok_audiences.client import (
     partner_audience_name,
 )
 from target_tiktok_audiences.deliveries.base import Delivery
+from target_tiktok_audiences.deliveries.staging import Routine
 from target_tiktok_audiences.extsort import ExternalSorter
 from target_tiktok_audiences.identifiers import CONTRACTS
 from target_tiktok_audiences.modes import AudienceType, SyncMode
@@ -81,6 +82,7 @@ class FanOutDelivery(Delivery):
     _live: dict[str, Delivery] = field(default_factory=dict, init=False)
     _events: ExternalSorter | None = field(default=None, init=False)
     _seq: int = field(default=0, init=False)
+    _staged: list[Delivery] = field(default_factory=list, init=False)
 
     @property
     def column(self) -> str:
@@ -204,24 +206,30 @@ class FanOutDelivery(Delivery):
         if self._events is not None:
             self._events.close()
             self._events, self._seq = None, 0
+        self.close_stage()
 
-    def commit(self) -> None:
+    def stage(self) -> Iterator[Routine]:
         for delivery in self._live.values():
-            delivery.commit()
+            yield from delivery.stage()
         events, self._events, self._seq = self._events, None, 0
         if events is not None:
             try:
                 for value, rows in self._by_value(events):
                     delivery = self._open(value)
-                    try:
-                        for ids, removed, user in rows:
-                            delivery.add(ids, removed, user)
-                        delivery.commit()
-                    finally:
-                        delivery.discard()
+                    self._staged.append(delivery)  # its sets are read until close_stage
+                    for ids, removed, user in rows:
+                        delivery.add(ids, removed, user)
+                    yield from delivery.stage()
             finally:
                 events.close()
         self._note_missing()
+
+    def close_stage(self) -> None:
+        for delivery in self._live.values():
+            delivery.close_stage()
+        staged, self._staged = self._staged, []
+        for delivery in staged:
+            delivery.discard()
 
     @staticmethod
     def _by_value(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from target_tiktok_audiences.client import (
     NewAudience,
 )
 from target_tiktok_audiences.deliveries.base import Delivery
+from target_tiktok_audiences.deliveries.staging import Ask, Routine
 from target_tiktok_audiences.extsort import ExternalSorter
 from target_tiktok_audiences.report import AudienceReport
 from target_tiktok_audiences.spool import Chunk, Spool
@@ -32,6 +33,7 @@ class FileDelivery(Delivery):
     _removed: dict[str, Spool] = field(default_factory=dict, init=False)
     _events: ExternalSorter | None = field(default=None, init=False)
     _seq: int = field(default=0, init=False)
+    _staged: list[Chunk] = field(default_factory=list, init=False)  # read until close_stage
 
     def _spool(self, spools: dict[str, Spool], contract: str, kind: str) -> Spool:
         spool = spools.get(contract)
@@ -81,16 +83,22 @@ class FileDelivery(Delivery):
             contract, digest = pair.split("=", 1)
             (spools.get(contract) or self._spool(spools, contract, kind)).write(digest)
 
-    def commit(self) -> None:
+    def stage(self) -> Iterator[Routine]:
         self._last_records()
         for contract in self.contracts:
-            added = self._added[contract].take() if contract in self._added else []
-            removed = self._removed[contract].take() if contract in self._removed else []
-            try:
-                self._commit_contract(contract, added, removed)
-            finally:
-                for chunk in (*added, *removed):
-                    chunk.path.unlink(missing_ok=True)
+            added = self._added.pop(contract).take() if contract in self._added else []
+            removed = self._removed.pop(contract).take() if contract in self._removed else []
+            self._staged.extend((*added, *removed))
+            if not added and not removed:
+                continue
+            name = self.mapping.audience_name_for(contract, self.contracts)
+            for advertiser_id in self.runtime.settings.advertiser_ids:
+                yield self._commit_one(advertiser_id, name, contract, added, removed)
+
+    def close_stage(self) -> None:
+        for chunk in self._staged:
+            chunk.path.unlink(missing_ok=True)
+        self._staged.clear()
 
     def discard(self) -> None:
         if self._events is not None:
@@ -98,16 +106,15 @@ class FileDelivery(Delivery):
             self._events, self._seq = None, 0
         for spool in (*self._added.values(), *self._removed.values()):
             spool.discard()
+        self.close_stage()
 
-    def _commit_contract(self, contract: str, added: list[Chunk], removed: list[Chunk]) -> None:
-        name = self.mapping.audience_name_for(contract, self.contracts)
-        if not added and not removed:
-            return
-        for advertiser_id in self.runtime.settings.advertiser_ids:
-            entry = self.new_entry(advertiser_id, name, [contract])
-            with self.delivering(entry) as api:
-                self._deliver(api, advertiser_id, name, contract, added, removed, entry)
-                self.read_back(api, advertiser_id, entry)
+    def _commit_one(
+        self, advertiser_id: str, name: str, contract: str, added: list[Chunk], removed: list[Chunk]
+    ) -> Routine:
+        entry = self.new_entry(advertiser_id, name, [contract])
+        with self.delivering(entry) as api:
+            yield from self._deliver(api, advertiser_id, name, contract, added, removed, entry)
+            self.read_back(api, advertiser_id, entry)
 
     def _deliver(
         self,
@@ -118,10 +125,19 @@ class FileDelivery(Delivery):
         added: list[Chunk],
         removed: list[Chunk],
         entry: AudienceReport,
-    ) -> None:
+    ) -> Generator[Ask, None, None]:
         runtime = self.runtime
         directory = runtime.directory
         audience_id = self.existing_audience(api, advertiser_id, name, contract)
+        # One call per group of files: a new audience takes the first group in its create,
+        # and has nobody to remove.
+        appends = _groups(added) - (audience_id is None and bool(added))
+        removes = _groups(removed) if audience_id is not None else 0
+        ask = yield from self.ask(
+            entry, [("APPEND", False)] * appends + [("REMOVE", True)] * removes
+        )
+        if ask.allowed("APPEND") < appends:
+            added = []  # granted all or none (staging.grant)
         if added:
             groups = self._upload(api, advertiser_id, contract, added, entry)
             entry.identifiers_uploaded = sum(c.lines for c in added)
@@ -153,11 +169,13 @@ class FileDelivery(Delivery):
             if audience_id is None or entry.created:
                 # Users removed before the audience existed were never in it: no operation.
                 entry.note = "removals skipped: the audience did not exist before this run."
-            else:
+            elif ask.allowed("REMOVE") == removes:
                 for group in self._upload(api, advertiser_id, contract, removed, entry):
                     api.update_customer_audience(advertiser_id, audience_id, group, "REMOVE")
                 entry.identifiers_removed = sum(c.lines for c in removed)
                 entry.action = f"{entry.action}+REMOVE" if entry.action else "REMOVE"
+        if not ask.complete:  # STATE is withheld: the next run reads these rows again
+            raise self.not_granted(api, ask, entry)
         entry.status = "delivered"
 
     def _upload(
@@ -172,3 +190,8 @@ class FileDelivery(Delivery):
         paths = self.upload(api, advertiser_id, contract, chunks, entry)
         step = MAX_FILE_PATHS_PER_CALL
         return [paths[i : i + step] for i in range(0, len(paths), step)]
+
+
+def _groups(chunks: Sequence[Chunk]) -> int:
+    """Update calls for these files (one call takes up to MAX_FILE_PATHS_PER_CALL)."""
+    return -(-len(chunks) // MAX_FILE_PATHS_PER_CALL)

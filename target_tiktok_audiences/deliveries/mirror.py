@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -30,6 +30,7 @@ from target_tiktok_audiences.client import (
 )
 from target_tiktok_audiences.convergence import Baseline, BlockSource, Tracker, plan, union
 from target_tiktok_audiences.deliveries.base import Delivery, HeldBack, small_set_note
+from target_tiktok_audiences.deliveries.staging import Ask, Routine
 from target_tiktok_audiences.extsort import (
     DiffCounts,
     ExternalSorter,
@@ -97,6 +98,9 @@ class _SortedSets(Delivery):
 
     _sorters: dict[str, ExternalSorter] = field(default_factory=dict, init=False)
     _seen: int = field(default=0, init=False)
+    _staged: list[Path] = field(default_factory=list, init=False)  # sorted sets being delivered
+    _spools: int = field(default=0, init=False)
+    _full: dict[str, list[Chunk]] = field(default_factory=dict, init=False)  # contract -> files
 
     def _sorter(self, name: str) -> ExternalSorter:
         sorter = self._sorters.get(name)
@@ -132,6 +136,16 @@ class _SortedSets(Delivery):
             sorter.close()
         self._sorters.clear()
         self._seen = 0
+        self.close_stage()
+
+    def close_stage(self) -> None:
+        for path in self._staged:
+            path.unlink(missing_ok=True)
+        self._staged.clear()
+        for chunks in self._full.values():
+            for chunk in chunks:
+                chunk.path.unlink(missing_ok=True)
+        self._full.clear()
 
     @property
     def by_difference(self) -> bool:
@@ -170,7 +184,9 @@ class _SortedSets(Delivery):
         return base
 
     def spool(self, kind: str, name: str) -> Spool:
-        stem = f"{id(self):x}-{kind}-{name.lower()}"
+        # Unique per spool: the changes of every audience of a commit live until it ends.
+        self._spools += 1
+        stem = f"{id(self):x}-{self._spools}-{kind}-{name.lower()}"
         return Spool(self.runtime.workdir, stem, self.runtime.settings.file_max_ids)
 
     def change(self, name: str, stream: BlockSource, base: Baseline) -> _Change:
@@ -249,20 +265,18 @@ class MirrorDelivery(_SortedSets):
         for contract, digest in ids.items():
             (self._sorters.get(contract) or self._sorter(contract)).add(digest)
 
-    def commit(self) -> None:
+    def stage(self) -> Iterator[Routine]:
         contracts = list(self.contracts)
+        self._seen = 0
         for contract in contracts:
             path, count = self._take_sorted(contract)
-            try:
-                for advertiser_id in self.runtime.settings.advertiser_ids:
-                    self._commit_one(advertiser_id, contract, path, count, contracts)
-            finally:
-                path.unlink(missing_ok=True)
-        self._seen = 0
+            self._staged.append(path)  # read by the routines until close_stage
+            for advertiser_id in self.runtime.settings.advertiser_ids:
+                yield self._commit_one(advertiser_id, contract, path, count, contracts)
 
     def _commit_one(
         self, advertiser_id: str, contract: str, path: Path, count: int, contracts: list[str]
-    ) -> None:
+    ) -> Routine:
         name = self.mapping.audience_name_for(contract, contracts)
         entry = self.new_entry(advertiser_id, name, [contract])
         entry.identifiers_unique = count
@@ -277,7 +291,7 @@ class MirrorDelivery(_SortedSets):
             entry.note = small_set_note(count, "unique ")
         with self.delivering(entry) as api:
             self.guard_partial()
-            self._deliver(api, advertiser_id, name, contract, path, entry)
+            yield from self._deliver(api, advertiser_id, name, contract, path, entry)
             entry.status = "delivered"
             self.read_back(api, advertiser_id, entry)
 
@@ -289,7 +303,7 @@ class MirrorDelivery(_SortedSets):
         contract: str,
         path: Path,
         entry: AudienceReport,
-    ) -> None:
+    ) -> Generator[Ask, None, None]:
         def stream() -> Iterator[list[str]]:
             return read_blocks(path)
 
@@ -301,7 +315,7 @@ class MirrorDelivery(_SortedSets):
         tracker = self.tracker(advertiser_id, audience_id, name, contract)
         base = self.baseline(tracker, entry)
         if not base.known:
-            self._replace(api, tracker, stream, base, entry, why=entry.mirror_reason)
+            yield from self._replace(api, tracker, stream, base, entry, why=entry.mirror_reason)
             return
         try:
             change = self.change(contract, stream, base)
@@ -313,15 +327,17 @@ class MirrorDelivery(_SortedSets):
                 advertiser_id,
                 exc,
             )
-            self._replace(api, tracker, stream, Baseline(None, None, None), entry, why=str(exc))
+            yield from self._replace(
+                api, tracker, stream, Baseline(None, None, None), entry, why=str(exc)
+            )
             return
         try:
             self.guard_removals(change.counts, base.held_count)
-            if self.resync_due(api, base) and self._resync(
-                api, tracker, stream, base, change, entry
-            ):
-                return
-            self._send_change(api, tracker, stream, base, change, entry)
+            if self.resync_due(api, base):
+                resynced = yield from self._resync(api, tracker, stream, base, change, entry)
+                if resynced:
+                    return
+            yield from self._send_change(api, tracker, stream, base, change, entry)
         finally:
             change.discard()
 
@@ -369,13 +385,17 @@ class MirrorDelivery(_SortedSets):
         entry: AudienceReport,
         *,
         why: str | None,
-    ) -> None:
+    ) -> Generator[Ask, None, None]:
         """No trusted snapshot (or mirror_strategy replace): the whole set, in one REPLACE."""
         advertiser_id, audience_id = entry.advertiser_id, entry.audience_id or ""
         entry.mirror, entry.mirror_reason = "full", why or "mirror_strategy is replace"
         status = self._replace_allowed(api, entry, required=True)
         if status is not None and status.size:
             self.guard_shrink(status.size - entry.identifiers_unique, status.size)
+        # Without a snapshot it is not known whether users left: counted as a removal.
+        ask = yield from self.ask(entry, [("REPLACE", True)])
+        if not ask.complete:
+            raise self.not_granted(api, ask, entry)
         paths = self._upload_all(api, advertiser_id, tracker.key.contract, stream, entry)
         api.update_customer_audience(advertiser_id, audience_id, paths, "REPLACE")
         entry.action = "REPLACE"
@@ -428,9 +448,18 @@ class MirrorDelivery(_SortedSets):
         base: Baseline,
         change: _Change,
         entry: AudienceReport,
-    ) -> bool:
+    ) -> Generator[Ask, None, bool]:
         """resync_days: one full REPLACE corrects what was changed in TikTok; False: not now."""
         if self._replace_allowed(api, entry, required=False) is None:
+            return False
+        ask = yield from self.ask(entry, [("REPLACE", change.counts.removed > 0)])
+        if not ask.complete:
+            if change.added or change.removed:
+                raise self.not_granted(api, ask, entry)
+            entry.mirror_reason = (
+                "resync postponed: the ad account's update operations are spent "
+                "(daily_update_operations)"
+            )
             return False
         tracker.record_in_flight(change.digests())  # the same digests as the diff would send
         paths = self._upload_all(api, entry.advertiser_id, tracker.key.contract, stream, entry)
@@ -458,23 +487,33 @@ class MirrorDelivery(_SortedSets):
         base: Baseline,
         change: _Change,
         entry: AudienceReport,
-    ) -> None:
+    ) -> Generator[Ask, None, None]:
         advertiser_id, audience_id = entry.advertiser_id, entry.audience_id or ""
         if entry.mirror is None:
-            entry.mirror, entry.mirror_reason = "diff", "snapshot of what TikTok holds"
+            entry.mirror = "diff"
+            entry.mirror_reason = entry.mirror_reason or "snapshot of what TikTok holds"
         entry.identifiers_unchanged = change.counts.unchanged
-        if change.added or change.removed:
+        # APPEND first: the audience never dips below what it will hold.
+        calls = [("APPEND", False)] if change.added else []
+        calls += [("REMOVE", True)] if change.removed else []
+        ask = yield from self.ask(entry, calls)
+        if any(ask.granted):
             tracker.record_in_flight(change.digests())
         actions: list[str] = []
-        # APPEND first: the audience never dips below what it will hold.
         for chunks, action in ((change.added, "APPEND"), (change.removed, "REMOVE")):
-            if chunks:
+            if chunks and ask.allowed(action):
                 paths = self.upload(api, advertiser_id, tracker.key.contract, chunks, entry)
                 api.update_customer_audience(advertiser_id, audience_id, paths, action)
                 actions.append(action)
-        entry.identifiers_uploaded = change.counts.added
-        entry.identifiers_removed = change.counts.removed
         entry.action = "+".join(actions) or "NONE"
+        entry.identifiers_uploaded = change.counts.added if "APPEND" in actions else 0
+        entry.identifiers_removed = change.counts.removed if "REMOVE" in actions else 0
+        if not ask.complete:  # the rest stays in flight: the next run sends it again
+            if actions == ["REMOVE"]:
+                tracker.confirm_removal(
+                    base, lambda: _lines(change.removed), lambda: _lines(change.added)
+                )
+            raise self.not_granted(api, ask, entry)
         if actions or base.in_flight is not None or base.empty:
             tracker.confirm(stream, full=False, base=base, now=api.now())
         self.note_next_resync(api, base, entry, full=False)
@@ -487,20 +526,22 @@ class MirrorDelivery(_SortedSets):
         stream: BlockSource,
         entry: AudienceReport,
     ) -> list[str]:
-        """Every digest of the set, in files of file_max_ids; their paths (one call's worth)."""
-        spool = self.spool("full", contract)
-        try:
-            for block in stream():
-                spool.write_block(block)
-            chunks = spool.take()
-        except BaseException:
-            spool.discard()
-            raise
-        try:
-            return self.upload(api, advertiser_id, contract, chunks, entry)
-        finally:
-            for chunk in chunks:
-                chunk.path.unlink(missing_ok=True)
+        """Every digest of the set, in files of file_max_ids; their paths (one call's worth).
+
+        The files are cut once per contract and kept until the stage ends: every advertiser
+        uploads the same ones.
+        """
+        chunks = self._full.get(contract)
+        if chunks is None:
+            spool = self.spool("full", contract)
+            try:
+                for block in stream():
+                    spool.write_block(block)
+                chunks = self._full[contract] = spool.take()
+            except BaseException:
+                spool.discard()
+                raise
+        return self.upload(api, advertiser_id, contract, chunks, entry)
 
 
 @dataclass(eq=False)
@@ -541,9 +582,10 @@ class PartnerMirrorDelivery(_SortedSets):
         if users is not None:
             users.unlink(missing_ok=True)
 
-    def commit(self) -> None:
+    def stage(self) -> Iterator[Routine]:
+        """Partner audiences spend no update operations: each is delivered as it comes."""
         if self._fh is None or self._users is None:
-            return
+            return iter(())
         self._fh.close()
         path, count = self._take_sorted(PARTNER_SET)
         try:
@@ -553,6 +595,7 @@ class PartnerMirrorDelivery(_SortedSets):
             path.unlink(missing_ok=True)
             self._drop_users()
             self._seen = 0
+        return iter(())
 
     def _commit_one(self, advertiser_id: str, path: Path, count: int) -> None:
         contracts = list(self.contracts)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from target_tiktok_audiences.client import UserBatch, partner_audience_name
 from target_tiktok_audiences.deliveries.base import Delivery
+from target_tiktok_audiences.deliveries.staging import Routine
 from target_tiktok_audiences.report import AudienceReport
 
 PROGRESS_EVERY = 10  # batches between progress lines: one line per 100,000 users by default
@@ -50,13 +52,15 @@ class SegmentDelivery(Delivery):
     def flush(self) -> None:
         self._send(full_only=True)
 
-    def commit(self) -> None:
+    def stage(self) -> Iterator[Routine]:
+        """The last batches; the Segment API spends no update operations, so nothing waits."""
         self._send(full_only=False)
         for advertiser_id, partner in self._audiences.items():
             if partner.entry.status == "pending":
                 partner.entry.status = "delivered"
                 api = self.runtime.client.with_stats(partner.entry.stats)
                 self.read_back(api, advertiser_id, partner.entry)
+        return iter(())
 
     def _send(self, *, full_only: bool) -> None:
         size = self.runtime.settings.segment_batch_size
