@@ -223,3 +223,50 @@ def test_append_mode_sends_removals_first_across_streams(
     assert again.states == [{"done": 2}]
     for name in ("Alpha", "Beta"):
         assert members(sandbox, ADV1, name) == digests(name[0].lower(), range(5, 2_010))
+
+
+def test_segments_of_one_table_share_the_plan_removals_first(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """audience_name_column: every segment's update is planned together with the others."""
+    mapping = {
+        "stream": "users",
+        "audience_name": "Tier {value}",
+        "audience_name_column": "tier",
+        "identifiers": {EMAIL: "email"},
+    }
+    config = base_config(
+        sandbox, advertiser_ids=[ADV1], audiences=[mapping], daily_update_operations=2
+    )
+
+    def tiers(gold: range, silver: range, done: int) -> list[dict[str, Any]]:
+        return [
+            schema_msg("users", ["email", "tier"]),
+            *(
+                record_msg("users", {"id": i, "email": f"g{i}@example.com", "tier": "gold"})
+                for i in gold
+            ),
+            *(
+                record_msg("users", {"id": i, "email": f"s{i}@example.com", "tier": "silver"})
+                for i in silver
+            ),
+            state_msg({"done": done}),
+        ]
+
+    first = run_target(tmp_path, config, tiers(range(2_000), range(2_000), 1), name="first")
+    assert first.returncode == 0, first.stderr[-3000:]
+    wanted = tiers(range(10, 2_010), range(10, 2_010), 2)
+    short = run_target(tmp_path, config, wanted, name="short")
+    assert short.returncode == 1
+    assert short.states == []
+    assert members(sandbox, ADV1, "Tier gold") == digests("g", range(10, 2_000))
+    assert members(sandbox, ADV1, "Tier silver") == digests("s", range(10, 2_000))
+    sandbox.advance_clock(24 * 3600 + 60)
+    before = len(sandbox.calls(UPDATE))
+    again = run_target(tmp_path, config, wanted, name="again")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.states == [{"done": 2}]
+    assert members(sandbox, ADV1, "Tier gold") == digests("g", range(10, 2_010))
+    assert members(sandbox, ADV1, "Tier silver") == digests("s", range(10, 2_010))
+    sent = [c["action"] for c in sandbox.calls(UPDATE)[before:] if c["code"] == 0]
+    assert sent == ["APPEND", "APPEND"]
