@@ -16,6 +16,8 @@ import click
 from singer_sdk import Target
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities
+from singer_sdk.mapper import SameRecordTransform
+from singer_sdk.metrics import Counter
 from singer_sdk.sinks import Sink
 
 from target_tiktok_audiences.failures import (
@@ -68,8 +70,8 @@ class TargetTikTokAudiences(Target):
         self._terminating = False
         self._records_seen = 0
         # stream -> its sink and what the record path asks of it per record, asked once:
-        # (sink, add _sdc metadata?, key properties, max batch size)
-        self._sink_facts: dict[str, tuple[Sink, bool, tuple[str, ...], int]] = {}
+        # (sink, add _sdc metadata?, key properties, max batch size, record counter)
+        self._sink_facts: dict[str, tuple[Sink, bool, tuple[str, ...], int, Counter]] = {}
         super().__init__(*args, **kwargs)
         # One sink drains at a time: write calls share one throttle, so parallel drains would
         # only queue behind it.
@@ -143,11 +145,15 @@ class TargetTikTokAudiences(Target):
     def _process_record_message(self, message_dict: dict[str, Any]) -> None:
         # The SDK's record path, step for step, without the per-record work that does nothing
         # for AudienceSink (issue 21): with one stream map the record is not copied (nothing
-        # reads the original), AudienceSink's no-op hooks (_validate_and_parse,
-        # preprocess_record, _after_process_record's DEBUG line) are not called, _sdc_ fields
-        # are stripped only when the record has some, the sink's settings (metadata, key
-        # properties, batch size) are read once per sink, and the max-age check runs every
-        # 4,096 records. Several maps of one stream (stream splitting) take the SDK's path.
+        # reads the original) and the SDK's no-op map (no flattening) is not called;
+        # AudienceSink's no-op hooks (_validate_and_parse, preprocess_record,
+        # _after_process_record's DEBUG line) are not called; _sdc_ fields are stripped only
+        # when the record has some; the sink's settings (metadata, key properties, batch size)
+        # are read once per sink; get_sink, _get_context, tally_record_read, the record counter
+        # and is_full are inlined as the SDK defines them; the counter's clock and the max-age
+        # check run every 4,096 records. Several maps of one stream (stream splitting) take the
+        # SDK's path. tests/test_record_path.py proves it equal; tests/test_core.py guards what
+        # it inlines.
         if "stream" not in message_dict or "record" not in message_dict:
             self._assert_line_requires(message_dict, requires={"stream", "record"})  # raises
         stream_name = message_dict["stream"]
@@ -159,12 +165,18 @@ class TargetTikTokAudiences(Target):
             super()._process_record_message(message_dict)
             return
         stream_map = maps[0]
-        record = stream_map.transform(message_dict["record"])
+        if stream_map.__class__ is SameRecordTransform and not (
+            stream_map.flattening_options and stream_map.flattening_enabled
+        ):
+            record = message_dict["record"]  # what the SDK's no-op map returns
+        else:
+            record = stream_map.transform(message_dict["record"])
         if record is not None:
             alias = stream_map.stream_alias
-            self._assert_sink_exists(alias)
-            sink = self.get_sink(alias, record=record)
-            context = sink._get_context(record)
+            sinks = self._sinks_active
+            if alias not in sinks:
+                self._assert_sink_exists(alias)  # raises
+            sink = sinks[alias]  # Target.get_sink without a schema
             facts = self._sink_facts.get(alias)
             if facts is None or facts[0] is not sink:
                 facts = self._sink_facts[alias] = (
@@ -172,8 +184,12 @@ class TargetTikTokAudiences(Target):
                     sink.include_sdc_metadata_properties,
                     tuple(sink.key_properties),
                     sink.max_size,
+                    sink.record_counter_metric,
                 )
-            _, add_metadata, key_properties, max_size = facts
+            _, add_metadata, key_properties, max_size, counter = facts
+            context = sink._pending_batch  # BatchSink._get_context, once a batch is open
+            if context is None:
+                context = sink._get_context(record)
             if add_metadata:
                 sink._add_sdc_metadata_to_record(record, message_dict, context)
             elif not _SDC_FIELDS.isdisjoint(record):
@@ -181,10 +197,11 @@ class TargetTikTokAudiences(Target):
             for key in key_properties:
                 if key not in record:
                     sink._singer_validate_message(record)  # raises the SDK's error
-            sink.tally_record_read()
+            sink._total_records_read += 1  # Sink.tally_record_read
+            sink._batch_records_read += 1
             sink.process_record(record, context)
-            sink.record_counter_metric.increment()
-            if sink.current_size >= max_size:  # Sink.is_full
+            counter.value += 1  # Counter.increment; its clock is read below
+            if sink._batch_records_read >= max_size:  # Sink.is_full
                 self.logger.info(
                     "Target sink for '%s' is full. Current size is '%s'. Draining...",
                     sink.stream_name,
@@ -193,6 +210,8 @@ class TargetTikTokAudiences(Target):
                 self.drain_one(sink)
         self._records_seen += 1
         if not self._records_seen & 0xFFF:
+            if record is not None:
+                counter.increment(0)  # logs the count when its interval has passed
             self._handle_max_record_age()
 
     def process_endofpipe(self) -> None:
