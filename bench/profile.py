@@ -16,6 +16,7 @@ import argparse
 import collections
 import json
 import pstats
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -102,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scenario", choices=list(SCENARIOS), default="narrow")
     p.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
     p.add_argument("--cprofile", action="store_true")
+    p.add_argument("--raw", type=Path, help="also keep py-spy's raw stacks in this file")
     p.add_argument(
         "--leaves", type=int, default=0, help="also list the N costliest innermost functions"
     )
@@ -155,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             run.check()
         counts = categorize(raw)
+        if args.raw:
+            shutil.copyfile(raw, args.raw)
         total = sum(counts.values())
         print("\n| cost | share | us / record |\n|---|---:|---:|")
         for label, c in counts.most_common():
