@@ -139,6 +139,18 @@ def test_lean_path_gives_the_deliveries_what_the_sdk_path_gives(
     assert sdk[0]  # the scenario reached a delivery
 
 
+def test_a_new_schema_mid_stream_reaches_the_new_sink_as_on_the_sdk_path(tmp_path: Path) -> None:
+    # The lean path keeps each stream's map and sink until the next SCHEMA message.
+    changed = copy.deepcopy(SCHEMA)
+    changed["schema"]["properties"]["country"] = {"type": ["string", "null"]}
+    messages = [SCHEMA, *RECORDS[:3], changed, *RECORDS[3:], SCHEMA, RECORDS[0]]
+    for config in ({}, {"stream_maps": {"users": {"__alias__": "people"}}}):
+        sdk = _feed(SDK_PATH, tmp_path / "sdk", messages, **config)
+        lean = _feed(LEAN_PATH, tmp_path / "lean", messages, **config)
+        assert lean == sdk
+        assert len(sdk[0]) > len(RECORDS)
+
+
 @pytest.mark.parametrize(
     "bad",
     [
