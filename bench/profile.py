@@ -46,7 +46,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("delivery: Delivery.add (deliveries/)", ("deliveries/",)),
     ("AudienceSink.process_record + hooks (sink.py)", ("target_tiktok_audiences/sink.py",)),
     (
-        "JSON decoding (reader.py deserialize_json: msgspec)",
+        "reader: line loop and JSON decoding (reader.py, msgspec)",
         ("target_tiktok_audiences/reader.py", "simplejson/", "json/", "msgspec"),
     ),
     ("SDK reader: line loop, message dispatch", ("singerlib/encoding", "io_base.py")),
