@@ -1052,6 +1052,47 @@ def test_fast_path_leaves_unsure_values_to_phonenumbers(value: str) -> None:
     assert ids._international(value) is ids._UNSURE
 
 
+# The shapes the phone fast paths accept, as patterns: _international and the NANP shortcut
+# check them without a regex (issue 21) and must accept exactly these.
+_INTERNATIONAL_SHAPE = re.compile(r"\+[0-9 ().\-]{8,60}")
+_NANP_SHAPE = re.compile(r"1?([2-9][0-9]{9})")
+_SHAPE_CHARS = "+0123456789 ().-\t/x\u0663\uff11"
+
+
+@HYPOTHESIS
+@given(
+    value=st.text(_SHAPE_CHARS, max_size=70)
+    | st.builds(lambda v: "+" + v, st.text(_SHAPE_CHARS, min_size=7, max_size=62))
+    | st.builds(lambda v: "1" * (v % 2) + "2" + "0" * 9, st.integers(0, 1))
+)
+def test_the_phone_fast_paths_take_exactly_their_shapes(value: str) -> None:
+    looked_up: list[str] = []
+    parsed: list[str] = []
+
+    class CallingCodes(dict[str, tuple[int, int]]):
+        def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+            looked_up.append(key)
+            return super().get(key, default)
+
+    with pytest.MonkeyPatch.context() as monkey:
+        # Past the shape (and E.164's length) _international looks the calling code up.
+        monkey.setattr(ids, "_CALLING_CODES", CallingCodes(ids._CALLING_CODES))
+        monkey.setattr(ids, "_parsed_phone", lambda v, r: parsed.append(v))
+        international = ids._international(value)
+        nanp = ids._formatted_phone(value, "US") if value and value[0] != "+" else None
+    shape = _INTERNATIONAL_SHAPE.fullmatch(value) is not None
+    e164 = "+" + re.sub(r"[ ().\-]", "", value[1:])
+    assert bool(looked_up) == (shape and 9 <= len(e164) <= 16)
+    if not shape:
+        assert international is ids._UNSURE
+    if value and value[0] != "+":
+        want = _NANP_SHAPE.fullmatch(re.sub(r"[ ().\-]", "", value))
+        if want is not None:
+            assert nanp == "+1" + want.group(1) and not parsed
+        else:
+            assert parsed == [value]
+
+
 # --- The encoder against the public normalisers (issue 21) -----------------------------------
 
 
