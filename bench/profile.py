@@ -16,6 +16,7 @@ import argparse
 import collections
 import json
 import pstats
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,7 +46,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("delivery: Delivery.add (deliveries/)", ("deliveries/",)),
     ("AudienceSink.process_record + hooks (sink.py)", ("target_tiktok_audiences/sink.py",)),
     (
-        "JSON decoding (reader.py deserialize_json: msgspec)",
+        "reader: line loop and JSON decoding (reader.py, msgspec)",
         ("target_tiktok_audiences/reader.py", "simplejson/", "json/", "msgspec"),
     ),
     ("SDK reader: line loop, message dispatch", ("singerlib/encoding", "io_base.py")),
@@ -85,12 +86,27 @@ def categorize(raw: Path) -> collections.Counter[str]:
     return counts
 
 
+def leaves(raw: Path) -> collections.Counter[str]:
+    """Samples per innermost function ("name (file)", line numbers dropped)."""
+    counts: collections.Counter[str] = collections.Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        leaf = stack.split(";")[-1]
+        name, _, where = leaf.partition(" (")
+        counts[f"{name} ({where.rsplit(':', 1)[0].rsplit('/', 2)[-1].rstrip(')')})"] += int(n)
+    return counts
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--records", type=int, default=200_000)
     p.add_argument("--scenario", choices=list(SCENARIOS), default="narrow")
     p.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
     p.add_argument("--cprofile", action="store_true")
+    p.add_argument("--raw", type=Path, help="also keep py-spy's raw stacks in this file")
+    p.add_argument(
+        "--leaves", type=int, default=0, help="also list the N costliest innermost functions"
+    )
     p.add_argument(
         "--command",
         nargs="+",
@@ -141,12 +157,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             run.check()
         counts = categorize(raw)
+        if args.raw:
+            shutil.copyfile(raw, args.raw)
         total = sum(counts.values())
         print("\n| cost | share | us / record |\n|---|---:|---:|")
         for label, c in counts.most_common():
             print(f"| {label} | {c / total:.1%} | {c / total * cpu / n * 1e6:.2f} |")
         print(f"| **total** (plain run CPU / records) | 100% | {cpu / n * 1e6:.2f} |")
         print(f"\n({total:,} samples)")
+        if args.leaves:
+            print("\n| innermost function | share | us / record |\n|---|---:|---:|")
+            for leaf, c in leaves(raw).most_common(args.leaves):
+                print(f"| `{leaf}` | {c / total:.1%} | {c / total * cpu / n * 1e6:.2f} |")
         if args.cprofile:
             out = work / "prof.out"
             with Sandbox(_mk(work / "cp")) as sandbox:

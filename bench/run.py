@@ -248,6 +248,9 @@ def tiktok_config(
         "default_phone_region": "US",
         "audiences": [{"stream": STREAM, "identifiers": dict(columns)}],
         "report_path": str(report_path),
+        # The run's own snapshot store: the default (the user's data dir) is shared by every
+        # run on the machine, and each fresh sandbox hands out the same audience ids again.
+        "snapshot_url": str(report_path.parent / "snapshots"),
     }
     if file_max_ids is not None:
         config["file_max_ids"] = file_max_ids

@@ -149,7 +149,7 @@ class Tracker:
         """Before a create: the set it carries, under the audience's name."""
         if self.store.read_only:  # a dry run sends nothing, so nothing is in flight
             return
-        self.store.write(self.name_key, stream(), kind=Kind.IN_FLIGHT)
+        self.store.write(self.name_key, stream(), kind=Kind.IN_FLIGHT, source=stream)
 
     def record_in_flight(self, change: Blocks) -> None:
         """Before a change is sent: its digests (their state at TikTok becomes unknown)."""
@@ -182,6 +182,8 @@ class Tracker:
         # `now` is TikTok's clock: the resync is measured on it, like TikTok's own day.
         full_at = "" if full or base is None or base.held is None else base.held.header.full_at
         full_at = full_at or now.isoformat(timespec="seconds")
-        self.store.write(self.key, stream(), kind=Kind.SNAPSHOT, full_at=full_at)
+        # After a create, the set recorded in flight is the snapshot's: copied, not re-read.
+        if not self.store.copy_written(stream, self.key, kind=Kind.SNAPSHOT, full_at=full_at):
+            self.store.write(self.key, stream(), kind=Kind.SNAPSHOT, full_at=full_at)
         self.store.remove(self.key, Kind.IN_FLIGHT)
         self.store.remove(self.name_key, Kind.IN_FLIGHT)

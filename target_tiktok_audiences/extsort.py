@@ -84,6 +84,9 @@ class ExternalSorter:
         self._dir = workdir
         self._limit = buffer_size
         self._buf: list[str] = []
+        self.append: Callable[[str], None] = self._buf.append
+        """Add a digest without the size check: one C call, for callers adding one digest per
+        record (MirrorDelivery.add); they call spill_if_full() at least every few thousand."""
         self._runs: list[Path] = []
         self._made = 0  # run files created (spilled or merged), for their names
         self._spilled = 0
@@ -100,6 +103,11 @@ class ExternalSorter:
         if len(buf) >= self._limit:
             self._spill()
 
+    def spill_if_full(self) -> None:
+        """Spill the buffer if it holds `buffer_size` digests or more (after append())."""
+        if len(self._buf) >= self._limit:
+            self._spill()
+
     def add_many(self, digests: Iterable[str]) -> None:
         limit = self._limit
         for chunk in chunked(digests, limit):
@@ -110,7 +118,8 @@ class ExternalSorter:
                 self._buf += chunk[room:]
 
     def _take_sorted(self) -> list[str]:
-        run, self._buf = self._buf, []
+        run = self._buf
+        self._empty()
         self.added += len(run)
         run.sort()
         if run and not run[0]:
@@ -166,7 +175,11 @@ class ExternalSorter:
         for path in self._runs:
             path.unlink(missing_ok=True)
         self._runs = []
+        self._empty()
+
+    def _empty(self) -> None:
         self._buf = []
+        self.append = self._buf.append
 
 
 def _merge(runs: Sequence[Path]) -> Iterator[list[str]]:

@@ -185,10 +185,10 @@ _EMAIL_RE = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]*\.[^@\s\x00-\x
 _E164_RE = re.compile(r"\+[1-9][0-9]{7,14}")
 # North American numbers written nationally ("(415) 555-0134", "1-415-555-0134") are the bulk
 # of US/CA warehouses; this shortcut gives what phonenumbers gives for them, ~20x faster.
+# Their shape, checked without a regex in _formatted_phone: `1?[2-9][0-9]{9}` once the
+# separators are dropped.
 _NANP_REGIONS = frozenset({"US", "CA"})
-_NANP_RE = re.compile(r"1?([2-9][0-9]{9})")
 # Written international numbers ("+44 20 7946 0958", "+1 415-555-0134"): see _international.
-_INTERNATIONAL_RE = re.compile(r"\+[0-9 ().\-]{8,60}")
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ZERO_UUID = "00000000-0000-0000-0000-000000000000"
 _HEX_RE = re.compile(r"[0-9a-fA-F]+")
@@ -295,9 +295,14 @@ def _international(stripped: str) -> str | _Unsure | None:
     outside 8-15 digits. tests/test_identifiers.py proves it equal to phonenumbers on every
     region's example numbers with random separators.
     """
-    if _INTERNATIONAL_RE.fullmatch(stripped) is None:
+    # The shape `\+[0-9 ().\-]{8,60}`, checked by its length and by what is left without the
+    # separators (no regex: a few hundred ns less per value).
+    if not 9 <= len(stripped) <= 61 or stripped[0] != "+":
         return _UNSURE
-    e164 = _drop_separators(stripped)  # "+" and ASCII digits only, by the pattern above
+    e164 = _drop_separators(stripped)
+    digits = e164[1:]
+    if not (digits.isascii() and digits.isdigit()):
+        return _UNSURE
     if not 9 <= len(e164) <= 16:  # 8-15 digits: E.164's range
         return _UNSURE
     calling_code = _CALLING_CODES.get(e164[1:4])
@@ -329,9 +334,12 @@ def _formatted_phone(stripped: str, region: str | None) -> str | None:
         if international is not _UNSURE:
             return international
     elif region in _NANP_REGIONS:
-        nanp = _NANP_RE.fullmatch(_drop_separators(stripped))
-        if nanp is not None:
-            return "+1" + nanp.group(1)
+        # An optional 1, then [2-9] and nine digits (see _NANP_REGIONS).
+        digits = _drop_separators(stripped)
+        if len(digits) == 11 and digits[0] == "1":
+            digits = digits[1:]
+        if len(digits) == 10 and "2" <= digits[0] <= "9" and digits.isascii() and digits.isdigit():
+            return "+1" + digits
     return _parsed_phone(stripped, region)
 
 
@@ -430,10 +438,6 @@ _INVALID_AD_ID: tuple[None, str] = (None, REASON_INVALID_AD_ID)
 _TRACKING_LIMITED: tuple[None, str] = (None, REASON_TRACKING_LIMITED)
 
 
-def _ad_id_rejection(stripped: str) -> tuple[None, str]:
-    return _TRACKING_LIMITED if stripped.lower() == _ZERO_UUID else _INVALID_AD_ID
-
-
 def make_encoder(contract: str, rules: Rules) -> Encoder:
     """Build the per-value encoder for ``contract`` under ``rules``.
 
@@ -464,38 +468,27 @@ def make_encoder(contract: str, rules: Rules) -> Encoder:
 
         return encode_prehashed
 
-    normalize: Callable[[str], str | None]
-    reject: Callable[[str], tuple[None, str]]
+    # The normalisers are inlined below, a call less per value (issue 21); only the tiktok
+    # email mode calls its own. tests/test_identifiers.py holds the encoder to the public
+    # normalisers + digest().
+    ad_id = kind in ("idfa", "gaid")
+    phone = kind == "phone"
+    email_mode: Callable[[str], str | None] | None = None  # None: basic
     if kind == "email":
         mode = rules.email_normalization
         if mode not in _EMAIL_NORMALIZERS:
             raise ValueError(f"unknown email_normalization {mode!r}; expected one of {EMAIL_MODES}")
-        normalize = _EMAIL_NORMALIZERS[mode]
-
-        def reject(_: str) -> tuple[None, str]:
-            return _INVALID_EMAIL
-
-    elif kind == "phone":
-        region = _region(rules.default_phone_region)
-        e164 = _E164_RE.fullmatch
-        formatted = _formatted_phone
-
-        def normalize(stripped: str) -> str | None:
-            # Inline the E.164 fast path to save a call per value in the common case.
-            if e164(stripped) is not None:
-                return stripped
-            return formatted(stripped, region)
-
-        def reject(_: str) -> tuple[None, str]:
-            return _INVALID_PHONE
-
-    else:  # idfa / gaid
-        normalize = _ad_id
-        reject = _ad_id_rejection
+        email_mode = None if mode == "basic" else _EMAIL_NORMALIZERS[mode]
+    region = _region(rules.default_phone_region)
+    formatted = _formatted_phone
 
     hasher = _HASHERS[algorithm]
     digest_lengths = _DIGEST_LENGTHS
     any_hex = _HEX_RE.fullmatch
+    email_match = _EMAIL_RE.fullmatch
+    e164 = _E164_RE.fullmatch
+    hex_digits, dashes = b"0123456789abcdef", b"----"
+    zero = _ZERO_UUID
 
     def encode(value: object) -> tuple[str | None, str | None]:
         if value.__class__ is not str and not isinstance(value, str):
@@ -508,10 +501,40 @@ def make_encoder(contract: str, rules: Rules) -> Encoder:
         # Never hash a hash: a 32/64 hex value is almost surely a digest sent with hashing on.
         if len(stripped) in digest_lengths and any_hex(stripped) is not None:
             return _ALREADY_HASHED
-        normalized = normalize(stripped)
-        if normalized is None:
-            return reject(stripped)
-        return (hasher(normalized.encode("utf-8")).hexdigest(), None)
+        normalized: str | None
+        if ad_id:  # _ad_id, its pattern checked on the bytes: ~3x faster than the regex
+            normalized = stripped.lower()
+            if not normalized.isascii():
+                return _INVALID_AD_ID
+            data = normalized.encode()
+            # 36 characters: 32 hex digits and four dashes, at 8, 13, 18 and 23.
+            if (
+                len(data) != 36
+                or data.translate(None, hex_digits) != dashes
+                or data[8:24:5] != dashes
+            ):
+                return _INVALID_AD_ID
+            if normalized == zero:
+                return _TRACKING_LIMITED
+            return (hasher(data).hexdigest(), None)
+        elif phone:  # _phone: already E.164 is taken as it is
+            normalized = stripped if e164(stripped) is not None else formatted(stripped, region)
+            if normalized is None:
+                return _INVALID_PHONE
+        elif email_mode is None:  # _email_basic
+            normalized = stripped.lower()
+            if email_match(normalized) is None:
+                return _INVALID_EMAIL
+            if not normalized.isascii():
+                try:
+                    normalized.encode()
+                except UnicodeEncodeError:  # a lone surrogate cannot be hashed
+                    return _INVALID_EMAIL
+        else:
+            normalized = email_mode(stripped)
+            if normalized is None:
+                return _INVALID_EMAIL
+        return (hasher(normalized.encode()).hexdigest(), None)
 
     return encode
 

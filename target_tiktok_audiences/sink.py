@@ -65,12 +65,16 @@ class AudienceSink(BatchSink):
         if binding is None:
             return
         report = binding.report
-        if report.records_read and not report.records_read & 0xFFF:
+        read = report.records_read
+        if read and not read & 0xFFF:
             self._run.progress()  # a clock read every 4,096 records costs nothing
-        report.records_read += 1
+        report.records_read = read + 1
+        if self._stripped_deleted:
+            self._stripped_deleted = False
+            removed = True
+        else:
+            removed = record.get("_sdc_deleted_at") is not None
         remove_column = binding.remove_column
-        removed = self._stripped_deleted or record.get("_sdc_deleted_at") is not None
-        self._stripped_deleted = False
         if remove_column is not None and not removed:
             flag = remove_flag(record.get(remove_column))
             if flag is None:  # never upload (or keep) a user whose removal flag is unreadable
@@ -83,19 +87,19 @@ class AudienceSink(BatchSink):
             if value is None:  # no audience to put the user in
                 binding.reject(record, AUDIENCE_NAME, REASON_NO_AUDIENCE_NAME)
                 return
+        # Counted as they are encoded: a record with no identifier counts for no contract.
+        counts = report.removed if removed else report.accepted
         ids: dict[str, str] = {}
         for contract, column, encode in binding.encoders:
             digest, reason = encode(record.get(column))
             if digest is not None:
                 ids[contract] = digest
+                counts[contract] = counts.get(contract, 0) + 1
             elif reason is not None:
                 binding.reject(record, contract, reason)
         if not ids:
             report.records_without_identifiers += 1
             return
-        counts = report.removed if removed else report.accepted
-        for contract in ids:
-            counts[contract] = counts.get(contract, 0) + 1
         if removed:
             report.records_removed += 1
         user = (

@@ -370,6 +370,26 @@ class SnapshotWriter:
         self._flush()
         self._write(block)
 
+    def write_packed(self, data: bytes, digest_bytes: int) -> None:
+        """Digests already packed (the body of a snapshot this store wrote, see
+        SnapshotStore.copy_written): taken as they are, their order checked when first written."""
+        self._flush()
+        if not data:
+            return
+        if len(data) % digest_bytes or (self._width and self._width != 2 * digest_bytes):
+            raise ValueError("packed digests of another size")
+        self._width = 2 * digest_bytes
+        self._hash.update(data)
+        self._fh.write(data)
+        self._last = data[-digest_bytes:].hex()
+        self.count += len(data) // digest_bytes
+
+    @property
+    def checksum(self) -> str:
+        """SHA-256 of the body written so far (what the header will say)."""
+        self._flush()
+        return self._hash.hexdigest()
+
     def _flush(self) -> None:
         if self._pending:
             pending, self._pending = self._pending, []
@@ -408,6 +428,13 @@ class SnapshotWriter:
         os.fsync(self._fh.fileno())
 
 
+_COPY_BLOCK = 1 << 20  # bytes per read when copy_written copies a packed body
+
+
+class _NotTheSame(Exception):
+    """copy_written: the file changed since this store wrote it (nothing is committed)."""
+
+
 class SnapshotStore:
     """Snapshots under `url`: None (the user data dir), a local path, file://, or fsspec URL.
 
@@ -434,6 +461,8 @@ class SnapshotStore:
         self._lease = lease_seconds
         self._fs: AbstractFileSystem | None = None
         self._scope = scope
+        # (source, file, header) of the last set written with a `source` (see copy_written)
+        self._written: tuple[object, str, bytes] | None = None
         if url is None:
             root = str(Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)) / "snapshots")
             self.url = root
@@ -575,18 +604,62 @@ class SnapshotStore:
         *,
         kind: Kind = Kind.SNAPSHOT,
         full_at: str = "",
+        source: object = None,
     ) -> int:
-        """Write a whole set from ascending blocks; returns its count."""
+        """Write a whole set from ascending blocks; returns its count.
+
+        `source`, when given, names where the blocks came from (e.g. the BlockSource that
+        streamed them): copy_written can then write the same set elsewhere without it.
+        """
+        rel = self._rel(key.path(kind))
+        if self._written is not None and self._written[1] == rel:
+            self._written = None
         with self.writer(key, kind=kind, full_at=full_at) as out:
             for block in blocks:
                 out.write_block(block)
+        if source is not None and self._fs is None:
+            with contextlib.suppress(OSError), open(self._root / rel, "rb") as fh:
+                self._written = (source, rel, fh.read(HEADER_SIZE))
         return out.count
+
+    def copy_written(
+        self, source: object, key: SnapshotKey, *, kind: Kind = Kind.SNAPSHOT, full_at: str = ""
+    ) -> bool:
+        """Write the set last written from `source` (see write) as `key`'s, from that file's
+        packed body: no block is read from the source, packed or checked again (a create
+        records its set in flight, then as the snapshot: issue 21). Local stores only; False,
+        with nothing written, unless that file is still the one this store wrote (same header,
+        same body checksum); the caller then writes from the source.
+        """
+        written = self._written
+        if written is None or written[0] is not source or self._fs is not None:
+            return False
+        _, rel, header = written
+        try:
+            old = Header.decode(header)
+            fh = open(self._root / rel, "rb")  # noqa: SIM115 (closed below)
+        except (OSError, ValueError, KeyError):
+            return False
+        try:
+            with fh:
+                if fh.read(HEADER_SIZE) != header:
+                    return False
+                with self.writer(key, kind=kind, full_at=full_at) as out:
+                    while data := fh.read(_COPY_BLOCK):
+                        out.write_packed(data, old.digest_bytes)
+                    if out.count != old.count or out.checksum != old.sha256:
+                        raise _NotTheSame
+        except _NotTheSame:
+            return False
+        return True
 
     def remove(self, key: SnapshotKey, kind: Kind) -> None:
         """Delete the file of `key` (in-flight records once their change is confirmed)."""
         if self.read_only:
             return
         rel = self._rel(key.path(kind))
+        if self._written is not None and self._written[1] == rel:
+            self._written = None
         try:
             if self._fs is None:
                 (self._root / rel).unlink(missing_ok=True)

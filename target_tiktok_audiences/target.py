@@ -16,6 +16,7 @@ import click
 from singer_sdk import Target
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers.capabilities import PluginCapabilities
+from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.sinks import Sink
 
 from target_tiktok_audiences.failures import (
@@ -67,9 +68,7 @@ class TargetTikTokAudiences(Target):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._terminating = False
         self._records_seen = 0
-        # stream -> its sink and what the record path asks of it per record, asked once:
-        # (sink, add _sdc metadata?, key properties, max batch size)
-        self._sink_facts: dict[str, tuple[Sink, bool, tuple[str, ...], int]] = {}
+        self._plans: dict[str, _Plan] = {}  # stream -> what its records need (_plan)
         super().__init__(*args, **kwargs)
         # One sink drains at a time: write calls share one throttle, so parallel drains would
         # only queue behind it.
@@ -135,6 +134,7 @@ class TargetTikTokAudiences(Target):
             self.run.bookmarks[stream] = (
                 [str(b) for b in bookmarks] if isinstance(bookmarks, list) else []
             )
+        self._plans.clear()  # maps and sinks may change
         super()._process_schema_message(message_dict)
         # The stream's maps are (re)built here; their failures must not quote a record.
         for stream_map in self.mapper.stream_maps.get(message_dict["stream"], ()):
@@ -142,38 +142,32 @@ class TargetTikTokAudiences(Target):
 
     def _process_record_message(self, message_dict: dict[str, Any]) -> None:
         # The SDK's record path, step for step, without the per-record work that does nothing
-        # for AudienceSink (issue 21): with one stream map the record is not copied (nothing
-        # reads the original), AudienceSink's no-op hooks (_validate_and_parse,
-        # preprocess_record, _after_process_record's DEBUG line) are not called, _sdc_ fields
-        # are stripped only when the record has some, the sink's settings (metadata, key
-        # properties, batch size) are read once per sink, and the max-age check runs every
+        # for AudienceSink (issue 21): what each stream's record needs (its map, sink and the
+        # sink's settings: metadata, key properties, batch size) is looked up once per SCHEMA
+        # message (_plan); with one stream map the record is not copied (nothing reads the
+        # original) and the SDK's no-op map (no flattening) is not called; AudienceSink's
+        # no-op hooks (_validate_and_parse, preprocess_record, _after_process_record's DEBUG
+        # line) are not called; _sdc_ fields are stripped only when the record has some;
+        # get_sink, _get_context, tally_record_read, the record counter and is_full are
+        # inlined as the SDK defines them; the counter's clock and the max-age check run every
         # 4,096 records. Several maps of one stream (stream splitting) take the SDK's path.
+        # tests/test_record_path.py proves it equal; tests/test_core.py guards what it inlines.
         if "stream" not in message_dict or "record" not in message_dict:
             self._assert_line_requires(message_dict, requires={"stream", "record"})  # raises
         stream_name = message_dict["stream"]
-        stream_maps = self.mapper.stream_maps
-        if stream_name not in stream_maps:
-            self._assert_sink_exists(stream_name)
-        maps = stream_maps[stream_name]
-        if len(maps) != 1:
+        plan = self._plans.get(stream_name) or self._plan(stream_name)
+        if plan is _SDK_PATH:
             super()._process_record_message(message_dict)
             return
-        stream_map = maps[0]
-        record = stream_map.transform(message_dict["record"])
+        stream_map, same, sink, add_metadata, key_properties, max_size, counter = plan
+        record = message_dict["record"] if same else stream_map.transform(message_dict["record"])
         if record is not None:
-            alias = stream_map.stream_alias
-            self._assert_sink_exists(alias)
-            sink = self.get_sink(alias, record=record)
-            context = sink._get_context(record)
-            facts = self._sink_facts.get(alias)
-            if facts is None or facts[0] is not sink:
-                facts = self._sink_facts[alias] = (
-                    sink,
-                    sink.include_sdc_metadata_properties,
-                    tuple(sink.key_properties),
-                    sink.max_size,
-                )
-            _, add_metadata, key_properties, max_size = facts
+            if sink is None:
+                self._assert_sink_exists(stream_map.stream_alias)  # raises
+            assert sink is not None
+            context = sink._pending_batch  # BatchSink._get_context, once a batch is open
+            if context is None:
+                context = sink._get_context(record)
             if add_metadata:
                 sink._add_sdc_metadata_to_record(record, message_dict, context)
             elif not _SDC_FIELDS.isdisjoint(record):
@@ -181,10 +175,11 @@ class TargetTikTokAudiences(Target):
             for key in key_properties:
                 if key not in record:
                     sink._singer_validate_message(record)  # raises the SDK's error
-            sink.tally_record_read()
+            sink._total_records_read += 1  # Sink.tally_record_read
+            sink._batch_records_read += 1
             sink.process_record(record, context)
-            sink.record_counter_metric.increment()
-            if sink.current_size >= max_size:  # Sink.is_full
+            counter.value += 1  # Counter.increment; its clock is read below
+            if sink._batch_records_read >= max_size:  # Sink.is_full
                 self.logger.info(
                     "Target sink for '%s' is full. Current size is '%s'. Draining...",
                     sink.stream_name,
@@ -193,7 +188,39 @@ class TargetTikTokAudiences(Target):
                 self.drain_one(sink)
         self._records_seen += 1
         if not self._records_seen & 0xFFF:
+            if record is not None:
+                counter.increment(0)  # logs the count when its interval has passed
             self._handle_max_record_age()
+
+    def _plan(self, stream_name: str) -> _Plan:
+        """What a record of `stream_name` needs, as the SDK's path finds it (its checks and
+        errors in its order); kept until the next SCHEMA message, which may change maps and
+        sinks (_process_schema_message clears it)."""
+        stream_maps = self.mapper.stream_maps
+        if stream_name not in stream_maps:
+            self._assert_sink_exists(stream_name)
+        maps = stream_maps[stream_name]
+        if len(maps) != 1:
+            plan: _Plan = _SDK_PATH
+        else:
+            stream_map = maps[0]
+            same = stream_map.__class__ is SameRecordTransform and not (
+                stream_map.flattening_options and stream_map.flattening_enabled
+            )
+            sink = self._sinks_active.get(stream_map.stream_alias)  # Target.get_sink
+            if sink is None:  # the SDK's error, for the first record the map lets through
+                return (stream_map, same, None, False, (), 0, None)
+            plan = (
+                stream_map,
+                same,
+                sink,
+                sink.include_sdc_metadata_properties,
+                tuple(sink.key_properties),
+                sink.max_size,
+                sink.record_counter_metric,
+            )
+        self._plans[stream_name] = plan
+        return plan
 
     def process_endofpipe(self) -> None:
         run = self.run
@@ -245,6 +272,11 @@ class TargetTikTokAudiences(Target):
         self.run.finish("interrupted", f"stopped by signal {signum}")
         sys.exit(128 + signum)
 
+
+# A stream's record path (see _plan): (map, is the map a no-op?, sink, add _sdc metadata?,
+# key properties, max batch size, record counter); _SDK_PATH for several maps of a stream.
+_Plan = tuple[Any, bool, Sink | None, bool, tuple[str, ...], int, Any]
+_SDK_PATH: _Plan = (None, False, None, False, (), 0, None)
 
 # What the SDK's _remove_sdc_metadata_from_record pops (sinks/core.py).
 _SDC_FIELDS = frozenset(

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import inspect
 import tempfile
+from types import SimpleNamespace
 
 from singer_sdk import Target
+from singer_sdk.mapper import SameRecordTransform
+from singer_sdk.metrics import Counter, Metric
+from singer_sdk.sinks import BatchSink
 from singer_sdk.testing import get_target_test_class
 
 from target_tiktok_audiences.target import TargetTikTokAudiences
@@ -88,6 +92,24 @@ def test_the_lean_record_path_skips_only_hooks_that_do_nothing_for_audience_sink
     record = {"email": "a@example.com"}
     assert AudienceSink._validate_and_parse(None, record) is record  # type: ignore[arg-type]
     assert TargetTikTokAudiences.get_sink_class is Target.get_sink_class
+    # ... and inlines these as the SDK defines them (issue 21).
+    assert TargetTikTokAudiences.get_sink is Target.get_sink
+    assert AudienceSink._get_context is BatchSink._get_context
+    batch = SimpleNamespace(_pending_batch=None, start_batch=lambda context: None)
+    opened = BatchSink._get_context(batch, record)  # type: ignore[arg-type]
+    assert batch._pending_batch is opened
+    assert BatchSink._get_context(batch, record) is opened  # type: ignore[arg-type]
+    assert AudienceSink.tally_record_read is Sink.tally_record_read
+    tally = SimpleNamespace(_total_records_read=3, _batch_records_read=2)
+    Sink.tally_record_read(tally)  # type: ignore[arg-type]
+    assert (tally._total_records_read, tally._batch_records_read) == (4, 3)
+    assert Sink.current_size.fget(tally) == 3  # type: ignore[attr-defined]
+    counter = Counter(Metric.RECORD_COUNT)
+    counter.increment()
+    counter.increment(0)
+    assert counter.value == 1
+    same = SameRecordTransform("users", {"properties": {}}, None, flattening_options=None)
+    assert same.transform(record) is record
     assert TargetTikTokAudiences.default_sink_class is AudienceSink
     # The fields it strips only when present are the ones the SDK's strip pops.
     from target_tiktok_audiences.target import _SDC_FIELDS

@@ -27,10 +27,14 @@ def test_sorted_unique_equals_sorted_set(
 ) -> None:
     workdir = tmp_path_factory.mktemp("runs")
     sorter = ExternalSorter(workdir, buffer_size=buffer_size)
-    half = len(items) // 2
-    for item in items[:half]:
+    third = len(items) // 3
+    for item in items[:third]:
         sorter.add(item)
-    sorter.add_many(items[half:])
+    for i, item in enumerate(items[third : 2 * third]):  # MirrorDelivery.add's way
+        sorter.append(item)
+        if i % 7 == 6:
+            sorter.spill_if_full()
+    sorter.add_many(items[2 * third :])
     assert list(sorter.sorted_unique()) == sorted(set(items))
     assert sorter.added == len(items)
     sorter.close()
@@ -70,6 +74,17 @@ def test_spilled_runs_are_private_and_merged_with_duplicates(tmp_path: Path) -> 
     modes = {stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
     assert modes == {0o600}
     assert list(sorter.sorted_unique()) == sorted({sha(i) for i in range(2500)})
+
+
+def test_appended_digests_spill_when_asked(tmp_path: Path) -> None:
+    sorter = ExternalSorter(tmp_path, buffer_size=1000)
+    for i in range(2_500):
+        sorter.append(sha(i))
+        if i % 100 == 99:
+            sorter.spill_if_full()
+    assert sorter.runs == 2  # at 1,000 and 2,000: never more than 100 past buffer_size
+    assert list(sorter.sorted_unique()) == sorted(sha(i) for i in range(2_500))
+    assert sorter.added == 2_500
 
 
 def test_diff_of_sorter_output_against_snapshot_order(tmp_path: Path) -> None:

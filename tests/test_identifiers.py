@@ -1050,3 +1050,134 @@ def test_fast_path_answers_without_phonenumbers(
 )
 def test_fast_path_leaves_unsure_values_to_phonenumbers(value: str) -> None:
     assert ids._international(value) is ids._UNSURE
+
+
+# The shapes the phone fast paths accept, as patterns: _international and the NANP shortcut
+# check them without a regex (issue 21) and must accept exactly these.
+_INTERNATIONAL_SHAPE = re.compile(r"\+[0-9 ().\-]{8,60}")
+_NANP_SHAPE = re.compile(r"1?([2-9][0-9]{9})")
+_SHAPE_CHARS = "+0123456789 ().-\t/x\u0663\uff11"
+
+
+@HYPOTHESIS
+@given(
+    value=st.text(_SHAPE_CHARS, max_size=70)
+    | st.builds(lambda v: "+" + v, st.text(_SHAPE_CHARS, min_size=7, max_size=62))
+    | st.builds(lambda v: "1" * (v % 2) + "2" + "0" * 9, st.integers(0, 1))
+)
+def test_the_phone_fast_paths_take_exactly_their_shapes(value: str) -> None:
+    looked_up: list[str] = []
+    parsed: list[str] = []
+
+    class CallingCodes(dict[str, tuple[int, int]]):
+        def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+            looked_up.append(key)
+            return super().get(key, default)
+
+    with pytest.MonkeyPatch.context() as monkey:
+        # Past the shape (and E.164's length) _international looks the calling code up.
+        monkey.setattr(ids, "_CALLING_CODES", CallingCodes(ids._CALLING_CODES))
+        monkey.setattr(ids, "_parsed_phone", lambda v, r: parsed.append(v))
+        international = ids._international(value)
+        nanp = ids._formatted_phone(value, "US") if value and value[0] != "+" else None
+    shape = _INTERNATIONAL_SHAPE.fullmatch(value) is not None
+    e164 = "+" + re.sub(r"[ ().\-]", "", value[1:])
+    assert bool(looked_up) == (shape and 9 <= len(e164) <= 16)
+    if not shape:
+        assert international is ids._UNSURE
+    if value and value[0] != "+":
+        want = _NANP_SHAPE.fullmatch(re.sub(r"[ ().\-]", "", value))
+        if want is not None:
+            assert nanp == "+1" + want.group(1) and not parsed
+        else:
+            assert parsed == [value]
+
+
+# --- The encoder against the public normalisers (issue 21) -----------------------------------
+
+
+def _reference_encoder(contract: str, rules: Rules) -> Any:
+    """make_encoder as design.md states it, from the public normalisers and digest(): the
+    encoder inlines the common normalisers, and must give exactly this."""
+    kind, algorithm = kind_of(contract), algorithm_of(contract)
+
+    def encode(value: object) -> tuple[str | None, str | None]:
+        if not isinstance(value, str):
+            return (None, None) if value is None else (None, REASON_WRONG_TYPE)
+        if len(value) > MAX_VALUE_LENGTH:
+            return (None, REASON_TOO_LONG)
+        stripped = value.strip()
+        if not stripped:
+            return (None, None)
+        if len(stripped) in (32, 64) and re.fullmatch("[0-9a-fA-F]+", stripped):
+            return (None, REASON_ALREADY_HASHED)
+        if kind == "email":
+            normalized = normalize_email(stripped, rules.email_normalization)
+            reason = REASON_INVALID_EMAIL
+        elif kind == "phone":
+            normalized = normalize_phone(stripped, rules.default_phone_region)
+            reason = REASON_INVALID_PHONE
+        else:
+            normalized = normalize_ad_id(stripped)
+            zero = stripped.lower() == ZERO_UUID
+            reason = REASON_TRACKING_LIMITED if zero else REASON_INVALID_AD_ID
+        return (None, reason) if normalized is None else (digest(normalized, algorithm), None)
+
+    return encode
+
+
+# UUIDs with one character replaced, dropped or added: the encoder checks ad ids on bytes.
+near_ad_ids = st.builds(
+    lambda uuid, at, char, how: (
+        uuid[:at] + char + uuid[at + 1 :]
+        if how == 0
+        else uuid[:at] + uuid[at + 1 :]
+        if how == 1
+        else uuid[:at] + char + uuid[at:]
+    ),
+    st.uuids().map(str) | st.just(ZERO_UUID),
+    st.integers(0, 35),
+    st.sampled_from(["-", "0", "a", "f", "g", "A", " ", "é", "\u212a", "\ud800", "\x00"]),
+    st.integers(0, 2),
+)
+
+_HASHED_ENCODERS = [
+    (make_encoder(contract, rules), _reference_encoder(contract, rules))
+    for contract in CONTRACTS
+    for rules in (HASH_ON, HASH_ON_TIKTOK, HASH_ON_US, Rules(default_phone_region="GB"))
+]
+# Values on every branch: absent, wrong type, too long, already hashed, each kind's valid and
+# invalid shapes, non-ASCII and lone surrogates.
+_EDGE_VALUES: list[object] = [
+    None, "", "   ", 5, 1.5, True, [], {}, "x" * (MAX_VALUE_LENGTH + 1),
+    " " * MAX_VALUE_LENGTH + "a@b.co", HEX64, HEX64.upper(), "a" * 32, ZERO_UUID,
+    f" {ZERO_UUID.upper()} ", IDFA, IDFA.upper(), "a@b.co", "Ana@Example.COM", "é@exämple.com",
+    "\ud800@example.com", "a.b+c@example.com", "+14155550134", "(415) 555-0134",
+    "+44 20 7946 0958", "+44 (0)20 7946 0958", "n/a", "+١٤١٥٥٥٥٠١٣٤",
+    # ad ids near the pattern: a dash moved, one too many or few, a non-hex letter, non-ASCII
+    "6d92078a8-246-4ba4-ae5b-76104861e7dc", "6d92078a-8246-4ba4-ae5b-76104861e7d-",
+    "6d92078a-8246-4ba4-ae5b-76104861e7dcc", "6d92078a-8246-4ba4-ae5b76104861e7dc",
+    "6d92078g-8246-4ba4-ae5b-76104861e7dc", "6d92078\u212a-8246-4ba4-ae5b-76104861e7dc",
+    "6d92078é-8246-4ba4-ae5b-76104861e7d", "6d92078\ud800-8246-4ba4-ae5b-76104861e7dc",
+    "-------------------------------------", "{6d92078a-8246-4ba4-ae5b-76104861e7dc}",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", _EDGE_VALUES, ids=range(len(_EDGE_VALUES)))
+def test_the_encoder_equals_the_public_normalisers_on_every_branch(value: object) -> None:
+    for fast, reference in _HASHED_ENCODERS:
+        assert fast(value) == reference(value)
+
+
+@HYPOTHESIS
+@given(
+    value=json_values
+    | st.text(st.characters(codec=None), max_size=80)
+    | plausible_emails
+    | plausible_phones
+    | plausible_ad_ids
+    | near_ad_ids
+)
+def test_the_encoder_equals_the_public_normalisers(value: object) -> None:
+    for fast, reference in _HASHED_ENCODERS:
+        assert fast(value) == reference(value)

@@ -8,6 +8,7 @@ the stream reports and the errors must be equal.
 from __future__ import annotations
 
 import copy
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,9 @@ from typing import Any
 
 import pytest
 from singer_sdk import Target
+from singer_sdk.singerlib.encoding.base import GenericSingerReader
 
+from target_tiktok_audiences.reader import PrivateSingerReader
 from target_tiktok_audiences.sink import AudienceSink
 from target_tiktok_audiences.target import TargetTikTokAudiences
 
@@ -61,8 +64,11 @@ _CLOCK_FIELDS = {"_sdc_received_at", "_sdc_batched_at", "_sdc_sequence", "_sdc_s
 
 def _seen(process: Callable[..., None], name: str, given: list[tuple[str, Any]]) -> Any:
     def process_record(record: dict[str, Any], context: dict[str, Any]) -> None:
-        # The record as the sink sees it; metadata stamped with the clock shows as present only.
-        seen = {k: "<clock>" if k in _CLOCK_FIELDS else v for k, v in record.items()}
+        # The record as the sink sees it; metadata stamped with the clock shows as present (or
+        # None) only.
+        seen = {
+            k: "<clock>" if k in _CLOCK_FIELDS and v is not None else v for k, v in record.items()
+        }
         given.append((name, seen))
         process(record, context)
 
@@ -133,6 +139,18 @@ def test_lean_path_gives_the_deliveries_what_the_sdk_path_gives(
     assert sdk[0]  # the scenario reached a delivery
 
 
+def test_a_new_schema_mid_stream_reaches_the_new_sink_as_on_the_sdk_path(tmp_path: Path) -> None:
+    # The lean path keeps each stream's map and sink until the next SCHEMA message.
+    changed = copy.deepcopy(SCHEMA)
+    changed["schema"]["properties"]["country"] = {"type": ["string", "null"]}
+    messages = [SCHEMA, *RECORDS[:3], changed, *RECORDS[3:], SCHEMA, RECORDS[0]]
+    for config in ({}, {"stream_maps": {"users": {"__alias__": "people"}}}):
+        sdk = _feed(SDK_PATH, tmp_path / "sdk", messages, **config)
+        lean = _feed(LEAN_PATH, tmp_path / "lean", messages, **config)
+        assert lean == sdk
+        assert len(sdk[0]) > len(RECORDS)
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -169,3 +187,52 @@ def test_lean_path_drains_a_full_sink_as_the_sdk_does(
         if what == "flush"
     ]
     assert users_before_flushes == [10, 20]
+
+
+# --- The reader's short way for RECORD lines (PrivateSingerReader._read) -----------------------
+
+_LINES = [
+    json.dumps(SCHEMA),
+    *(json.dumps(m) for m in RECORDS),
+    json.dumps({"type": "STATE", "value": {"bookmark": 1}}),
+    json.dumps({"type": "ACTIVATE_VERSION", "stream": "users", "version": 7}),
+    '{"type": "RECORD", "stream": "users", "record": {"id": 8, "email": "\\ud800"}}',
+    json.dumps({"record": {"id": 9}, "stream": "users", "type": "RECORD", "version": 2}),
+]
+
+
+def _read(
+    process_lines: Callable[..., Any], lines: list[str]
+) -> tuple[list[tuple[str, Any]], Any, int]:
+    """(callbacks made, the counter returned or the error raised, the reader's line number)."""
+    reader = PrivateSingerReader()
+    calls: list[tuple[str, Any]] = []
+    kinds = ("RECORD", "SCHEMA", "STATE", "ACTIVATE_VERSION", "BATCH")
+    callbacks = {k: lambda m, _k=k: calls.append((_k, m)) for k in kinds}
+    try:
+        result: Any = dict(process_lines(reader, io.StringIO("\n".join(lines) + "\n"), callbacks))
+    except Exception as exc:  # compared below: same type, same text
+        result = (type(exc), str(exc))
+    return calls, result, reader.line_number
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        None,
+        '{"type": "RECORD", "stream": "users", "record": [1]}',
+        '{"type": "RECORD", "stream": 5, "record": {"id": 1}}',
+        '{"type": "RECORD", "stream": "users"}',
+        '{"type": "RECORDS", "stream": "users", "record": {"id": 1}}',
+        '{"type": "RECORD", "stream": "users", "record": {"id": 1}',
+        "[1, 2]",
+        "",
+    ],
+    ids=["valid", "list", "stream", "no-record", "unknown", "truncated", "not-object", "blank"],
+)
+def test_the_readers_short_way_equals_the_sdk_loop(bad: str | None) -> None:
+    lines = _LINES if bad is None else [*_LINES[:3], bad, *_LINES[3:]]
+    sdk = _read(GenericSingerReader.process_lines, lines)  # via our deserialize_json
+    lean = _read(PrivateSingerReader.process_lines, lines)
+    assert lean == sdk
+    assert sdk[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -18,8 +19,10 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from target_tiktok_audiences.convergence import Tracker
 from target_tiktok_audiences.snapshot import (
     HEADER_SIZE,
+    Kind,
     Reason,
     Snapshot,
     SnapshotCorrupt,
@@ -426,3 +429,67 @@ def _put(store: SnapshotStore, name: str, data: bytes) -> None:
         return
     bucket, _, prefix = store.url.removeprefix("s3://").partition("/")
     boto3.client("s3").put_object(Bucket=bucket, Key=f"{prefix}/{name}", Body=data)
+
+
+# --- A create's set: recorded in flight, then copied as the snapshot (issue 21) ---------------
+
+
+def _counting_source(values: list[str]) -> tuple[Callable[[], Iterator[list[str]]], list[int]]:
+    calls: list[int] = []
+
+    def source() -> Iterator[list[str]]:
+        calls.append(1)
+        return iter([values[:40_000], values[40_000:]])
+
+    return source, calls
+
+
+def test_a_confirmed_create_copies_the_set_it_recorded_in_flight(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+    name_key = SnapshotKey.for_name(KEY.advertiser_id, "users (EMAIL_SHA256)", KEY.contract)
+    values = digests(0, 70_000)
+    source, calls = _counting_source(values)
+    tracker = Tracker(store, KEY, name_key)
+    tracker.record_create(source)
+    tracker.confirm(
+        source, full=True, base=None, now=dt.datetime(2026, 11, 30, 12, tzinfo=dt.timezone.utc)
+    )
+    found = store.read(KEY)
+    assert isinstance(found, Snapshot)
+    header = found.header
+    assert (header.key, header.kind, header.count, header.digest_bytes) == (
+        KEY,
+        Kind.SNAPSHOT,
+        70_000,
+        32,
+    )
+    assert header.full_at == "2026-11-30T12:00:00+00:00"
+    assert list(found) == values  # its checksum is checked as it is read
+    assert store.read(name_key, Kind.IN_FLIGHT).reason is Reason.MISSING  # type: ignore[union-attr]
+    # Read once where the store is local (the copy), twice on object storage (no copy).
+    assert len(calls) == (1 if store.local else 2)
+
+
+def test_a_changed_in_flight_record_is_not_copied(tmp_path: Path) -> None:
+    store = SnapshotStore(str(tmp_path / "snapshots"))
+    name_key = SnapshotKey.for_name(KEY.advertiser_id, "users (EMAIL_SHA256)", KEY.contract)
+    values = digests(0, 1_000)
+    source, calls = _counting_source(values)
+    store.write(name_key, source(), kind=Kind.IN_FLIGHT, source=source)
+    # Another writer replaces the in-flight record meanwhile (the header differs).
+    other = SnapshotStore(str(tmp_path / "snapshots"))
+    other.write(name_key, [digests(5_000, 5_010)], kind=Kind.IN_FLIGHT)
+    assert not store.copy_written(source, KEY)
+    assert store.read(KEY).reason is Reason.MISSING  # type: ignore[union-attr]
+    # Same header, different body: the checksum check refuses it, nothing is committed.
+    store.write(name_key, source(), kind=Kind.IN_FLIGHT, source=source)
+    path = tmp_path / "snapshots" / name_key.path(Kind.IN_FLIGHT)
+    body = bytearray(path.read_bytes())
+    body[HEADER_SIZE] ^= 1
+    path.write_bytes(bytes(body))
+    assert not store.copy_written(source, KEY)
+    assert store.read(KEY).reason is Reason.MISSING  # type: ignore[union-attr]
+    assert not store.copy_written(lambda: iter(()), KEY)  # another source: nothing known
+    assert len(calls) == 2

@@ -262,8 +262,13 @@ class MirrorDelivery(_SortedSets):
         if removed:  # a mirror set simply leaves removed rows out
             return
         self._seen += 1
+        sorters = self._sorters
         for contract, digest in ids.items():
-            (self._sorters.get(contract) or self._sorter(contract)).add(digest)
+            # append: one C call per digest; the sorters' size check runs every 1,024 users.
+            (sorters.get(contract) or self._sorter(contract)).append(digest)
+        if not self._seen & 0x3FF:
+            for sorter in sorters.values():
+                sorter.spill_if_full()
 
     def stage(self) -> Iterator[Routine]:
         contracts = list(self.contracts)
