@@ -101,6 +101,7 @@ class _SortedSets(Delivery):
     _staged: list[Path] = field(default_factory=list, init=False)  # sorted sets being delivered
     _spools: int = field(default=0, init=False)
     _full: dict[str, list[Chunk]] = field(default_factory=dict, init=False)  # contract -> files
+    _sets: dict[str, Chunk] = field(default_factory=dict, init=False)  # contract -> sorted set
 
     def _sorter(self, name: str) -> ExternalSorter:
         sorter = self._sorters.get(name)
@@ -120,7 +121,9 @@ class _SortedSets(Delivery):
 
     def _take_sorted(self, name: str) -> tuple[Path, int]:
         """The unique sorted digests of a sorter in a private file, and their count."""
-        fd, tmp = tempfile.mkstemp(prefix=f"sorted-{name.lower()}-", dir=self.runtime.workdir)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f"sorted-{name.lower()}-", suffix=".txt", dir=self.runtime.workdir
+        )  # .txt: uploaded as it is when it fits in one file
         os.close(fd)
         path = Path(tmp)
         sorter = self._sorters.pop(name, None)
@@ -144,8 +147,9 @@ class _SortedSets(Delivery):
         self._staged.clear()
         for chunks in self._full.values():
             for chunk in chunks:
-                chunk.path.unlink(missing_ok=True)
+                chunk.path.unlink(missing_ok=True)  # the sorted set among them: staged anyway
         self._full.clear()
+        self._sets.clear()
 
     @property
     def by_difference(self) -> bool:
@@ -276,6 +280,7 @@ class MirrorDelivery(_SortedSets):
         for contract in contracts:
             path, count = self._take_sorted(contract)
             self._staged.append(path)  # read by the routines until close_stage
+            self._sets[contract] = Chunk(path, count)
             for advertiser_id in self.runtime.settings.advertiser_ids:
                 yield self._commit_one(advertiser_id, contract, path, count, contracts)
 
@@ -537,6 +542,14 @@ class MirrorDelivery(_SortedSets):
         uploads the same ones.
         """
         chunks = self._full.get(contract)
+        whole = self._sets.get(contract)
+        if (
+            chunks is None
+            and whole is not None
+            and whole.lines <= self.runtime.settings.file_max_ids
+        ):
+            # The sorted set is already one digest a line, as an upload file is: sent as it is.
+            chunks = self._full[contract] = [whole]
         if chunks is None:
             spool = self.spool("full", contract)
             try:
