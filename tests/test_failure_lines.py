@@ -347,13 +347,15 @@ def own_signal_handlers() -> Iterator[None]:
 
 @pytest.mark.usefixtures("own_signal_handlers")
 def test_full_spool_disk_in_process(sandbox, tmp_path, caplog, monkeypatch):
-    """The same failure without mounting anything: the spool's writes raise ENOSPC."""
+    """The same failure without mounting anything: every write of digests to the spool folder
+    (the upload spool, and the sorted set a mirror uploads as it is) raises ENOSPC."""
 
     def full(*_: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(Spool, "write", full)
     monkeypatch.setattr(Spool, "write_block", full)
+    monkeypatch.setattr("target_tiktok_audiences.deliveries.mirror.write_sorted", full)
     report_path = tmp_path / "report.json"
     config = base_config(
         sandbox, advertiser_ids=[ADV1], audiences=[MIRROR], report_path=str(report_path)

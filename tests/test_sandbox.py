@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import requests
 
+from target_tiktok_audiences.client import TikTokClient
 from target_tiktok_audiences.sandbox import cli
 from target_tiktok_audiences.sandbox.faults import CODE_NAMES, UNDOCUMENTED, FaultError, FaultRule
 from target_tiktok_audiences.sandbox.rules import (
@@ -271,6 +272,20 @@ def test_upload_ok_and_limits(tmp_path: Path) -> None:
 
 
 # --- customer-file audiences ------------------------------------------------------------------
+
+
+def test_uploads_arrive_whole_whatever_their_size(sb: SandboxServer, tmp_path: Path) -> None:
+    """The client's streamed uploads around werkzeug's 64 KiB read size: every body whose
+    closing delimiter falls near a chunk edge (pallets/werkzeug#3285 adds a stray byte there)
+    is received exactly as sent, so its file_signature is accepted and its lines counted."""
+    client = TikTokClient(sb.base_url, "sandbox-token", max_requests_per_second=1000)
+    digests = "".join(d + "\n" for d in shas(0, 1_000)).encode()  # 65,000 bytes
+    for pad in range(0, 120, 3):  # the file name moves the closing delimiter across 65,536
+        path = tmp_path / f"f{'x' * pad}.txt"
+        path.write_bytes(digests)
+        client.upload_file(ADV1, "EMAIL_SHA256", path)
+    uploads = [c for c in sb.calls("/file/upload/") if c["code"] == 0]
+    assert [c["lines"] for c in uploads] == [1_000] * 40
 
 
 def test_create_is_union_of_files_and_names_may_repeat(sb: SandboxServer) -> None:

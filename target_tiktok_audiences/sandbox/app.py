@@ -16,8 +16,9 @@ import logging
 import socket
 import sqlite3
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import IO, Any
 
+from werkzeug.formparser import FormDataParser
 from werkzeug.wrappers import Request, Response
 
 from .account import AccountEndpoints
@@ -89,7 +90,7 @@ class SandboxApp(AccountEndpoints, CustomerFileEndpoints, SegmentEndpoints, Admi
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         # Closing the request closes its uploaded files (spooled temp files) at once, not at
         # garbage collection, where they raise ResourceWarning in the tests' process.
-        with Request(environ) as request:
+        with _Request(environ) as request:
             path = request.path
             if path.startswith(ADMIN_PATH + "/"):
                 response = self.handle_admin(request, path[len(ADMIN_PATH) :])
@@ -261,3 +262,48 @@ class SandboxApp(AccountEndpoints, CustomerFileEndpoints, SegmentEndpoints, Admi
             data, code, message = {}, exc.code, exc.message
             http = exc.http if exc.http != 200 else 400
         return self.envelope(code, message, data, new_request_id(), http)
+
+
+class _WholeTail:
+    """A request body read in the parser's chunks, except that the last TAIL bytes always come
+    in one piece: the closing multipart delimiter is never cut between two chunks.
+
+    Werkzeug's MultipartDecoder adds a stray byte to the last part when a chunk ends inside
+    the closing delimiter (pallets/werkzeug#3285, open on 3.1.8 and later): the sandbox would
+    then check an upload the client never sent and refuse its file_signature.
+    """
+
+    TAIL = 4096
+
+    def __init__(self, stream: IO[bytes], length: int) -> None:
+        self._stream, self._left = stream, length
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or self._left - size < self.TAIL:
+            size = self._left
+        parts = []
+        while size > 0:  # a socket may return less than asked: the tail must stay whole
+            part = self._stream.read(size)
+            if not part:
+                break
+            parts.append(part)
+            size -= len(part)
+            self._left -= len(part)
+        return b"".join(parts)
+
+
+class _FormParser(FormDataParser):
+    def parse(
+        self,
+        stream: IO[bytes],
+        mimetype: str,
+        content_length: int | None,
+        options: dict[str, str] | None = None,
+    ) -> Any:
+        if mimetype == "multipart/form-data" and content_length:
+            stream = _WholeTail(stream, content_length)  # type: ignore[assignment]
+        return super().parse(stream, mimetype, content_length, options)
+
+
+class _Request(Request):
+    form_data_parser_class = _FormParser
