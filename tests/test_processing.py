@@ -64,3 +64,38 @@ def test_past_the_deadline_the_audience_is_deferred(tmp_path: Path) -> None:
         assert second.report is not None
         (entry,) = [a for s in second.report["streams"] for a in s["audiences"]]
         assert entry["status"] == "deferred"
+
+
+def _third_run_refused_once(tmp_path: Path, sandbox: SandboxServer, later: float) -> tuple:
+    """Runs 1-2 make the audience and change it; `later` seconds after, run 3's first update is
+    refused with TikTok's processing words although audience_history shows nothing busy."""
+    config = base_config(sandbox, advertiser_ids=[ADV1], audiences=[VIP])
+    for n, users in enumerate((range(2_000), range(100, 2_100)), 1):
+        done = run_target(tmp_path, config, vips(users, n), name=f"run{n}")
+        assert done.returncode == 0, done.stderr[-3000:]
+    sandbox.advance_clock(later)
+    before = len(sandbox.calls(UPDATE))
+    sandbox.inject("code_40002", count=1, paths=[UPDATE], message="Task not ready")
+    third = run_target(tmp_path, config, vips(range(200, 2_200), 3), name="run3")
+    sent = [(c["action"], c["code"]) for c in sandbox.calls(UPDATE)[before:]]
+    return third, sent
+
+
+def test_a_refusal_raced_by_the_end_of_processing_is_sent_once_more(tmp_path: Path) -> None:
+    # No processing window: the REMOVE of run 2 shows done at once, as if it finished between
+    # TikTok's refusal and the target's look at audience_history.
+    with run_sandbox(tmp_path / "raced.db", update_processing_seconds=0) as sandbox:
+        third, sent = _third_run_refused_once(tmp_path, sandbox, later=5)
+        assert third.returncode == 0, third.stderr[-3000:]
+        assert third.states == [{"done": 3}]
+        assert sent == [(None, 40002), ("APPEND", 0), ("REMOVE", 0)]  # a fault: body unread
+        assert members(sandbox, ADV1) == digests(range(200, 2_200))
+
+
+def test_a_refusal_long_after_the_last_update_stands(tmp_path: Path) -> None:
+    with run_sandbox(tmp_path / "old.db", update_processing_seconds=0) as sandbox:
+        third, sent = _third_run_refused_once(tmp_path, sandbox, later=120)
+        assert third.returncode == 1
+        assert third.states == []
+        assert sent == [(None, 40002)]  # nothing processing, nothing recent: not sent again
+        assert members(sandbox, ADV1) == digests(range(100, 2_100))

@@ -45,6 +45,9 @@ PATH_LIST = "/dmp/custom_audience/list/"
 PATH_GET = "/dmp/custom_audience/get/"
 PATH_SEGMENT_AUDIENCE = "/segment/audience/"
 PATH_SEGMENT_MAPPING = "/segment/mapping/"
+# An APPEND or REMOVE refused and found done at once was made this recently: the refusal most
+# likely answered its processing (see _wait_for_processing).
+RACE_SECONDS = 60.0
 
 log = logging.getLogger("target_tiktok_audiences.client")
 
@@ -322,6 +325,7 @@ class TikTokClient(CountedCalls):
             self._with_files(file_paths, update)
             return
         deadline = time.monotonic() + self._processing_wait
+        raced = False
         while True:
             try:
                 self._with_files(file_paths, update)
@@ -332,21 +336,44 @@ class TikTokClient(CountedCalls):
                 # Whatever the words: a refusal while the audience's previous APPEND or REMOVE
                 # is still processing (audience_history says so) waits for it to be done, then
                 # is sent again; past the deadline, or in any other state, the refusal stands.
-                if not self._wait_for_processing(advertiser_id, audience_id, deadline, exc):
+                waited = self._wait_for_processing(
+                    advertiser_id, audience_id, deadline, exc, raced=raced
+                )
+                if not waited:
                     raise
+                raced = True
 
     def _wait_for_processing(
-        self, advertiser_id: str, audience_id: str, deadline: float, exc: RefusedError
+        self,
+        advertiser_id: str,
+        audience_id: str,
+        deadline: float,
+        exc: RefusedError,
+        *,
+        raced: bool,
     ) -> bool:
         """True once the last APPEND or REMOVE is done; False if none was processing or the
-        deadline passed first."""
+        deadline passed first.
+
+        One that finished between the refusal and this look also counts once (`raced` False)
+        when it was made less than RACE_SECONDS ago: the refusal most likely answered its
+        processing (TikTok does not say; sending once more costs one call).
+        """
         pause, waited = 1.0, False
         while True:
             status = self.get_audience(advertiser_id, audience_id)
-            busy = status.last_action in ("APPEND", "REMOVE") and status.last_action_processing
+            recent = status.last_action in ("APPEND", "REMOVE")
+            busy = recent and status.last_action_processing
             now = time.monotonic()
             if not busy:
-                return waited
+                made = status.last_action_time
+                just_done = (
+                    recent
+                    and not raced
+                    and made is not None
+                    and (self.now() - made).total_seconds() < RACE_SECONDS
+                )
+                return waited or just_done
             if now >= deadline:
                 return False
             wait = min(pause, deadline - now)
