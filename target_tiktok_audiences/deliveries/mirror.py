@@ -98,10 +98,10 @@ class _SortedSets(Delivery):
 
     _sorters: dict[str, ExternalSorter] = field(default_factory=dict, init=False)
     _seen: int = field(default=0, init=False)
-    _staged: list[Path] = field(default_factory=list, init=False)  # sorted sets being delivered
     _spools: int = field(default=0, init=False)
     _full: dict[str, list[Chunk]] = field(default_factory=dict, init=False)  # contract -> files
-    _sets: dict[str, Chunk] = field(default_factory=dict, init=False)  # contract -> sorted set
+    # contract -> its sorted set, read by the routines until close_stage
+    _sets: dict[str, Chunk] = field(default_factory=dict, init=False)
 
     def _sorter(self, name: str) -> ExternalSorter:
         sorter = self._sorters.get(name)
@@ -142,14 +142,11 @@ class _SortedSets(Delivery):
         self.close_stage()
 
     def close_stage(self) -> None:
-        for path in self._staged:
-            path.unlink(missing_ok=True)
-        self._staged.clear()
-        for chunks in self._full.values():
-            for chunk in chunks:
-                chunk.path.unlink(missing_ok=True)  # the sorted set among them: staged anyway
-        self._full.clear()
+        for chunks in (list(self._sets.values()), *self._full.values()):
+            for chunk in chunks:  # a sorted set uploaded as it is is in both: missing_ok
+                chunk.path.unlink(missing_ok=True)
         self._sets.clear()
+        self._full.clear()
 
     @property
     def by_difference(self) -> bool:
@@ -279,7 +276,6 @@ class MirrorDelivery(_SortedSets):
         self._seen = 0
         for contract in contracts:
             path, count = self._take_sorted(contract)
-            self._staged.append(path)  # read by the routines until close_stage
             self._sets[contract] = Chunk(path, count)
             for advertiser_id in self.runtime.settings.advertiser_ids:
                 yield self._commit_one(advertiser_id, contract, path, count, contracts)

@@ -108,12 +108,7 @@ def deliver(deliveries: Iterable[Staged], api: AudienceAPI) -> None:
                     _finish(routine, api)
                 else:
                     waiting.append((routine, ask))
-        asks = [ask for _, ask in waiting]
-        left = {}
-        for adv in dict.fromkeys(a.advertiser_id for a in asks):
-            left[adv] = api.operations_left(adv) or 0
-        for adv, count in grant(asks, left).items():
-            api.plan_operations(adv, count)
+        _plan([ask for _, ask in waiting], api)
         # Audiences with removals granted send first.
         waiting.sort(key=lambda w: not w[1].removes)
         while waiting:
@@ -129,9 +124,14 @@ def deliver(deliveries: Iterable[Staged], api: AudienceAPI) -> None:
 def _finish(routine: Routine, api: AudienceAPI) -> None:
     """Resume a routine to its end; a later ask is granted from what the plan left."""
     for ask in routine:
-        left = api.operations_left(ask.advertiser_id)
-        if left is None:
+        if api.operations_left(ask.advertiser_id) is None:
             ask.grant_all()
-            continue
-        for adv, count in grant([ask], {ask.advertiser_id: left}).items():
-            api.plan_operations(adv, count)
+        else:
+            _plan([ask], api)
+
+
+def _plan(asks: Sequence[Ask], api: AudienceAPI) -> None:
+    """Grant the asks within what their ad accounts have left, and tell the client."""
+    left = {adv: api.operations_left(adv) or 0 for adv in {a.advertiser_id for a in asks}}
+    for adv, count in grant(asks, left).items():
+        api.plan_operations(adv, count)
