@@ -87,6 +87,8 @@ class ExternalSorter:
         self.append: Callable[[str], None] = self._buf.append
         """Add a digest without the size check: one C call, for callers adding one digest per
         record (MirrorDelivery.add); they call spill_if_full() at least every few thousand."""
+        self.extend: Callable[[Iterable[str]], None] = self._buf.extend
+        """Add many digests without the size check (then call spill_if_full())."""
         self._runs: list[Path] = []
         self._made = 0  # run files created (spilled or merged), for their names
         self._spilled = 0
@@ -180,6 +182,7 @@ class ExternalSorter:
     def _empty(self) -> None:
         self._buf = []
         self.append = self._buf.append
+        self.extend = self._buf.extend
 
 
 def _merge(runs: Sequence[Path]) -> Iterator[list[str]]:

@@ -18,7 +18,12 @@ from target_tiktok_audiences.client import AudienceAPI, TikTokClient
 from target_tiktok_audiences.deliveries import Delivery, Runtime, delivery_class, staging
 from target_tiktok_audiences.deliveries.fanout import FanOutDelivery
 from target_tiktok_audiences.dryrun import DryRunClient
-from target_tiktok_audiences.identifiers import Encoder, make_encoder
+from target_tiktok_audiences.identifiers import (
+    ColumnEncoder,
+    Encoder,
+    make_column_encoder,
+    make_encoder,
+)
 from target_tiktok_audiences.rejects import RejectsError, RejectsWriter
 from target_tiktok_audiences.report import RunReport, StreamReport
 from target_tiktok_audiences.routing import Ignored, route_stream
@@ -34,7 +39,8 @@ class Binding:
     """How one stream's records become digests, and where they go."""
 
     delivery: Delivery
-    encoders: list[tuple[str, str, Encoder]]
+    encoders: list[tuple[str, str, Encoder]]  # (contract, column, encoder), one value at a time
+    column_encoders: list[tuple[str, str, ColumnEncoder]]  # the same, a column at a time
     remove_column: str | None
     key_properties: tuple[str, ...]
     report: StreamReport
@@ -180,6 +186,7 @@ class Run:
         return Binding(
             delivery=delivery,
             encoders=[(c, col, make_encoder(c, rules)) for c, col in found.items()],
+            column_encoders=[(c, col, make_column_encoder(c, rules)) for c, col in found.items()],
             remove_column=mapping.remove_column,
             key_properties=tuple(key_properties),
             report=stream_report,

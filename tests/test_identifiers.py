@@ -39,6 +39,7 @@ from target_tiktok_audiences.identifiers import (
     digest,
     identifier_like_columns,
     kind_of,
+    make_column_encoder,
     make_encoder,
     normalize_ad_id,
     normalize_email,
@@ -1160,6 +1161,8 @@ _EDGE_VALUES: list[object] = [
     "6d92078g-8246-4ba4-ae5b-76104861e7dc", "6d92078\u212a-8246-4ba4-ae5b-76104861e7dc",
     "6d92078é-8246-4ba4-ae5b-76104861e7d", "6d92078\ud800-8246-4ba4-ae5b-76104861e7dc",
     "-------------------------------------", "{6d92078a-8246-4ba4-ae5b-76104861e7dc}",
+    # hex digits only, 32 or 64 long: digits (a phone's characters) and a-f, any case
+    "1" * 32, "4" * 64, " +" + "1" * 32, "AbCdEf0123456789" * 2, "ab@cd" + "0" * 27,
 ]  # fmt: skip
 
 
@@ -1181,3 +1184,43 @@ def test_the_encoder_equals_the_public_normalisers_on_every_branch(value: object
 def test_the_encoder_equals_the_public_normalisers(value: object) -> None:
     for fast, reference in _HASHED_ENCODERS:
         assert fast(value) == reference(value)
+
+
+_COLUMN_ENCODERS = [
+    (make_column_encoder(contract, rules), _reference_encoder(contract, rules))
+    for contract in CONTRACTS
+    for rules in (HASH_ON, HASH_ON_TIKTOK, HASH_ON_US, Rules(default_phone_region="GB"))
+]
+
+
+def _by_value(column: Any, values: list[object]) -> list[tuple[str | None, str | None]]:
+    """A column encoder's answers as (digest, reason) per value."""
+    digests, rejected = column(values)
+    assert len(digests) == len(values)
+    assert all(digests[i] is None for i in rejected)  # a rejected value has no digest
+    return [(d, None) if d is not None else (None, rejected.get(i)) for i, d in enumerate(digests)]
+
+
+def test_a_column_encoder_answers_each_value_as_the_public_normalisers_do() -> None:
+    for column, reference in _COLUMN_ENCODERS:
+        assert _by_value(column, _EDGE_VALUES) == [reference(v) for v in _EDGE_VALUES]
+        assert _by_value(column, []) == []
+    for contract in CONTRACTS:  # hash_identifiers off: the value checked as a digest
+        column, one = make_column_encoder(contract, HASH_OFF), make_encoder(contract, HASH_OFF)
+        values = [*_EDGE_VALUES, HEX32, HEX32.upper(), f" {HEX64} "]
+        assert _by_value(column, values) == [one(v) for v in values]
+        assert one(f" {HEX64.upper()} ") == (
+            (HEX64, None) if algorithm_of(contract) == "sha256" else (None, REASON_NOT_HASHED)
+        )
+
+
+@HYPOTHESIS
+@given(
+    values=st.lists(
+        json_values | plausible_emails | plausible_phones | plausible_ad_ids | near_ad_ids,
+        max_size=12,
+    )
+)
+def test_a_column_encoder_equals_the_public_normalisers(values: list[object]) -> None:
+    for column, reference in _COLUMN_ENCODERS:
+        assert _by_value(column, values) == [reference(v) for v in values]

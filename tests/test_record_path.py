@@ -8,18 +8,22 @@ the stream reports and the errors must be equal.
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import json
+import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from singer_sdk import Target
 from singer_sdk.singerlib.encoding.base import GenericSingerReader
 
 from target_tiktok_audiences.reader import PrivateSingerReader
-from target_tiktok_audiences.sink import AudienceSink
+from target_tiktok_audiences.sink import BLOCK_RECORDS, AudienceSink
 from target_tiktok_audiences.target import TargetTikTokAudiences
 
 Path_ = Callable[[TargetTikTokAudiences, dict[str, Any]], None]
@@ -75,10 +79,57 @@ def _seen(process: Callable[..., None], name: str, given: list[tuple[str, Any]])
     return process_record
 
 
+def _rejects(reject: Callable[..., None], rejected: list[Any]) -> Any:
+    def recorded(record: dict[str, Any], contract: str, reason: str) -> None:
+        rejected.append((record.get("id"), contract, reason))
+        reject(record, contract, reason)
+
+    return recorded
+
+
+class _Given:
+    """What one stream's delivery was given, in a form both of the sink's ways produce: the
+    users one by one (add) or a block's digests contract by contract (add_column) become, per
+    stretch between two flushes, each contract's digests in record order, the number of kept
+    users, and the removed or keyed users as they came."""
+
+    def __init__(self) -> None:
+        self.stretches: list[dict[str, Any]] = [self._stretch()]
+
+    @staticmethod
+    def _stretch() -> dict[str, Any]:
+        return {"digests": {}, "kept_users": 0, "users": []}
+
+    def add(self, ids: dict[str, str], removed: bool, user: str | None = None) -> None:
+        stretch = self.stretches[-1]
+        if removed or user is not None:
+            stretch["users"].append((ids, removed, user))
+            return
+        for contract, digest in ids.items():
+            stretch["digests"].setdefault(contract, []).append(digest)
+        stretch["kept_users"] += 1
+
+    def add_column(self, contract: str, digests: list[str], users: int) -> None:
+        stretch = self.stretches[-1]
+        if digests:
+            stretch["digests"].setdefault(contract, []).extend(digests)
+        stretch["kept_users"] += users
+
+    def flush(self) -> None:
+        self.stretches.append(self._stretch())
+
+
 def _feed(
-    path: Path_, tmp_path: Path, messages: list[dict[str, Any]], **config: Any
+    path: Path_,
+    tmp_path: Path,
+    messages: list[dict[str, Any]],
+    *,
+    by_column: bool = True,
+    **config: Any,
 ) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
-    """(what each stream's delivery was given, the stream reports) after `messages`."""
+    """(what each sink was given, then what each stream's delivery was given and what it
+    rejected, in order; the stream reports) after `messages`; by_column=False makes the sinks
+    encode one record at a time."""
     target = TargetTikTokAudiences(
         config={
             "advertiser_ids": ["7000000000000000001"],
@@ -90,26 +141,39 @@ def _feed(
         validate_config=True,
     )
     given: list[tuple[str, Any]] = []
+    deliveries: dict[str, _Given] = {}
+    rejected: dict[str, list[Any]] = {}  # stream -> (record id, contract, reason), in order
     for message in copy.deepcopy(messages):
         if message["type"] == "SCHEMA":
             target._process_schema_message(message)
             for name, sink in target._sinks_active.items():
                 delivery = sink.binding.delivery  # type: ignore[attr-defined]
-                if not getattr(delivery, "_recorded", False):
-                    delivery.add = lambda ids, removed, user=None, _n=name: given.append(
-                        (_n, (ids, removed, user))
-                    )
-                    delivery.flush = lambda _n=name: given.append((_n, "flush"))
+                if not getattr(delivery, "_recorded", False):  # one per stream, across sinks
+                    recorder = deliveries.setdefault(name, _Given())
+                    delivery.add = recorder.add
+                    delivery.add_column = recorder.add_column
+                    delivery.flush = recorder.flush
                     delivery._recorded = True
+                if not getattr(sink, "_recorded", False):  # a new schema makes a new sink
                     sink.process_record = _seen(sink.process_record, name, given)
+                    sink._recorded = True  # type: ignore[attr-defined]
+                    binding = sink.binding  # type: ignore[attr-defined]
+                    if binding is not None and not getattr(binding, "_recorded", False):
+                        binding.reject = _rejects(binding.reject, rejected.setdefault(name, []))
+                        binding._recorded = True
+                    if not by_column:
+                        sink._by_column = False  # type: ignore[attr-defined]
         else:
             path(target, message)
+    target.drain_all()
     reports = {
         name: json.loads(json.dumps(report, default=lambda o: o.__dict__))
         for name, report in target.run.report.streams.items()
     }
     for report in reports.values():
         report.pop("audiences")
+    given += [(name, recorder.stretches) for name, recorder in deliveries.items()]
+    given += [(name, ("rejected", in_order)) for name, in_order in rejected.items()]
     return given, reports
 
 
@@ -180,13 +244,13 @@ def test_lean_path_drains_a_full_sink_as_the_sdk_does(
         for name, path in (("sdk", SDK_PATH), ("lean", LEAN_PATH))
     ]
     assert results[0] == results[1]
-    given = results[1][0]
-    users_before_flushes = [
-        sum(isinstance(what, tuple) for _, what in given[:i])
-        for i, (_, what) in enumerate(given)
-        if what == "flush"
+    ((_, stretches),) = [(n, what) for n, what in results[1][0] if isinstance(what, list)]
+    # Two drains of 10 records while reading, the last 5 at the end of input; each stretch's
+    # users are delivered before its flush.
+    assert [s["kept_users"] for s in stretches] == [10, 10, 5, 0]
+    assert stretches[1]["digests"]["EMAIL_SHA256"] == [
+        hashlib.sha256(f"user{i}@example.com".encode()).hexdigest() for i in range(10, 20)
     ]
-    assert users_before_flushes == [10, 20]
 
 
 # --- The reader's short way for RECORD lines (PrivateSingerReader._read) -----------------------
@@ -236,3 +300,135 @@ def test_the_readers_short_way_equals_the_sdk_loop(bad: str | None) -> None:
     lean = _read(PrivateSingerReader.process_lines, lines)
     assert lean == sdk
     assert sdk[0]
+
+
+# --- The sink's two ways: a block of records column by column, or one record at a time --------
+
+_VALUES = {
+    "email": st.sampled_from(
+        [None, "", "  ", " Ana@Example.com ", "bo@example.com", "not an email", 5, "a" * 70]
+    ),
+    "phone": st.sampled_from(
+        [None, "+44 20 7946 0958", "(415) 555-0134", "+14155550134", "n/a", "12345", True]
+    ),
+    "gaid": st.sampled_from(
+        [
+            None,
+            "6D92078A-8246-4BA4-AE5B-76104861E7DC",
+            "00000000-0000-0000-0000-000000000000",
+            "6d92078a82464ba4ae5b76104861e7dc",
+            "zz92078a-8246-4ba4-ae5b-76104861e7dc",
+        ]
+    ),
+}
+_COLUMNS = {"EMAIL_SHA256": "email", "PHONE_SHA256": "phone", "GAID_SHA256": "gaid"}
+_RECORD = st.fixed_dictionaries(
+    _VALUES,
+    optional={
+        "_sdc_deleted_at": st.sampled_from([None, "2026-01-01T00:00:00Z"]),
+        "_sdc_sequence": st.just(1),
+    },
+)
+
+
+def _messages(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    schema = copy.deepcopy(SCHEMA)
+    schema["schema"]["properties"]["gaid"] = {"type": ["string", "null"]}
+    return [schema] + [
+        {"type": "RECORD", "stream": "users", "record": {"id": i, **r}}
+        for i, r in enumerate(records)
+    ]
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    records=st.lists(_RECORD, max_size=60),
+    config=st.sampled_from(
+        [
+            {},
+            {"add_record_metadata": True},
+            {"stream_maps": {"users": {"__filter__": "id % 3 != 1"}}},
+            {"sync_mode": "append"},
+            {"audiences": [{"stream": "users", "remove_column": "unsubscribed"}]},
+        ]
+    ),
+)
+def test_a_block_by_column_gives_what_records_one_by_one_give(
+    tmp_path_factory: pytest.TempPathFactory, records: list[dict[str, Any]], config: dict[str, Any]
+) -> None:
+    # Every delivered digest in record order per contract, the kept users, the removed users,
+    # the rejects in record order and the reports; a block is encoded early when a removed
+    # record comes (it goes one by one), when the sink drains and at the end.
+    config = {"audiences": [{"stream": "users", "identifiers": _COLUMNS}], **config}
+    if "remove_column" in str(config):
+        config["audiences"][0]["identifiers"] = _COLUMNS
+    tmp = tmp_path_factory.mktemp("by-column")
+    messages = _messages(records)
+    one_by_one = _feed(LEAN_PATH, tmp / "one", messages, by_column=False, **config)
+    by_column = _feed(LEAN_PATH, tmp / "column", messages, **config)
+    assert by_column == one_by_one
+
+
+def test_blocks_of_many_records_give_what_records_one_by_one_give(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Several full blocks, a drain in the middle of one (batch size 2,500), removed records
+    # between them; the block path must actually be taken.
+    monkeypatch.setattr(AudienceSink, "MAX_SIZE_DEFAULT", 2_500)
+    rng = random.Random(21)
+    pools = {column: strategy_values for column, strategy_values in _POOLS.items()}
+    records = [
+        {
+            **{column: rng.choice(pool) for column, pool in pools.items()},
+            **({"_sdc_deleted_at": "2026-01-01T00:00:00Z"} if rng.random() < 0.001 else {}),
+        }
+        for _ in range(6_000)
+    ]
+    config = {"audiences": [{"stream": "users", "identifiers": _COLUMNS}]}
+    blocks: list[int] = []
+    encode_block = AudienceSink._encode_block
+
+    def counted(sink: AudienceSink) -> None:
+        blocks.append(len(sink._block))
+        encode_block(sink)
+
+    one_by_one = _feed(LEAN_PATH, tmp_path / "one", _messages(records), by_column=False, **config)
+    monkeypatch.setattr(AudienceSink, "_encode_block", counted)
+    by_column = _feed(LEAN_PATH, tmp_path / "column", _messages(records), **config)
+    assert by_column == one_by_one
+    assert max(blocks) == BLOCK_RECORDS
+    assert sum(blocks) == sum(1 for r in records if "_sdc_deleted_at" not in r)
+    ((_, stretches),) = [(n, w) for n, w in by_column[0] if isinstance(w, list)]
+    assert [s["kept_users"] for s in stretches][:2] == [
+        sum(
+            1
+            for r in records[a:b]
+            if "_sdc_deleted_at" not in r
+            and any(_kept(column, r[column]) for column in _COLUMNS.values())
+        )
+        for a, b in ((0, 2_500), (2_500, 5_000))
+    ]
+
+
+_POOLS: dict[str, list[Any]] = {
+    "email": [
+        None,
+        "",
+        " x@example.com",
+        "X@Example.com",
+        "bad",
+        *(f"u{i}@e.com" for i in range(40)),
+    ],
+    "phone": [
+        None,
+        "(415) 555-0134",
+        "+44 20 7946 0958",
+        "n/a",
+        *(f"+1415555{i:04d}" for i in range(40)),
+    ],
+    "gaid": [None, "00000000-0000-0000-0000-000000000000", "6D92078A-8246-4BA4-AE5B-76104861E7DC"],
+}
+
+
+def _kept(column: str, value: Any) -> bool:
+    return value not in (None, "", "bad", "n/a", "00000000-0000-0000-0000-000000000000")

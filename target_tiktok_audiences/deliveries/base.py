@@ -141,6 +141,16 @@ class Delivery(abc.ABC):
     def add(self, ids: dict[str, str], removed: bool, user: str | None = None) -> None:
         """One user: its digests by contract, whether it is removed, and its key if any."""
 
+    # True: add_column() takes a contract's digests of many users at once (AudienceSink
+    # encodes a block of records column by column, issue 21); only for deliveries that need
+    # neither a user's key nor which digests belong to one user.
+    takes_columns: ClassVar[bool] = False
+
+    def add_column(self, contract: str, digests: list[str], users: int) -> None:
+        """The digests of `contract` of a block of kept (not removed) users, `users` of whom
+        have at least one digest in the block (takes_columns deliveries only)."""
+        raise NotImplementedError
+
     @abc.abstractmethod
     def flush(self) -> None:
         """The SDK drained a batch of the stream."""

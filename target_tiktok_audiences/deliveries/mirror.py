@@ -271,6 +271,15 @@ class MirrorDelivery(_SortedSets):
             for sorter in sorters.values():
                 sorter.spill_if_full()
 
+    takes_columns = True
+
+    def add_column(self, contract: str, digests: list[str], users: int) -> None:
+        self._seen += users
+        if digests:
+            sorter = self._sorters.get(contract) or self._sorter(contract)
+            sorter.extend(digests)
+            sorter.spill_if_full()
+
     def stage(self) -> Iterator[Routine]:
         contracts = list(self.contracts)
         self._seen = 0
