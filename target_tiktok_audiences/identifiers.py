@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import phonenumbers
 
@@ -244,24 +244,48 @@ class _Unsure(enum.Enum):
 _UNSURE = _Unsure.UNSURE
 
 
+class _Plan(NamedTuple):
+    """What phonenumbers' parse and is_possible_number do with a calling code's national
+    numbers, read once from its own metadata and answers."""
+
+    possible: frozenset[int]  # lengths is_possible_number accepts
+    prefix: re.Pattern[str] | None  # national_prefix_for_parsing
+    viable: Callable[[str], object] | None  # the plan's general national-number pattern
+    transforms: bool  # a national_prefix_transform_rule: left to phonenumbers
+    strippable: frozenset[int]  # lengths parse keeps after stripping a national prefix
+
+
 @functools.cache  # one entry per country calling code (~250 at most)
-def _country_plan(country_code: int) -> tuple[frozenset[int], re.Pattern[str] | None]:
-    """National-number lengths that phonenumbers calls possible for a calling code, and its
-    national-prefix pattern (None when the plan has none)."""
+def _country_plan(country_code: int) -> _Plan:
     region = phonenumbers.region_code_for_country_code(country_code)
     metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
     assert metadata is not None  # the code is in COUNTRY_CODE_TO_REGION_CODE
-    # is_possible_number looks at the national number's length only; ask it for every length
-    # that parse() lets through (2..17) rather than re-reading its rules.
-    lengths = frozenset(
-        length
-        for length in range(2, 18)
-        if phonenumbers.is_possible_number(
+    # Lengths are asked of phonenumbers itself (its answer depends on the national number's
+    # length only), for every length that parse() lets through (1..17).
+    reasons = {
+        length: phonenumbers.is_possible_number_with_reason(
             phonenumbers.PhoneNumber(country_code=country_code, national_number=int("5" * length))
         )
-    )
+        for length in range(1, 18)
+    }
+    result = phonenumbers.ValidationResult
     prefix = metadata.national_prefix_for_parsing
-    return lengths, (re.compile(prefix) if prefix else None)
+    general = metadata.general_desc.national_number_pattern if metadata.general_desc else None
+    return _Plan(
+        possible=frozenset(
+            n
+            for n, why in reasons.items()
+            if n >= 2 and why in (result.IS_POSSIBLE, result.IS_POSSIBLE_LOCAL_ONLY)
+        ),
+        prefix=re.compile(prefix) if prefix else None,
+        viable=re.compile(general).fullmatch if general else None,
+        transforms=bool(metadata.national_prefix_transform_rule),
+        # parse() strips a national prefix unless what is left is too short, possible only
+        # locally or of an impossible length (TOO_LONG still strips).
+        strippable=frozenset(
+            n for n, why in reasons.items() if why in (result.IS_POSSIBLE, result.TOO_LONG)
+        ),
+    )
 
 
 def _calling_codes() -> dict[str, tuple[int, int]]:
@@ -293,9 +317,9 @@ def _international(stripped: str) -> str | _Unsure | None:
     For such a value phonenumbers keeps the digits only, takes the first 1-3 digits that are a
     calling code, may strip a national prefix ("+44 (0)20 ...") and then checks the national
     number's length. This does the same from phonenumbers' own metadata and answers _UNSURE
-    (leave it to phonenumbers) wherever a national prefix could apply or the result would fall
-    outside 8-15 digits. tests/test_identifiers.py proves it equal to phonenumbers on every
-    region's example numbers with random separators.
+    (leave it to phonenumbers) where a national-prefix transform rule applies or the result
+    would fall outside 8-15 digits. tests/test_identifiers.py proves it equal to phonenumbers
+    on every region's example numbers with random separators and with their national prefix.
     """
     # The shape `\+[0-9 ().\-]{8,60}`, checked by its length and by what is left without the
     # separators (no regex: a few hundred ns less per value).
@@ -312,14 +336,38 @@ def _international(stripped: str) -> str | _Unsure | None:
         return _UNSURE
     country_code, size = calling_code
     national = e164[1 + size :]
-    lengths, prefix = _country_plan(country_code)
-    if prefix is not None:
-        match = prefix.match(national)
+    plan = _country_plan(country_code)
+    if plan.prefix is not None:
+        match = plan.prefix.match(national)
         # An empty match that captured nothing leaves the number as it is (Argentina's
         # optional prefix matches every number that way).
         if match is not None and (match.end() or any(g is not None for g in match.groups())):
-            return _UNSURE
-    return e164 if len(national) in lengths else None
+            parsed = _national_prefix_stripped(national, match, plan)
+            if parsed is None:
+                return _UNSURE
+            national, e164 = parsed, e164[: 1 + size] + parsed
+            if not 9 <= len(e164) <= 16:  # a short plan's number: phonenumbers re-checks it
+                return _UNSURE
+    return e164 if len(national) in plan.possible else None
+
+
+def _national_prefix_stripped(national: str, match: re.Match[str], plan: _Plan) -> str | None:
+    """The national number as phonenumbers' parse leaves it once its national-prefix pattern
+    matched ("+44 (0)20 ...": "020..." -> "20..."); None where only phonenumbers can tell.
+
+    parse strips the prefix (_maybe_strip_national_prefix_carrier_code) unless the number
+    fitted the plan's general pattern and would no longer fit it, and then keeps the result
+    only if its length is possible or too long (_test_number_length). A transform rule
+    rewrites the number instead: left to phonenumbers.
+    """
+    groups = match.groups()
+    if plan.transforms and (not groups or groups[-1] is not None):
+        return None
+    rest = national[match.end() :]
+    viable = plan.viable
+    if viable is not None and viable(national) is not None and viable(rest) is None:
+        return national
+    return rest if len(rest) in plan.strippable else national
 
 
 def _phone(stripped: str, region: str | None) -> str | None:

@@ -966,6 +966,30 @@ def test_fast_path_on_every_example_number_written_internationally() -> None:
     assert answered >= 0.9 * 2 * len(examples)
 
 
+def test_fast_path_on_every_example_number_written_with_its_national_prefix() -> None:
+    # "+44 (0)20 7946 0958": people keep the national prefix; phonenumbers' parse strips it
+    # when its rules allow, and the fast path must do exactly that, or leave it to parse.
+    answered = tried = 0
+    for e164 in _example_numbers():
+        number = phonenumbers.parse(e164)
+        region = phonenumbers.region_code_for_country_code(number.country_code)
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
+            number.country_code, region
+        )
+        prefix = metadata.national_prefix if metadata is not None else None
+        if not prefix:
+            continue
+        national = phonenumbers.national_significant_number(number)
+        for written in (
+            f"+{number.country_code} ({prefix}){national}",
+            f"+{number.country_code} {prefix}{national}",
+        ):
+            tried += 1
+            answered += _assert_fast_path_agrees(written)
+    assert tried > 1000
+    assert answered >= 0.9 * tried  # only transform rules and short plans go to parse
+
+
 _SEPARATORS = ["", "", "", " ", "-", ".", "(", ")", " (", ") ", "  "]
 
 
@@ -1014,6 +1038,12 @@ def test_fast_path_on_random_national_numbers(code: int, national: str, seps: li
         ("+39 06 1234 5678", "+390612345678"),  # Italy keeps its leading zero
         ("+33 1.23.45.67.89", "+33123456789"),
         ("+ 81 3-1234-5678", "+81312345678"),
+        # the national prefix kept in the number: stripped as phonenumbers' parse strips it
+        ("+44 (0)20 7946 0958", "+442079460958"),
+        ("+44 020 7946 0958", "+442079460958"),
+        ("+49 (0)30 12345678", "+493012345678"),
+        ("+33 (0)1 23 45 67 89", "+33123456789"),
+        ("+55 0 11 91234 5678", "+5511912345678"),  # Brazil: a transform rule, not applied here
         ("+44 20 7946 0958 1", None),  # impossible length for GB: rejected without phonenumbers
         ("+1 415 555 01", None),
     ],
@@ -1034,9 +1064,9 @@ def test_fast_path_answers_without_phonenumbers(
 @pytest.mark.parametrize(
     "value",
     [
-        "+44 (0)20 7946 0958",  # national prefix in the number: phonenumbers strips it
-        "+44 020 7946 0958",
-        "+55 0 11 91234 5678",
+        "+55 0 15 11 91234 5678",  # a carrier code: Brazil's transform rule rewrites it
+        "+378 81 23 45",  # San Marino's transform rule makes it 0549 81 23 45
+        "+241 0 11 44 55 66",  # Gabon's keeps what its prefix pattern captured
         "+1 415 555 0134 ext. 12",  # extension
         "+1-800-FLOWERS",  # letters (vanity number)
         "++44 20 7946 0958",
