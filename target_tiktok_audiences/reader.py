@@ -39,11 +39,31 @@ _KINDS = {
 }
 
 
+class Lane(t.Protocol):
+    """Where a stream's RECORD lines go without a callback each (the target's plain streams):
+    the record is put in `block`; `flush()` processes the block, as the RECORD callback would
+    have, record by record in order. It is due when the block holds `limit` records, before
+    any other line is handled (another stream's record too) and at the end of input."""
+
+    block: list[dict[str, t.Any]]
+    limit: int
+
+    def flush(self) -> None: ...
+
+
 class PrivateSingerReader(MsgSpecReader):
     """MsgSpecReader that keeps input lines out of exceptions and logs."""
 
     on_failure: Callable[[Exception], None] | None = None
     line_number = 0  # of the line being read: errors say where, never what
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lanes: dict[str, Lane] = {}  # stream -> its lane, set by the target
+
+    def flush_lanes(self) -> None:
+        for lane in list(self.lanes.values()):
+            lane.flush()
 
     def process_lines(
         self, file_input: t.IO[str] | None, callbacks: dict[str, Callable[[dict[str, t.Any]], None]]
@@ -71,6 +91,7 @@ class PrivateSingerReader(MsgSpecReader):
         stats: t.Counter[str] = Counter()
         on_record = callbacks.get("RECORD")
         decode = decoder.decode
+        lanes = self.lanes
         records = 0
         number = 0
         try:
@@ -88,9 +109,20 @@ class PrivateSingerReader(MsgSpecReader):
                     and on_record is not None
                 ):
                     self.line_number = number
-                    on_record(message)
                     records += 1
+                    lane = lanes.get(message["stream"]) if lanes else None
+                    if lane is None:
+                        if lanes:  # records of other streams first, as they came
+                            self.flush_lanes()
+                        on_record(message)
+                        continue
+                    block = lane.block
+                    block.append(message["record"])
+                    if len(block) >= lane.limit:
+                        lane.flush()
                     continue
+                if lanes:  # what came before is processed first
+                    self.flush_lanes()
                 self.line_number = number - 1  # deserialize_json counts the line
                 message = self.deserialize_json(line)
                 self.assert_line_requires(message, requires={"type"})
@@ -100,6 +132,8 @@ class PrivateSingerReader(MsgSpecReader):
                 else:
                     self._process_unknown_message(message)
                 stats[kind] += 1
+            if lanes:
+                self.flush_lanes()
         finally:
             self.line_number = number
         if records:

@@ -134,6 +134,33 @@ class AudienceSink(BatchSink):
         else:
             binding.delivery.add(ids, removed, user)
 
+    def process_block(self, records: list[dict[str, Any]]) -> None:
+        """process_record for records the caller checked to be kept records of this plain
+        binding (`takes_block`): no _sdc_ field, every key property present."""
+        binding = self.binding
+        assert binding is not None
+        report = binding.report
+        while records:
+            read = report.records_read
+            if read and not read & 0xFFF:  # as process_record, before the 4,097th record
+                self._encode_block()
+                self._run.progress()
+            part = records[: ((read | 0xFFF) + 1) - read]  # up to the next 4,096
+            records = records[len(part) :] if len(part) < len(records) else []
+            report.records_read = read + len(part)
+            block = self._block
+            if block:
+                block += part
+            else:
+                self._block = block = part
+            if len(block) >= BLOCK_RECORDS:
+                self._encode_block()
+
+    @property
+    def takes_block(self) -> bool:
+        """process_block may be used: records that are not removed go to the block."""
+        return self._by_column
+
     def _encode_block(self) -> None:
         """process_record for the records waiting in the block, kept users of a plain binding
         (no removal, remove column, audience column or key): each contract's column is encoded

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import signal
 import sys
+from itertools import repeat
 from types import FrameType
 from typing import Any
 
@@ -26,7 +27,7 @@ from target_tiktok_audiences.failures import (
     exit_on_known_failure,
     private_map_errors,
 )
-from target_tiktok_audiences.reader import PrivateSingerReader
+from target_tiktok_audiences.reader import Lane, PrivateSingerReader
 from target_tiktok_audiences.run import Run
 from target_tiktok_audiences.settings import (
     CONFIG_SCHEMA,
@@ -36,7 +37,7 @@ from target_tiktok_audiences.settings import (
     schema_errors,
     unknown_key_errors,
 )
-from target_tiktok_audiences.sink import AudienceSink
+from target_tiktok_audiences.sink import BLOCK_RECORDS, AudienceSink
 
 README_URL = "https://github.com/target-tiktok-audiences/target-tiktok-audiences#readme"
 HELP = (
@@ -78,6 +79,7 @@ class TargetTikTokAudiences(Target):
         self.run = Run(Settings.from_config(self.config), self.logger)
         reader = self.message_reader
         assert isinstance(reader, PrivateSingerReader)
+        self._lanes: dict[str, Lane] = reader.lanes  # stream -> _Lane, made by _plan
         # The report carries the same line the log ends with.
         reader.on_failure = lambda exc: self.run.finish("failed", describe(exc))
         self.run.preflight()
@@ -135,6 +137,7 @@ class TargetTikTokAudiences(Target):
                 [str(b) for b in bookmarks] if isinstance(bookmarks, list) else []
             )
         self._plans.clear()  # maps and sinks may change
+        self._lanes.clear()  # the reader flushed them before this message
         super()._process_schema_message(message_dict)
         # The stream's maps are (re)built here; their failures must not quote a record.
         for stream_map in self.mapper.stream_maps.get(message_dict["stream"], ()):
@@ -219,6 +222,8 @@ class TargetTikTokAudiences(Target):
                 sink.max_size,
                 sink.record_counter_metric,
             )
+            if same and not plan[3] and isinstance(sink, AudienceSink) and sink.takes_block:
+                self._lanes[stream_name] = _Lane(self, stream_name, plan)
         self._plans[stream_name] = plan
         return plan
 
@@ -271,6 +276,67 @@ class TargetTikTokAudiences(Target):
         )
         self.run.finish("interrupted", f"stopped by signal {signum}")
         sys.exit(128 + signum)
+
+
+class _Lane:
+    """A plain stream's RECORD lines, a block at a time (issue 21): the reader puts each record
+    in `block` (reader.Lane) instead of calling _process_record_message, and flush() does what
+    that would have done for each of them, in bulk: the tallies, AudienceSink.process_block
+    and the drain when the batch is full, cut at the batch's room so that a drain comes after
+    the same record. A block with a record that has a _sdc_ field or lacks a key property
+    goes through _process_record_message record by record (errors unchanged).
+    tests/test_record_path.py holds lanes to the record-by-record path."""
+
+    def __init__(self, target: TargetTikTokAudiences, stream: str, plan: _Plan) -> None:
+        self.block: list[dict[str, Any]] = []
+        self.limit = 1  # made while its first record is read; flush() sets the batch's room
+        self._target = target
+        self._stream = stream
+        _, _, sink, _, self._keys, self._max_size, self._counter = plan
+        assert isinstance(sink, AudienceSink)
+        self._sink = sink
+
+    def _room(self) -> int:
+        return max(1, self._max_size - self._sink._batch_records_read)
+
+    def flush(self) -> None:
+        records = self.block
+        if not records:
+            return
+        self.block = []
+        if all(map(_SDC_FIELDS.isdisjoint, records)) and all(
+            all(map(dict.__contains__, records, repeat(key))) for key in self._keys
+        ):
+            while len(records) > (room := self._room()):
+                self._take(records[:room])
+                records = records[room:]
+            self._take(records)
+        else:
+            for record in records:
+                self._target._process_record_message({"stream": self._stream, "record": record})
+        self.limit = min(BLOCK_RECORDS, self._room())
+
+    def _take(self, records: list[dict[str, Any]]) -> None:
+        """_process_record_message for kept records that fit in the open batch."""
+        target, sink, n = self._target, self._sink, len(records)
+        if sink._pending_batch is None:
+            sink._get_context(records[0])  # BatchSink: a batch opens with its first record
+        sink._total_records_read += n  # Sink.tally_record_read
+        sink._batch_records_read += n
+        sink.process_block(records)
+        self._counter.value += n  # Counter.increment; its clock is read below
+        if sink._batch_records_read >= self._max_size:  # Sink.is_full
+            target.logger.info(
+                "Target sink for '%s' is full. Current size is '%s'. Draining...",
+                sink.stream_name,
+                sink.current_size,
+            )
+            target.drain_one(sink)
+        seen = target._records_seen
+        target._records_seen = seen + n
+        if (seen >> 12) != (target._records_seen >> 12):  # every 4,096 records
+            self._counter.increment(0)
+            target._handle_max_record_age()
 
 
 # A stream's record path (see _plan): (map, is the map a no-op?, sink, add _sdc metadata?,

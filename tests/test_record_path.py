@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from singer_sdk import Target
 from singer_sdk.singerlib.encoding.base import GenericSingerReader
 
+from target_tiktok_audiences.deliveries.files import FileDelivery
+from target_tiktok_audiences.deliveries.mirror import MirrorDelivery
 from target_tiktok_audiences.reader import PrivateSingerReader
+from target_tiktok_audiences.run import Binding
 from target_tiktok_audiences.sink import BLOCK_RECORDS, AudienceSink
 from target_tiktok_audiences.target import TargetTikTokAudiences
 
@@ -432,3 +435,221 @@ _POOLS: dict[str, list[Any]] = {
 
 def _kept(column: str, value: Any) -> bool:
     return value not in (None, "", "bad", "n/a", "00000000-0000-0000-0000-000000000000")
+
+
+# --- Lanes: a plain stream's RECORD lines a block at a time (reader.Lane, target._Lane) -------
+
+
+def _listen(
+    tmp_path: Path,
+    lines: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *,
+    lanes: bool,
+    **config: Any,
+) -> tuple[Any, ...]:
+    """Everything a run shows after reading `lines`: each stream's deliveries (stretches
+    between flushes), its rejects in order, the reports, STATE on stdout, and the error."""
+    given: dict[str, _Given] = {}
+    rejected: dict[str, list[Any]] = {}
+    with monkeypatch.context() as patch:
+        for cls in (MirrorDelivery, FileDelivery):
+
+            def add(self: Any, ids: dict[str, str], removed: bool, user: Any = None) -> None:
+                given.setdefault(self.report.stream, _Given()).add(ids, removed, user)
+
+            def add_column(self: Any, contract: str, digests: list[str], users: int) -> None:
+                given.setdefault(self.report.stream, _Given()).add_column(contract, digests, users)
+
+            def flush(self: Any) -> None:
+                given.setdefault(self.report.stream, _Given()).flush()
+
+            patch.setattr(cls, "add", add)
+            patch.setattr(cls, "add_column", add_column)
+            patch.setattr(cls, "flush", flush)
+        reject = Binding.reject
+
+        def recorded(self: Binding, record: dict[str, Any], contract: str, reason: str) -> None:
+            rejected.setdefault(self.report.stream, []).append((record.get("id"), contract, reason))
+            reject(self, record, contract, reason)
+
+        patch.setattr(Binding, "reject", recorded)
+        if not lanes:
+            patch.setattr(AudienceSink, "takes_block", property(lambda self: False))
+        target = TargetTikTokAudiences(
+            config={
+                "advertiser_ids": ["7000000000000000001"],
+                "dry_run": True,
+                "output_dir": str(tmp_path),
+                "default_phone_region": "US",
+                **config,
+            },
+            validate_config=True,
+        )
+        capsys.readouterr()
+        error = None
+        try:
+            target.process_lines(io.StringIO("\n".join(lines) + "\n"))
+            target.drain_all()
+        except Exception as exc:  # compared: same type, same text
+            error = (type(exc), str(exc))
+        used_lanes = bool(target._lanes)
+    reports = {
+        name: json.loads(json.dumps(report, default=lambda o: o.__dict__))
+        for name, report in target.run.report.streams.items()
+    }
+    for report in reports.values():
+        report.pop("audiences")
+    stretches = {name: g.stretches for name, g in given.items()}
+    return stretches, rejected, reports, capsys.readouterr().out, error, used_lanes
+
+
+_PLAIN = st.fixed_dictionaries(_VALUES)  # no _sdc_ field: the lane takes it in bulk
+_MESSAGE = st.one_of(
+    st.builds(lambda r: ("users", r), _PLAIN),
+    st.builds(lambda r: ("users", r), _PLAIN),
+    st.builds(lambda r: ("users", r), _RECORD),
+    st.builds(lambda r: ("events", r), _RECORD),
+    st.just(("STATE", None)),
+    st.just(("ACTIVATE_VERSION", None)),
+)
+
+
+def _lines(messages: list[tuple[str, Any]]) -> list[str]:
+    schema = _messages([])[0]
+    out = [json.dumps(schema), json.dumps({**schema, "stream": "events"})]
+    for i, (kind, record) in enumerate(messages):
+        if kind == "STATE":
+            out.append(json.dumps({"type": "STATE", "value": {"at": i}}))
+        elif kind == "ACTIVATE_VERSION":
+            out.append(json.dumps({"type": "ACTIVATE_VERSION", "stream": "users", "version": i}))
+        else:
+            out.append(
+                json.dumps({"type": "RECORD", "stream": kind, "record": {"id": i, **record}})
+            )
+    return out
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    # each example patches and restores through monkeypatch.context() and reads capsys first
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    messages=st.lists(_MESSAGE, min_size=10, max_size=120),
+    max_size=st.sampled_from([3, 7, 10_000]),
+)
+def test_lanes_give_what_the_record_callback_gives(
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    messages: list[tuple[str, Any]],
+    max_size: int,
+) -> None:
+    # users: a plain mirror stream (a lane); events: append mode (record by record); drains
+    # at a small batch size, STATE, version boundaries and removed records between them.
+    config = {
+        "batch_size_rows": max_size,
+        "audiences": [
+            {"stream": "users", "identifiers": _COLUMNS},
+            {"stream": "events", "identifiers": _COLUMNS, "sync_mode": "append"},
+        ],
+    }
+    tmp = tmp_path_factory.mktemp("lanes")
+    lines = _lines(messages)
+    one_by_one = _listen(tmp / "one", lines, monkeypatch, capsys, lanes=False, **config)
+    by_lane = _listen(tmp / "lane", lines, monkeypatch, capsys, lanes=True, **config)
+    assert by_lane[:5] == one_by_one[:5]
+    assert not one_by_one[5]
+    assert by_lane[5] == any(kind == "users" for kind, _ in messages)  # the lane was taken
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        '{"type": "RECORD", "stream": "users", "record": {"email": "k@example.com"}}',
+        '{"type": "RECORD", "stream": "users", "record": {"id": 1}',
+        '{"type": "RECORD", "stream": "nowhere", "record": {"id": 1}}',
+    ],
+    ids=["no-key", "truncated", "no-schema"],
+)
+def test_lanes_fail_where_and_as_the_record_callback_fails(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    bad: str,
+) -> None:
+    # A bad line in the middle of a block: what came before it is delivered as before, and
+    # the error is the same (a missing key property: the SDK's own error).
+    records = [("users", {"email": f"u{i}@example.com"}) for i in range(30)]
+    lines = _lines(records)
+    lines = [*lines[:20], bad, *lines[20:]]
+    config = {"audiences": [{"stream": "users", "identifiers": _COLUMNS}]}
+    one_by_one = _listen(tmp_path / "one", lines, monkeypatch, capsys, lanes=False, **config)
+    by_lane = _listen(tmp_path / "lane", lines, monkeypatch, capsys, lanes=True, **config)
+    assert by_lane[:5] == one_by_one[:5]
+    assert one_by_one[4] is not None
+    assert by_lane[5]
+
+
+@pytest.mark.parametrize("max_size", [1, 3, 7, 1_030])
+def test_lanes_drain_after_the_same_records(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    max_size: int,
+) -> None:
+    # 2,500 plain records, a STATE and a removed record among them: every drain of the batch
+    # comes after the same record as record by record (a lane's block is cut at its room).
+    records: list[tuple[str, Any]] = [
+        ("users", {"email": f"u{i}@example.com", "phone": None, "gaid": None}) for i in range(2_500)
+    ]
+    records[1_200] = ("STATE", None)
+    records[1_500] = ("users", {"email": "gone@example.com", "_sdc_deleted_at": "2026-01-01"})
+    config = {
+        "batch_size_rows": max_size,
+        "audiences": [{"stream": "users", "identifiers": _COLUMNS}],
+    }
+    lines = _lines(records)
+    one_by_one = _listen(tmp_path / "one", lines, monkeypatch, capsys, lanes=False, **config)
+    by_lane = _listen(tmp_path / "lane", lines, monkeypatch, capsys, lanes=True, **config)
+    assert by_lane[:5] == one_by_one[:5]
+    stretches = by_lane[0]["users"]
+    assert sum(s["kept_users"] for s in stretches) == 2_498
+    # a stretch per full batch, one for the rest at the end of input, and the empty last one
+    assert len(stretches) == 2_499 // max_size + (2_499 % max_size > 0) + 1
+
+
+def test_a_lane_cuts_a_block_longer_than_its_batch_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Its limit follows the batch, but whatever reaches flush() is cut at the batch's room:
+    # 3 records read (not yet encoded: a block waits for 1,024), then a block of 9 at once:
+    # drains after the 5th and the 10th record, as record by record.
+    lines = _lines([("users", {"email": f"u{i}@example.com"}) for i in range(3)])
+    config = {"batch_size_rows": 5, "audiences": [{"stream": "users", "identifiers": _COLUMNS}]}
+    target = TargetTikTokAudiences(
+        config={"advertiser_ids": ["7000000000000000001"], "dry_run": True, **config},
+        validate_config=True,
+    )
+    given = _Given()
+    target.process_lines(io.StringIO("\n".join(lines) + "\n"))
+    delivery = target.run.deliveries["users"]
+    monkeypatch.setattr(delivery, "add_column", given.add_column)
+    monkeypatch.setattr(delivery, "flush", given.flush)
+    lane = target._lanes["users"]
+    lane.block = [{"id": 10 + i, "email": f"v{i}@example.com"} for i in range(9)]
+    lane.flush()
+    target.drain_all()
+    assert [s["kept_users"] for s in given.stretches] == [5, 5, 2, 0]
+    emails = [f"u{i}@example.com" for i in range(3)] + [f"v{i}@example.com" for i in range(9)]
+    digests = [hashlib.sha256(e.encode()).hexdigest() for e in emails]
+    assert [s["digests"].get("EMAIL_SHA256") for s in given.stretches] == [
+        digests[:5],
+        digests[5:10],
+        digests[10:],
+        None,
+    ]
