@@ -122,6 +122,30 @@ class _Given:
         self.stretches.append(self._stretch())
 
 
+def _dry_target(tmp_path: Path, **config: Any) -> TargetTikTokAudiences:
+    return TargetTikTokAudiences(
+        config={
+            "advertiser_ids": ["7000000000000000001"],
+            "dry_run": True,
+            "output_dir": str(tmp_path),
+            "default_phone_region": "US",
+            **config,
+        },
+        validate_config=True,
+    )
+
+
+def _reports(target: TargetTikTokAudiences) -> dict[str, Any]:
+    """The stream reports as JSON, without the audiences (a dry run's are its plan)."""
+    reports = {
+        name: json.loads(json.dumps(report, default=lambda o: o.__dict__))
+        for name, report in target.run.report.streams.items()
+    }
+    for report in reports.values():
+        report.pop("audiences")
+    return reports
+
+
 def _feed(
     path: Path_,
     tmp_path: Path,
@@ -133,16 +157,7 @@ def _feed(
     """(what each sink was given, then what each stream's delivery was given and what it
     rejected, in order; the stream reports) after `messages`; by_column=False makes the sinks
     encode one record at a time."""
-    target = TargetTikTokAudiences(
-        config={
-            "advertiser_ids": ["7000000000000000001"],
-            "dry_run": True,
-            "output_dir": str(tmp_path),
-            "default_phone_region": "US",
-            **config,
-        },
-        validate_config=True,
-    )
+    target = _dry_target(tmp_path, **config)
     given: list[tuple[str, Any]] = []
     deliveries: dict[str, _Given] = {}
     rejected: dict[str, list[Any]] = {}  # stream -> (record id, contract, reason), in order
@@ -169,12 +184,7 @@ def _feed(
         else:
             path(target, message)
     target.drain_all()
-    reports = {
-        name: json.loads(json.dumps(report, default=lambda o: o.__dict__))
-        for name, report in target.run.report.streams.items()
-    }
-    for report in reports.values():
-        report.pop("audiences")
+    reports = _reports(target)
     given += [(name, recorder.stretches) for name, recorder in deliveries.items()]
     given += [(name, ("rejected", in_order)) for name, in_order in rejected.items()]
     return given, reports
@@ -477,16 +487,7 @@ def _listen(
         patch.setattr(Binding, "reject", recorded)
         if not lanes:
             patch.setattr(AudienceSink, "takes_block", property(lambda self: False))
-        target = TargetTikTokAudiences(
-            config={
-                "advertiser_ids": ["7000000000000000001"],
-                "dry_run": True,
-                "output_dir": str(tmp_path),
-                "default_phone_region": "US",
-                **config,
-            },
-            validate_config=True,
-        )
+        target = _dry_target(tmp_path, **config)
         capsys.readouterr()
         error = None
         try:
@@ -495,12 +496,7 @@ def _listen(
         except Exception as exc:  # compared: same type, same text
             error = (type(exc), str(exc))
         used_lanes = bool(target._lanes)
-    reports = {
-        name: json.loads(json.dumps(report, default=lambda o: o.__dict__))
-        for name, report in target.run.report.streams.items()
-    }
-    for report in reports.values():
-        report.pop("audiences")
+    reports = _reports(target)
     stretches = {name: g.stretches for name, g in given.items()}
     return stretches, rejected, reports, capsys.readouterr().out, error, used_lanes
 
