@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from target_tiktok_audiences.extsort import FAN_IN, DiffCounts, ExternalSorter, blocks, diff
+from target_tiktok_audiences.extsort import (
+    FAN_IN,
+    DiffCounts,
+    ExternalSorter,
+    blocks,
+    diff,
+    read_blocks,
+    write_sorted,
+)
 
 # Short hex strings keep collisions (duplicates, shared members) frequent.
 digests = st.lists(st.text(alphabet="0123456789abcdef", min_size=4, max_size=4), max_size=300)
@@ -114,6 +122,30 @@ def test_a_digest_with_a_newline_is_refused(tmp_path: Path) -> None:
     sorter.add("ab")
     with pytest.raises(ValueError, match=r"^a digest holds a newline$"):
         sorter.add("c\nd")
+
+
+def test_a_newline_far_into_a_run_is_refused(tmp_path: Path) -> None:
+    """Runs are written in pieces: a newline in any piece is found, not only the first."""
+    sorter = ExternalSorter(tmp_path, buffer_size=5_000)
+    sorter.add_many(sha(i) for i in range(4_999))
+    with pytest.raises(ValueError, match=r"^a digest holds a newline$"):
+        sorter.add("f" * 63 + "\n")  # sorts last: in the run's fifth piece of 1,000
+
+
+def test_sorted_file_is_one_digest_a_line(tmp_path: Path) -> None:
+    """Written in pieces, the sorted file is byte for byte the digests each followed by a
+    newline, whatever the run and block boundaries, and reads back digest by digest."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    sorter = ExternalSorter(runs, buffer_size=2_500)
+    values = [sha(i % 7_001) for i in range(9_000)]  # 3 runs and a buffer; duplicates
+    sorter.add_many(values)
+    path = tmp_path / "sorted.txt"
+    assert write_sorted(sorter.sorted_blocks(), path) == 7_001
+    expected = sorted(set(values))
+    assert path.read_bytes() == "".join(d + "\n" for d in expected).encode("ascii")
+    assert [d for block in read_blocks(path, size=4_096) for d in block] == expected
+    sorter.close()
 
 
 def test_more_runs_than_fan_in_are_merged_in_passes(tmp_path: Path) -> None:
