@@ -428,7 +428,13 @@ class SnapshotWriter:
         os.fsync(self._fh.fileno())
 
 
-_COPY_BLOCK = 1 << 20  # bytes per read when copy_written copies a packed body
+_COPY_BLOCK = 1 << 20  # bytes per read when copy_written copies a packed body (_copy_size)
+
+
+def _copy_size(digest_bytes: int) -> int:
+    """Bytes per read of a packed body: whole digests only (write_packed refuses a part of
+    one, and 1 MiB is no multiple of a partner entry's 33 bytes)."""
+    return max(_COPY_BLOCK // digest_bytes, 1) * digest_bytes
 
 
 class _NotTheSame(Exception):
@@ -644,8 +650,11 @@ class SnapshotStore:
             with fh:
                 if fh.read(HEADER_SIZE) != header:
                     return False
+                size = _copy_size(old.digest_bytes)
                 with self.writer(key, kind=kind, full_at=full_at) as out:
-                    while data := fh.read(_COPY_BLOCK):
+                    while data := fh.read(size):
+                        if len(data) % old.digest_bytes:
+                            raise _NotTheSame  # truncated since it was written
                         out.write_packed(data, old.digest_bytes)
                     if out.count != old.count or out.checksum != old.sha256:
                         raise _NotTheSame

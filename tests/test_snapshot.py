@@ -19,6 +19,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from target_tiktok_audiences import snapshot
 from target_tiktok_audiences.convergence import Tracker
 from target_tiktok_audiences.snapshot import (
     HEADER_SIZE,
@@ -491,5 +492,31 @@ def test_a_changed_in_flight_record_is_not_copied(tmp_path: Path) -> None:
     path.write_bytes(bytes(body))
     assert not store.copy_written(source, KEY)
     assert store.read(KEY).reason is Reason.MISSING  # type: ignore[union-attr]
+    # Same header, a byte cut off the end: refused, not a crash halfway through.
+    store.write(name_key, source(), kind=Kind.IN_FLIGHT, source=source)
+    path.write_bytes(path.read_bytes()[:-1])
+    assert not store.copy_written(source, KEY)
+    assert store.read(KEY).reason is Reason.MISSING  # type: ignore[union-attr]
     assert not store.copy_written(lambda: iter(()), KEY)  # another source: nothing known
-    assert len(calls) == 2
+    assert len(calls) == 3
+
+
+def test_a_confirmed_partner_create_over_a_mib_is_copied_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """copy_written reads whole entries: a partner set (33 bytes an entry, and 1 MiB is no
+    multiple of 33) over 1 MiB is copied byte for byte, not refused halfway."""
+    now = "2026-11-30T12:00:00+00:00"
+    monkeypatch.setattr(snapshot, "utc_now", lambda: now)
+    store = SnapshotStore(str(tmp_path / "snapshots"))
+    values = sorted(f"0{1 + i % 3}{sha(i)}" for i in range(40_000))  # tag, then the digest
+    name_key = SnapshotKey.for_name(KEY.advertiser_id, "vip", "PARTNER")
+    key = SnapshotKey(KEY.advertiser_id, KEY.audience_id, "PARTNER")
+    source, calls = _counting_source(values)
+    tracker = Tracker(store, key, name_key)
+    tracker.record_create(source)
+    tracker.confirm(source, full=True, base=None, now=dt.datetime.fromisoformat(now))
+    reference = SnapshotStore(str(tmp_path / "reference"))
+    reference.write(key, [values], full_at=now)
+    assert _get(store, key.name) == (tmp_path / "reference" / key.name).read_bytes()
+    assert len(calls) == 1  # the in-flight record; the snapshot is its copy
