@@ -148,6 +148,22 @@ def test_sorted_file_is_one_digest_a_line(tmp_path: Path) -> None:
     sorter.close()
 
 
+@pytest.mark.parametrize(
+    "blocks",
+    [
+        [["b", "a"]],  # descending within a block
+        [["a", "c"], ["b"]],  # descending across blocks
+        [["a", "b"], ["b", "c"]],  # repeated across blocks
+    ],
+)
+def test_the_sorted_file_refuses_what_does_not_ascend(
+    tmp_path: Path, blocks: list[list[str]]
+) -> None:
+    """A snapshot is packed from the sorted file trusting its order: write_sorted checks it."""
+    with pytest.raises(ValueError, match=r"^digests must be written in strictly ascending order$"):
+        write_sorted(blocks, tmp_path / "sorted.txt")
+
+
 def test_more_runs_than_fan_in_are_merged_in_passes(tmp_path: Path) -> None:
     sorter = ExternalSorter(tmp_path, buffer_size=100)
     sorter.add_many(sha(i % 4000) for i in range(FAN_IN * 2 * 100 + 50))  # with duplicates
