@@ -205,6 +205,7 @@ def _merge(runs: Sequence[Path]) -> Iterator[list[str]]:
             first = next(reader, None)
             if first is not None:
                 heads.append((first, 0, reader))
+        last = None
         while heads:
             bound = min(head[-1] for head, _, _ in heads)
             out: list[str] = []
@@ -218,7 +219,14 @@ def _merge(runs: Sequence[Path]) -> Iterator[list[str]]:
                     nxt.append((more, 0, reader))
             heads = nxt
             out.sort()  # k sorted pieces: timsort merges them in O(n log k)
-            yield _dedupe_sorted(out)
+            out = _dedupe_sorted(out)
+            # A run keeps its duplicates: the copy of the last block's last digest (the bound)
+            # that starts a run's next read comes out again here.
+            if out and out[0] == last:
+                del out[0]
+            if out:
+                last = out[-1]
+                yield out
     finally:
         for fh in files:
             fh.close()

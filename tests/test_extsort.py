@@ -175,3 +175,24 @@ def test_more_runs_than_fan_in_are_merged_in_passes(tmp_path: Path) -> None:
     assert first + [d for block in merged for d in block] == sorted({sha(i) for i in range(4000)})
     sorter.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_duplicate_cut_by_a_read_of_its_run_is_merged_once(tmp_path: Path) -> None:
+    """A run keeps its duplicates; one whose two copies fall on either side of the merge's
+    read of that run (the first copy ends a read, the second starts the next) is still one
+    digest of the sorted set, not one at the end of a block and again at the next one's
+    start."""
+    size = max(64 * 1024, (1 << 20) // 2)  # _merge's bytes per read with two runs
+    whole = size // 65  # lines the first read holds whole
+    first = sorted(sha(i) for i in range(20_000))
+    second = [sha(i) for i in range(20_000, 40_000)]
+    sorter = ExternalSorter(tmp_path / "runs", buffer_size=20_001)
+    (tmp_path / "runs").mkdir()
+    sorter.add_many([*first, first[whole - 1]])  # its copies: lines whole - 1 and whole
+    sorter.add_many([*second, second[0]])
+    assert sorter.runs == 2
+    expected = sorted({*first, *second})
+    path = tmp_path / "sorted.txt"
+    assert write_sorted(sorter.sorted_blocks(), path) == len(expected)
+    assert [d for block in read_blocks(path) for d in block] == expected
+    sorter.close()
