@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain
+from pathlib import Path
 
 from target_tiktok_audiences.extsort import DiffCounts, DigestSink, blocks, diff
 from target_tiktok_audiences.snapshot import (
@@ -125,10 +126,33 @@ class Baseline:
 class Tracker:
     """Reads and records one audience's sets in the store, in the order the protocol needs."""
 
-    def __init__(self, store: SnapshotStore, key: SnapshotKey, name_key: SnapshotKey) -> None:
+    def __init__(
+        self,
+        store: SnapshotStore,
+        key: SnapshotKey,
+        name_key: SnapshotKey,
+        lines: Path | None = None,
+    ) -> None:
         self.store = store
         self.key = key
         self.name_key = name_key  # where a create that was not confirmed is recorded
+        # The sorted file (extsort.write_sorted) the stream given to record_create and confirm
+        # reads: their records are packed from its text (SnapshotStore.write_lines, issue 21).
+        self.lines = lines
+
+    def _write_stream(
+        self,
+        key: SnapshotKey,
+        stream: BlockSource,
+        kind: Kind,
+        *,
+        full_at: str = "",
+        source: object = None,
+    ) -> None:
+        if self.lines is None:
+            self.store.write(key, stream(), kind=kind, full_at=full_at, source=source)
+        else:
+            self.store.write_lines(key, self.lines, kind=kind, full_at=full_at, source=source)
 
     def baseline(self) -> Baseline:
         held = self.store.read(self.key)
@@ -149,7 +173,7 @@ class Tracker:
         """Before a create: the set it carries, under the audience's name."""
         if self.store.read_only:  # a dry run sends nothing, so nothing is in flight
             return
-        self.store.write(self.name_key, stream(), kind=Kind.IN_FLIGHT, source=stream)
+        self._write_stream(self.name_key, stream, Kind.IN_FLIGHT, source=stream)
 
     def record_in_flight(self, change: Blocks) -> None:
         """Before a change is sent: its digests (their state at TikTok becomes unknown)."""
@@ -184,6 +208,6 @@ class Tracker:
         full_at = full_at or now.isoformat(timespec="seconds")
         # After a create, the set recorded in flight is the snapshot's: copied, not re-read.
         if not self.store.copy_written(stream, self.key, kind=Kind.SNAPSHOT, full_at=full_at):
-            self.store.write(self.key, stream(), kind=Kind.SNAPSHOT, full_at=full_at)
+            self._write_stream(self.key, stream, Kind.SNAPSHOT, full_at=full_at)
         self.store.remove(self.key, Kind.IN_FLIGHT)
         self.store.remove(self.name_key, Kind.IN_FLIGHT)

@@ -43,6 +43,10 @@ _READ = 1 << 20  # bytes read from a run file at a time, spread over all runs
 # ~2 MB of objects) were slower in the target: each one took fresh arenas from the OS and gave
 # them back (bench/PROFILE.md, issue 21).
 _READ_BACK = 1 << 16
+# Digests joined per write of a run (~64 KiB): the pieces are reused by the allocator, while a
+# whole run joined at once (1.6 MB, and its bytes) took fresh pages from the OS at every spill,
+# ~2.6 µs a page on the benchmark's machine (bench/PROFILE.md, issue 21, third round).
+_WRITE = 1_000
 
 Block = Sequence[str]
 DigestSink = Callable[[str], object]
@@ -56,6 +60,18 @@ def _dedupe_sorted(block: list[str]) -> list[str]:
     out = list(compress(block, map(ne, block, islice(block, 1, None))))
     out.append(block[-1])
     return out
+
+
+def _write_lines(fh: BinaryIO, lines: Sequence[str], *, check: bool = False) -> None:
+    """Write the lines, each followed by a newline, _WRITE at a time; `check`: raise ValueError
+    if a line holds a newline (it would come back as two)."""
+    for start in range(0, len(lines), _WRITE):
+        piece = lines[start : start + _WRITE]
+        text = "\n".join(piece)
+        if check and text.count("\n") != len(piece) - 1:
+            raise ValueError("a digest holds a newline")
+        fh.write(text.encode("ascii"))
+        fh.write(b"\n")
 
 
 def _read_lines(fh: BinaryIO, size: int) -> Iterator[list[str]]:
@@ -131,13 +147,9 @@ class ExternalSorter:
     def _spill(self) -> None:
         # Duplicates stay in the run: the merge drops them all in one place.
         run = self._take_sorted()
-        text = "\n".join(run)
-        if text.count("\n") != len(run) - 1:
-            raise ValueError("a digest holds a newline")
         self._spilled += 1
         with self._new_run() as fh:
-            fh.write(text.encode("ascii"))
-            fh.write(b"\n")
+            _write_lines(fh, run, check=True)
 
     def _new_run(self) -> BinaryIO:
         path = self._dir / f"run-{self._made:05d}.txt"
@@ -163,7 +175,7 @@ class ExternalSorter:
             group = self._runs[:FAN_IN]
             with self._new_run() as fh:  # appended: until the group is gone, close() sees all
                 for block in _merge(group):
-                    fh.write(("\n".join(block) + "\n").encode("ascii"))
+                    _write_lines(fh, block)
             del self._runs[:FAN_IN]
             for path in group:
                 path.unlink()
@@ -196,6 +208,7 @@ def _merge(runs: Sequence[Path]) -> Iterator[list[str]]:
             first = next(reader, None)
             if first is not None:
                 heads.append((first, 0, reader))
+        last = None
         while heads:
             bound = min(head[-1] for head, _, _ in heads)
             out: list[str] = []
@@ -209,7 +222,14 @@ def _merge(runs: Sequence[Path]) -> Iterator[list[str]]:
                     nxt.append((more, 0, reader))
             heads = nxt
             out.sort()  # k sorted pieces: timsort merges them in O(n log k)
-            yield _dedupe_sorted(out)
+            out = _dedupe_sorted(out)
+            # A run keeps its duplicates: the copy of the last block's last digest (the bound)
+            # that starts a run's next read comes out again here.
+            if out and out[0] == last:
+                del out[0]
+            if out:
+                last = out[-1]
+                yield out
     finally:
         for fh in files:
             fh.close()
@@ -305,13 +325,23 @@ def diff(
 
 
 def write_sorted(sorted_blocks: Iterable[Block], path: Path) -> int:
-    """Write sorted blocks to a private (0600) file, one digest a line; returns the count."""
+    """Write sorted blocks to a private (0600) file, one digest a line; returns the count.
+
+    Raises ValueError unless the digests ascend (strictly from block to block): a snapshot is
+    then packed from the file's text without a string per digest, trusting this check
+    (SnapshotStore.write_lines). For a sorted block the check is one linear C pass.
+    """
     count = 0
+    last = ""
     with open(path, "wb") as fh:  # a private file the caller made (tempfile.mkstemp: 0600)
         for block in sorted_blocks:
-            if block:
-                fh.write(("\n".join(block) + "\n").encode("ascii"))
-                count += len(block)
+            if not block:
+                continue
+            if block[0] <= last or sorted(block) != block:
+                raise ValueError("digests must be written in strictly ascending order")
+            _write_lines(fh, block)
+            count += len(block)
+            last = block[-1]
     return count
 
 

@@ -171,6 +171,22 @@ def pack(block: Sequence[str], width: int) -> bytes:
     return data
 
 
+def pack_lines(text: str, width: int) -> bytes:
+    """Digests of `width` lowercase hex characters, each followed by a newline -> their bytes,
+    end to end, without a string per digest (pack's checks but the order, which the caller
+    vouches for). Raises ValueError (never showing a digest) unless every line is exactly
+    that."""
+    message = f"digests must be {width} lowercase hex characters"
+    try:
+        data = bytes.fromhex(text)  # skips the newlines (and any other whitespace)
+    except ValueError:
+        raise ValueError(message) from None
+    # Written back, the bytes give the text only if every line was `width` lowercase hex.
+    if data.hex("\n", width // 2) + "\n" != text:
+        raise ValueError(message)
+    return data
+
+
 def unpack(data: bytes, digest_bytes: int) -> list[str]:
     """Bytes of whole digests -> lowercase-hex strings (the inverse of pack)."""
     if not data:
@@ -370,6 +386,26 @@ class SnapshotWriter:
         self._flush()
         self._write(block)
 
+    def write_lines(self, text: str) -> None:
+        """Whole lines of digests, one a line, ascending within `text` (a sorted file of
+        extsort.write_sorted, which checked their order as it wrote them): packed from the
+        text; the order is checked here only against the lines before."""
+        self._flush()
+        if not text:
+            return
+        if not self._width:
+            self._width = text.find("\n")
+            if self._width <= 0 or self._width % 2:
+                raise ValueError("digests must be an even number of hex characters")
+        width = self._width
+        if text[:width] <= self._last:
+            raise ValueError("digests must be written in strictly ascending order")
+        data = pack_lines(text, width)
+        self._hash.update(data)
+        self._fh.write(data)
+        self._last = text[-width - 1 : -1]
+        self.count += len(data) * 2 // width
+
     def write_packed(self, data: bytes, digest_bytes: int) -> None:
         """Digests already packed (the body of a snapshot this store wrote, see
         SnapshotStore.copy_written): taken as they are, their order checked when first written."""
@@ -428,7 +464,14 @@ class SnapshotWriter:
         os.fsync(self._fh.fileno())
 
 
-_COPY_BLOCK = 1 << 20  # bytes per read when copy_written copies a packed body
+_COPY_BLOCK = 1 << 20  # bytes per read when copy_written copies a packed body (_copy_size)
+_LINES_BLOCK = 1 << 16  # bytes per read of a sorted file (pieces the allocator reuses)
+
+
+def _copy_size(digest_bytes: int) -> int:
+    """Bytes per read of a packed body: whole digests only (write_packed refuses a part of
+    one, and 1 MiB is no multiple of a partner entry's 33 bytes)."""
+    return max(_COPY_BLOCK // digest_bytes, 1) * digest_bytes
 
 
 class _NotTheSame(Exception):
@@ -611,16 +654,51 @@ class SnapshotStore:
         `source`, when given, names where the blocks came from (e.g. the BlockSource that
         streamed them): copy_written can then write the same set elsewhere without it.
         """
-        rel = self._rel(key.path(kind))
-        if self._written is not None and self._written[1] == rel:
-            self._written = None
+        rel = self._forget(key, kind)
         with self.writer(key, kind=kind, full_at=full_at) as out:
             for block in blocks:
                 out.write_block(block)
+        self._remember(source, rel)
+        return out.count
+
+    def write_lines(
+        self,
+        key: SnapshotKey,
+        path: Path,
+        *,
+        kind: Kind = Kind.SNAPSHOT,
+        full_at: str = "",
+        source: object = None,
+    ) -> int:
+        """Write a whole set from a file of ascending unique digests, one a line, as
+        extsort.write_sorted writes it (and checks its order); returns its count. The same
+        file as `write` makes from the file's blocks, without a string per digest (issue 21).
+        `source`: as for write. Raises ValueError if a line is not a digest, or the file does
+        not end with a newline."""
+        rel = self._forget(key, kind)
+        with open(path, "rb") as fh, self.writer(key, kind=kind, full_at=full_at) as out:
+            rest = b""
+            while data := fh.read(_LINES_BLOCK):
+                data = rest + data
+                cut = data.rfind(b"\n") + 1  # whole lines only; the rest starts the next read
+                out.write_lines(data[:cut].decode("ascii"))
+                rest = data[cut:]
+            if rest:
+                raise ValueError("the last line of a sorted file has no newline")
+        self._remember(source, rel)
+        return out.count
+
+    def _forget(self, key: SnapshotKey, kind: Kind) -> str:
+        """`key`'s file is about to be written: what was remembered of it no longer holds."""
+        rel = self._rel(key.path(kind))
+        if self._written is not None and self._written[1] == rel:
+            self._written = None
+        return rel
+
+    def _remember(self, source: object, rel: str) -> None:
         if source is not None and self._fs is None:
             with contextlib.suppress(OSError), open(self._root / rel, "rb") as fh:
                 self._written = (source, rel, fh.read(HEADER_SIZE))
-        return out.count
 
     def copy_written(
         self, source: object, key: SnapshotKey, *, kind: Kind = Kind.SNAPSHOT, full_at: str = ""
@@ -644,8 +722,11 @@ class SnapshotStore:
             with fh:
                 if fh.read(HEADER_SIZE) != header:
                     return False
+                size = _copy_size(old.digest_bytes)
                 with self.writer(key, kind=kind, full_at=full_at) as out:
-                    while data := fh.read(_COPY_BLOCK):
+                    while data := fh.read(size):
+                        if len(data) % old.digest_bytes:
+                            raise _NotTheSame  # truncated since it was written
                         out.write_packed(data, old.digest_bytes)
                     if out.count != old.count or out.checksum != old.sha256:
                         raise _NotTheSame

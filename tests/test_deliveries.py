@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from target_tiktok_audiences import snapshot
 from target_tiktok_audiences.audiences import AudienceDirectory
 from target_tiktok_audiences.client import (
     AudienceAPI,
@@ -23,11 +24,12 @@ from target_tiktok_audiences.client import (
     TransientError,
 )
 from target_tiktok_audiences.deliveries import Delivery, Runtime, delivery_class
+from target_tiktok_audiences.deliveries import mirror as mirror_module
 from target_tiktok_audiences.deliveries.mirror import MirrorDelivery
 from target_tiktok_audiences.deliveries.segment import SegmentDelivery
 from target_tiktok_audiences.report import AudienceReport, CallStats, RunReport, StreamReport
 from target_tiktok_audiences.settings import Settings
-from target_tiktok_audiences.snapshot import SnapshotStore
+from target_tiktok_audiences.snapshot import HEADER_SIZE, Header, Kind, SnapshotKey, SnapshotStore
 
 from helpers.fake_api import FLOOR_MESSAGE, PARTNER, FakeAudienceAPI, FakeCall
 
@@ -297,6 +299,80 @@ def test_mirror_creates_then_replaces_with_exact_members(tmp_path: Path) -> None
         FakeCall("update_customer_audience", adv, ids[adv], action="REPLACE", size=3)
         for adv in (ADV1, ADV2)
     ]
+
+
+def test_mirror_by_difference_records_its_sets_from_the_sorted_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each advertiser's in-flight record of a create, and every snapshot, are packed from
+    the contract's sorted file (issue 21): byte for byte what writing the set's blocks gives;
+    a create never reads the sorted file back as strings."""
+    monkeypatch.setattr(snapshot, "utc_now", lambda: "2026-11-30T12:00:00+00:00")
+    from_blocks: list[tuple[SnapshotKey, Kind]] = []
+    from_lines: dict[tuple[SnapshotKey, Kind], bytes] = {}
+    reads: list[Path] = []
+    real_write, real_write_lines = SnapshotStore.write, SnapshotStore.write_lines
+    real_read_blocks = mirror_module.read_blocks
+
+    def write(store: SnapshotStore, key: SnapshotKey, blocks: Any, **kw: Any) -> int:
+        from_blocks.append((key, kw.get("kind", Kind.SNAPSHOT)))
+        return real_write(store, key, blocks, **kw)
+
+    def write_lines(store: SnapshotStore, key: SnapshotKey, path: Path, **kw: Any) -> int:
+        count = real_write_lines(store, key, path, **kw)
+        kind = kw.get("kind", Kind.SNAPSHOT)
+        from_lines[key, kind] = (Path(store.url) / key.path(kind)).read_bytes()
+        return count
+
+    def read_blocks(path: Path, *args: Any) -> Any:
+        reads.append(path)
+        return real_read_blocks(path, *args)
+
+    monkeypatch.setattr(SnapshotStore, "write", write)
+    monkeypatch.setattr(SnapshotStore, "write_lines", write_lines)
+    monkeypatch.setattr(mirror_module, "read_blocks", read_blocks)
+    fake = FakeAudienceAPI([ADV1, ADV2])
+    reference = SnapshotStore(str(tmp_path / "reference"))
+
+    def run(users: range) -> Runtime:
+        runtime = make_runtime(tmp_path, fake, sync_mode="mirror", mirror_strategy="diff")
+        delivery = make_delivery(runtime, [EMAIL, PHONE])
+        for i in users:  # 60,000 users: three sorted runs of 25,000 to merge per contract
+            delivery.add({EMAIL: email(i), PHONE: phone(i)}, removed=False)
+        delivery.commit()
+        return runtime
+
+    def check_snapshot(adv: str, contract: str, values: list[str]) -> bytes:
+        key = SnapshotKey(adv, only_audience(fake, adv, f"users ({contract})"), contract)
+        got = (tmp_path / "snapshots" / key.name).read_bytes()
+        full_at = Header.decode(got[:HEADER_SIZE]).full_at
+        real_write(reference, key, [values], full_at=full_at)
+        assert got == (tmp_path / "reference" / key.name).read_bytes()
+        return got
+
+    run(range(60_000))
+    assert from_blocks == [] and reads == []
+    for adv in (ADV1, ADV2):
+        for contract, digest in ((EMAIL, email), (PHONE, phone)):
+            values = sorted(digest(i) for i in range(60_000))
+            audience = only_audience(fake, adv, f"users ({contract})")
+            assert fake.members(adv, audience) == {contract: frozenset(values)}
+            name_key = SnapshotKey.for_name(adv, f"users ({contract})", contract)
+            real_write(reference, name_key, [values], kind=Kind.IN_FLIGHT)
+            in_flight = (tmp_path / "reference" / name_key.path(Kind.IN_FLIGHT)).read_bytes()
+            assert from_lines[name_key, Kind.IN_FLIGHT] == in_flight
+            check_snapshot(adv, contract, values)  # a copy of the in-flight record
+
+    # By difference: only the change's in-flight record is written from blocks.
+    from_lines.clear()
+    second = run(range(1_000, 61_000))
+    assert {kind for _, kind in from_blocks} == {Kind.IN_FLIGHT}
+    assert {e.action for e in entries(second)} == {"APPEND+REMOVE"}
+    for adv in (ADV1, ADV2):
+        for contract, digest in ((EMAIL, email), (PHONE, phone)):
+            got = check_snapshot(adv, contract, sorted(digest(i) for i in range(1_000, 61_000)))
+            key = SnapshotKey(adv, only_audience(fake, adv, f"users ({contract})"), contract)
+            assert from_lines[key, Kind.SNAPSHOT] == got
 
 
 def test_mirror_with_two_contracts_keeps_one_audience_per_contract(tmp_path: Path) -> None:

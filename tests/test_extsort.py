@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from target_tiktok_audiences.extsort import FAN_IN, DiffCounts, ExternalSorter, blocks, diff
+from target_tiktok_audiences.extsort import (
+    FAN_IN,
+    DiffCounts,
+    ExternalSorter,
+    blocks,
+    diff,
+    read_blocks,
+    write_sorted,
+)
 
 # Short hex strings keep collisions (duplicates, shared members) frequent.
 digests = st.lists(st.text(alphabet="0123456789abcdef", min_size=4, max_size=4), max_size=300)
@@ -116,6 +124,46 @@ def test_a_digest_with_a_newline_is_refused(tmp_path: Path) -> None:
         sorter.add("c\nd")
 
 
+def test_a_newline_far_into_a_run_is_refused(tmp_path: Path) -> None:
+    """Runs are written in pieces: a newline in any piece is found, not only the first."""
+    sorter = ExternalSorter(tmp_path, buffer_size=5_000)
+    sorter.add_many(sha(i) for i in range(4_999))
+    with pytest.raises(ValueError, match=r"^a digest holds a newline$"):
+        sorter.add("f" * 63 + "\n")  # sorts last: in the run's fifth piece of 1,000
+
+
+def test_sorted_file_is_one_digest_a_line(tmp_path: Path) -> None:
+    """Written in pieces, the sorted file is byte for byte the digests each followed by a
+    newline, whatever the run and block boundaries, and reads back digest by digest."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    sorter = ExternalSorter(runs, buffer_size=2_500)
+    values = [sha(i % 7_001) for i in range(9_000)]  # 3 runs and a buffer; duplicates
+    sorter.add_many(values)
+    path = tmp_path / "sorted.txt"
+    assert write_sorted(sorter.sorted_blocks(), path) == 7_001
+    expected = sorted(set(values))
+    assert path.read_bytes() == "".join(d + "\n" for d in expected).encode("ascii")
+    assert [d for block in read_blocks(path, size=4_096) for d in block] == expected
+    sorter.close()
+
+
+@pytest.mark.parametrize(
+    "blocks",
+    [
+        [["b", "a"]],  # descending within a block
+        [["a", "c"], ["b"]],  # descending across blocks
+        [["a", "b"], ["b", "c"]],  # repeated across blocks
+    ],
+)
+def test_the_sorted_file_refuses_what_does_not_ascend(
+    tmp_path: Path, blocks: list[list[str]]
+) -> None:
+    """A snapshot is packed from the sorted file trusting its order: write_sorted checks it."""
+    with pytest.raises(ValueError, match=r"^digests must be written in strictly ascending order$"):
+        write_sorted(blocks, tmp_path / "sorted.txt")
+
+
 def test_more_runs_than_fan_in_are_merged_in_passes(tmp_path: Path) -> None:
     sorter = ExternalSorter(tmp_path, buffer_size=100)
     sorter.add_many(sha(i % 4000) for i in range(FAN_IN * 2 * 100 + 50))  # with duplicates
@@ -127,3 +175,24 @@ def test_more_runs_than_fan_in_are_merged_in_passes(tmp_path: Path) -> None:
     assert first + [d for block in merged for d in block] == sorted({sha(i) for i in range(4000)})
     sorter.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_duplicate_cut_by_a_read_of_its_run_is_merged_once(tmp_path: Path) -> None:
+    """A run keeps its duplicates; one whose two copies fall on either side of the merge's
+    read of that run (the first copy ends a read, the second starts the next) is still one
+    digest of the sorted set, not one at the end of a block and again at the next one's
+    start."""
+    size = max(64 * 1024, (1 << 20) // 2)  # _merge's bytes per read with two runs
+    whole = size // 65  # lines the first read holds whole
+    first = sorted(sha(i) for i in range(20_000))
+    second = [sha(i) for i in range(20_000, 40_000)]
+    sorter = ExternalSorter(tmp_path / "runs", buffer_size=20_001)
+    (tmp_path / "runs").mkdir()
+    sorter.add_many([*first, first[whole - 1]])  # its copies: lines whole - 1 and whole
+    sorter.add_many([*second, second[0]])
+    assert sorter.runs == 2
+    expected = sorted({*first, *second})
+    path = tmp_path / "sorted.txt"
+    assert write_sorted(sorter.sorted_blocks(), path) == len(expected)
+    assert [d for block in read_blocks(path) for d in block] == expected
+    sorter.close()

@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from target_tiktok_audiences.client import TikTokClient
+from target_tiktok_audiences.client.transport import SEND_BLOCK
 from target_tiktok_audiences.sandbox import cli
 from target_tiktok_audiences.sandbox.faults import CODE_NAMES, UNDOCUMENTED, FaultError, FaultRule
 from target_tiktok_audiences.sandbox.rules import (
@@ -286,6 +287,29 @@ def test_uploads_arrive_whole_whatever_their_size(sb: SandboxServer, tmp_path: P
         client.upload_file(ADV1, "EMAIL_SHA256", path)
     uploads = [c for c in sb.calls("/file/upload/") if c["code"] == 0]
     assert [c["lines"] for c in uploads] == [1_000] * 40
+
+
+def test_an_upload_of_many_send_blocks_arrives_whole(sb: SandboxServer, tmp_path: Path) -> None:
+    """The client sends a body SEND_BLOCK bytes at a time: a file of several blocks, its last
+    one partial, arrives byte for byte (the sandbox checks its file_signature) and holds
+    every digest."""
+    client = TikTokClient(sb.base_url, "sandbox-token", max_requests_per_second=1000)
+    adapter = client._transport.session.get_adapter(sb.base_url)
+    pool = adapter.poolmanager.connection_from_url(sb.base_url)  # type: ignore[attr-defined]
+    assert pool.conn_kw["blocksize"] == SEND_BLOCK
+    values = shas(0, 20_011)  # 1,300,715 bytes: 4.96 blocks of 256 KiB
+    path = tmp_path / "many.txt"
+    path.write_bytes("".join(d + "\n" for d in values).encode())
+    assert path.stat().st_size > 4 * SEND_BLOCK
+    file_path = client.upload_file(ADV1, "EMAIL_SHA256", path)
+    body = {
+        "advertiser_id": ADV1,
+        "custom_audience_name": "many",
+        "calculate_type": "EMAIL_SHA256",
+        "file_paths": [file_path],
+    }
+    aid = ok(call(sb, "POST", "/dmp/custom_audience/create/", json=body))["custom_audience_id"]
+    assert sb.members(aid) == {"EMAIL_SHA256": sorted(values)}
 
 
 def test_create_is_union_of_files_and_names_may_repeat(sb: SandboxServer) -> None:

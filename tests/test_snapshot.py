@@ -19,6 +19,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from target_tiktok_audiences import snapshot
 from target_tiktok_audiences.convergence import Tracker
 from target_tiktok_audiences.snapshot import (
     HEADER_SIZE,
@@ -491,5 +492,136 @@ def test_a_changed_in_flight_record_is_not_copied(tmp_path: Path) -> None:
     path.write_bytes(bytes(body))
     assert not store.copy_written(source, KEY)
     assert store.read(KEY).reason is Reason.MISSING  # type: ignore[union-attr]
+    # Same header, a byte cut off the end: refused, not a crash halfway through.
+    store.write(name_key, source(), kind=Kind.IN_FLIGHT, source=source)
+    path.write_bytes(path.read_bytes()[:-1])
+    assert not store.copy_written(source, KEY)
+    assert store.read(KEY).reason is Reason.MISSING  # type: ignore[union-attr]
     assert not store.copy_written(lambda: iter(()), KEY)  # another source: nothing known
-    assert len(calls) == 2
+    assert len(calls) == 3
+
+
+def test_a_confirmed_partner_create_over_a_mib_is_copied_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """copy_written reads whole entries: a partner set (33 bytes an entry, and 1 MiB is no
+    multiple of 33) over 1 MiB is copied byte for byte, not refused halfway."""
+    now = "2026-11-30T12:00:00+00:00"
+    monkeypatch.setattr(snapshot, "utc_now", lambda: now)
+    store = SnapshotStore(str(tmp_path / "snapshots"))
+    values = sorted(f"0{1 + i % 3}{sha(i)}" for i in range(40_000))  # tag, then the digest
+    name_key = SnapshotKey.for_name(KEY.advertiser_id, "vip", "PARTNER")
+    key = SnapshotKey(KEY.advertiser_id, KEY.audience_id, "PARTNER")
+    source, calls = _counting_source(values)
+    tracker = Tracker(store, key, name_key)
+    tracker.record_create(source)
+    tracker.confirm(source, full=True, base=None, now=dt.datetime.fromisoformat(now))
+    reference = SnapshotStore(str(tmp_path / "reference"))
+    reference.write(key, [values], full_at=now)
+    assert _get(store, key.name) == (tmp_path / "reference" / key.name).read_bytes()
+    assert len(calls) == 1  # the in-flight record; the snapshot is its copy
+
+
+# --- A set written from the sorted file's text (issue 21, third round) -----------------------
+
+NOW = "2026-11-30T12:00:00+00:00"
+
+
+def _lines_file(path: Path, values: list[str]) -> Path:
+    path.write_bytes("".join(v + "\n" for v in values).encode("ascii"))
+    return path
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        digests(0, 70_000),  # 70 reads of 64 KiB, each ending inside a line
+        sorted(hashlib.md5(str(i).encode()).hexdigest() for i in range(3_000)),  # 16 bytes
+        [sha(1)],
+        [sha(1) * 1100, sha(2) * 1100],  # lines longer than a read (the store takes any width)
+        [],
+    ],
+    ids=["sha256", "md5", "one", "long", "empty"],
+)
+@pytest.mark.parametrize("kind", [Kind.SNAPSHOT, Kind.IN_FLIGHT])
+def test_a_set_written_from_its_sorted_file_equals_one_written_from_its_blocks(
+    make_store: StoreFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    values: list[str],
+    kind: Kind,
+) -> None:
+    monkeypatch.setattr(snapshot, "utc_now", lambda: NOW)
+    store = make_store()
+    path = _lines_file(tmp_path / "sorted.txt", values)
+    assert store.write_lines(KEY, path, kind=kind, full_at=NOW) == len(values)
+    reference = SnapshotStore(str(tmp_path / "reference"))
+    reference.write(KEY, [values[:1234], values[1234:]], kind=kind, full_at=NOW)
+    assert _get(store, KEY.path(kind)) == (tmp_path / "reference" / KEY.path(kind)).read_bytes()
+    found = store.read(KEY, kind)
+    assert isinstance(found, Snapshot)
+    assert list(found) == values
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (sha(1).upper() + "\n", "digests must be 64 lowercase hex characters"),
+        (sha(1)[:62] + "\n" + sha(2) + "\n", "digests must be 62 lowercase hex characters"),
+        (sha(1) + "\r\n", "digests must be an even number of hex characters"),
+        ("".join(d + "\n" for d in digests(0, 2)).replace("\n", "\r\n"), "digests must be an even"),
+        (
+            min(sha(1), sha(2)) + "\n" + max(sha(1), sha(2)),
+            "the last line of a sorted file has no newline",
+        ),
+        (sha(1)[:30] + " " + sha(1)[31:] + "\n", "digests must be 64 lowercase hex characters"),
+        (sha(1) + "\n\n", "digests must be 64 lowercase hex characters"),
+        ("\n", "digests must be an even number of hex characters"),
+        ("é" * 32 + "\n", "'ascii' codec can't decode"),
+    ],
+)
+def test_a_sorted_file_that_is_not_one_digest_a_line_is_refused(
+    tmp_path: Path, text: str, error: str
+) -> None:
+    store = SnapshotStore(str(tmp_path / "snapshots"))
+    path = tmp_path / "sorted.txt"
+    path.write_bytes(text.encode("utf-8"))
+    with pytest.raises(ValueError, match=f"^{error}"):
+        store.write_lines(KEY, path)
+    assert store.read(KEY).reason is Reason.MISSING  # type: ignore[union-attr]
+
+
+def test_a_sorted_file_is_checked_to_ascend_from_read_to_read(tmp_path: Path) -> None:
+    """Lines within one read are the writer's to order (write_sorted checks them); from one
+    read to the next the store checks them itself."""
+    values = digests(0, 2_000)
+    whole = (1 << 16) // 65  # lines the first read holds whole: the second starts lower
+    lines = values[-whole:] + values[:-whole]
+    store = SnapshotStore(str(tmp_path / "snapshots"))
+    path = _lines_file(tmp_path / "sorted.txt", lines)
+    with pytest.raises(ValueError, match=r"^digests must be written in strictly ascending order$"):
+        store.write_lines(KEY, path)
+    assert store.read(KEY).reason is Reason.MISSING  # type: ignore[union-attr]
+
+
+def test_a_tracker_records_a_create_from_its_sorted_file(
+    make_store: StoreFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In flight and as the snapshot, byte for byte what the blocks give; the stream itself is
+    not read (the file is)."""
+    monkeypatch.setattr(snapshot, "utc_now", lambda: NOW)
+    store = make_store()
+    values = digests(0, 70_000)
+    path = _lines_file(tmp_path / "sorted.txt", values)
+    name_key = SnapshotKey.for_name(KEY.advertiser_id, "users (EMAIL_SHA256)", KEY.contract)
+    source, calls = _counting_source(values)
+    tracker = Tracker(store, KEY, name_key, path)
+    tracker.record_create(source)
+    reference = SnapshotStore(str(tmp_path / "reference"))
+    reference.write(name_key, [values], kind=Kind.IN_FLIGHT)
+    in_flight = name_key.path(Kind.IN_FLIGHT)
+    assert _get(store, in_flight) == (tmp_path / "reference" / in_flight).read_bytes()
+    tracker.confirm(source, full=True, base=None, now=dt.datetime.fromisoformat(NOW))
+    reference.write(KEY, [values], full_at=NOW)
+    assert _get(store, KEY.name) == (tmp_path / "reference" / KEY.name).read_bytes()
+    assert calls == []

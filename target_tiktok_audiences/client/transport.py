@@ -35,6 +35,27 @@ log = logging.getLogger("target_tiktok_audiences.client")
 MAX_TRIES_REFUSED = 3
 MAX_TRIES_UNRESOLVED = 2
 _LOCAL_HOSTS = frozenset({"localhost", "::1", "0.0.0.0"})
+# Bytes read at a time from a request body as it is sent: at urllib3's default (16 KiB) the
+# multipart encoder of a 12 MB upload is asked ~800 times, and its Python work per read cost
+# more than the bytes (bench/PROFILE.md, issue 21, third round).
+SEND_BLOCK = 1 << 18
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """requests' own adapter, sending request bodies SEND_BLOCK bytes at a time."""
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
+        pool_kwargs.setdefault("blocksize", SEND_BLOCK)
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+
+
+def _session() -> requests.Session:
+    session = requests.Session()
+    for prefix in ("https://", "http://"):
+        session.mount(prefix, _Adapter())
+    return session
 
 
 class Transport:
@@ -60,7 +81,7 @@ class Transport:
         self._unanswered = 0  # refused or unresolved connections in a row
         self._clock_offset = timedelta(0)  # TikTok's clock (its Date header) minus ours
         self.timeout = timeout
-        self.session = session or requests.Session()
+        self.session = session or _session()
         self.session.headers.update({"Access-Token": access_token})
         self.total = CallStats()
         self._write_interval = 1.0 / max_requests_per_second

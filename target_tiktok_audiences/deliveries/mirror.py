@@ -157,12 +157,18 @@ class _SortedSets(Delivery):
             self.runtime.snapshots,
             SnapshotKey(advertiser_id, audience_id, contract),
             SnapshotKey.for_name(advertiser_id, name, contract),
+            self._lines(contract),
         )
 
     def create_tracker(self, advertiser_id: str, name: str, contract: str) -> Tracker:
         """Records a create before its audience has an id: under the audience's name."""
         key = SnapshotKey.for_name(advertiser_id, name, contract)
-        return Tracker(self.runtime.snapshots, key, key)
+        return Tracker(self.runtime.snapshots, key, key, self._lines(contract))
+
+    def _lines(self, contract: str) -> Path | None:
+        """The contract's sorted file, which its stream reads (the set the trackers record)."""
+        whole = self._sets.get(contract)
+        return None if whole is None else whole.path
 
     def baseline(self, tracker: Tracker, entry: AudienceReport) -> Baseline:
         """What TikTok holds as far as the snapshot knows; a damaged one is said, not trusted."""
