@@ -28,7 +28,8 @@ from bench.run import SEED, run_tiktok, verify
 
 _LAUNCH = (
     "import sys; sys.path.insert(0, {root!r}); "
-    "from target_tiktok_audiences.target import TargetTikTokAudiences as T; T.cli()"
+    "from target_tiktok_audiences import target as t; "
+    "(getattr(t, 'main', None) or t.TargetTikTokAudiences.cli)()"  # as the installed command
 )
 
 

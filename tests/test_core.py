@@ -6,16 +6,21 @@ column and so becomes a planned audience.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import tempfile
+from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+import tomllib
 from singer_sdk import Target
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.metrics import Counter, Metric
 from singer_sdk.sinks import BatchSink
 from singer_sdk.testing import get_target_test_class
 
+from target_tiktok_audiences import target as target_module
 from target_tiktok_audiences.target import TargetTikTokAudiences
 
 # The suite's config is fixed when the class is built; each pytest-xdist worker gets its own dir.
@@ -117,3 +122,23 @@ def test_the_lean_record_path_skips_only_hooks_that_do_nothing_for_audience_sink
     popped = {"_sdc_extra": 1, **dict.fromkeys(_SDC_FIELDS, 1)}
     Sink._remove_sdc_metadata_from_record(None, popped)  # type: ignore[arg-type]
     assert popped == {"_sdc_extra": 1}
+
+
+def test_the_command_freezes_what_the_imports_made_before_the_cli_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The installed command is main(); it leaves the start-up's objects out of later
+    # collections (gc.freeze) and then runs the SDK's CLI. The CLI alone (tests) does not.
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    scripts = tomllib.loads(pyproject.read_text())["project"]["scripts"]
+    assert scripts["target-tiktok-audiences"] == "target_tiktok_audiences.target:main"
+    frozen_at_cli: list[int] = []
+    monkeypatch.setattr(
+        TargetTikTokAudiences, "cli", lambda: frozen_at_cli.append(gc.get_freeze_count())
+    )
+    gc.unfreeze()
+    try:
+        target_module.main()
+    finally:
+        gc.unfreeze()  # this test process goes on collecting as before
+    assert frozen_at_cli and frozen_at_cli[0] > 10_000
