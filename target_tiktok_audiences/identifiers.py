@@ -55,6 +55,7 @@ __all__ = [
     "normalize_ad_id",
     "normalize_email",
     "normalize_phone",
+    "one_value",
     "remove_flag",
 ]
 
@@ -487,7 +488,11 @@ def make_encoder(contract: str, rules: Rules) -> Encoder:
     raises. With ``hash_identifiers=False`` the "digest" is the validated, lowercased input.
     It is make_column_encoder's code, for one value.
     """
-    column = make_column_encoder(contract, rules)
+    return one_value(make_column_encoder(contract, rules))
+
+
+def one_value(column: ColumnEncoder) -> Encoder:
+    """A column encoder used for one value at a time (make_encoder's answers)."""
 
     def encode(value: object) -> tuple[str | None, str | None]:
         digests, rejected = column((value,))

@@ -22,7 +22,7 @@ from target_tiktok_audiences.identifiers import (
     ColumnEncoder,
     Encoder,
     make_column_encoder,
-    make_encoder,
+    one_value,
 )
 from target_tiktok_audiences.rejects import RejectsError, RejectsWriter
 from target_tiktok_audiences.report import RunReport, StreamReport
@@ -183,10 +183,11 @@ class Run:
             ", ".join(f"{c} from column '{col}'" for c, col in found.items()),
         )
         rules = self.settings.rules
+        columns = [(c, col, make_column_encoder(c, rules)) for c, col in found.items()]
         return Binding(
             delivery=delivery,
-            encoders=[(c, col, make_encoder(c, rules)) for c, col in found.items()],
-            column_encoders=[(c, col, make_column_encoder(c, rules)) for c, col in found.items()],
+            encoders=[(c, col, one_value(encode)) for c, col, encode in columns],
+            column_encoders=columns,
             remove_column=mapping.remove_column,
             key_properties=tuple(key_properties),
             report=stream_report,

@@ -154,6 +154,7 @@ def test_sorted_file_is_one_digest_a_line(tmp_path: Path) -> None:
         [["b", "a"]],  # descending within a block
         [["a", "c"], ["b"]],  # descending across blocks
         [["a", "b"], ["b", "c"]],  # repeated across blocks
+        [["a", "b", "b", "c"]],  # repeated within a block
     ],
 )
 def test_the_sorted_file_refuses_what_does_not_ascend(
