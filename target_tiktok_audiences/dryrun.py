@@ -100,7 +100,7 @@ class DryRunClient(CountedCalls):
         return iter(())  # offline, no audience is known: the plan says what would be created
 
     def get_audience(self, advertiser_id: str, audience_id: str) -> AudienceStatus:
-        return AudienceStatus(None, None, None, None, last_action_processing=False)
+        return AudienceStatus(None, None)
 
     def upload_file(self, advertiser_id: str, calculate_type: str, path: Path) -> str:
         rec = self._rec

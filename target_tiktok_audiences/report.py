@@ -61,7 +61,8 @@ class AudienceReport:
     mirror_reason: str | None = None
     is_valid: bool | None = None  # read back from TikTok after delivery
     size: int | None = None
-    last_operation: str | None = None
+    last_operation: str | None = None  # TikTok's word for it, as written (undocumented words)
+    tiktok_error: str | None = None  # TikTok's words on a failure after it accepted a call
     note: str | None = None
     next_resync: str | None = None  # mirror by difference: when the next full REPLACE is due
     stats: CallStats = field(default_factory=CallStats)
@@ -295,8 +296,10 @@ def _delivery_line(aud: AudienceReport) -> str:
             f"{aud.identifiers_unique:,} unique identifiers sent in full "
             f"({aud.mirror_reason}); {sent}"
         )
-    if aud.size is not None or aud.last_operation:
+    if aud.size is not None or aud.last_operation or aud.tiktok_error:
         valid = {True: "usable", False: "not usable yet", None: "validity unknown"}[aud.is_valid]
+        if aud.tiktok_error:  # never "usable" beside TikTok's own word of a failure
+            valid = f'TikTok reports an error: "{aud.tiktok_error}"'
         size = f"{aud.size:,}" if aud.size is not None else "unknown"
         sent += f"; TikTok reports size {size}, {valid}, last operation {aud.last_operation or '-'}"
         if aud.audience_type == "partner" and aud.size is not None:

@@ -15,6 +15,7 @@ from typing import Any
 from target_tiktok_audiences import testhooks
 from target_tiktok_audiences.audiences import AudienceDirectory
 from target_tiktok_audiences.client import AudienceAPI, TikTokClient
+from target_tiktok_audiences.client.endpoints import REFUSAL_RETRY_SECONDS
 from target_tiktok_audiences.deliveries import Delivery, Runtime, delivery_class, staging
 from target_tiktok_audiences.deliveries.fanout import FanOutDelivery
 from target_tiktok_audiences.dryrun import DryRunClient
@@ -24,6 +25,7 @@ from target_tiktok_audiences.identifiers import (
     make_column_encoder,
     one_value,
 )
+from target_tiktok_audiences.ledger import Ledger
 from target_tiktok_audiences.rejects import RejectsError, RejectsWriter
 from target_tiktok_audiences.report import RunReport, StreamReport
 from target_tiktok_audiences.routing import Ignored, route_stream
@@ -57,7 +59,9 @@ class Binding:
             self.report.rejects_counted_only += 1
 
 
-def make_client(settings: Settings) -> AudienceAPI:
+def make_client(settings: Settings, snapshots: SnapshotStore | None = None) -> AudienceAPI:
+    """The run's client; with the snapshot store, each update operation is recorded in its
+    ledger before it is sent (the daily operations budget counts from it)."""
     if settings.dry_run:
         return DryRunClient(settings.output_dir)
     return TikTokClient(
@@ -67,7 +71,9 @@ def make_client(settings: Settings) -> AudienceAPI:
         max_retries=settings.max_retries,
         max_retry_seconds=settings.max_retry_seconds,
         max_requests_per_second=settings.max_requests_per_second,
+        refusal_retry_seconds=min(settings.max_retry_seconds, REFUSAL_RETRY_SECONDS),
         daily_update_operations=settings.daily_update_operations,
+        ledger=Ledger(snapshots) if snapshots is not None else None,
     )
 
 
@@ -78,7 +84,12 @@ class Run:
         self.settings = settings
         self.logger = logger
         self.finished = False
-        client = testhooks.wrap(make_client(settings))
+        snapshots = SnapshotStore(
+            settings.snapshot_url,
+            scope=scope_for(settings.api_base_url),
+            read_only=settings.dry_run,
+        )
+        client = testhooks.wrap(make_client(settings, snapshots))
         self.client = client
         self.runtime = Runtime(
             settings=settings,
@@ -90,11 +101,7 @@ class Run:
             workdir=private_workdir(),
             report=RunReport(dry_run=settings.dry_run),
             logger=logger,
-            snapshots=SnapshotStore(
-                settings.snapshot_url,
-                scope=scope_for(settings.api_base_url),
-                read_only=settings.dry_run,
-            ),
+            snapshots=snapshots,
         )
         self.deliveries: dict[str, Delivery] = {}
         self.sealed: dict[str, Delivery] = {}  # stream -> its last complete version (mirror)
@@ -231,6 +238,22 @@ class Run:
         ]
 
     @property
+    def partial(self) -> list[str]:
+        """Audiences TikTok applied in part (20001): re-sent by the next run, STATE held."""
+        return [
+            f"'{a.audience_name}' in advertiser {a.advertiser_id}"
+            for s in self.report.streams.values()
+            for a in s.audiences
+            if a.status == "partial"
+        ]
+
+    @property
+    def no_access(self) -> str | None:
+        """The run's one line about an API the TikTok app may not use, if any."""
+        exc = self.runtime.no_access
+        return str(exc) if exc is not None else None
+
+    @property
     def delivered(self) -> int:
         """Audiences delivered this run (for the last line's wording)."""
         return sum(
@@ -243,7 +266,8 @@ class Run:
         A dry run confirms nothing, so it never emits STATE: a bookmark advanced by a dry run
         would make the next real run skip those rows.
         """
-        if self.settings.dry_run or self.pending or self.refused or self.finished:
+        held = self.refused or self.partial or self.no_access
+        if self.settings.dry_run or self.pending or held or self.finished:
             self.logger.debug("Holding STATE until pending audiences are delivered.")
             return None
         line = json.dumps(state)

@@ -915,6 +915,54 @@ class SnapshotStore:
             found.setdefault(audience_id, []).append(file_name.removesuffix(".snap"))
         return found
 
+    # -- markers: empty objects whose names carry everything (the operations ledger) ----------
+
+    def mark(self, name: str) -> None:
+        """Create the empty object `name` (below the scope); one write, never a read-modify-
+        write, so that concurrent runs never lose each other's marks."""
+        if self.read_only:
+            return
+        rel = self._rel(name)
+        where = f"{self.display.rstrip('/')}/{rel}"
+        try:
+            if self._fs is None:
+                path = self._root / rel
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                os.close(fd)
+                _fsync_dir(path.parent)
+            else:
+                self._fs.pipe_file(self._path(rel), b"")
+        except OSError as exc:
+            raise _write_error(where, exc) from None
+
+    def marks(self, folder: str) -> list[str]:
+        """The names of the objects in `folder` (below the scope), without the folder."""
+        rel = self._rel(folder)
+        try:
+            if self._fs is None:
+                path = self._root / rel
+                return sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+            if not self._fs.exists(self._path(rel)):
+                return []
+            listed = self._fs.ls(self._path(rel), detail=False)
+            return sorted(str(p).rsplit("/", 1)[-1] for p in listed)
+        except OSError as exc:
+            raise SnapshotError(
+                f"snapshot_url {self.display}: cannot list {folder}/ ({_oserror(exc)})"
+            ) from None
+
+    def unmark(self, name: str) -> None:
+        """Remove the object `name`, if it is there (best effort: a leftover is harmless)."""
+        if self.read_only:
+            return
+        rel = self._rel(name)
+        with contextlib.suppress(OSError):
+            if self._fs is None:
+                (self._root / rel).unlink(missing_ok=True)
+            else:
+                self._fs.rm_file(self._path(rel))
+
 
 def _pauses(wait: float) -> Iterator[float | None]:
     """Pauses between lock attempts, growing to a few seconds; None when time is up."""

@@ -2,6 +2,11 @@
 
 Memory stays flat however large the audience: each digest goes straight to a buffered file,
 and a file is closed when it holds `max_lines` digests (TikTok takes at most 50 MB a file).
+
+No header row: one lowercase hex digest per line, `\n` line ends. TikTok's help asks for a header
+only for files uploaded in Ads Manager; the API takes `calculate_type` instead, and public code
+that uses it (AWS's Clean Rooms audience uploader writes `header=False`, AWS's TikTok sample,
+Pipedream) writes none (docs/TIKTOK.md).
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ class AudienceHealth:
     valid: bool | None = None
     expires_at: str | None = None
     last_operation: str | None = None
-    last_operation_state: str | None = None  # processing | done
+    tiktok_error: str | None = None  # TikTok's words on a failure after it accepted a call
     snapshot_size: int | None = None
     snapshot_age_hours: float | None = None
     snapshot_note: str | None = None
@@ -238,9 +238,11 @@ class StatusCheck:
         )
         status = self.api.get_audience(advertiser_id, row.audience_id)
         health.size, health.valid = status.size, status.is_valid
-        if status.last_action:
-            health.last_operation = status.last_action
-            health.last_operation_state = "processing" if status.last_action_processing else "done"
+        if status.last is not None:
+            health.last_operation = status.last.word or None
+        if status.tiktok_error:
+            health.tiktok_error = status.tiktok_error
+            health.problems.append(f'TikTok reports an error: "{status.tiktok_error}"')
         now = datetime.now(timezone.utc)
         if status.expires is not None:
             health.expires_at = status.expires.strftime("%Y-%m-%d %H:%M")
@@ -275,7 +277,7 @@ def _cells(h: AudienceHealth) -> dict[str, str]:
         snapshot = f"{h.snapshot_size:,} ({h.snapshot_age_hours:.1f} h old)"
     elif h.snapshot_note:
         snapshot = h.snapshot_note
-    last = f"{h.last_operation} ({h.last_operation_state})" if h.last_operation else "-"
+    last = h.last_operation or "-"
     valid = {True: "yes", False: "no", None: "-"}[h.valid]
     return {
         "stream": h.stream,

@@ -237,8 +237,11 @@ class TargetTikTokAudiences(Target):
             run.finish("failed", describe(exc))
             raise
         run.warn_missing_streams()
-        refused = run.refused
+        refused, no_access = run.refused, run.no_access
         super().process_endofpipe()  # emits STATE unless an audience was refused
+        if no_access:
+            run.finish("failed", no_access)
+            raise DeliveryIncomplete(no_access)
         if refused:
             delivered = run.delivered
             others = (
@@ -253,6 +256,13 @@ class TargetTikTokAudiences(Target):
             )
             run.finish("failed", message)
             raise DeliveryIncomplete(message)
+        partial = run.partial
+        if partial:
+            self.logger.warning(
+                "TikTok applied only part of the updates of %s; no STATE was emitted, so the "
+                "next run sends them again.",
+                ", ".join(partial),
+            )
         run.finish("succeeded")
 
     def _write_state_message(self, state: dict[str, Any]) -> None:

@@ -1,17 +1,33 @@
-"""The operation budget (issue 18): `daily_update_operations` per ad account, counted from what
-TikTok's `audience_history` shows for the last 24 h. One account short of operations defers what
+"""The operation budget (issues 18, 26): `daily_update_operations` per ad account, counted from
+the target's own ledger (written before each send) plus the operations of others that TikTok's
+`audience_history` shows in words it recognises. One account short of operations defers what
 does not fit (saying when it fits); the other account is fully delivered; the next run, once
 operations are available, makes every audience exact.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
+import pytest
+import requests
+
+from target_tiktok_audiences.sandbox.rules import HISTORY_WORDINGS
 from target_tiktok_audiences.sandbox.server import SandboxServer
 
-from helpers import ADV1, ADV2, base_config, record_msg, run_target, schema_msg, sha256, state_msg
+from helpers import (
+    ADV1,
+    ADV2,
+    TOKEN,
+    base_config,
+    record_msg,
+    run_target,
+    schema_msg,
+    sha256,
+    state_msg,
+)
 
 EMAIL = "EMAIL_SHA256"
 UPDATE = "/dmp/custom_audience/update/"
@@ -49,9 +65,11 @@ def status(run: Any, stream: str, advertiser_id: str) -> dict[str, Any]:
     return found
 
 
+@pytest.mark.parametrize("wording", HISTORY_WORDINGS)
 def test_one_account_short_of_operations_the_other_fully_delivered(
-    sandbox: SandboxServer, tmp_path: Path
+    sandbox: SandboxServer, tmp_path: Path, wording: str
 ) -> None:
+    sandbox.app.config.history_wording = wording  # our own ledger counts, whatever the words
     config = base_config(sandbox, audiences=[ALPHA, BETA], daily_update_operations=4)
     first = run_target(tmp_path, config, messages(range(2_000), range(2_000), 1), name="first")
     assert first.returncode == 0, first.stderr[-3000:]
@@ -270,3 +288,66 @@ def test_segments_of_one_table_share_the_plan_removals_first(
     assert members(sandbox, ADV1, "Tier silver") == digests("s", range(10, 2_010))
     sent = [c["action"] for c in sandbox.calls(UPDATE)[before:] if c["code"] == 0]
     assert sent == ["APPEND", "APPEND"]
+
+
+def _other_tools_append(sandbox: SandboxServer, audience_id: str, users: range) -> None:
+    """Another tool (Ads Manager, a script) changes the audience with TOKEN's access."""
+    session = requests.Session()
+    session.headers["Access-Token"] = TOKEN
+    body = "".join(sha256(f"o{i}@example.com") + "\n" for i in users).encode()
+    uploaded = session.post(
+        sandbox.base_url + "/dmp/custom_audience/file/upload/",
+        data={
+            "advertiser_id": ADV1,
+            "calculate_type": EMAIL,
+            "file_signature": hashlib.md5(body).hexdigest(),
+        },
+        files={"file": ("other.csv", body)},
+        timeout=30,
+    ).json()
+    answer = session.post(
+        sandbox.base_url + UPDATE,
+        json={
+            "advertiser_id": ADV1,
+            "custom_audience_id": audience_id,
+            "file_paths": [uploaded["data"]["file_path"]],
+            "action": "APPEND",
+        },
+        timeout=30,
+    ).json()
+    assert answer["code"] == 0, answer
+
+
+@pytest.mark.parametrize("wording", HISTORY_WORDINGS)
+def test_others_operations_count_where_the_history_words_are_recognised(
+    sandbox: SandboxServer, tmp_path: Path, wording: str
+) -> None:
+    sandbox.app.config.history_wording = wording
+    sandbox.app.config.update_processing_seconds = 0  # exact call sequence
+    config = base_config(
+        sandbox, advertiser_ids=[ADV1], audiences=[ALPHA], daily_update_operations=3
+    )
+    first = run_target(tmp_path, config, messages(range(2_000), range(0), 1), name="first")
+    assert first.returncode == 0, first.stderr[-3000:]
+    (alpha,) = sandbox.audiences(ADV1)
+    _other_tools_append(sandbox, alpha["audience_id"], range(10))
+    _other_tools_append(sandbox, alpha["audience_id"], range(10, 20))
+    # Our run needs an APPEND and a REMOVE (the other tool's users are not in the stream:
+    # TikTok holds them, our snapshot does not, so they stay until the resync).
+    before = len(sandbox.calls(UPDATE))
+    run = run_target(tmp_path, config, messages(range(5, 2_005), range(0), 2), name="second")
+    sent = [c["action"] for c in sandbox.calls(UPDATE)[before:] if c["code"] == 0]
+    if wording in ("lower", "enum"):
+        # Two of the three operations were the other tool's: only the REMOVE fits.
+        assert run.returncode == 1
+        assert sent == ["REMOVE"]
+        assert run.report["operations"][ADV1] == {
+            "limit": 3,
+            "used": 3,
+            "by_this_run": 1,
+            "left": 0,
+        }
+    else:
+        # Words never seen (or no history): only our ledger counts; both fit.
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert sorted(sent) == ["APPEND", "REMOVE"]

@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from target_tiktok_audiences.convergence import plan
+from target_tiktok_audiences.sandbox.rules import HISTORY_WORDINGS
 from target_tiktok_audiences.sandbox.server import SandboxServer
 from target_tiktok_audiences.testhooks import VARIABLE as FAULT
 
@@ -295,9 +296,11 @@ def test_partner_mirror_with_a_column_added_in_the_run_users_leave(
     assert members(sandbox) == {EMAIL: emails(range(1300)), PHONE: phones(range(1300))}
 
 
+@pytest.mark.parametrize("wording", HISTORY_WORDINGS)
 def test_an_edit_in_ads_manager_is_corrected_by_the_resync(
-    sandbox: SandboxServer, tmp_path: Path
+    sandbox: SandboxServer, tmp_path: Path, wording: str
 ) -> None:
+    sandbox.app.config.history_wording = wording  # TikTok's words are undocumented
     config = config_for(sandbox, file_mapping(), resync_days=1)
     created = ok(run_target(tmp_path, config, rows(range(2000)), name="create"))
     assert entry_of(created)["next_resync"] == "in 1 days"
@@ -321,9 +324,11 @@ def test_an_edit_in_ads_manager_is_corrected_by_the_resync(
     assert "next full resync in 1 days" in resynced.stderr
 
 
+@pytest.mark.parametrize("wording", HISTORY_WORDINGS)
 def test_a_damaged_snapshot_warns_and_uploads_in_full_without_stopping_others(
-    sandbox: SandboxServer, tmp_path: Path
+    sandbox: SandboxServer, tmp_path: Path, wording: str
 ) -> None:
+    sandbox.app.config.history_wording = wording  # TikTok's words are undocumented
     config = base_config(
         sandbox,
         advertiser_ids=[ADV1, ADV2],

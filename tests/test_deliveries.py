@@ -31,7 +31,7 @@ from target_tiktok_audiences.report import AudienceReport, CallStats, RunReport,
 from target_tiktok_audiences.settings import Settings
 from target_tiktok_audiences.snapshot import HEADER_SIZE, Header, Kind, SnapshotKey, SnapshotStore
 
-from helpers.fake_api import FLOOR_MESSAGE, PARTNER, FakeAudienceAPI, FakeCall
+from helpers.fake_api import FLOOR_MESSAGE, PARTNER, REPLACE_UNFINISHED, FakeAudienceAPI, FakeCall
 
 ADV1 = "7000000000000000001"
 ADV2 = "7000000000000000002"
@@ -416,12 +416,14 @@ def test_mirror_replace_while_processing_is_deferred_and_the_other_advertiser_de
     assert fake.members(ADV2, only_audience(fake, ADV2)) == {EMAIL: emails(range(4, 7))}
     deferred = entry_of(runtime, ADV1)
     assert deferred.status == "deferred"
+    # The fake's history has no times: nothing tells that a REPLACE would be refused, so it is
+    # sent, and TikTok's refusal defers the audience.
     assert deferred.note == (
-        "not delivered: TikTok is still processing this audience's last REPLACE or its "
-        "creation; the next run "
-        "after it finishes delivers it (TikTok allows about one REPLACE a day; mirror_strategy "
-        f"diff avoids REPLACE). (Audience 'users': REPLACE on audience {adv1} for advertiser "
-        f"{ADV1} failed: the REPLACE is still processing; nothing was sent)"
+        "not delivered: TikTok allows about one REPLACE a day, and refuses one while the last "
+        "REPLACE or the creation is unfinished; a run a day after the last full upload "
+        "delivers it (mirror_strategy diff avoids REPLACE). (Audience 'users': REPLACE on "
+        f'audience {adv1} for advertiser {ADV1} failed: TikTok said "{REPLACE_UNFINISHED}" '
+        "(code 40002, request_id fake))"
     )
     assert entry_of(runtime, ADV2).status == "delivered"
     assert runtime.report.error is None
@@ -500,8 +502,11 @@ def test_refused_audience_is_deferred_and_the_other_advertiser_delivered(
     assert (refused.status, refused.audience_id) == ("deferred", small)
     assert refused.note == (
         "not delivered: TikTok refuses updates that leave fewer than 1,000 users (it counts "
-        "the users it matched, not the identifiers sent); add users to the stream (or "
-        "remove fewer) and re-run. (Audience 'users': REMOVE on audience "
+        "the users it matched, not the identifiers sent); TikTok holds 1,000 matched users "
+        "and refuses every update (an APPEND too) that leaves fewer than 1,000: remove fewer "
+        "users at once, or add users in the same run, or recreate the audience from a larger "
+        "stream under a new audience_name. (Audience "
+        "'users': REMOVE on audience "
         f'{small} for advertiser {ADV1} failed: TikTok said "{FLOOR_MESSAGE}" '
         "(code 40002, request_id fake))"
     )

@@ -19,6 +19,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from target_tiktok_audiences.sandbox.rules import HISTORY_WORDINGS
 from target_tiktok_audiences.sandbox.server import SandboxServer
 from target_tiktok_audiences.snapshot import scope_for
 
@@ -340,12 +341,14 @@ def test_a_change_of_rules_sends_the_difference(sandbox, tmp_path: Path) -> None
     same(the_audience(sandbox)["members"], "EMAIL_SHA256", emails(range(100, 1300), "tiktok"))
 
 
+@pytest.mark.parametrize("wording", HISTORY_WORDINGS)
 def test_a_lost_snapshot_means_a_full_replace_once_tiktok_allows_it(
-    sandbox, tmp_path: Path
+    sandbox, tmp_path: Path, wording: str
 ) -> None:
     sandbox.app.config.update_processing_seconds = (
         0  # exact call sequence; the wait: test_processing
     )
+    sandbox.app.config.history_wording = wording
     sandbox.app.config.match_rate = 1.0  # counts uploaded users; the matched floor: test_sandbox
     config = email_config(sandbox)
     ok(run_target(tmp_path, config, email_rows(range(1200)), name="create"))
@@ -363,10 +366,15 @@ def test_a_lost_snapshot_means_a_full_replace_once_tiktok_allows_it(
     entry = the_entry(refused)
     assert (entry["status"], entry["mirror"]) == ("deferred", "full")
     assert why in entry["mirror_reason"]
-    assert "still processing" in entry["note"]
     assert "'Newsletter'" in refused.stderr
-    # Nothing was sent: TikTok's own history said the create is still processing.
-    assert calls(UPLOAD) == [] and calls(UPDATE) == []
+    if wording in ("lower", "enum"):
+        # The history shows the create in words we recognise, 20 minutes old: nothing is sent.
+        assert "the CREATE of " in entry["note"] and "is under 24 hours old" in entry["note"]
+        assert calls(UPLOAD) == [] and calls(UPDATE) == []
+    else:
+        # No history, or words never seen: the REPLACE is sent and TikTok's refusal handled.
+        assert 'TikTok said "This replace operation is rejected' in entry["note"]
+        assert [(c["action"], c["code"]) for c in calls(UPDATE)] == [("REPLACE", 40002)]
     same(the_audience(sandbox)["members"], "EMAIL_SHA256", emails(range(1200)))
 
     sandbox.advance_clock(DAY + HOUR)
@@ -655,6 +663,13 @@ def test_snapshots_on_s3_behave_like_local_ones(sandbox, tmp_path: Path, s3_endp
     listed = s3.list_objects_v2(Bucket=bucket)
     objects = {o["Key"]: o["Size"] for o in listed.get("Contents", [])}
     final = expected(run_members(2))
+    # The operations ledger: one empty object per update sent, beside the snapshots.
+    ledger = {k: size for k, size in objects.items() if "/_ledger/" in k}
+    assert sorted(k.rsplit(".", 3)[-3] for k in ledger) == sorted(
+        c["action"] for c in sandbox.calls("/dmp/custom_audience/update/")
+    )
+    assert set(ledger.values()) == {0}
+    objects = {k: size for k, size in objects.items() if k not in ledger}
     # One snapshot per audience, holding the last run's set; no lock object left behind.
     assert objects == {
         f"prefix/{scope_for(sandbox.base_url)}/{advertiser}/{audience_id}/{contract}.snap": 1024
@@ -672,8 +687,12 @@ def test_snapshots_on_s3_behave_like_local_ones(sandbox, tmp_path: Path, s3_endp
 # -- 5. mirror_strategy replace: today's behaviour ------------------------------------------
 
 
-def test_replace_strategy_replaces_every_run_and_waits_a_day(sandbox, tmp_path: Path) -> None:
+@pytest.mark.parametrize("wording", HISTORY_WORDINGS)
+def test_replace_strategy_replaces_every_run_and_waits_a_day(
+    sandbox, tmp_path: Path, wording: str
+) -> None:
     sandbox.app.config.match_rate = 1.0  # counts uploaded users; the matched floor: test_sandbox
+    sandbox.app.config.history_wording = wording
     config = email_config(sandbox, mirror_strategy="replace")
     created = ok(run_target(tmp_path, config, email_rows(range(1200)), name="create"))
     assert the_entry(created)["action"] == "CREATE"
@@ -688,7 +707,10 @@ def test_replace_strategy_replaces_every_run_and_waits_a_day(sandbox, tmp_path: 
         "full",
         "mirror_strategy is replace",
     )
-    assert calls(UPDATE) == [] and calls(UPLOAD) == []
+    if wording in ("lower", "enum"):  # the create, recognised and 20 minutes old
+        assert calls(UPDATE) == [] and calls(UPLOAD) == []
+    else:  # sent, and TikTok's refusal handled
+        assert [(c["action"], c["code"]) for c in calls(UPDATE)] == [("REPLACE", 40002)]
     same(the_audience(sandbox)["members"], "EMAIL_SHA256", emails(range(1200)))
 
     for n, users in enumerate((range(100, 1300), range(200, 1250))):

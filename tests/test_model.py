@@ -3,7 +3,8 @@
 Hypothesis drives sequences of real CLI runs against a fresh sandbox: each run brings a random
 stream (users in, out, back) and maybe a fault at a random step (an answer lost after TikTok
 applied the call, a kill between two calls, a snapshot write that fails, a change of rules, an
-edit made in TikTok followed by a due resync, a day with one or two update operations left).
+edit made in TikTok followed by a due resync, a day with one or two update operations left),
+with TikTok's undocumented history words drawn in one of their spellings.
 The model is the last stream. After every successful run (but while an edit made in TikTok
 awaits its resync) the audience must equal it; a failed run must emit no STATE; and after the
 last step one clean run must leave the audience exactly equal to the stream.
@@ -19,8 +20,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
+from target_tiktok_audiences.sandbox.rules import HISTORY_WORDINGS
 from target_tiktok_audiences.sandbox.server import SandboxServer
 from target_tiktok_audiences.testhooks import VARIABLE as FAULT
 
@@ -128,6 +130,12 @@ class Mirror(RuleBasedStateMachine):
     # -- rules -----------------------------------------------------------------------------
 
     users = st.sets(st.integers(0, POOL - 1), min_size=1)
+
+    @initialize(wording=st.sampled_from([*HISTORY_WORDINGS, "rotate"]))
+    def history_spelling(self, wording: str) -> None:
+        # TikTok's history words are undocumented: every sequence draws how they are spelled
+        # (lowercase, the enums, words never seen, no history, or each in turn).
+        self.sandbox.app.config.history_wording = wording
 
     @precondition(lambda self: not self.edited)
     @rule(users=users)

@@ -1,18 +1,38 @@
-"""Wait for processing (issue 18): an APPEND or REMOVE that TikTok refuses while the audience's
-previous one is still processing waits for `audience_history` to show it done, then is sent;
-past the deadline, that audience is deferred and the others are delivered.
+"""A refused APPEND or REMOVE (issue 26): TikTok shows no processing state, so the target never
+waits on one. A refusal whose words may mean "busy" (or that no hint knows) is sent again with
+backoff, within a bounded time; past it, that audience is deferred and the others are delivered.
+A refusal whose words name a lasting cause stands at once. Every test runs with the history's
+undocumented action words in each spelling, and with no history at all.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from target_tiktok_audiences.sandbox.rules import HISTORY_WORDINGS
 from target_tiktok_audiences.sandbox.server import SandboxServer, run_sandbox
 
 from helpers import ADV1, ADV2, base_config, record_msg, run_target, schema_msg, sha256, state_msg
 
 UPDATE = "/dmp/custom_audience/update/"
 VIP = {"stream": "vip", "audience_name": "VIP", "identifiers": {"EMAIL_SHA256": "email"}}
+
+
+SDK_FLOOR = "The audience size cannot be less than 1,000 after this operation"
+
+
+@pytest.fixture(params=HISTORY_WORDINGS)
+def wording(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path, wording: str) -> Iterator[SandboxServer]:
+    with run_sandbox(tmp_path / "sandbox.db", history_wording=wording) as server:
+        yield server
 
 
 def vips(users: range, done: int) -> list[dict]:
@@ -32,7 +52,7 @@ def digests(users: range) -> list[str]:
     return sorted(sha256(f"v{i}@example.com") for i in users)
 
 
-def test_a_remove_after_an_append_waits_for_it_and_is_sent(
+def test_a_remove_refused_after_an_append_is_sent_again_and_converges(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     config = base_config(sandbox, audiences=[VIP])
@@ -46,13 +66,19 @@ def test_a_remove_after_an_append_waits_for_it_and_is_sent(
         calls = [
             (c["action"], c["code"]) for c in sandbox.calls(UPDATE) if c["advertiser_id"] == adv
         ]
-        assert calls == [("APPEND", 0), ("REMOVE", 40002), ("REMOVE", 0)]
-    assert "is still processing its last APPEND: waiting" in second.stderr
+        # The sandbox refuses updates for 2 s after an APPEND; tries after 1, 2, 4 s (scaled).
+        assert calls[0] == ("APPEND", 0) and calls[-1] == ("REMOVE", 0)
+        assert set(calls[1:-1]) == {("REMOVE", 40002)} and 1 <= len(calls[1:-1]) <= 2
+    assert "it may still be processing the last update: trying again in" in second.stderr
+    assert "WARNING" not in [line.split(" ")[0] for line in second.stderr.splitlines()]
 
 
-def test_past_the_deadline_the_audience_is_deferred(tmp_path: Path) -> None:
-    # TikTok still processing the APPEND for a minute; the target waits max_retry_seconds (2).
-    with run_sandbox(tmp_path / "slow.db", update_processing_seconds=60) as sandbox:
+def test_past_the_deadline_the_audience_is_deferred(tmp_path: Path, wording: str) -> None:
+    # TikTok refuses updates for a minute after the APPEND; the target tries for
+    # max_retry_seconds (2) at most.
+    with run_sandbox(
+        tmp_path / "slow.db", update_processing_seconds=60, history_wording=wording
+    ) as sandbox:
         config = base_config(sandbox, advertiser_ids=[ADV1], audiences=[VIP], max_retry_seconds=2)
         first = run_target(tmp_path, config, vips(range(2_000), 1), name="first")
         assert first.returncode == 0, first.stderr[-3000:]
@@ -66,36 +92,46 @@ def test_past_the_deadline_the_audience_is_deferred(tmp_path: Path) -> None:
         assert entry["status"] == "deferred"
 
 
-def _third_run_refused_once(tmp_path: Path, sandbox: SandboxServer, later: float) -> tuple:
+def _third_run_refused_once(
+    tmp_path: Path, sandbox: SandboxServer, later: float, message: str
+) -> tuple:
     """Runs 1-2 make the audience and change it; `later` seconds after, run 3's first update is
-    refused with TikTok's processing words although audience_history shows nothing busy."""
+    refused once with `message`."""
     config = base_config(sandbox, advertiser_ids=[ADV1], audiences=[VIP])
     for n, users in enumerate((range(2_000), range(100, 2_100)), 1):
         done = run_target(tmp_path, config, vips(users, n), name=f"run{n}")
         assert done.returncode == 0, done.stderr[-3000:]
     sandbox.advance_clock(later)
     before = len(sandbox.calls(UPDATE))
-    sandbox.inject("code_40002", count=1, paths=[UPDATE], message="Task not ready")
+    sandbox.inject("code_40002", count=1, paths=[UPDATE], message=message)
     third = run_target(tmp_path, config, vips(range(200, 2_200), 3), name="run3")
     sent = [(c["action"], c["code"]) for c in sandbox.calls(UPDATE)[before:]]
     return third, sent
 
 
-def test_a_refusal_raced_by_the_end_of_processing_is_sent_once_more(tmp_path: Path) -> None:
-    # No processing window: the REMOVE of run 2 shows done at once, as if it finished between
-    # TikTok's refusal and the target's look at audience_history.
-    with run_sandbox(tmp_path / "raced.db", update_processing_seconds=0) as sandbox:
-        third, sent = _third_run_refused_once(tmp_path, sandbox, later=5)
+def test_a_busy_refusal_is_sent_again_whatever_the_history(tmp_path: Path, wording: str) -> None:
+    # The refusal comes long after the last update: no history could explain it, and none is
+    # asked for. The SDK's "Task not ready" is sent again and converges.
+    with run_sandbox(
+        tmp_path / "raced.db", update_processing_seconds=0, history_wording=wording
+    ) as sandbox:
+        third, sent = _third_run_refused_once(tmp_path, sandbox, 120, "Task not ready")
         assert third.returncode == 0, third.stderr[-3000:]
         assert third.states == [{"done": 3}]
         assert sent == [(None, 40002), ("APPEND", 0), ("REMOVE", 0)]  # a fault: body unread
         assert members(sandbox, ADV1) == digests(range(200, 2_200))
+        # Between the refusal and the try that follows, nothing was read: no state to wait on.
+        calls = sandbox.calls()
+        refused = next(i for i, c in enumerate(calls) if c["code"] == 40002)
+        assert calls[refused + 1]["path"].endswith(UPDATE)
 
 
-def test_a_refusal_long_after_the_last_update_stands(tmp_path: Path) -> None:
-    with run_sandbox(tmp_path / "old.db", update_processing_seconds=0) as sandbox:
-        third, sent = _third_run_refused_once(tmp_path, sandbox, later=120)
+def test_a_refusal_for_a_lasting_cause_stands_at_once(tmp_path: Path, wording: str) -> None:
+    with run_sandbox(
+        tmp_path / "old.db", update_processing_seconds=0, history_wording=wording
+    ) as sandbox:
+        third, sent = _third_run_refused_once(tmp_path, sandbox, 120, SDK_FLOOR)
         assert third.returncode == 1
         assert third.states == []
-        assert sent == [(None, 40002)]  # nothing processing, nothing recent: not sent again
+        assert sent == [(None, 40002)]  # the floor's words: not sent again
         assert members(sandbox, ADV1) == digests(range(100, 2_100))

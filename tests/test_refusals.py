@@ -18,6 +18,8 @@ from target_tiktok_audiences.client import (
     REFUSED_OTHER,
     REFUSED_REPLACE_PROCESSING,
     NewAudience,
+    NoAccessError,
+    PartialSuccess,
     PermanentError,
     RefusedError,
     TikTokClient,
@@ -28,6 +30,8 @@ from target_tiktok_audiences.client import (
 from target_tiktok_audiences.client.codes import (
     HINT_APP_CREDENTIALS,
     HINT_AUTH,
+    HINT_NO_ACCESS,
+    HINT_NO_SEGMENT_ACCESS,
     HINT_PERMISSION,
     HINT_TOKEN_EXPIRED,
     FileExpiredError,
@@ -60,7 +64,7 @@ TRANSIENT = [
     50000, 50002,  # server side
     51000, 51003, 51010, 51063, 51099,  # failures inside TikTok
     52000, 52100, 52299, 53102, 53103, 60001,
-    40200, 40201, 40202, 40700,  # conflicts, work still running
+    40200, 40201, 40202,  # conflicts, work still running
 ]  # fmt: skip
 RUN_LEVEL = {
     40001: HINT_PERMISSION,
@@ -68,8 +72,11 @@ RUN_LEVEL = {
     40102: HINT_TOKEN_EXPIRED,
     **{code: HINT_AUTH for code in range(40103, 40110)},
 }
-# 40002 and codes in no list (near the known ones, and far from them).
-REFUSAL_CODES = [40002, 40003, 40911, 41999, 50001, 51100, 99999]
+# 40002, 40700 (an RPC validation error: not transient) and codes in no list (near the known
+# ones, and far from them).
+REFUSAL_CODES = [40002, 40003, 40700, 40911, 41999, 50001, 51100, 99999]
+# The app may not call the endpoint: run-level for that API.
+NO_ACCESS = [40117, 40118, 40130]
 
 # Words: the SDK's floor, TikTok's REPLACE text, and words the client has never seen.
 SDK_FLOOR = "The audience size cannot be less than 1,000 after this operation"
@@ -122,6 +129,34 @@ def test_other_codes_refuse_the_audience_whatever_the_words(code: int, message: 
     # Outside one audience's change the same answer stops the run (it is not a refusal).
     run_level = error_for("X", 200, code, message, "r1", advertiser_id=ADV1, audience_call=False)
     assert type(run_level) is PermanentError
+
+
+@pytest.mark.parametrize("audience_call", [True, False])
+@pytest.mark.parametrize("code", NO_ACCESS)
+def test_no_access_codes_stop_that_api_with_one_line(code: int, audience_call: bool) -> None:
+    segment = error_for(
+        "X", 200, code, "m", "r1", advertiser_id=ADV1, audience_call=audience_call, path=MAPPING
+    )
+    assert type(segment) is NoAccessError and segment.family == "partner"
+    assert str(segment) == (
+        f'X for advertiser {ADV1} failed: TikTok said "m" (code {code}, request_id r1). '
+        f"{HINT_NO_SEGMENT_ACCESS}"
+    )
+    assert "append or mirror with audience_type customer_file" in HINT_NO_SEGMENT_ACCESS
+    other = error_for(
+        "X", 200, code, "m", "r1", advertiser_id=ADV1, audience_call=audience_call, path=UPDATE
+    )
+    assert type(other) is NoAccessError and other.family == "customer_file"
+    assert other.hint == HINT_NO_ACCESS
+
+
+@pytest.mark.parametrize("audience_call", [True, False])
+def test_partial_success_is_not_an_error_of_the_run(audience_call: bool) -> None:
+    error = error_for(
+        "X", 200, 20001, "1 of 2 failed", "r1", advertiser_id=ADV1, audience_call=audience_call
+    )
+    assert type(error) is PartialSuccess
+    assert not isinstance(error, (PermanentError, TransientError))
 
 
 def test_file_expired_is_its_own_error_on_an_audience_call() -> None:
@@ -368,7 +403,7 @@ def test_an_unresolvable_host_gets_two_tries_and_a_refused_one_three() -> None:
     assert tries[0].hint.endswith("Is `tiktok-audiences-sandbox serve` running?")
 
 
-def test_the_fake_reports_a_create_as_processing_as_the_sandbox_does(tmp_path: Path) -> None:
+def test_the_fake_refuses_a_replace_after_a_create_as_the_sandbox_does(tmp_path: Path) -> None:
     from helpers.fake_api import FakeAudienceAPI
 
     fake = FakeAudienceAPI([ADV1])
@@ -377,7 +412,8 @@ def test_the_fake_reports_a_create_as_processing_as_the_sandbox_does(tmp_path: P
     path = fake.upload_file(ADV1, EMAIL, file)
     audience_id = fake.create_customer_audience(NewAudience(ADV1, "P", EMAIL, [path]))
     status = fake.get_audience(ADV1, audience_id)
-    assert (status.last_action, status.last_action_processing) == ("CREATE", True)
+    # TikTok's word for the create, and no state: the refusal alone says it is unfinished.
+    assert status.last is not None and (status.last.word, status.last.kind) == ("create", "CREATE")
     with pytest.raises(RefusedError) as caught:
         fake.update_customer_audience(ADV1, audience_id, [path], "REPLACE")
     assert caught.value.reason == REFUSED_REPLACE_PROCESSING  # chosen by the client's hints
@@ -482,8 +518,91 @@ def test_each_code_on_one_audiences_change(
         send()
         assert [c["code"] for c in ready.calls(path)][-2:] == [code, 0]
         return
+    if outcome == "refused" and path == UPDATE:
+        # A refused APPEND or REMOVE in words no hint knows may answer a busy audience: it is
+        # sent again with backoff (bounded; the fault answers once), never waiting on a state.
+        send()
+        assert [c["code"] for c in ready.calls(path)] == [code, 0]
+        assert client.total.retries == 1
+        return
     with pytest.raises(PermanentError) as caught:
         send()
     assert isinstance(caught.value, RefusedError) is (outcome == "refused")
     assert caught.value.code == code and caught.value.request_id
     assert [c["code"] for c in ready.calls(path)] == [code]  # not retried
+
+
+# -- an API the app may not use, and a partial success (issue 26) ---------------------------
+
+
+def test_no_access_to_the_segment_api_is_one_line_and_the_file_audiences_go_on(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    sandbox.inject("code_40117", rate=1.0, paths=["/segment/"])  # every Segment API call
+    partner = {**ALPHA, "sync_mode": "incremental"}
+    config = base_config(sandbox, audiences=[partner, BETA])
+    run = run_target(tmp_path, config, messages(range(5), 1))
+    assert run.returncode == 1
+    assert run.stdout == ""  # no STATE
+    # One call to the Segment API: the first refusal stops that API for the run.
+    assert len(sandbox.calls("/segment/")) == 1
+    for adv in (ADV1, ADV2):
+        assert members_of(sandbox, adv, "Beta") == digests("b", range(5))
+        assert entry(run, "beta", adv)["status"] == "delivered"
+        assert entry(run, "alpha", adv)["status"] == "failed"
+    last = run.stderr.rstrip().splitlines()[-1]
+    assert "code 40117" in last and last.endswith(HINT_NO_SEGMENT_ACCESS)
+    assert sum(HINT_NO_SEGMENT_ACCESS in line for line in run.stderr.splitlines()) == 1
+    assert "Traceback" not in run.stderr
+
+
+def test_a_partial_success_is_sent_again_by_the_next_run(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    audiences = [{**m, "sync_mode": "incremental"} for m in (ALPHA, BETA)]
+    config = base_config(sandbox, audiences=audiences)
+    sandbox.inject("code_20001", count=1, paths=[MAPPING], message="1 of 5 users failed")
+    first = run_target(tmp_path, config, messages(range(5), 1), name="first")
+    # Not a failure of the run, but no STATE: the tap sends the rows again next time.
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout == ""
+    partial = [
+        a for s in first.report["streams"] for a in s["audiences"] if a["status"] == "partial"
+    ]
+    assert len(partial) == 1 and partial[0]["tiktok_error"] == "1 of 5 users failed"
+    assert "TikTok applied only part of the updates of" in first.stderr
+    again = run_target(tmp_path, config, messages(range(5), 1), name="again")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.states == [{"done": 1}]
+    for adv in (ADV1, ADV2):
+        for name, prefix in (("Alpha", "a"), ("Beta", "b")):
+            assert _partner_members(sandbox, adv, name) == digests(prefix, range(5))
+
+
+def test_an_audience_created_under_the_matched_floor_is_explained_by_numbers(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """Issue 29: created with 1,300 identifiers, of which TikTok matched fewer than 1,000; an
+    APPEND of 50 more is refused too. Both lines say TikTok's numbers and the way out."""
+    config = base_config(sandbox, advertiser_ids=[ADV1], audiences=[ALPHA])
+    first = run_target(tmp_path, config, messages(range(1_300), 1), name="first")
+    assert first.returncode == 0, first.stderr[-3000:]
+    held = matched("a", range(1_300))
+    assert held < 1_000
+    assert (
+        f"Audience 'Alpha' in advertiser {ADV1}: TikTok matched {held:,} users of this audience, "
+        "fewer than 1,000: it cannot be used for targeting, and TikTok refuses every update "
+        "that leaves it under 1,000 matched users, an APPEND included, until one update brings "
+        "enough." in first.stderr
+    )
+    second = run_target(tmp_path, config, messages(range(1_350), 2), name="second")
+    assert second.returncode == 1
+    refused = entry(second, "alpha", ADV1)
+    assert refused["status"] == "deferred"
+    assert (
+        f"TikTok holds {held:,} matched users and refuses every update (an APPEND too) that "
+        f"leaves fewer than 1,000: send at least {1_000 - held:,} more matched users in one run "
+        "(mirror keeps the refused change in flight and sends it again with the next one, so "
+        "additions add up; TikTok matches only part of the identifiers sent), or recreate the "
+        "audience from a larger stream under a new audience_name" in refused["note"]
+    )

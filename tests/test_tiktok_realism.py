@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from werkzeug.wrappers import Request
 
+from target_tiktok_audiences.sandbox.rules import HISTORY_WORDINGS
 from target_tiktok_audiences.sandbox.server import SandboxServer, run_sandbox
 
 from helpers import (
@@ -270,7 +271,6 @@ TRANSIENT_CODES = [
     "code_40200",
     "code_40201",
     "code_40202",
-    "code_40700",
 ]
 # Answered after TikTok acted (the answer is cut, late or empty): the create is not repeated.
 AFTER_ACTING = ["drop_mid_body", "trickle", "no_data"]
@@ -462,44 +462,58 @@ def test_an_audience_refused_for_the_1000_floor_does_not_stop_the_others(
 # -- a REPLACE while the last one is still processing -------------------------------------------
 
 
-def test_replace_while_processing_is_deferred_without_sending_anything(
-    sandbox: SandboxServer, tmp_path: Path
+@pytest.mark.parametrize("wording", HISTORY_WORDINGS)
+def test_a_replace_within_a_day_is_deferred_and_delivered_the_day_after(
+    sandbox: SandboxServer, tmp_path: Path, wording: str
 ) -> None:
     sandbox.app.config.match_rate = 1.0  # counts uploaded users; the matched floor: test_sandbox
+    sandbox.app.config.history_wording = wording
     config = realistic_config(
         sandbox, advertiser_ids=[ADV1], audiences=[VIP], mirror_strategy="replace"
     )
     ok(run_target(tmp_path, config, vip_messages(range(1_100), 1), name="first"), [{"done": 1}])
     audience_id = only(sandbox, ADV1, "VIP")["audience_id"]
 
-    sandbox.advance_clock(3_600)  # an hour later: the create is still processing
+    sandbox.advance_clock(3_600)  # an hour later: TikTok refuses a REPLACE
     before = len(sandbox.calls())
     second = run_target(tmp_path, config, vip_messages(range(100, 1_200), 2), name="second")
     assert second.returncode == 1
     assert second.stdout == ""
-    paths = [c["path"] for c in sandbox.calls()[before:]]
-    assert UPDATE not in paths and UPLOAD not in paths  # nothing sent, so nothing refused
-    assert paths.count(GET) == 1  # the check before the REPLACE; nothing to read back
+    calls = sandbox.calls()[before:]
+    paths = [c["path"] for c in calls]
+    if wording in ("lower", "enum"):
+        # The create, recognised in the history and an hour old: nothing is sent.
+        assert UPDATE not in paths and UPLOAD not in paths
+    else:
+        # Nothing recognised: the REPLACE is sent, and TikTok's refusal defers the audience.
+        assert [(c["action"], c["code"]) for c in calls if c["path"] == UPDATE] == [
+            ("REPLACE", 40002)
+        ]
+    # The look before the REPLACE (and, before one is sent, the count of the day's operations);
+    # nothing to read back.
+    assert paths.count(GET) == (1 if wording in ("lower", "enum") else 2)
     assert only(sandbox, ADV1, "VIP")["members"] == emails(range(1_100))
     (summary,) = [
         line
         for line in second.stderr.splitlines()
         if f"Audience 'VIP' in advertiser {ADV1}: not delivered:" in line
     ]
-    assert "still processing" in summary
     assert f"REPLACE on audience {audience_id}" in summary
+    assert "processing" not in summary  # TikTok shows no such state: never claimed
     assert last_line(second).endswith(
-        f"1 audience not delivered: 'VIP' in advertiser {ADV1} (TikTok is still processing "
-        "this audience's last REPLACE or its creation); no other audience was delivered in this "
-        "run and no STATE "
-        "was emitted; the summary above says what to do"
+        f"1 audience not delivered: 'VIP' in advertiser {ADV1} (TikTok allows about one REPLACE "
+        "a day, and refuses one while the last REPLACE or the creation is unfinished); no other "
+        "audience was delivered in this run and no STATE was emitted; the summary above says "
+        "what to do"
     )
 
     sandbox.advance_clock(86_400)
     third = run_target(tmp_path, config, vip_messages(range(100, 1_200), 3), name="third")
     ok(third, [{"done": 3}])
-    (replace,) = sandbox.calls(UPDATE)
-    assert (replace["action"], replace["code"]) == ("REPLACE", 0)
+    assert (sandbox.calls(UPDATE)[-1]["action"], sandbox.calls(UPDATE)[-1]["code"]) == (
+        "REPLACE",
+        0,
+    )
     assert only(sandbox, ADV1, "VIP")["members"] == emails(range(100, 1_200))
     assert entries(third, "vip")[ADV1]["action"] == "REPLACE"
 
@@ -535,16 +549,21 @@ def test_each_audience_is_read_back_once_after_delivery(
             for i in range(40)
         ),
     ]
+    sandbox.app.config.history_wording = "lower"
     config = realistic_config(sandbox, audiences=[two_contracts, streamed])
     run = run_target(tmp_path, config, [*streamed_messages, *messages])
     ok(run, [{"done": 1}])
 
-    expected = {
-        "Both (EMAIL_SHA256)": (True, 1_200, "CREATE (processing)"),
-        "Both (PHONE_SHA256)": (False, 700, "CREATE (processing)"),
-        "Streamed": (False, 80, "CREATE (processing)"),
-    }
     for adv in (ADV1, ADV2):
+        # TikTok's own word for the last operation, as the history spells it (no state).
+        expected = {
+            name: (valid, size, f"create at {only(sandbox, adv, name)['create_time'][:16]} UTC")
+            for name, valid, size in (
+                ("Both (EMAIL_SHA256)", True, 1_200),
+                ("Both (PHONE_SHA256)", False, 700),
+                ("Streamed", False, 80),
+            )
+        }
         gets = [c for c in sandbox.calls(GET) if c["advertiser_id"] == adv]
         assert len(gets) == 3  # once per audience, after its delivery
         assert only(sandbox, adv, "Both (EMAIL_SHA256)")["members"] == emails(range(1_200))

@@ -3,6 +3,8 @@
 - `api.py`: TikTok's limits, the `AudienceAPI` seam and its types (what the deliveries see);
 - `codes.py`: the official code table, the error classes and the classification of an answer;
 - `transport.py`: HTTP, TikTok's envelope, the throttle and the retry policy;
+- `documented.py`: every answer field TikTok documents and the client reads, with its source,
+  and the reading of list and get rows;
 - `endpoints.py`: `TikTokClient`, one method per endpoint, with its path and fields.
 """
 
@@ -21,6 +23,7 @@ from target_tiktok_audiences.client.api import (
     AudienceStatus,
     CountedCalls,
     NewAudience,
+    Operation,
     UserBatch,
     file_md5,
     partner_audience_name,
@@ -36,11 +39,18 @@ from target_tiktok_audiences.client.codes import (
     REFUSED_REPLACE_PROCESSING,
     REFUSED_UNKNOWN_TYPE,
     REFUSED_UPDATE_PROCESSING,
+    NoAccessError,
+    PartialSuccess,
     PermanentError,
     RefusedError,
     TikTokError,
     TransientError,
     error_for,
+)
+from target_tiktok_audiences.client.documented import (
+    operation_kind,
+    parse_audience_row,
+    parse_audience_status,
 )
 from target_tiktok_audiences.client.endpoints import TikTokClient
 
@@ -69,6 +79,9 @@ __all__ = [
     "AudienceStatus",
     "CountedCalls",
     "NewAudience",
+    "NoAccessError",
+    "Operation",
+    "PartialSuccess",
     "PermanentError",
     "RefusedError",
     "TikTokClient",
@@ -77,5 +90,8 @@ __all__ = [
     "UserBatch",
     "error_for",
     "file_md5",
+    "operation_kind",
+    "parse_audience_row",
+    "parse_audience_status",
     "partner_audience_name",
 ]

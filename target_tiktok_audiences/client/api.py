@@ -10,7 +10,7 @@ import copy
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -81,16 +81,53 @@ class AudienceRow:
 
 
 @dataclass(frozen=True)
+class Operation:
+    """One entry of an audience's history, as TikTok wrote it (client/documented.py)."""
+
+    word: str  # TikTok's action word, undocumented: `create` in a real answer
+    kind: str | None  # CREATE, APPEND, REMOVE or REPLACE when the word names one, else None
+    at: datetime | None
+    editor: str | None = None  # "open_api" for calls through the API (TikTok's docs)
+    msg: str | None = None  # TikTok's failure words on a partial success (a part not parsed)
+
+
+REPLACE_SPACING = timedelta(hours=24)  # TikTok recommends one REPLACE a day
+
+
+@dataclass(frozen=True)
 class AudienceStatus:
-    """What `dmp/custom_audience/get` says of one audience after (or before) an update."""
+    """What `dmp/custom_audience/get` says of one audience: only documented fields.
+
+    TikTok exposes no processing state: whether an update is still being processed is never
+    read here, only what was done and when (as far as its words are recognised).
+    """
 
     is_valid: bool | None
     size: int | None
-    last_action: str | None
-    last_action_time: datetime | None
-    last_action_processing: bool
+    history: tuple[Operation, ...] = ()  # oldest first
     expires: datetime | None = None  # expired_time, read defensively
     expiring: bool = False  # is_expiring: within TikTok's 60 days
+    message: str | None = None  # audience_details.msg: TikTok's word on the audience's state
+    error_message: str | None = None  # audience_details.error_msg: a failed create or update
+
+    @property
+    def last(self) -> Operation | None:
+        return self.history[-1] if self.history else None
+
+    def recent_full_upload(self, now: datetime) -> Operation | None:
+        """A recognised CREATE or REPLACE under 24 h old: a REPLACE now would most likely be
+        refused. Unrecognised words and no history give None (then the REPLACE is sent)."""
+        for op in reversed(self.history):
+            if op.kind in ("CREATE", "REPLACE") and op.at is not None:
+                return op if now - op.at < REPLACE_SPACING else None
+        return None
+
+    @property
+    def tiktok_error(self) -> str | None:
+        """TikTok's words on a failure after it accepted a call: error_msg, or the last
+        operation's msg (a part of the file that failed to parse)."""
+        last = self.last
+        return self.error_message or (last.msg if last is not None else None)
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,15 @@ TRANSIENT_CODES = frozenset(
         *range(52000, 52300),  # database and storage (DB, RDS, TOS)
         *(53102, 53103),  # (de)serialization
         60001,  # maintenance
-        *(40200, 40201, 40202, 40700),  # task error, task not ready, write conflict, RPC check
+        *(40200, 40201, 40202),  # task error, task not ready, write conflict
     }
 )
+# 40700 (RPC validation error) is a refusal of that call, not transient: retrying it for
+# minutes changes nothing.
+# The app may not call this endpoint (the Segment API is allow-listed for partners): method
+# forbidden, not in allow-list, scope not authorised. Every call of that path fails alike.
+NO_ACCESS_CODES = frozenset({40117, 40118, 40130})
+PARTIAL_SUCCESS_CODE = 20001  # part of the request was applied
 PERMISSION_CODE = 40001  # no permission for this advertiser or endpoint
 APP_CREDENTIALS_CODE = 40101  # invalid partner: the app's credentials, not the token
 TOKEN_EXPIRED_CODE = 40102
@@ -51,6 +57,17 @@ HINT_APP_CREDENTIALS = (
     "TikTok does not accept the app's credentials for this call: check that the token belongs "
     "to an app TikTok approved for the Marketing API (and, for partner audiences, the Segment "
     "API), then re-authorise and put the new token in access_token."
+)
+HINT_NO_ACCESS = (
+    "The TikTok app behind access_token has no access to this endpoint: give the app the "
+    "Audience Management scope in the TikTok developer portal, re-authorise, and put the new "
+    "token in access_token."
+)
+HINT_NO_SEGMENT_ACCESS = (
+    "The TikTok app behind access_token may not use the Segment API (partner audiences): "
+    "TikTok opens it to partners on request. Ask TikTok for access, or keep these audiences "
+    "as customer-file audiences (sync_mode append or mirror with audience_type "
+    "customer_file), which use the customer-file API."
 )
 HINT_PARAMETER = "Check the audience ids and names in your config; the field is named above."
 HINT_NOT_FOUND = (
@@ -189,6 +206,26 @@ def refusal_reason(message: str) -> str:
 WARMUP_CODES = frozenset({PARAMETER_CODE})
 
 
+class NoAccessError(PermanentError):
+    """40117, 40118, 40130: the app may not call this endpoint; every audience of its path
+    stops with this one line (deliveries skip the path for the rest of the run)."""
+
+    def __init__(self, what: str, *, path: str, **kwargs: Any) -> None:
+        self.path = path
+        segment = path.startswith("/segment/")
+        super().__init__(what, hint=HINT_NO_SEGMENT_ACCESS if segment else HINT_NO_ACCESS, **kwargs)
+
+    @property
+    def family(self) -> str:
+        """The endpoint family the app cannot use: partner or customer_file."""
+        return "partner" if self.path.startswith("/segment/") else "customer_file"
+
+
+class PartialSuccess(TikTokError):
+    """20001: TikTok applied part of the call. Not a failure of the run: what the call sent
+    stays unconfirmed (in flight), so the next run sends it again (idempotent)."""
+
+
 class FileExpiredError(RefusedError):
     """40910: a file_path expired before it was used; the client uploads the file again."""
 
@@ -205,6 +242,7 @@ def error_for(
     *,
     advertiser_id: str | None,
     audience_call: bool,
+    path: str = "",
 ) -> TikTokError:
     """The error an answer with a non-zero code (or an error status) stands for.
 
@@ -220,6 +258,10 @@ def error_for(
     }
     if status == 404:  # every path is fixed here: a missing one means a wrong api_base_url
         return PermanentError(what, hint=HINT_NOT_FOUND, **kwargs)
+    if code == PARTIAL_SUCCESS_CODE and status < 400:
+        return PartialSuccess(what, **kwargs)
+    if code in NO_ACCESS_CODES:
+        return NoAccessError(what, path=path, **kwargs)
     if code in TRANSIENT_CODES:
         return TransientError(what, **kwargs)
     if code == PERMISSION_CODE:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import backoff
 import requests
 
 from target_tiktok_audiences.client.api import (
@@ -22,12 +23,25 @@ from target_tiktok_audiences.client.api import (
     UserBatch,
     file_md5,
 )
-from target_tiktok_audiences.client.budget import OPERATIONS, OperationBudget
+from target_tiktok_audiences.client.budget import (
+    OPERATIONS,
+    WINDOW,
+    OperationBudget,
+    OperationLog,
+    operation_times,
+)
 from target_tiktok_audiences.client.codes import (
+    REFUSED_OTHER,
+    REFUSED_UPDATE_PROCESSING,
     WARMUP_CODES,
     FileExpiredError,
+    NoAccessError,
     PermanentError,
     RefusedError,
+)
+from target_tiktok_audiences.client.documented import (
+    parse_audience_row,
+    parse_audience_status,
 )
 from target_tiktok_audiences.client.files import KeptFiles
 from target_tiktok_audiences.client.transport import Transport, require
@@ -45,9 +59,12 @@ PATH_LIST = "/dmp/custom_audience/list/"
 PATH_GET = "/dmp/custom_audience/get/"
 PATH_SEGMENT_AUDIENCE = "/segment/audience/"
 PATH_SEGMENT_MAPPING = "/segment/mapping/"
-# An APPEND or REMOVE refused and found done at once was made this recently: the refusal most
-# likely answered its processing (see _wait_for_processing).
-RACE_SECONDS = 60.0
+# A refused APPEND or REMOVE is sent again for about this long (TikTok documents neither whether
+# an update is refused while the last one processes, nor any processing state to wait on).
+REFUSAL_RETRY_SECONDS = 120.0
+# Refusals whose words may mean "busy": retried. Words naming a lasting cause (the floor, the
+# daily limit, an expired or shared-in audience) only pick the hint, and retrying would not help.
+_RETRIED_REFUSALS = frozenset({REFUSED_UPDATE_PROCESSING, REFUSED_OTHER})
 
 log = logging.getLogger("target_tiktok_audiences.client")
 
@@ -65,11 +82,13 @@ class TikTokClient(CountedCalls):
         max_retry_seconds: float = 600,
         max_requests_per_second: float = 20,
         session: requests.Session | None = None,
-        processing_wait_seconds: float | None = None,
+        refusal_retry_seconds: float = REFUSAL_RETRY_SECONDS,
         daily_update_operations: int = 24,
+        ledger: OperationLog | None = None,
     ) -> None:
-        """processing_wait_seconds: how long an APPEND or REMOVE that TikTok refused while the
-        audience's previous one is processing waits for it (default: max_retry_seconds)."""
+        """refusal_retry_seconds: how long a refused APPEND or REMOVE is sent again (with
+        backoff) before that audience is deferred. ledger: where each update operation is
+        recorded before it is sent (the budget counts from it); None: TikTok's history only."""
         self._transport = Transport(
             base_url,
             access_token,
@@ -83,8 +102,23 @@ class TikTokClient(CountedCalls):
         self._budget = OperationBudget(
             daily_update_operations, self._operation_times, self._transport.now
         )
-        self._processing_wait = (
-            max_retry_seconds if processing_wait_seconds is None else processing_wait_seconds
+        self._ledger = ledger
+        self._no_access: dict[str, NoAccessError] = {}  # shared by every view (a shallow copy)
+        # 2, 4, 8, 16, 30, 30, ... s within the default two minutes; scaled with the total.
+        scale = refusal_retry_seconds / REFUSAL_RETRY_SECONDS
+        self._refusal_retry = backoff.on_exception(
+            backoff.expo,
+            RefusedError,
+            max_time=refusal_retry_seconds,
+            factor=2 * scale,
+            max_value=30 * scale,
+            jitter=None,
+            giveup=lambda exc: (
+                isinstance(exc, FileExpiredError)
+                or getattr(exc, "reason", None) not in _RETRIED_REFUSALS
+            ),
+            on_backoff=self._on_refused,
+            logger=None,
         )
         super().__init__(self._transport.total)
 
@@ -96,7 +130,22 @@ class TikTokClient(CountedCalls):
     ) -> dict[str, Any] | None:
         retry = kwargs.pop("retry", True)
         send = self._transport.send_retrying if retry else self._transport.send
-        return send(self._stats, method, path, what, advertiser_id, **kwargs)
+        family = _family(path)
+        blocked = self._no_access.get(family)
+        if blocked is not None:  # the app may not use this API: not asked again this run
+            raise NoAccessError(
+                what,
+                path=path,
+                advertiser_id=advertiser_id,
+                code=blocked.code,
+                message=blocked.tiktok_message,
+                request_id=blocked.request_id,
+            )
+        try:
+            return send(self._stats, method, path, what, advertiser_id, **kwargs)
+        except NoAccessError as exc:
+            self._no_access.setdefault(family, exc)
+            raise
 
     def now(self) -> datetime:
         return self._transport.now()
@@ -166,48 +215,23 @@ class TikTokClient(CountedCalls):
                 "Listing custom audiences",
                 advertiser_id,
                 params={"advertiser_id": advertiser_id, "page": page, "page_size": LIST_PAGE_SIZE},
-                need="list",
+                need="",  # a bare `code: 0` is retried
             )
-            data = require(data, "list", "Listing custom audiences", advertiser_id)
+            # An ad account with no audiences may answer without `list`: an empty list.
+            data = data or {}
             for row in data.get("list") or []:
-                yield AudienceRow(
-                    audience_id=str(row.get("audience_id")),
-                    name=str(row.get("name") or ""),
-                    audience_type=str(row.get("audience_type") or ""),
-                    calculate_type=row.get("calculate_type") or None,
-                    size=row.get("cover_num"),
-                    # Shared-in audiences are listed too (is_creator false); only the creator
-                    # can update them. `shared` is also true on the creator's own row when it
-                    # shares the audience out: it says nothing about ownership.
-                    owned=row.get("is_creator", True) is not False,
-                    # Read defensively: a missing or unreadable expiry is "not known".
-                    expires=_parse_time(row.get("expired_time")),
-                    expiring=row.get("is_expiring") is True,
-                )
-            total_pages = int((data.get("page_info") or {}).get("total_page") or 1)
-            if page >= total_pages:
+                if isinstance(row, dict):
+                    yield parse_audience_row(row)
+            page_info = data.get("page_info")
+            total_pages = page_info.get("total_page") if isinstance(page_info, dict) else None
+            if not isinstance(total_pages, int) or page >= total_pages:
                 return
             page += 1
 
     def get_audience(self, advertiser_id: str, audience_id: str) -> AudienceStatus:
         rows = self._get_rows(advertiser_id, [audience_id], f"Reading audience {audience_id}")
         row = rows[0] if rows and isinstance(rows[0], dict) else {}
-        details = row.get("audience_details") or {}
-        history = [h for h in row.get("audience_history") or [] if isinstance(h, dict)]
-        # The latest operation; of two in the same second, the one listed later (sort is stable).
-        ordered = sorted(history, key=lambda h: str(h.get("opt_time") or ""))
-        last = ordered[-1] if ordered else {}
-        return AudienceStatus(
-            is_valid=details.get("is_valid"),
-            size=details.get("cover_num"),
-            last_action=last.get("action"),
-            last_action_time=_parse_time(last.get("opt_time")),
-            # The history's processing flag is not documented in full; an unknown value is
-            # read as "still processing" (the stricter reading: no REPLACE is sent then).
-            last_action_processing=_processing(last),
-            expires=_parse_time(details.get("expired_time")),
-            expiring=details.get("is_expiring") is True,
-        )
+        return parse_audience_status(row)
 
     def _get_rows(self, advertiser_id: str, audience_ids: list[str], what: str) -> list[Any]:
         """The `dmp/custom_audience/get` rows of up to LIST_PAGE_SIZE audiences."""
@@ -226,22 +250,32 @@ class TikTokClient(CountedCalls):
         return rows
 
     def _operation_times(self, advertiser_id: str) -> list[datetime]:
-        """When the advertiser's own customer-file audiences had their update operations, as
-        audience_history shows them (get, up to LIST_PAGE_SIZE audiences a call)."""
+        """When the ad account's update operations of the last 24 h were made: ours from the
+        ledger, and those the history of its own customer-file audiences shows beyond ours in
+        words it recognises (get, up to LIST_PAGE_SIZE audiences a call)."""
+        since = self.now() - WINDOW
+        ours = self._ledger.entries(advertiser_id, since) if self._ledger is not None else []
         ids = [
             r.audience_id
             for r in self.list_audiences(advertiser_id)
             if r.owned and not r.is_partner
         ]
-        times: list[datetime] = []
+        shown: dict[str, list[datetime]] = {}
         what = "Counting the update operations of the last 24 h"
         for i in range(0, len(ids), LIST_PAGE_SIZE):
             for row in self._get_rows(advertiser_id, ids[i : i + LIST_PAGE_SIZE], what):
-                for entry in (row or {}).get("audience_history") or []:
-                    at = _parse_time(entry.get("opt_time")) if isinstance(entry, dict) else None
-                    if at is not None and entry.get("action") in OPERATIONS:
-                        times.append(at)
-        return times
+                if not isinstance(row, dict):
+                    continue
+                details = row.get("audience_details")
+                # Matched by id, not by position: TikTok documents no order of the rows.
+                audience_id = str((details or {}).get("audience_id") or "")
+                status = parse_audience_status(row)
+                shown[audience_id] = [
+                    op.at
+                    for op in status.history
+                    if op.kind in OPERATIONS and op.at is not None and op.at > since
+                ]
+        return operation_times(ours, shown)
 
     def upload_file(self, advertiser_id: str, calculate_type: str, path: Path) -> str:
         file_path = self._upload(advertiser_id, calculate_type, path, path.name)
@@ -320,77 +354,32 @@ class TikTokClient(CountedCalls):
                 audience_call=True,
             )
 
-        self._budget.take(advertiser_id, f"{action} on audience {audience_id}")
+        what = f"{action} on audience {audience_id}"
+
+        def record(at: datetime) -> None:
+            if self._ledger is not None:
+                self._ledger.record(advertiser_id, audience_id, action, at)
+
+        self._budget.take(advertiser_id, audience_id, action, what, record)
         if action == "REPLACE":
+            # Never sent again here: TikTok refuses a REPLACE while one is unfinished, and the
+            # caller falls back to the difference or defers the audience.
             self._with_files(file_paths, update)
             return
-        deadline = time.monotonic() + self._processing_wait
-        raced = False
-        while True:
-            try:
-                self._with_files(file_paths, update)
-                return
-            except FileExpiredError:
-                raise
-            except RefusedError as exc:
-                # Whatever the words: a refusal while the audience's previous APPEND or REMOVE
-                # is still processing (audience_history says so) waits for it to be done, then
-                # is sent again; past the deadline, or in any other state, the refusal stands.
-                waited = self._wait_for_processing(
-                    advertiser_id, audience_id, deadline, exc, raced=raced
-                )
-                if not waited:
-                    raise
-                raced = True
+        self._refusal_retry(self._with_files)(file_paths, update)
 
-    def _wait_for_processing(
-        self,
-        advertiser_id: str,
-        audience_id: str,
-        deadline: float,
-        exc: RefusedError,
-        *,
-        raced: bool,
-    ) -> bool:
-        """True once the last APPEND or REMOVE is done; False if none was processing or the
-        deadline passed first.
-
-        One that finished between the refusal and this look also counts once (`raced` False)
-        when it was made less than RACE_SECONDS ago: the refusal most likely answered its
-        processing (TikTok does not say; sending once more costs one call).
-        """
-        pause, waited = 1.0, False
-        while True:
-            status = self.get_audience(advertiser_id, audience_id)
-            recent = status.last_action in ("APPEND", "REMOVE")
-            busy = recent and status.last_action_processing
-            now = time.monotonic()
-            if not busy:
-                made = status.last_action_time
-                just_done = (
-                    recent
-                    and not raced
-                    and made is not None
-                    and (self.now() - made).total_seconds() < RACE_SECONDS
-                )
-                return waited or just_done
-            if now >= deadline:
-                return False
-            wait = min(pause, deadline - now)
-            if not waited:
-                log.warning(
-                    "%s; audience %s in advertiser %s is still processing its last %s: "
-                    "waiting for it (at most %.0f s).",
-                    str(exc).rstrip("."),
-                    audience_id,
-                    advertiser_id,
-                    status.last_action,
-                    deadline - now,
-                )
-                self.count_retry()
-            waited = True
-            time.sleep(wait)
-            pause = min(pause * 2, 30.0)
+    def _on_refused(self, details: Any) -> None:
+        """A refused APPEND or REMOVE, sent again within plan: INFO, not a warning."""
+        exc = details["exception"]
+        self.count_retry()
+        log.info(
+            "TikTok refused %s for advertiser %s (%s); it may still be processing the last "
+            "update: trying again in %.0f s.",
+            exc.what,
+            exc.advertiser_id,
+            exc.tiktok_message or "no words",
+            details["wait"],
+        )
 
     # -- partner audiences (Segment API) ---------------------------------------------------
 
@@ -454,24 +443,7 @@ class TikTokClient(CountedCalls):
                 delay = min(delay * 2, 30.0)
 
 
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"):
-        try:
-            return datetime.strptime(value, fmt).replace(tzinfo=timezone.utc)
-        except ValueError:
-            continue
-    return None
-
-
-def _processing(entry: Mapping[str, Any]) -> bool:
-    if not entry:
-        return False
-    for key in ("is_processing", "processing"):
-        if isinstance(entry.get(key), bool):
-            return bool(entry[key])
-    status = str(entry.get("status") or entry.get("opt_status") or "").upper()
-    if status:
-        return status not in {"DONE", "FINISHED", "SUCCESS", "SUCCEEDED", "COMPLETED", "FAILED"}
-    return True
+def _family(path: str) -> str:
+    """The API a path belongs to, as far as an app's access goes: the Segment API is one,
+    every other path its own."""
+    return "/segment/" if path.startswith("/segment/") else path

@@ -211,6 +211,7 @@ class Transport:
             advertiser_id,
             self,
             audience_call=audience_call,
+            path=path,
         )
         if need is not None:
             require(data, need, what, advertiser_id)
@@ -286,10 +287,12 @@ class Transport:
 def require(
     data: dict[str, Any] | None, field: str, what: str, advertiser_id: str | None
 ) -> dict[str, Any]:
-    """TikTok's success answer must carry the field we need; a bare `code: 0` is retried."""
-    if data is None or field not in data:
+    """TikTok's success answer must carry the field we need (`""`: any `data` at all); a bare
+    `code: 0` is retried."""
+    if data is None or (field and field not in data):
+        missing = f"data.{field}" if field else "data"
         raise TransientError(
-            what, advertiser_id=advertiser_id, message=f"the answer had no data.{field}", said=False
+            what, advertiser_id=advertiser_id, message=f"the answer had no {missing}", said=False
         )
     return data
 
@@ -303,6 +306,7 @@ def unwrap(
     transport: Transport,
     *,
     audience_call: bool = False,
+    path: str = "",
 ) -> dict[str, Any] | None:
     """TikTok's envelope: HTTP 200 with a non-zero code is still an error."""
     if 300 <= status < 400:
@@ -351,4 +355,5 @@ def unwrap(
         request_id,
         advertiser_id=advertiser_id,
         audience_call=audience_call,
+        path=path,
     )

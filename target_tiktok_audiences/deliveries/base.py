@@ -25,6 +25,8 @@ from target_tiktok_audiences.client import (
     REFUSED_UNKNOWN_TYPE,
     REFUSED_UPDATE_PROCESSING,
     AudienceAPI,
+    NoAccessError,
+    PartialSuccess,
     RefusedError,
     TikTokError,
 )
@@ -47,9 +49,9 @@ REFUSALS = {
         "add users to the stream (or remove fewer) and re-run",
     ),
     REFUSED_REPLACE_PROCESSING: (
-        "TikTok is still processing this audience's last REPLACE or its creation",
-        "the next run after it finishes delivers it (TikTok allows about one REPLACE a day; "
-        "mirror_strategy diff avoids REPLACE)",
+        "TikTok allows about one REPLACE a day, and refuses one while the last REPLACE or the "
+        "creation is unfinished",
+        "a run a day after the last full upload delivers it (mirror_strategy diff avoids REPLACE)",
     ),
     REFUSED_DAILY_LIMIT: (
         "TikTok's limit of update operations per ad account per day is spent",
@@ -65,7 +67,8 @@ REFUSALS = {
         "fit (the time is below)",
     ),
     REFUSED_UPDATE_PROCESSING: (
-        "TikTok is still processing this audience's previous update",
+        "TikTok kept refusing this audience's update for about two minutes (it may still be "
+        "processing the previous one)",
         "the next run delivers it",
     ),
     REFUSED_EXPIRED: (
@@ -117,6 +120,8 @@ class Runtime:
     snapshots: SnapshotStore
     # (advertiser, name, kind) of audiences that audience_name_column values will create
     new_audiences: set[tuple[str, str, str]] = field(default_factory=set)
+    # An API the app may not use (40117, 40118, 40130): the run's one line about it
+    no_access: NoAccessError | None = None
 
 
 @dataclass(eq=False)
@@ -218,7 +223,28 @@ class Delivery(abc.ABC):
         except RefusedError as exc:
             exc.for_audience(entry.audience_name)
             why, advice = REFUSALS.get(exc.reason, REFUSALS[REFUSED_OTHER])
+            if exc.reason == REFUSED_BELOW_MINIMUM:
+                advice = self._floor_advice(entry) or advice
             entry.defer(why, advice, str(exc))
+        except NoAccessError as exc:
+            # One run-level line (Run.no_access) instead of one refusal per audience; the
+            # audiences of the other API go on.
+            entry.status = "failed"
+            entry.note = "not delivered: the TikTok app has no access to this API (see below)"
+            if self.runtime.no_access is None:
+                self.runtime.no_access = exc
+        except PartialSuccess as exc:
+            # 20001: what the call sent stays unconfirmed (in flight, and no STATE), so the
+            # next run sends it again; not a failure of the run.
+            entry.status = "partial"
+            entry.tiktok_error = exc.tiktok_message or "part of the request was not applied"
+            self._add_notes(
+                entry,
+                [
+                    f'TikTok applied only part of an update ("{entry.tiktok_error}"); the next '
+                    "run sends it again (no STATE was emitted for it)."
+                ],
+            )
         except TikTokError as exc:
             exc.for_audience(entry.audience_name)
             entry.status = "failed"
@@ -226,6 +252,37 @@ class Delivery(abc.ABC):
             raise
         else:
             self._expiry_notes(entry)
+
+    def _floor_advice(self, entry: AudienceReport) -> str | None:
+        """The way out of TikTok's 1,000 floor, in numbers: what TikTok holds now, and how many
+        more matched users one update must bring (None when TikTok's size cannot be read)."""
+        if not entry.audience_id:
+            return None
+        try:
+            status = self.runtime.client.get_audience(entry.advertiser_id, entry.audience_id)
+        except TikTokError:
+            return None
+        if status.size is None:
+            return None
+        entry.size = status.size
+        missing = max(MIN_AUDIENCE_SIZE - status.size, 0)
+        keep = (
+            "mirror keeps the refused change in flight and sends it again with the next one, so "
+            "additions add up; "
+            if self.mapping.sync_mode.whole_set
+            else ""
+        )
+        way = (
+            f"send at least {missing:,} more matched users in one run ({keep}TikTok matches "
+            "only part of the identifiers sent)"
+            if missing
+            else "remove fewer users at once, or add users in the same run"
+        )
+        return (
+            f"TikTok holds {status.size:,} matched users and refuses every update (an APPEND "
+            f"too) that leaves fewer than {MIN_AUDIENCE_SIZE:,}: {way}, or recreate the "
+            "audience from a larger stream under a new audience_name"
+        )
 
     def _expiry_notes(self, entry: AudienceReport) -> None:
         """Say it plainly when an expired audience was replaced, or this one expires soon."""
@@ -313,6 +370,21 @@ class Delivery(abc.ABC):
             )
             return
         entry.is_valid, entry.size = status.is_valid, status.size
+        if (
+            entry.audience_type != PARTNER
+            and status.size is not None
+            and 0 < status.size < MIN_AUDIENCE_SIZE
+        ):
+            # TikTok's own count, not ours: it matches only part of the identifiers sent.
+            self._add_notes(
+                entry,
+                [
+                    f"TikTok matched {status.size:,} users of this audience, fewer than "
+                    f"{MIN_AUDIENCE_SIZE:,}: it cannot be used for targeting, and TikTok refuses "
+                    f"every update that leaves it under {MIN_AUDIENCE_SIZE:,} matched users, an "
+                    "APPEND included, until one update brings enough."
+                ],
+            )
         if status.expiring and status.expires is not None:
             note = (
                 f"expires on {status.expires:%Y-%m-%d} (within {EXPIRING_DAYS} days); after that "
@@ -320,9 +392,20 @@ class Delivery(abc.ABC):
                 "it in an ad group renews it, unless retention_in_days fixed its expiry."
             )
             self._add_notes(entry, [note])
-        if status.last_action:
-            state = "processing" if status.last_action_processing else "done"
-            entry.last_operation = f"{status.last_action} ({state})"
+        last = status.last
+        if last is not None:
+            when = f" at {last.at:%Y-%m-%d %H:%M} UTC" if last.at else ""
+            entry.last_operation = f"{last.word or '(no word)'}{when}"
+        entry.tiktok_error = status.tiktok_error
+        if entry.tiktok_error:
+            self.runtime.logger.warning(
+                "Audience '%s' in advertiser %s: TikTok accepted the upload but reports an "
+                'error: "%s". Check the audience in TikTok Ads Manager; the next run sends '
+                "its users again if they are missing.",
+                entry.audience_name,
+                advertiser_id,
+                entry.tiktok_error,
+            )
 
     def new_entry(self, advertiser_id: str, name: str, contracts: list[str]) -> AudienceReport:
         entry = AudienceReport(

@@ -433,31 +433,29 @@ class MirrorDelivery(_SortedSets):
         Raises RefusedError instead of returning None when the REPLACE is `required`.
         """
         status = api.get_audience(entry.advertiser_id, entry.audience_id or "")
-        if status.last_action in ("REPLACE", "CREATE") and status.last_action_processing:
-            when = (
-                f" of {status.last_action_time:%Y-%m-%d %H:%M} UTC"
-                if status.last_action_time
-                else ""
-            )
+        # TikTok shows no processing state: a REPLACE is skipped by time alone, when the history
+        # shows a CREATE or REPLACE under 24 h old in words we recognise; otherwise it is sent
+        # and a refusal handled (the difference instead, or the audience deferred).
+        recent = status.recent_full_upload(api.now())
+        if recent is not None:
+            when = f" of {recent.at:%Y-%m-%d %H:%M} UTC" if recent.at else ""
+            what = f"the {recent.kind}{when} is under 24 hours old"
             if not required:
-                entry.mirror_reason = (
-                    f"resync postponed: the {status.last_action}{when} is still processing"
-                )
+                entry.mirror_reason = f"resync postponed: {what}"
                 return None
             if not self.by_difference:
                 raise RefusedError(
                     f"REPLACE on audience {entry.audience_id}",
                     reason=REFUSED_REPLACE_PROCESSING,
                     advertiser_id=entry.advertiser_id,
-                    message=f"the {status.last_action}{when} is still processing; nothing was sent",
+                    message=f"{what} (TikTok allows about one REPLACE a day); nothing was sent",
                     said=False,
                 )
             raise HeldBack(
-                "it needs a full upload (REPLACE), and TikTok is still processing its last "
-                "REPLACE or its creation",
-                f"{entry.mirror_reason}; the first run after TikTok finishes (about a day) "
+                "it needs a full upload (REPLACE), and TikTok allows about one REPLACE a day",
+                f"{entry.mirror_reason}; the first run a day after the last full upload "
                 "uploads it in full",
-                f"the {status.last_action}{when} is still processing; nothing was sent",
+                f"{what}; nothing was sent",
             )
         return status
 

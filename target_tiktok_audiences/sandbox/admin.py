@@ -182,16 +182,25 @@ class AdminEndpoints(SandboxBase):
         return {"audience_id": audience_id}
 
     def change_audience(
-        self, audience_id: object, *, delete: bool = False, expires_in_days: object = None
+        self,
+        audience_id: object,
+        *,
+        delete: bool = False,
+        expires_in_days: object = None,
+        error_msg: object = None,
     ) -> dict[str, Any]:
-        """What happens to an audience outside the target: deleted in Ads Manager, or expiring
-        (``expires_in_days`` from now; 0 or less: expired)."""
+        """What happens to an audience outside the target: deleted in Ads Manager, expiring
+        (``expires_in_days`` from now; 0 or less: expired), or failed in TikTok's matching
+        (``error_msg``: TikTok's words in audience_details.error_msg; "" clears it)."""
         audience_id = check_id(audience_id, "audience_id")
         if self.store.audience(audience_id) is None:
             raise param_error(f"audience_id: audience {audience_id} does not exist")
         if delete:
             self.store.delete_audience(audience_id)
             return {"deleted": audience_id}
+        if isinstance(error_msg, str):
+            self.store.set_error(audience_id, error_msg or None)
+            return {"audience_id": audience_id, "error_msg": error_msg}
         if isinstance(expires_in_days, bool) or not isinstance(expires_in_days, int | float):
             raise param_error("give delete: true or expires_in_days (a number of days)")
         self.store.set_expiry(audience_id, self.clock.now() + float(expires_in_days) * DAY)
@@ -199,22 +208,23 @@ class AdminEndpoints(SandboxBase):
 
     def _admin_audience(self, request: Request) -> dict[str, Any]:
         body = self.json_body(request)
-        allowed = {"audience_id", "delete", "expires_in_days"}
+        allowed = {"audience_id", "delete", "expires_in_days", "error_msg"}
         if unknown := sorted(set(body) - allowed):
             raise param_error(f"unknown fields {unknown}; use {sorted(allowed)}")
         return self.change_audience(
             body.get("audience_id"),
             delete=body.get("delete") is True,
             expires_in_days=body.get("expires_in_days"),
+            error_msg=body.get("error_msg"),
         )
 
     def dump_audiences(self, advertiser_id: str | None = None) -> list[dict[str, Any]]:
         """Audiences with full member lists and history: the test oracle."""
         return [
             {
-                **self.audience_row(a),
+                **self.admin_row(a),
                 "members": self.store.members(a["audience_id"]),
-                "history": self.history_rows(a["audience_id"]),
+                "history": self.admin_history(a["audience_id"]),
             }
             for a in reversed(self.store.audiences(advertiser_id))
         ]

@@ -19,6 +19,8 @@ from .rules import (
     EXPIRED_WORDS,
     EXPIRING_DAYS,
     EXPIRY_DAYS,
+    HISTORY_WORDINGS,
+    HISTORY_WORDS,
     NO_PERMISSION,
     PARAM_ERROR,
     WORDINGS,
@@ -42,6 +44,7 @@ class SandboxBase:
         self._mapping_calls: dict[str, deque[float]] = defaultdict(deque)
         self._rate_lock = threading.Lock()
         self._refusals = itertools.count()  # which wording the next refusal uses (rotate)
+        self._history_turns = itertools.count()  # which spelling the next history uses
 
     def refusal(self, words: dict[str, str], code: int = PARAM_ERROR, **fields: Any) -> ApiError:
         """A refusal in the configured wording (TikTok documents no code: a parameter error)."""
@@ -133,31 +136,62 @@ class SandboxBase:
         return audience
 
     def audience_row(self, a: dict[str, Any], viewer: str | None = None) -> dict[str, Any]:
-        """An audience as ``viewer`` (default: its owner) sees it in list and get answers."""
+        """An audience as ``viewer`` (default: its owner) sees it in list and get answers: only
+        the fields TikTok documents (client/documented.py), never more."""
         is_creator = viewer is None or viewer == a["advertiser_id"]
         matched, expiry = self.matched(a), self.expiry(a)
         left = expiry - self.clock.now()
         return {
             "audience_id": a["audience_id"],
             "name": a["name"],
-            "advertiser_id": a["advertiser_id"],
             "audience_type": a["audience_type"],
+            "audience_sub_type": "NORMAL",
             "calculate_type": a["calculate_type"],
             "cover_num": matched,
             "is_valid": matched >= self.config.min_audience_size and left > 0,
             "is_expiring": 0 < left <= EXPIRING_DAYS * DAY,
             "is_creator": is_creator,
             "shared": not is_creator or bool(self.store.shared_with(a["audience_id"])),
-            "retention_in_days": a["retention_in_days"],
+            "owner_id": a["advertiser_id"],
+            "msg": None,
+            "error_msg": a.get("error_msg"),
             "create_time": _time(a["created_at"]),
-            "update_time": _time(a["updated_at"]),
             "expired_time": _time(expiry),
         }
 
     def history_rows(self, audience_id: str) -> list[dict[str, Any]]:
-        """Operations, oldest first; ``status`` says whether TikTok is still processing one:
-        a CREATE or REPLACE for replace_cooldown_seconds, an APPEND or REMOVE for
-        update_processing_seconds."""
+        """Operations, oldest first, in TikTok's documented fields only. TikTok's action words
+        are undocumented: each answer writes them in the configured spelling (rotating by
+        default between lowercase words, the update enums, words never seen and no history);
+        there is no processing flag, since TikTok shows none."""
+        spelling = self.config.history_wording
+        if spelling not in HISTORY_WORDINGS:
+            spelling = HISTORY_WORDINGS[next(self._history_turns) % len(HISTORY_WORDINGS)]
+        if spelling == "none":
+            return []
+        return [
+            {
+                "action": HISTORY_WORDS[spelling][h["action"]],
+                "action_detail": str(h["member_count"]),
+                "editor": "open_api",
+                "msg": None,
+                "opt_time": _time(h["created_at"]),
+            }
+            for h in self.store.history(audience_id)
+        ]
+
+    def admin_row(self, a: dict[str, Any]) -> dict[str, Any]:
+        """The test oracle's view: the TikTok row plus what only the sandbox knows."""
+        return {
+            **self.audience_row(a),
+            "advertiser_id": a["advertiser_id"],
+            "retention_in_days": a["retention_in_days"],
+            "update_time": _time(a["updated_at"]),
+        }
+
+    def admin_history(self, audience_id: str) -> list[dict[str, Any]]:
+        """The test oracle's history: update enums, whether the sandbox still counts each
+        operation as processing (its own rule, never shown to the target), files, size."""
         now = self.clock.now()
         return [
             {
@@ -166,9 +200,6 @@ class SandboxBase:
                 if now - h["created_at"] < self.processing_window(h["action"])
                 else "COMPLETED",
                 "opt_time": _time(h["created_at"]),
-                "editor": "sandbox",
-                "action_detail": f"{h['action']} with {len(json.loads(h['file_paths']))} file(s); "
-                f"{h['member_count']} members after",
                 "file_paths": json.loads(h["file_paths"]),
                 "cover_num": h["member_count"],
             }

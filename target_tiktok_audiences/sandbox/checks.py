@@ -80,22 +80,35 @@ def json_list_param(args: Any, name: str, hi: int = 100) -> list[str]:
     return [check_id(v, name) for v in check_list(value, name, 1, hi)]
 
 
+# A first line that names the ID (TikTok's help asks Ads Manager users for one, e.g.
+# "Email_SHA256") is taken as a header: skipped, counted as unmatched, never an error.
+_HEADER = re.compile(rb"[A-Za-z][A-Za-z0-9_ ]{0,63}\r?")
+_ANY_HEX = re.compile(rb"[0-9a-fA-F]*")  # a cut or upper-case digest is an error, not a header
+
+
 def scan_upload(
     src: IO[bytes], dst: IO[bytes], width: int, limit: int
 ) -> tuple[str, int, int, str]:
     """Copy an upload while hashing and checking it; returns (md5, size, lines, first_error).
 
     Streams in 1 MiB chunks: validation is a regex over whole lines, so 50 MB take well under
-    a second and memory stays flat.
+    a second and memory stays flat. A header line is not copied to `dst` nor counted in lines.
     """
     line_re = re.compile(rb"(?:[0-9a-f]{%d}\n)*" % width)
     md5, size, lines, carry, error = hashlib.md5(), 0, 0, b"", ""
+    first = True
     while chunk := src.read(1 << 20):
         md5.update(chunk)
-        dst.write(chunk)
         size += len(chunk)
         if size > limit:
+            dst.write(chunk)
             return md5.hexdigest(), size, lines, ""
+        if first:
+            first = False
+            head, _, rest = chunk.partition(b"\n")
+            if _ and _HEADER.fullmatch(head) and not _ANY_HEX.fullmatch(head.rstrip(b"\r")):
+                chunk = rest
+        dst.write(chunk)
         if error:
             continue  # keep hashing so a signature mismatch is reported first
         buf = carry + chunk

@@ -66,8 +66,8 @@ def _serve_parser() -> argparse.ArgumentParser:
         type=float,
         default=DAY,
         metavar="SECONDS",
-        help="a CREATE or update stays processing this long, and a REPLACE is refused while the "
-        "last CREATE/REPLACE of its audience is processing (default 86400; 0 = off)",
+        help="a REPLACE is refused this long after the last CREATE/REPLACE of its audience "
+        "(default 86400; 0 = off)",
     )
     p.add_argument(
         "--partner-warmup",
@@ -119,7 +119,15 @@ def _serve_parser() -> argparse.ArgumentParser:
         default=2.0,
         metavar="SECONDS",
         help="an APPEND or REMOVE is refused this long after the audience's previous APPEND or "
-        "REMOVE, which audience_history shows processing meanwhile (default 2)",
+        "REMOVE (default 2; TikTok shows no processing state, so neither does the sandbox)",
+    )
+    p.add_argument(
+        "--history-wording",
+        choices=["rotate", "lower", "enum", "novel", "none"],
+        default="rotate",
+        help="action words of audience_history, which TikTok does not document: lowercase "
+        "(as a real answer shows), the update enums, words never seen, no history, or each in "
+        "turn (default rotate)",
     )
     p.add_argument(
         "--lenient",
@@ -183,6 +191,7 @@ def build_server(args: argparse.Namespace, faults: list[FaultRule]) -> SandboxSe
         refusal_wording=args.refusal_wording,
         file_ttl_seconds=args.file_ttl,
         update_processing_seconds=0 if args.lenient else args.update_processing,
+        history_wording=args.history_wording,
         faults=faults,
     )
 

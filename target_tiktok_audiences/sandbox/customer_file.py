@@ -120,7 +120,7 @@ class CustomerFileEndpoints(SandboxBase):
                 "created_at": self.clock.now(),
             }
         )
-        return {"file_path": file_path, "size": size}
+        return {"file_path": file_path}
 
     def audience_create(self, request: Request, token: str, call: dict[str, Any]) -> dict[str, Any]:
         body = self.json_body(request)
@@ -183,7 +183,7 @@ class CustomerFileEndpoints(SandboxBase):
             self.store.add_history(
                 c, audience["audience_id"], action, [f["file_path"] for f in files], count
             )
-        return {"custom_audience_id": audience["audience_id"]}
+        return {}
 
     def check_update_processing(self, audience_id: str, action: str) -> None:
         # Stricter reading of what TikTok leaves undocumented: no APPEND or REMOVE while the
@@ -228,8 +228,10 @@ class CustomerFileEndpoints(SandboxBase):
         page_size = check_int(args.get("page_size"), "page_size", 1, 100, 10) or 10
         total = self.store.count_library(advertiser_id)
         rows = self.store.library(advertiser_id, limit=page_size, offset=(page - 1) * page_size)
+        # An empty ad account answers without `list` (TikTok's model marks it omitempty).
+        listed = {"list": [self.audience_row(a, advertiser_id) for a in rows]} if rows else {}
         return {
-            "list": [self.audience_row(a, advertiser_id) for a in rows],
+            **listed,
             "page_info": {
                 "page": page,
                 "page_size": page_size,

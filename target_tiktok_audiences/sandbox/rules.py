@@ -99,9 +99,26 @@ class SandboxConfig:
     # An APPEND or REMOVE is refused while the audience's previous APPEND or REMOVE is still
     # processing, this long (TikTok leaves it undocumented; the stricter reading).
     update_processing_seconds: float = 2.0
+    # audience_history's action words, which TikTok does not document: "lower" (a real answer
+    # shows `create`), "enum" (the update enums), "novel" (words never seen), "none" (no
+    # history at all), or "rotate" (each answer the next of these four: deterministic).
+    history_wording: str = "rotate"
 
 
 WORDINGS = ("help", "sdk", "novel", "sandbox")
+HISTORY_WORDINGS = ("lower", "enum", "novel", "none")
+_OPERATIONS = ("CREATE", "APPEND", "REMOVE", "REPLACE")
+HISTORY_WORDS: dict[str, dict[str, str]] = {
+    "lower": {op: op.lower() for op in _OPERATIONS},
+    "enum": {op: op for op in _OPERATIONS},
+    "novel": {
+        "CREATE": "Customer file uploaded",
+        "APPEND": "Users added by file",
+        "REMOVE": "Users deleted by file",
+        "REPLACE": "File refreshed",
+    },
+    "none": {},
+}
 # What each refusal says, per wording; the target must never depend on any of them.
 FLOOR_WORDS = {
     "help": "An audience must have at least 1,000 matched users. This update would leave "

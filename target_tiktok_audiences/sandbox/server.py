@@ -37,7 +37,8 @@ class SandboxServer:
     test switches off only the rule it does not exercise, saying why: e.g. ``match_rate=1.0``
     (every user matched), ``update_processing_seconds=0``, ``refusal_wording="sandbox"``,
     ``min_audience_size=1``, ``replace_cooldown_seconds=0``, ``partner_warmup_seconds=0``,
-    ``max_updates_per_day=0``, ``mapping_rate_limit=None``, ``file_ttl_seconds=0``.
+    ``max_updates_per_day=0``, ``mapping_rate_limit=None``, ``file_ttl_seconds=0``,
+    ``history_wording="lower"`` (one spelling of the history's undocumented action words).
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class SandboxServer:
         refusal_wording: str = "rotate",
         file_ttl_seconds: float = 3_600.0,
         update_processing_seconds: float = 2.0,
+        history_wording: str = "rotate",
         faults: Iterable[FaultRule] = (),
     ) -> None:
         token_map = DEFAULT_TOKENS if tokens is None else tokens
@@ -76,6 +78,7 @@ class SandboxServer:
             refusal_wording=refusal_wording,
             file_ttl_seconds=file_ttl_seconds,
             update_processing_seconds=update_processing_seconds,
+            history_wording=history_wording,
         )
         self.store = Store(db_path)
         self.app = SandboxApp(self.store, self.config)
@@ -147,9 +150,9 @@ class SandboxServer:
         if row is None:
             raise KeyError(audience_id)
         return {
-            **self.app.audience_row(row),
+            **self.app.admin_row(row),
             "members": self.members(audience_id),
-            "history": self.app.history_rows(str(audience_id)),
+            "history": self.app.admin_history(str(audience_id)),
         }
 
     def members(self, audience_id: str) -> dict[str, list[str]]:
@@ -220,6 +223,10 @@ class SandboxServer:
     def delete_audience(self, audience_id: str) -> None:
         """Delete an audience as a person would in Ads Manager."""
         self.app.change_audience(audience_id, delete=True)
+
+    def fail_audience(self, audience_id: str, error_msg: str) -> None:
+        """TikTok reports a failed match after accepting the files (audience_details.error_msg)."""
+        self.app.change_audience(audience_id, error_msg=error_msg)
 
     def expire_audience(self, audience_id: str, in_days: float = 0) -> None:
         """Make an audience expire `in_days` from now (0: it has expired)."""

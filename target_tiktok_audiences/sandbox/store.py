@@ -83,6 +83,8 @@ class Store:
             )
         if "expires_at" not in columns:  # set by the admin API; NULL: TikTok's own rule
             self._conn.execute("ALTER TABLE audiences ADD COLUMN expires_at REAL")
+        if "error_msg" not in columns:  # set by the admin API: TikTok's word of a failure
+            self._conn.execute("ALTER TABLE audiences ADD COLUMN error_msg TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -237,6 +239,11 @@ class Store:
         with self.transaction() as c:
             sql = "UPDATE audiences SET expires_at = ? WHERE audience_id = ?"
             c.execute(sql, (expires_at, audience_id))
+
+    def set_error(self, audience_id: str, error_msg: str | None) -> None:
+        with self.transaction() as c:
+            sql = "UPDATE audiences SET error_msg = ? WHERE audience_id = ?"
+            c.execute(sql, (error_msg, audience_id))
 
     def delete_audience(self, audience_id: str) -> None:
         """What deleting it in Ads Manager does: gone from every list, members and all."""

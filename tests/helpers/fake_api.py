@@ -7,12 +7,14 @@ applies TikTok's rules strictly, so delivery tests can assert exact members with
 - partner audiences hold members per Segment id type (GAID is AAID there); a mapping carries
   1-10,000 users, each with at least one identifier of the id_schema;
 - only the creator may update an audience (shared-in rows are listed with owned=False);
-- a CREATE or REPLACE stays processing (as in the sandbox) until `finish_processing`: the
-  audience reads as processing and a REPLACE is refused meanwhile;
+- a CREATE or REPLACE stays processing (as in the sandbox) until `finish_processing`: a
+  REPLACE is refused meanwhile, and nothing in the answers says so (TikTok shows no such state);
 - optional: the 1,000 floor on updates, a daily update limit; scripted failures on the next
   call of a method, before or after it applied.
 Every error is TikTok's envelope (code, message) passed through the client's own
-classification (`error_for`), never an error built with the client's conclusion in it.
+classification (`error_for`), never an error built with the client's conclusion in it; list and
+get answers are TikTok-shaped rows (documented fields only, history words in lowercase as a real
+answer has them) read by the client's own parsing (`parse_audience_row`, `parse_audience_status`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from target_tiktok_audiences.client import (
     TransientError,
     UserBatch,
     error_for,
+    parse_audience_row,
+    parse_audience_status,
 )
 from target_tiktok_audiences.report import CallStats, RunReport
 
@@ -271,13 +275,15 @@ class FakeAudienceAPI(CountedCalls):
     def get_audience(self, advertiser_id: str, audience_id: str) -> AudienceStatus:
         failure = self._enter(FakeCall("get_audience", advertiser_id, audience_id))
         audience = self._audience(advertiser_id, audience_id, f"Reading audience {audience_id}")
-        status = AudienceStatus(
-            is_valid=True,
-            size=audience.size,
-            last_action=audience.actions[-1] if audience.actions else None,
-            last_action_time=None,
-            last_action_processing=audience.processing,
-        )
+        row = {
+            "audience_details": {**_answer_row(audience), "is_valid": True},
+            # TikTok's own words (a real answer has `create`); no time: the fake has no clock.
+            "audience_history": [
+                {"action": a.lower(), "action_detail": "", "editor": "open_api", "msg": None}
+                for a in audience.actions
+            ],
+        }
+        status = parse_audience_status(row)
         self._after(failure)
         return status
 
@@ -509,18 +515,24 @@ class FakeAudienceAPI(CountedCalls):
         return digests
 
 
-def _row(audience: FakeAudience) -> AudienceRow:
+def _answer_row(audience: FakeAudience) -> dict[str, object]:
+    """The audience as TikTok's list answer writes it (documented fields only)."""
     partner = audience.kind == PARTNER
-    return AudienceRow(
-        audience_id=audience.audience_id,
-        name=audience.name,
-        audience_type=(PARTNER_TYPE if partner else CUSTOMER_FILE_TYPE)
+    return {
+        "audience_id": audience.audience_id,
+        "name": audience.name,
+        "audience_type": (PARTNER_TYPE if partner else CUSTOMER_FILE_TYPE)
         if audience.listed_type is None
         else audience.listed_type,
-        calculate_type=None if partner else audience.kind,
-        size=audience.size,
-        owned=audience.owned,
-    )
+        "calculate_type": None if partner else audience.kind,
+        "cover_num": audience.size,
+        "is_creator": audience.owned,
+        "shared": not audience.owned,
+    }
+
+
+def _row(audience: FakeAudience) -> AudienceRow:
+    return parse_audience_row(_answer_row(audience))
 
 
 # Words never matched by the client's hint table on purpose: the outcome must not depend on them.
