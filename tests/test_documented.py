@@ -271,3 +271,14 @@ def test_the_fakes_rows_hold_only_documented_fields() -> None:
     row = _answer_row(fake.audiences(ADV1)[0])
     assert set(row) <= AUDIENCE_FIELDS
     assert fake.get_audience(ADV1, audience_id).size == 1
+
+
+def test_the_sandbox_answers_an_empty_account_without_list(plain_sandbox: SandboxServer) -> None:
+    answer = requests.get(
+        plain_sandbox.base_url + "/dmp/custom_audience/list/",
+        params={"advertiser_id": ADV1},
+        headers={"Access-Token": TOKEN},
+        timeout=30,
+    ).json()
+    assert answer["code"] == 0 and "list" not in answer["data"]
+    assert answer["data"]["page_info"]["total_number"] == 0
