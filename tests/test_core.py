@@ -9,11 +9,11 @@ from __future__ import annotations
 import gc
 import inspect
 import tempfile
+import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import tomllib
 from singer_sdk import Target
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.metrics import Counter, Metric
