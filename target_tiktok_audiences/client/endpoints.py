@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
 
+from target_tiktok_audiences import timescale
 from target_tiktok_audiences.client.api import (
     LIST_PAGE_SIZE,
     SEGMENT_ID_TYPES,
@@ -324,7 +324,7 @@ class TikTokClient(CountedCalls):
         if action == "REPLACE":
             self._with_files(file_paths, update)
             return
-        deadline = time.monotonic() + self._processing_wait
+        deadline = timescale.monotonic() + self._processing_wait
         raced = False
         while True:
             try:
@@ -364,7 +364,7 @@ class TikTokClient(CountedCalls):
             status = self.get_audience(advertiser_id, audience_id)
             recent = status.last_action in ("APPEND", "REMOVE")
             busy = recent and status.last_action_processing
-            now = time.monotonic()
+            now = timescale.monotonic()
             if not busy:
                 made = status.last_action_time
                 just_done = (
@@ -389,7 +389,7 @@ class TikTokClient(CountedCalls):
                 )
                 self.count_retry()
             waited = True
-            time.sleep(wait)
+            timescale.sleep(wait)
             pause = min(pause * 2, 30.0)
 
     # -- partner audiences (Segment API) ---------------------------------------------------
@@ -438,7 +438,7 @@ class TikTokClient(CountedCalls):
                 )
                 return
             except PermanentError as exc:
-                now = time.monotonic()
+                now = timescale.monotonic()
                 if ready is None or exc.code not in WARMUP_CODES or now >= ready:
                     raise
                 wait = min(delay, ready - now)
@@ -450,7 +450,7 @@ class TikTokClient(CountedCalls):
                     wait,
                 )
                 self.count_retry()
-                time.sleep(wait)
+                timescale.sleep(wait)
                 delay = min(delay * 2, 30.0)
 
 
