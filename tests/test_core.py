@@ -43,6 +43,7 @@ PRIVATE_OVERRIDES = {
     "TargetTikTokAudiences._handle_termination": "never deliver on a signal",
     "TargetTikTokAudiences._process_schema_message": "map failures never quote a record",
     "TargetTikTokAudiences._process_record_message": "the SDK's record path without no-op hooks",
+    "TargetTikTokAudiences._reset_max_record_age": "restarts the record-age alarm (record_age.py)",
     "PrivateSingerReader._process_unknown_message": "one line, never the message",
 }
 

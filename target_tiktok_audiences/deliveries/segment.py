@@ -52,6 +52,9 @@ class SegmentDelivery(Delivery):
     def flush(self) -> None:
         self._send(full_only=True)
 
+    def send_held(self) -> None:
+        self._send(full_only=False)
+
     def stage(self) -> Iterator[Routine]:
         """The last batches; the Segment API spends no update operations, so nothing waits."""
         self._send(full_only=False)
