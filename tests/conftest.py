@@ -11,7 +11,7 @@ import pytest
 from target_tiktok_audiences.sandbox.server import SandboxServer, run_sandbox
 from target_tiktok_audiences.timescale import VARIABLE as TIME_SCALE
 
-from helpers import SCALE, real
+from helpers import SCALE, sandbox_windows
 
 # For every sandbox made here and every run of the CLI (which inherits it): retry waits
 # shrink by SCALE and the sandbox's clock runs 1/SCALE times as fast (timescale.py).
@@ -20,16 +20,8 @@ os.environ[TIME_SCALE] = str(SCALE)
 
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Iterator[SandboxServer]:
-    # As demanding as TikTok; only the partner warm-up is shorter, to keep tests fast. The
-    # windows that runs meet in passing (warm-up, processing) last 2 real seconds, as before
-    # the time scale: the client's own latency is not scaled, so a window of fewer real
-    # seconds would be met less often, and the sandbox would be kinder.
-    with run_sandbox(
-        tmp_path / "sandbox.db",
-        partner_warmup_seconds=real(2),
-        update_processing_seconds=real(2),
-        slow_seconds=3.0,
-    ) as server:
+    # As demanding as TikTok; only the partner warm-up is shorter, to keep tests fast.
+    with run_sandbox(tmp_path / "sandbox.db", **sandbox_windows(slow_seconds=3.0)) as server:
         yield server
 
 

@@ -29,7 +29,7 @@ from target_tiktok_audiences import target as target_module
 from target_tiktok_audiences.sandbox.server import SandboxServer, run_sandbox
 from target_tiktok_audiences.target import TargetTikTokAudiences
 
-from helpers import ADV1, ADV2, base_config, sha256
+from helpers import ADV1, ADV2, base_config, sandbox_windows, sha256
 
 # What each standard test leaves in TikTok: audience name -> its members (the sandbox's
 # oracle); every other test's streams have no identifier column and leave nothing.
@@ -70,7 +70,7 @@ class TestTargetTikTokAudiences(_SDKTests):  # type: ignore[misc,valid-type]
 
     @pytest.fixture
     def resource(self, tmp_path: Path) -> Iterator[SandboxServer]:
-        with run_sandbox(tmp_path / "sandbox.db") as sandbox:
+        with run_sandbox(tmp_path / "sandbox.db", **sandbox_windows()) as sandbox:
             yield sandbox
 
     @pytest.fixture

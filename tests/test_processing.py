@@ -83,8 +83,10 @@ def _third_run_refused_once(tmp_path: Path, sandbox: SandboxServer, later: float
 
 def test_a_refusal_raced_by_the_end_of_processing_is_sent_once_more(tmp_path: Path) -> None:
     # No processing window: the REMOVE of run 2 shows done at once, as if it finished between
-    # TikTok's refusal and the target's look at audience_history.
-    with run_sandbox(tmp_path / "raced.db", update_processing_seconds=0) as sandbox:
+    # TikTok's refusal and the target's look at audience_history. TikTok's clock runs at real
+    # speed: run 3 must start within the race's 60 s of run 2's REMOVE, however slow this
+    # machine starts a process.
+    with run_sandbox(tmp_path / "raced.db", update_processing_seconds=0, time_scale=1) as sandbox:
         third, sent = _third_run_refused_once(tmp_path, sandbox, later=5)
         assert third.returncode == 0, third.stderr[-3000:]
         assert third.states == [{"done": 3}]

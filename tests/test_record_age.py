@@ -15,7 +15,15 @@ from target_tiktok_audiences.record_age import AgeAlarm
 from target_tiktok_audiences.sandbox.server import run_sandbox
 from target_tiktok_audiences.target import TargetTikTokAudiences
 
-from helpers import ADV1, base_config, record_msg, schema_msg, sha256, state_msg
+from helpers import (
+    ADV1,
+    base_config,
+    record_msg,
+    sandbox_windows,
+    schema_msg,
+    sha256,
+    state_msg,
+)
 
 # The SDK's limit is 5 minutes; scaled to half a second here.
 LIMIT_MINUTES = 0.5 / 60
@@ -65,7 +73,9 @@ def test_a_trickle_is_drained_with_its_state_within_the_max_record_age(
 ) -> None:
     monkeypatch.setattr(TargetTikTokAudiences, "_MAX_RECORD_AGE_IN_MINUTES", LIMIT_MINUTES)
     # No warm-up: the first drain maps into the audience it creates (not what is tested here).
-    with run_sandbox(tmp_path / "sandbox.db", partner_warmup_seconds=0) as sandbox:
+    with run_sandbox(
+        tmp_path / "sandbox.db", **sandbox_windows(partner_warmup_seconds=0)
+    ) as sandbox:
         config = base_config(sandbox, advertiser_ids=[ADV1], audiences=[mapping])
         target = TargetTikTokAudiences(config=config, validate_config=True)
         rang = threading.Event()

@@ -23,6 +23,7 @@ from helpers import (
     real,
     record_msg,
     run_target,
+    sandbox_windows,
     schema_msg,
     sha256,
     state_msg,
@@ -129,7 +130,7 @@ def ok(run: Run, states: list[Any]) -> None:
 @pytest.fixture
 def slow_warmup(tmp_path: Path) -> Iterator[SandboxServer]:
     """New partner audiences refuse mappings for 1.5 s: the first try, not the retry 2 s later."""
-    with run_sandbox(tmp_path / "warm.db", partner_warmup_seconds=1.5, slow_seconds=3.0) as server:
+    with run_sandbox(tmp_path / "warm.db", **sandbox_windows(slow_seconds=3.0)) as server:
         yield server
 
 
@@ -287,7 +288,9 @@ TRICKLED = {UPLOAD: 1, CREATE: 1, SEGMENT_CREATE: 1, MAPPING: 1}
 @pytest.fixture
 def no_warmup(tmp_path: Path) -> Iterator[SandboxServer]:
     """Realistic but for the partner warm-up (tested above): faults alone set the pace."""
-    with run_sandbox(tmp_path / "quick.db", partner_warmup_seconds=0, slow_seconds=3.0) as server:
+    with run_sandbox(
+        tmp_path / "quick.db", **sandbox_windows(partner_warmup_seconds=0, slow_seconds=3.0)
+    ) as server:
         yield server
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from .app import SandboxApp
+from .clock import Clock
 from .faults import FaultRule
 from .rules import ADMIN_PATH, BASE_PATH, DAY, DEFAULT_TOKENS, EXTERNAL_ADVERTISER, SandboxConfig
 from .store import Store
@@ -60,6 +61,7 @@ class SandboxServer:
         file_ttl_seconds: float = 3_600.0,
         update_processing_seconds: float = 2.0,
         faults: Iterable[FaultRule] = (),
+        time_scale: float | None = None,
     ) -> None:
         token_map = DEFAULT_TOKENS if tokens is None else tokens
         self.config = SandboxConfig(
@@ -77,7 +79,8 @@ class SandboxServer:
             file_ttl_seconds=file_ttl_seconds,
             update_processing_seconds=update_processing_seconds,
         )
-        self.store = Store(db_path)
+        # time_scale: the clock's (timescale.py); None: the environment's.
+        self.store = Store(db_path, Clock(time_scale))
         self.app = SandboxApp(self.store, self.config)
         for rule in faults:
             self.app.faults.add(rule)

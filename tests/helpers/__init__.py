@@ -28,6 +28,15 @@ def real(seconds: float) -> float:
     return seconds / SCALE
 
 
+def sandbox_windows(**options: Any) -> dict[str, Any]:
+    """SandboxServer options with the windows a run meets in passing (a new partner
+    audience's warm-up, an update's processing) at 10 s of TikTok's time: longer than the
+    sandbox's 2 s processing default, and half a real second, five times the client's usual
+    gap between an APPEND and its next call, so runs still meet them (a window of fewer real
+    seconds would be met less often: kinder)."""
+    return {"partner_warmup_seconds": real(0.5), "update_processing_seconds": real(0.5), **options}
+
+
 def sha256(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
