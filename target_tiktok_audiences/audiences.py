@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
+from target_tiktok_audiences import timescale
 from target_tiktok_audiences.client import (
     REFUSED_EXPIRED,
     REFUSED_UNKNOWN_TYPE,
@@ -204,12 +205,12 @@ class AudienceDirectory:
         return audience_id, True
 
     def _confirm(self, api: AudienceAPI, advertiser_id: str, name: str, kind: str) -> str | None:
-        deadline = time.monotonic() + self._confirm_seconds
+        deadline = timescale.monotonic() + self._confirm_seconds
         for pause in (0.0, *_CONFIRM_POLL_SECONDS, *[15.0] * 1000):
-            now = time.monotonic()
+            now = timescale.monotonic()
             if now >= deadline:
                 return None
-            time.sleep(min(pause, deadline - now))
+            timescale.sleep(min(pause, deadline - now))
             try:
                 found = self.by_name(api, advertiser_id, name, kind, refresh=True)
             except TransientError:

@@ -291,6 +291,13 @@ class Run:
             deliveries.append(version or delivery)
         staging.deliver(deliveries, self.client)
 
+    def send_held(self) -> None:
+        """The SDK's max record age passed (target.py): batches that wait to be full go now, so
+        a trickle's STATE is not held to the end. Files still wait for the end of input: their
+        update operations are few a day."""
+        for delivery in self.deliveries.values():
+            delivery.send_held()
+
     def version_boundary(self, binding: Binding) -> None:
         """ACTIVATE_VERSION after records: what was read before it is a complete version.
 

@@ -6,10 +6,14 @@ lifecycle) or failures.py (how a known failure ends).
 
 from __future__ import annotations
 
+import copy
 import enum
 import gc
 import signal
 import sys
+import time
+import weakref
+from collections.abc import Callable
 from itertools import repeat
 from types import FrameType
 from typing import Any
@@ -29,6 +33,7 @@ from target_tiktok_audiences.failures import (
     private_map_errors,
 )
 from target_tiktok_audiences.reader import Lane, PrivateSingerReader
+from target_tiktok_audiences.record_age import AgeAlarm
 from target_tiktok_audiences.run import Run
 from target_tiktok_audiences.settings import (
     CONFIG_SCHEMA,
@@ -71,6 +76,10 @@ class TargetTikTokAudiences(Target):
         self._terminating = False
         self._records_seen = 0
         self._plans: dict[str, _Plan] = {}  # stream -> what its records need (_plan)
+        # Raised (by the alarm's thread) once the last full drain is older than the SDK's max
+        # record age: the next record drains, as the SDK's check on every record would.
+        self._aged = False
+        self._age_alarm = AgeAlarm(_rang(weakref.ref(self)))
         super().__init__(*args, **kwargs)
         # One sink drains at a time: write calls share one throttle, so parallel drains would
         # only queue behind it.
@@ -153,9 +162,10 @@ class TargetTikTokAudiences(Target):
         # no-op hooks (_validate_and_parse, preprocess_record, _after_process_record's DEBUG
         # line) are not called; _sdc_ fields are stripped only when the record has some;
         # get_sink, _get_context, tally_record_read, the record counter and is_full are
-        # inlined as the SDK defines them; the counter's clock and the max-age check run every
-        # 4,096 records. Several maps of one stream (stream splitting) take the SDK's path.
-        # tests/test_record_path.py proves it equal; tests/test_core.py guards what it inlines.
+        # inlined as the SDK defines them; the counter's clock is read every 4,096 records and
+        # the max-age check runs once record_age's alarm has rung. Several maps of one stream
+        # (stream splitting) take the SDK's path. tests/test_record_path.py proves it equal;
+        # tests/test_core.py and tests/test_sdk_pins.py guard what it inlines.
         if "stream" not in message_dict or "record" not in message_dict:
             self._assert_line_requires(message_dict, requires={"stream", "record"})  # raises
         stream_name = message_dict["stream"]
@@ -191,10 +201,10 @@ class TargetTikTokAudiences(Target):
                 )
                 self.drain_one(sink)
         self._records_seen += 1
-        if not self._records_seen & 0xFFF:
-            if record is not None:
-                counter.increment(0)  # logs the count when its interval has passed
-            self._handle_max_record_age()
+        if not self._records_seen & 0xFFF and record is not None:
+            counter.increment(0)  # logs the count when its interval has passed
+        if self._aged:
+            self._drain_aged()
 
     def _plan(self, stream_name: str) -> _Plan:
         """What a record of `stream_name` needs, as the SDK's path finds it (its checks and
@@ -226,10 +236,39 @@ class TargetTikTokAudiences(Target):
             if same and not plan[3] and isinstance(sink, AudienceSink) and sink.takes_block:
                 self._lanes[stream_name] = _Lane(self, stream_name, plan)
         self._plans[stream_name] = plan
+        if not self._age_alarm.armed:
+            self._arm_age_alarm()
         return plan
+
+    def _arm_age_alarm(self) -> None:
+        limit = self._MAX_RECORD_AGE_IN_MINUTES * 60
+        self._age_alarm.arm(limit - (time.time() - self._last_full_drain_at))
+
+    def _age_rang(self) -> None:
+        """On the alarm's thread: the next record drains; the next record of a lane flushes
+        its block at once (the flag first: _Lane.flush sets its limit, then reads it)."""
+        self._aged = True
+        for lane in list(self._lanes.values()):
+            lane.limit = 0
+
+    def _drain_aged(self) -> None:
+        """The SDK's max-age check and drain; after a drain, batches that wait to be full
+        are sent too and the STATE written, so a trickle's STATE is not held to the end."""
+        self._handle_max_record_age()
+        if not self._aged:  # drained: _reset_max_record_age lowered the flag
+            self.run.send_held()
+            if self._latest_state:
+                self._write_state_message(copy.deepcopy(self._latest_state))
+
+    def _reset_max_record_age(self) -> None:
+        super()._reset_max_record_age()  # every full drain (drain_all)
+        self._aged = False
+        if self._age_alarm.armed:  # records came, and input goes on
+            self._arm_age_alarm()
 
     def process_endofpipe(self) -> None:
         run = self.run
+        self._age_alarm.disarm()  # no record comes any more
         try:
             self.drain_all()  # flush every sink; STATE stays held while files are undelivered
             run.deliver()
@@ -326,6 +365,8 @@ class _Lane:
             for record in records:
                 self._target._process_record_message({"stream": self._stream, "record": record})
         self.limit = min(BLOCK_RECORDS, self._room())
+        if self._target._aged:  # read after the limit is set: the alarm may ring meanwhile
+            self.limit = 0
 
     def _take(self, records: list[dict[str, Any]]) -> None:
         """_process_record_message for kept records that fit in the open batch."""
@@ -347,7 +388,8 @@ class _Lane:
         target._records_seen = seen + n
         if (seen >> 12) != (target._records_seen >> 12):  # every 4,096 records
             self._counter.increment(0)
-            target._handle_max_record_age()
+        if target._aged:
+            target._drain_aged()
 
 
 # A stream's record path (see _plan): (map, is the map a no-op?, sink, add _sdc metadata?,
@@ -367,6 +409,17 @@ _SDC_FIELDS = frozenset(
         "_sdc_sync_started_at",
     }
 )
+
+
+def _rang(target: weakref.ref[TargetTikTokAudiences]) -> Callable[[], None]:
+    """The alarm's call, by weak reference: a run's lingering timer keeps no target alive."""
+
+    def ring() -> None:
+        alive = target()
+        if alive is not None:
+            alive._age_rang()
+
+    return ring
 
 
 def main() -> None:

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from target_tiktok_audiences.sandbox.server import SandboxServer, run_sandbox
+from target_tiktok_audiences.timescale import VARIABLE as TIME_SCALE
+
+from helpers import SCALE, sandbox_windows
+
+# For every sandbox made here and every run of the CLI (which inherits it): retry waits
+# shrink by SCALE and the sandbox's clock runs 1/SCALE times as fast (timescale.py).
+os.environ[TIME_SCALE] = str(SCALE)
 
 
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Iterator[SandboxServer]:
     # As demanding as TikTok; only the partner warm-up is shorter, to keep tests fast.
-    with run_sandbox(tmp_path / "sandbox.db", partner_warmup_seconds=2, slow_seconds=3.0) as server:
+    with run_sandbox(tmp_path / "sandbox.db", **sandbox_windows(slow_seconds=3.0)) as server:
         yield server
 
 

@@ -1,36 +1,82 @@
-"""The SDK's standard target tests, run offline in dry_run mode.
+"""The SDK's standard target tests, run against the sandbox and checked by reading the
+audiences back (validate()).
 
 Streams without an identifier column are ignored with a warning; pk_updates has an email
-column and so becomes a planned audience.
+column and so becomes an audience.
 """
 
 from __future__ import annotations
 
 import gc
 import inspect
-import tempfile
+import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
-import tomllib
 from singer_sdk import Target
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.metrics import Counter, Metric
 from singer_sdk.sinks import BatchSink
 from singer_sdk.testing import get_target_test_class
+from singer_sdk.testing.runners import TargetTestRunner
+from singer_sdk.testing.suites import SingerTestSuite, target_tests
+from singer_sdk.testing.templates import TargetTestTemplate
 
 from target_tiktok_audiences import target as target_module
+from target_tiktok_audiences.sandbox.server import SandboxServer, run_sandbox
 from target_tiktok_audiences.target import TargetTikTokAudiences
 
-# The suite's config is fixed when the class is built; each pytest-xdist worker gets its own dir.
-_OUTPUT = tempfile.TemporaryDirectory(prefix="target-tiktok-audiences-sdk-tests-")
-OUTPUT_DIR = _OUTPUT.name
+from helpers import ADV1, ADV2, base_config, sandbox_windows, sha256
 
-TestTargetTikTokAudiences = get_target_test_class(
+# What each standard test leaves in TikTok: audience name -> its members (the sandbox's
+# oracle); every other test's streams have no identifier column and leave nothing.
+EXPECTED_AUDIENCES: dict[str, dict[str, dict[str, list[str]]]] = {
+    "pk_updates": {
+        "example_stream": {
+            "EMAIL_SHA256": sorted(sha256(e) for e in ("alice@example.com", "bob@example.com"))
+        }
+    },
+}
+
+
+def _validated(template: type[TargetTestTemplate]) -> type[TargetTestTemplate]:
+    """The SDK's test, then what it left in TikTok: exactly the expected audiences, read back
+    from the sandbox (the test's resource), and nothing for the advertiser not configured."""
+
+    def validate(self: TargetTestTemplate) -> None:
+        sandbox: SandboxServer = self.resource
+        expected = EXPECTED_AUDIENCES.get(str(self.name), {})
+        found = {a["name"]: a["members"] for a in sandbox.audiences(ADV1)}
+        assert found == expected, self.name
+        assert sandbox.audiences(ADV2) == []
+
+    return type(template.__name__, (template,), {"validate": validate})
+
+
+_SDKTests = get_target_test_class(
     TargetTikTokAudiences,
-    config={"advertiser_ids": ["7000000000000000001"], "dry_run": True, "output_dir": OUTPUT_DIR},
+    custom_suites=[
+        SingerTestSuite(kind="target", tests=[_validated(t) for t in target_tests.tests])
+    ],
+    include_target_tests=False,
 )
+
+
+class TestTargetTikTokAudiences(_SDKTests):  # type: ignore[misc,valid-type]
+    """Each test against its own sandbox; the runner's config points at it."""
+
+    @pytest.fixture
+    def resource(self, tmp_path: Path) -> Iterator[SandboxServer]:
+        with run_sandbox(tmp_path / "sandbox.db", **sandbox_windows()) as sandbox:
+            yield sandbox
+
+    @pytest.fixture
+    def runner(self, resource: SandboxServer) -> TargetTestRunner:
+        config: dict[str, Any] = base_config(resource, advertiser_ids=[ADV1])
+        return TargetTestRunner(TargetTikTokAudiences, config=config, parse_env_config=True)
 
 
 # Private SDK methods the project overrides, and why; an SDK rename or signature change must
@@ -43,6 +89,7 @@ PRIVATE_OVERRIDES = {
     "TargetTikTokAudiences._handle_termination": "never deliver on a signal",
     "TargetTikTokAudiences._process_schema_message": "map failures never quote a record",
     "TargetTikTokAudiences._process_record_message": "the SDK's record path without no-op hooks",
+    "TargetTikTokAudiences._reset_max_record_age": "restarts the record-age alarm (record_age.py)",
     "PrivateSingerReader._process_unknown_message": "one line, never the message",
 }
 

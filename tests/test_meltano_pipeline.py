@@ -28,6 +28,7 @@ import pytest
 
 from target_tiktok_audiences.sandbox.server import SandboxServer, run_sandbox
 
+from helpers import sandbox_windows
 from helpers.pg import PostgresCluster, throwaway_cluster
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,9 +118,7 @@ def sandbox(tmp_path: Path) -> Iterator[SandboxServer]:
     # end-to-end tests); every other rule is TikTok's.
     with run_sandbox(
         tmp_path / "sandbox.db",
-        min_audience_size=1,
-        match_rate=1.0,
-        partner_warmup_seconds=2,
+        **sandbox_windows(min_audience_size=1, match_rate=1.0),
     ) as server:
         yield server
 
@@ -127,7 +126,7 @@ def sandbox(tmp_path: Path) -> Iterator[SandboxServer]:
 @pytest.fixture
 def real_sandbox(tmp_path: Path) -> Iterator[SandboxServer]:
     """The sandbox as shipped: TikTok's 1,000 floor on matched users, and every other rule."""
-    with run_sandbox(tmp_path / "real.db", partner_warmup_seconds=2) as server:
+    with run_sandbox(tmp_path / "real.db", **sandbox_windows()) as server:
         yield server
 
 

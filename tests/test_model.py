@@ -26,7 +26,16 @@ from target_tiktok_audiences.sandbox.rules import HISTORY_WORDINGS
 from target_tiktok_audiences.sandbox.server import SandboxServer
 from target_tiktok_audiences.testhooks import VARIABLE as FAULT
 
-from helpers import ADV1, base_config, record_msg, run_target, schema_msg, sha256, state_msg
+from helpers import (
+    ADV1,
+    base_config,
+    record_msg,
+    run_target,
+    sandbox_windows,
+    schema_msg,
+    sha256,
+    state_msg,
+)
 
 HOUR = 3600
 DAY = 24 * HOUR
@@ -61,9 +70,7 @@ class Mirror(RuleBasedStateMachine):
         # below). REPLACE once a day stays on.
         self.sandbox = SandboxServer(
             self.tmp / "sandbox.db",
-            min_audience_size=0,
-            max_updates_per_day=0,
-            partner_warmup_seconds=1,
+            **sandbox_windows(min_audience_size=0, max_updates_per_day=0),
         ).start()
         self.rules = "basic"
         self.stream: set[int] | None = None  # the last stream a run read

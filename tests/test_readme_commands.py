@@ -35,6 +35,7 @@ from target_tiktok_audiences.sandbox.cli import _serve_parser, audience_rows
 from target_tiktok_audiences.sandbox.server import run_sandbox
 from target_tiktok_audiences.sandbox.store import Store
 
+from helpers import sandbox_windows
 from helpers.pg import PostgresCluster, pgcluster, throwaway_cluster
 
 REPO = Path(__file__).resolve().parents[1]
@@ -266,7 +267,9 @@ def test_meltano_block(project: Project, local_plugins: Path, tmp_path: Path) ->
     (advertisers,) = re.findall(r"advertiser_ids '(\[[^']*\])'", block)
     advertiser_ids: list[str] = json.loads(advertisers)
     token = f"readme-token-{uuid.uuid4().hex[:8]}"
-    with run_sandbox(tmp_path / "sandbox.db", tokens={token: advertiser_ids}) as sandbox:
+    with run_sandbox(
+        tmp_path / "sandbox.db", **sandbox_windows(tokens={token: advertiser_ids})
+    ) as sandbox:
         code, output = project.run_block(
             offline(block, local_plugins),
             {

@@ -47,6 +47,7 @@ from helpers import (
     base_config,
     record_msg,
     run_target,
+    sandbox_windows,
     schema_msg,
     sha256,
     state_msg,
@@ -482,7 +483,7 @@ def test_one_ad_account_out_of_operations_never_stops_the_other(
 @pytest.fixture
 def ready(tmp_path: Path) -> Iterator[SandboxServer]:
     # No partner warm-up: its own refusals would mix with the code under test.
-    with run_sandbox(tmp_path / "ready.db", partner_warmup_seconds=0) as server:
+    with run_sandbox(tmp_path / "ready.db", **sandbox_windows(partner_warmup_seconds=0)) as server:
         yield server
 
 

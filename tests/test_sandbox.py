@@ -465,10 +465,8 @@ def test_list_paging_and_get(sb: SandboxServer) -> None:
 
 def test_large_file_is_applied_quickly(sb: SandboxServer) -> None:
     digests = [hashlib.sha256(i.to_bytes(4, "big")).hexdigest() for i in range(200_000)]
-    start = time.monotonic()
     aid = create(sb, digests + digests[:1000])
     assert sb.audience(aid)["cover_num"] == 200_000
-    assert time.monotonic() - start < 10  # generous: the point is streaming, not a benchmark
 
 
 # --- partner audiences (segment API) ----------------------------------------------------------
@@ -1201,13 +1199,17 @@ def test_fault_drop_mid_body_is_processed(sb: SandboxServer) -> None:
 
 def test_fault_trickle_defeats_per_read_timeouts(sb: SandboxServer) -> None:
     sb.inject("trickle", count=1, paths=["/user/info/"], slow_seconds=1.5)
-    start = time.monotonic()
     resp = requests.get(
-        sb.base_url + "/user/info/", headers={"Access-Token": TOKEN}, timeout=(2, 0.5)
+        sb.base_url + "/user/info/",
+        headers={"Access-Token": TOKEN},
+        timeout=(2, 0.5),
+        stream=True,
     )
-    elapsed = time.monotonic() - start
-    assert resp.json()["code"] == 0 and resp.json()["data"]["display_name"] == "Sandbox User"
-    assert 1.4 < elapsed < 5  # no read waited 0.5 s, yet the answer took ~1.5 s
+    # No read waited 0.5 s (no timeout), yet the answer came a few bytes at a time.
+    pieces = list(iter(lambda: resp.raw.read1(64 * 1024), b""))
+    body = json.loads(b"".join(pieces))
+    assert body["code"] == 0 and body["data"]["display_name"] == "Sandbox User"
+    assert len(pieces) > 10, len(pieces)
 
 
 def test_fault_no_data(sb: SandboxServer) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import backoff
 import requests
 
+from target_tiktok_audiences import timescale
 from target_tiktok_audiences.client.api import (
     LIST_PAGE_SIZE,
     SEGMENT_ID_TYPES,
@@ -104,12 +104,14 @@ class TikTokClient(CountedCalls):
         )
         self._ledger = ledger
         self._no_access: dict[str, NoAccessError] = {}  # shared by every view (a shallow copy)
-        # 2, 4, 8, 16, 30, 30, ... s within the default two minutes; scaled with the total.
-        scale = refusal_retry_seconds / REFUSAL_RETRY_SECONDS
+        # 2, 4, 8, 16, 30, 30, ... s within the default two minutes; scaled with the total,
+        # and in real seconds with the time scale (1 but in tests).
+        self._time_scale = real = self._transport.time_scale
+        scale = refusal_retry_seconds / REFUSAL_RETRY_SECONDS * real
         self._refusal_retry = backoff.on_exception(
             backoff.expo,
             RefusedError,
-            max_time=refusal_retry_seconds,
+            max_time=refusal_retry_seconds * real,
             factor=2 * scale,
             max_value=30 * scale,
             jitter=None,
@@ -378,7 +380,7 @@ class TikTokClient(CountedCalls):
             exc.what,
             exc.advertiser_id,
             exc.tiktok_message or "no words",
-            details["wait"],
+            details["wait"] / self._time_scale,
         )
 
     # -- partner audiences (Segment API) ---------------------------------------------------
@@ -427,7 +429,7 @@ class TikTokClient(CountedCalls):
                 )
                 return
             except PermanentError as exc:
-                now = time.monotonic()
+                now = timescale.monotonic()
                 if ready is None or exc.code not in WARMUP_CODES or now >= ready:
                     raise
                 wait = min(delay, ready - now)
@@ -439,7 +441,7 @@ class TikTokClient(CountedCalls):
                     wait,
                 )
                 self.count_retry()
-                time.sleep(wait)
+                timescale.sleep(wait)
                 delay = min(delay * 2, 30.0)
 
 

@@ -27,6 +27,7 @@ from target_tiktok_audiences.client.codes import (
     error_for,
 )
 from target_tiktok_audiences.report import CallStats
+from target_tiktok_audiences.timescale import time_scale
 
 log = logging.getLogger("target_tiktok_audiences.client")
 
@@ -87,14 +88,18 @@ class Transport:
         self._write_interval = 1.0 / max_requests_per_second
         self._next_write = 0.0
         self._lock = threading.Lock()
+        # Waits and the give-up time follow the time scale (1 but in tests); the log lines
+        # and messages speak in TikTok's seconds, as they would in production.
+        self.time_scale = scale = time_scale()
         # Built once: backoff's decorator adds its handlers each time it is applied.
         self.retry_policy = backoff.on_exception(
             backoff.expo,
             TransientError,
             max_tries=max_retries + 1,
-            max_time=max_retry_seconds,
+            max_time=max_retry_seconds * scale,
             jitter=backoff.full_jitter,
-            max_value=60,
+            factor=scale,
+            max_value=60 * scale,
             on_backoff=self._on_backoff,
             on_giveup=self._on_giveup,
             giveup=lambda exc: isinstance(exc, TransientError) and exc.last_try,
@@ -120,17 +125,16 @@ class Transport:
             stats.add("retries")
         text = str(details["exception"])
         stop = "" if text.endswith((".", "?", "!")) else "."
-        log.warning("%s%s Retry %d in %.1f s.", text, stop, details["tries"], details["wait"])
+        wait = details["wait"] / self.time_scale
+        log.warning("%s%s Retry %d in %.1f s.", text, stop, details["tries"], wait)
 
-    @staticmethod
-    def _on_giveup(details: Mapping[str, Any]) -> None:
+    def _on_giveup(self, details: Mapping[str, Any]) -> None:
         exc = details["exception"]
         if not isinstance(exc, TransientError):
             return
         hint = exc.hint or HINT_TRANSIENT
-        exc.with_hint(
-            f"Gave up after {details['tries']} tries in {details['elapsed']:.0f} s. {hint}"
-        )
+        elapsed = details["elapsed"] / self.time_scale
+        exc.with_hint(f"Gave up after {details['tries']} tries in {elapsed:.0f} s. {hint}")
 
     def send(
         self,

@@ -160,6 +160,10 @@ class Delivery(abc.ABC):
     def flush(self) -> None:
         """The SDK drained a batch of the stream."""
 
+    def send_held(self) -> None:  # noqa: B027 - optional hook
+        """The SDK's max record age passed: a delivery that sends as it reads sends what waits
+        for a full batch (run.send_held)."""
+
     def commit(self) -> None:
         """Deliver everything spooled now, its update operations planned on their own (the run
         plans the deliveries of the end of input together: staging.deliver)."""

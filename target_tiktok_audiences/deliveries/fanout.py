@@ -196,6 +196,10 @@ class FanOutDelivery(Delivery):
         for delivery in self._live.values():
             delivery.flush()
 
+    def send_held(self) -> None:
+        for delivery in self._live.values():
+            delivery.send_held()
+
     @property
     def pending(self) -> bool:
         return self._seq > 0 or any(d.pending for d in self._live.values())

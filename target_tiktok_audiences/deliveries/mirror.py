@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from target_tiktok_audiences import timescale
 from target_tiktok_audiences.client import (
     MIN_AUDIENCE_SIZE,
     REFUSED_REPLACE_PROCESSING,
@@ -735,7 +735,7 @@ class PartnerMirrorDelivery(_SortedSets):
     def ready_by(self, entry: AudienceReport) -> float | None:
         if not entry.created:
             return None
-        return time.monotonic() + self.runtime.settings.partner_warmup_seconds
+        return timescale.monotonic() + self.runtime.settings.partner_warmup_seconds
 
     def _batches(self, users: Iterable[dict[str, str]]) -> Iterator[list[dict[str, str]]]:
         return chunked(users, self.runtime.settings.segment_batch_size)

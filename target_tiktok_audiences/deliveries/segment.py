@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from target_tiktok_audiences import timescale
 from target_tiktok_audiences.client import UserBatch, partner_audience_name
 from target_tiktok_audiences.deliveries.base import Delivery
 from target_tiktok_audiences.deliveries.staging import Routine
@@ -51,6 +51,9 @@ class SegmentDelivery(Delivery):
 
     def flush(self) -> None:
         self._send(full_only=True)
+
+    def send_held(self) -> None:
+        self._send(full_only=False)
 
     def stage(self) -> Iterator[Routine]:
         """The last batches; the Segment API spends no update operations, so nothing waits."""
@@ -122,6 +125,8 @@ class SegmentDelivery(Delivery):
             return None
         entry.audience_id = audience_id
         warmup = runtime.settings.partner_warmup_seconds
-        partner = _Partner(audience_id, entry, time.monotonic() + warmup if entry.created else None)
+        partner = _Partner(
+            audience_id, entry, timescale.monotonic() + warmup if entry.created else None
+        )
         self._audiences[advertiser_id] = partner
         return partner

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -137,7 +138,9 @@ class SegmentEndpoints(SandboxBase):
         limit = self.config.mapping_rate_limit
         if not limit:
             return
-        now = self.clock.now()
+        # Real seconds, whatever the clock's scale: the client's throttle is in real seconds
+        # too, and a faster clock would let more calls through each real second (kinder).
+        now = time.monotonic()
         with self._rate_lock:
             window = self._mapping_calls[token]
             while window and now - window[0] >= 1.0:

@@ -11,6 +11,7 @@ from typing import Any
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from .app import SandboxApp
+from .clock import Clock
 from .faults import FaultRule
 from .rules import ADMIN_PATH, BASE_PATH, DAY, DEFAULT_TOKENS, EXTERNAL_ADVERTISER, SandboxConfig
 from .store import Store
@@ -62,6 +63,7 @@ class SandboxServer:
         update_processing_seconds: float = 2.0,
         history_wording: str = "rotate",
         faults: Iterable[FaultRule] = (),
+        time_scale: float | None = None,
     ) -> None:
         token_map = DEFAULT_TOKENS if tokens is None else tokens
         self.config = SandboxConfig(
@@ -80,7 +82,8 @@ class SandboxServer:
             update_processing_seconds=update_processing_seconds,
             history_wording=history_wording,
         )
-        self.store = Store(db_path)
+        # time_scale: the clock's (timescale.py); None: the environment's.
+        self.store = Store(db_path, Clock(time_scale))
         self.app = SandboxApp(self.store, self.config)
         for rule in faults:
             self.app.faults.add(rule)

@@ -18,6 +18,23 @@ ADV1 = "7000000000000000001"
 ADV2 = "7000000000000000002"
 TOKEN = "sandbox-token"
 CLI = str(Path(sys.executable).parent / "target-tiktok-audiences")
+# Real seconds per second of TikTok's time in tests (conftest sets timescale's variable):
+# durations in configs and sandbox rules are in TikTok's seconds.
+SCALE = 0.05
+
+
+def real(seconds: float) -> float:
+    """The TikTok seconds that last `seconds` real seconds."""
+    return seconds / SCALE
+
+
+def sandbox_windows(**options: Any) -> dict[str, Any]:
+    """SandboxServer options with the windows a run meets in passing (a new partner
+    audience's warm-up, an update's processing) at 10 s of TikTok's time: longer than the
+    sandbox's 2 s processing default, and half a real second, five times the client's usual
+    gap between an APPEND and its next call, so runs still meet them (a window of fewer real
+    seconds would be met less often: kinder)."""
+    return {"partner_warmup_seconds": real(0.5), "update_processing_seconds": real(0.5), **options}
 
 
 def sha256(value: str) -> str:
@@ -40,7 +57,7 @@ def base_config(sandbox: SandboxServer, **overrides: Any) -> dict[str, Any]:
         "max_retry_seconds": 60,
         # A lost create is looked up for this long before it is sent again (default 120 s).
         "create_confirm_seconds": 4,
-        "partner_warmup_seconds": 30,
+        "partner_warmup_seconds": int(real(30)),
     }
     config.update(overrides)
     return config
