@@ -18,7 +18,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from singer_sdk.exceptions import ConfigValidationError, MapExpressionError, StreamMapConfigError
+from singer_sdk.exceptions import (
+    ConfigValidationError,
+    MapExpressionError,
+    MissingKeyPropertiesError,
+    StreamMapConfigError,
+)
 from singer_sdk.mapper import CustomStreamMap, StreamMap
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
@@ -39,15 +44,22 @@ class StreamMapFailed(Exception):
     """A stream-map expression failed on a record; the message never holds the record."""
 
 
+class InputError(Exception):
+    """The Singer input breaks the spec (a RECORD before its SCHEMA, a key property missing);
+    the message names the stream and the property, never a value."""
+
+
 KNOWN = (
     TikTokError,
     InvalidInputLine,
     DeliveryIncomplete,
     StreamMapFailed,
+    InputError,
     SnapshotError,
     RejectsError,
     StreamMapConfigError,
     MapExpressionError,
+    MissingKeyPropertiesError,
     OSError,
 )
 
@@ -97,6 +109,12 @@ def describe(exc: BaseException) -> str:
             )
         where = f" ({exc.filename})" if exc.filename else ""
         return f"{exc.strerror or exc.__class__.__name__}{where}; check the path and re-run"
+    if isinstance(exc, MissingKeyPropertiesError):  # the SDK's path (several maps of a stream)
+        return (
+            "Input: a RECORD lacks a key property of its stream (key_properties of its SCHEMA); "
+            "the record is not shown because it may hold personal data. Fix the tap or its "
+            "stream maps and re-run"
+        )
     if isinstance(exc, (StreamMapConfigError, MapExpressionError)):
         # Raised while a stream's maps are built from the config, before any record is read.
         return f"stream_maps: {exc} Fix stream_maps and re-run"

@@ -243,7 +243,10 @@ class Run:
         A dry run confirms nothing, so it never emits STATE: a bookmark advanced by a dry run
         would make the next real run skip those rows.
         """
-        if self.settings.dry_run or self.pending or self.refused or self.finished:
+        # With rejects_url, STATE waits for the rejects file to be complete (complete_rejects):
+        # a bookmark past rows whose rejected keys were lost would lose them for good.
+        held = self.pending or self.refused or self.rejects is not None
+        if self.settings.dry_run or held or self.finished:
             self.logger.debug("Holding STATE until pending audiences are delivered.")
             return None
         line = json.dumps(state)
@@ -336,6 +339,19 @@ class Run:
     def flush_rejects(self) -> None:
         if self.rejects is not None:
             self.rejects.flush()
+
+    def complete_rejects(self) -> None:
+        """End of input, before STATE: the rejects file is completed; RejectsError (the run
+        fails, no STATE) when it cannot be."""
+        rejects, self.rejects = self.rejects, None
+        if rejects is None:
+            return
+        self.report.rejects_written = rejects.written
+        try:
+            rejects.close()
+        except RejectsError:
+            self.report.rejects_file = None
+            raise
 
     def _close_rejects(self) -> None:
         rejects, self.rejects = self.rejects, None

@@ -19,6 +19,7 @@ from target_tiktok_audiences.client import API_PATH_SUFFIX, AUDIENCE_NAME_MAX, M
 from target_tiktok_audiences.identifiers import CONTRACTS, EMAIL_MODES, Rules, canonical_contract
 from target_tiktok_audiences.modes import AudienceType, MirrorStrategy, SyncMode
 from target_tiktok_audiences.snapshot import snapshot_url_errors
+from target_tiktok_audiences.urls import display_url, url_errors
 
 DEFAULT_API_BASE_URL = "https://business-api.tiktok.com/open_api/v1.3"
 # 50 MB per file at 65 bytes per SHA-256 line is ~770,000 lines; keep a margin.
@@ -545,6 +546,7 @@ def config_errors(config: Mapping[str, Any]) -> list[str]:
         )
     errors.extend(_url_errors(config.get("api_base_url")))
     errors.extend(snapshot_url_errors(config.get("snapshot_url")))
+    errors.extend(url_errors(config.get("rejects_url"), "rejects_url"))
     errors.extend(_number_errors(config))
     if config.get("load_method") not in (None, "append-only"):
         errors.append(
@@ -565,8 +567,8 @@ def config_warnings(config: Mapping[str, Any]) -> list[str]:
     url = str(config.get("api_base_url") or DEFAULT_API_BASE_URL).rstrip("/")
     if urlsplit(url).scheme in ("http", "https") and not url.endswith(API_PATH_SUFFIX):
         return [
-            f"api_base_url: {url} does not end in {API_PATH_SUFFIX}; TikTok's API and the "
-            "sandbox both live under that path"
+            f"api_base_url: {display_url(url)} does not end in {API_PATH_SUFFIX}; TikTok's API "
+            "and the sandbox both live under that path"
         ]
     return []
 
@@ -588,6 +590,11 @@ def _url_errors(value: object) -> list[str]:
         return [
             "api_base_url: give host and, if needed, a port from 1 to 65535, such as "
             "http://127.0.0.1:8765/open_api/v1.3 (no user or password)"
+        ]
+    if "?" in str(value) or "#" in str(value):
+        return [
+            "api_base_url: has a query or fragment ('?…' or '#…'); TikTok's API takes none, and "
+            "it may hold a secret, which would be logged; remove it"
         ]
     return []
 

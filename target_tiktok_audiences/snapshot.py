@@ -44,6 +44,8 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from target_tiktok_audiences import testhooks
+from target_tiktok_audiences.urls import display_url as display_url  # re-exported
+from target_tiktok_audiences.urls import url_errors
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -92,62 +94,14 @@ def scope_for(api_base_url: str) -> str:
     return scope if _SCOPE.fullmatch(scope) and scope not in (".", "..") else "unknown-host"
 
 
-def display_url(url: str) -> str:
-    """The URL without user info, query or fragment, which may hold credentials (SAS tokens,
-    keys, signatures); every link of a chained URL (`filecache::s3://…`) is cleaned, and a
-    "port" that is not a number (`s3://bucket:SECRET/x`) is dropped.
-    """
-    return "::".join(_display_part(part) for part in url.split("::"))
-
-
-def _display_part(part: str) -> str:
-    if "://" not in part:
-        return part  # a protocol name of a chain, or a local path
-    scheme, _, rest = part.partition("://")
-    netloc, slash, path = rest.partition("/")
-    host, _, port = _before_query(netloc.rpartition("@")[2]).partition(":")
-    shown = f"{host}:{port}" if port.isascii() and port.isdigit() else host
-    return f"{scheme}://{shown}{slash}{_before_query(path)}" if slash else f"{scheme}://{shown}"
-
-
-def _before_query(text: str) -> str:
-    return text.split("?")[0].split("#")[0]
-
-
 def snapshot_url_errors(url: str | None) -> list[str]:
     """What is wrong with a snapshot_url, never quoting what may be a secret (None: default)."""
-    if url is None:
-        return []
-    if not url.strip():
+    if url is not None and not url.strip():
         return [
             "snapshot_url: is empty; leave it unset for the user data folder, or give a folder "
             "or an fsspec URL such as s3://bucket/prefix"
         ]
-    shown = display_url(url)
-    where = "give credentials through the environment (AWS_ACCESS_KEY_ID, a profile, a role)"
-    errors = []
-    for part in url.split("::"):
-        if "://" not in part:
-            continue
-        netloc = part.partition("://")[2].partition("/")[0]
-        port = netloc.rpartition("@")[2].partition(":")[2]
-        if "@" in netloc:
-            errors.append(
-                f"snapshot_url {shown}: has a user or password before '@'; {where}, never in "
-                "the URL, which is logged"
-            )
-        elif port and not (port.isascii() and port.isdigit()):
-            errors.append(
-                f"snapshot_url {shown}: has ':' followed by something other than a port "
-                f"number after the bucket or host; {where}, never in the URL, which is logged"
-            )
-        if "?" in part or "#" in part:
-            errors.append(
-                f"snapshot_url {shown}: has a query or fragment ('?…' or '#…'), which may hold a "
-                "signature or token and would end up in object names; remove it and "
-                f"{where}"
-            )
-    return errors
+    return url_errors(url, "snapshot_url")
 
 
 def pack(block: Sequence[str], width: int) -> bytes:

@@ -16,13 +16,14 @@ from typing import Any
 
 import click
 from singer_sdk import Target
-from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.exceptions import ConfigValidationError, RecordsWithoutSchemaException
 from singer_sdk.helpers.capabilities import PluginCapabilities
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.sinks import Sink
 
 from target_tiktok_audiences.failures import (
     DeliveryIncomplete,
+    InputError,
     config_file_error,
     describe,
     exit_on_known_failure,
@@ -139,6 +140,7 @@ class TargetTikTokAudiences(Target):
             )
         self._plans.clear()  # maps and sinks may change
         self._lanes.clear()  # the reader flushed them before this message
+        _check_key_properties(message_dict)
         super()._process_schema_message(message_dict)
         # The stream's maps are (re)built here; their failures must not quote a record.
         for stream_map in self.mapper.stream_maps.get(message_dict["stream"], ()):
@@ -178,7 +180,7 @@ class TargetTikTokAudiences(Target):
                 sink._remove_sdc_metadata_from_record(record)
             for key in key_properties:
                 if key not in record:
-                    sink._singer_validate_message(record)  # raises the SDK's error
+                    raise _missing_key(stream_name, key)
             sink._total_records_read += 1  # Sink.tally_record_read
             sink._batch_records_read += 1
             sink.process_record(record, context)
@@ -195,6 +197,17 @@ class TargetTikTokAudiences(Target):
             if record is not None:
                 counter.increment(0)  # logs the count when its interval has passed
             self._handle_max_record_age()
+
+    def _assert_sink_exists(self, stream_name: str) -> None:
+        # The SDK's error is a traceback; the tap is what must change.
+        try:
+            super()._assert_sink_exists(stream_name)
+        except RecordsWithoutSchemaException:
+            raise InputError(
+                f"Input: a RECORD of stream '{stream_name}' came before the stream's SCHEMA "
+                "message; the tap must send SCHEMA first (Singer spec). Fix the tap or its "
+                "stream maps and re-run"
+            ) from None
 
     def _plan(self, stream_name: str) -> _Plan:
         """What a record of `stream_name` needs, as the SDK's path finds it (its checks and
@@ -233,6 +246,7 @@ class TargetTikTokAudiences(Target):
         try:
             self.drain_all()  # flush every sink; STATE stays held while files are undelivered
             run.deliver()
+            run.complete_rejects()
         except Exception as exc:
             run.finish("failed", describe(exc))
             raise
@@ -357,6 +371,31 @@ _SDC_FIELDS = frozenset(
         "_sdc_sync_started_at",
     }
 )
+
+
+def _check_key_properties(message: dict[str, Any]) -> None:
+    """key_properties must name properties of the SCHEMA: rows are named by them (rejects_url)
+    and a record without them cannot be told apart."""
+    schema = message.get("schema")
+    keys = message.get("key_properties")
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(keys, list) or not isinstance(properties, dict):
+        return
+    for key in keys:
+        if key not in properties:
+            raise InputError(
+                f"Input: the SCHEMA of stream '{message.get('stream')}' names key property "
+                f"'{key}' in key_properties, but it is not one of the stream's properties; "
+                "fix the tap's key properties (or its stream maps) and re-run"
+            )
+
+
+def _missing_key(stream: str, key: str) -> InputError:
+    return InputError(
+        f"Input: a RECORD of stream '{stream}' lacks key property '{key}' (key_properties of "
+        "its SCHEMA); the record is not shown because it may hold personal data. Fix the tap "
+        "or its stream maps and re-run"
+    )
 
 
 def main() -> None:

@@ -5,8 +5,9 @@ TARGET_TIKTOK_AUDIENCES_TEST_FAULT holds one fault:
   the N-th STEP of the run (a kill between any two calls, as production meets it);
 - `fail:STEP:N`: the N-th STEP fails with "no space left on device".
 STEP is a TikTok write call (`upload_file`, `create_customer_audience`,
-`update_customer_audience`, `create_partner_audience`, `map_users`) or a snapshot store write
-(`in_flight`, `snapshot`). Only the model-based and fault tests set it.
+`update_customer_audience`, `create_partner_audience`, `map_users`), a snapshot store write
+(`in_flight`, `snapshot`) or a line of the rejects file (`rejects`). Only the model-based and
+fault tests set it.
 """
 
 from __future__ import annotations

