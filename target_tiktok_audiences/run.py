@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from target_tiktok_audiences import testhooks
+from target_tiktok_audiences import redact, testhooks
 from target_tiktok_audiences.audiences import AudienceDirectory
 from target_tiktok_audiences.client import AudienceAPI, TikTokClient
 from target_tiktok_audiences.deliveries import Delivery, Runtime, delivery_class, staging
@@ -78,6 +78,10 @@ class Run:
         self.settings = settings
         self.logger = logger
         self.finished = False
+        # Every line of this process and the report are stripped of the token (TikTok may
+        # echo it); the client strips it from TikTok's words first.
+        self.secrets = tuple(s for s in (settings.access_token,) if s)
+        redact.install(self.secrets)
         client = testhooks.wrap(make_client(settings))
         self.client = client
         self.runtime = Runtime(
@@ -381,7 +385,7 @@ class Run:
         report.log_summary(self.logger)
         if self.settings.report_path:
             try:
-                report.write_json(self.settings.report_path)
+                report.write_json(self.settings.report_path, self.secrets)
                 self.logger.info("Run report written to %s", self.settings.report_path)
             except OSError as exc:
                 self.logger.error(

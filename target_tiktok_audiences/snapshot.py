@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import urlsplit
 
 import platformdirs
@@ -904,7 +904,31 @@ def _filesystem(
         # The URL passed snapshot_url_errors: no credential of it can be in the text.
         detail = str(exc) or type(exc).__name__
         raise SnapshotError(f"snapshot_url {shown}: {detail}") from None
-    return fs, str(prefix)
+    return cast("AbstractFileSystem", _Guarded(fs)), str(prefix)
+
+
+class _Guarded:
+    """A file system whose calls fail with OSError only: a storage library's own errors
+    (botocore's ParamValidationError, NoCredentialsError, …) are no OSError, would pass every
+    handler as a traceback, and their text may quote the request. Only their kind is kept."""
+
+    def __init__(self, fs: AbstractFileSystem) -> None:
+        self._fs = fs
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._fs, name)
+        if not callable(value):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return value(*args, **kwargs)
+            except OSError:
+                raise
+            except Exception as exc:
+                raise OSError(errno.EIO, f"storage error {type(exc).__name__}") from None
+
+        return call
 
 
 def _owner() -> str:

@@ -8,6 +8,7 @@ runs' spool folders, the clash message). Item 1 is in test_model.py, item 2 in t
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ from test_known_failures import (
 )
 from test_mirror_diff import s3_endpoint, s3_env  # noqa: F401 - s3_endpoint: fixture
 
-from target_tiktok_audiences.sandbox.server import SandboxServer
+from target_tiktok_audiences.sandbox.server import SandboxServer, run_sandbox
+from target_tiktok_audiences.snapshot import SnapshotKey, SnapshotStore, Unusable
 from target_tiktok_audiences.testhooks import VARIABLE as FAULT
 
 from helpers import (
@@ -189,3 +191,68 @@ def test_rejects_that_cannot_be_completed_withhold_state(
         line,
     ), line
     assert run.report is not None and run.report["status"] == "failed"
+
+
+# -- 6. what TikTok echoes is redacted ------------------------------------------------------
+
+PLANTED_TOKEN = f"tok-{SECRET}"
+LIST_PATH = "/dmp/custom_audience/list/"
+
+
+def echo_run(tmp_path: Path, **fault: Any) -> Any:
+    # TikTok's own database (the sandbox's) lives outside the run's folder: it knows the token.
+    with run_sandbox(
+        tmp_path.parent / f"{tmp_path.name}.db", tokens={PLANTED_TOKEN: [ADV1]}
+    ) as server:
+        server.inject(count=20, paths=[LIST_PATH], **fault)
+        config = base_config(
+            server, access_token=PLANTED_TOKEN, advertiser_ids=[ADV1], audiences=[VIP_MAPPING]
+        )
+        return run_target(tmp_path, config, [*vip_messages(), state_msg({"at": 1})])
+
+
+def test_the_token_tiktok_echoes_is_redacted_everywhere(tmp_path: Path) -> None:
+    run = echo_run(
+        tmp_path, kind="permission_error", message=f"No permission for token {PLANTED_TOKEN}"
+    )
+    assert run.returncode == 1, run.stderr[-3000:]
+    line = error_lines(run)[-1]
+    assert re.fullmatch(
+        rf"Checking access to the advertiser's audiences for advertiser {ADV1} failed: TikTok "
+        r'said "No permission for token \[redacted\]" \(code 40001, request_id [0-9A-Za-z]+\)\. '
+        r".+",
+        line,
+    ), line
+    assert run.stdout == ""
+    assert run.report is not None and run.report["error"] == line
+    (tmp_path / "run" / "config.json").unlink()  # the config holds the token, as written
+    assert SECRET not in run.stdout + run.stderr + everything_written(tmp_path)
+
+
+def test_a_redirect_without_a_port_says_so(tmp_path: Path) -> None:
+    run = echo_run(tmp_path, kind="redirect", location=f"http://127.0.0.1/x?sig={SECRET}")
+    assert run.returncode == 1
+    assert "redirect to 127.0.0.1 (no port given), which is not followed" in error_lines(run)[-1]
+    assert "None" not in error_lines(run)[-1]
+    assert SECRET not in run.stdout + run.stderr + json.dumps(run.report)
+
+
+def test_a_storage_library_error_is_one_line_without_its_text() -> None:
+    """botocore's errors are no OSError: the store turns them into its own line."""
+    store = SnapshotStore("memory://corners-bucket/p")
+
+    class LibraryError(Exception):
+        pass
+
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise LibraryError(f"request to bucket with key {SECRET}")
+
+    inner = store._fs._fs  # type: ignore[union-attr]
+    inner.open = refuse
+    key = SnapshotKey(ADV1, "123", "EMAIL_SHA256")
+    found = store.read(key)
+    assert isinstance(found, Unusable)
+    assert found.detail == (
+        f"snapshot memory://corners-bucket/p/{ADV1}/123/EMAIL_SHA256.snap is unreadable "
+        "(EIO: storage error LibraryError)"
+    )
