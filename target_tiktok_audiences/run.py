@@ -16,7 +16,7 @@ from target_tiktok_audiences import redact, testhooks
 from target_tiktok_audiences.audiences import AudienceDirectory
 from target_tiktok_audiences.client import AudienceAPI, TikTokClient
 from target_tiktok_audiences.deliveries import Delivery, Runtime, delivery_class, staging
-from target_tiktok_audiences.deliveries.fanout import FanOutDelivery
+from target_tiktok_audiences.deliveries.fanout import FanOutDelivery, fixed_claims
 from target_tiktok_audiences.dryrun import DryRunClient
 from target_tiktok_audiences.identifiers import (
     ColumnEncoder,
@@ -94,6 +94,7 @@ class Run:
             workdir=private_workdir(),
             report=RunReport(dry_run=settings.dry_run),
             logger=logger,
+            claims=fixed_claims((settings.mappings or {}).values()),
             snapshots=SnapshotStore(
                 settings.snapshot_url,
                 scope=scope_for(settings.api_base_url),

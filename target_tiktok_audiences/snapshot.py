@@ -460,6 +460,7 @@ class SnapshotStore:
         self._scope = scope
         # (source, file, header) of the last set written with a `source` (see copy_written)
         self._written: tuple[object, str, bytes] | None = None
+        self._held: set[SnapshotKey] = set()  # the locks this run holds (never waited on)
         if url is None:
             root = str(Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)) / "snapshots")
             self.url = root
@@ -751,12 +752,23 @@ class SnapshotStore:
         if self.read_only:
             yield
             return
-        if self._fs is None:
-            with self._local_lock(key):
-                yield
-        else:
-            with self._object_lock(key):
-                yield
+        if key in self._held:
+            # Waiting would wait on itself (a flock of another descriptor of this process, or
+            # our own lock object) until lock_wait_seconds ends.
+            raise SnapshotError(
+                f"this run already holds the snapshot lock for {key.describe()}: two of its "
+                "mappings sync one audience; give one of them another audience_name"
+            )
+        self._held.add(key)
+        try:
+            if self._fs is None:
+                with self._local_lock(key):
+                    yield
+            else:
+                with self._object_lock(key):
+                    yield
+        finally:
+            self._held.discard(key)
 
     def _waited(self, key: SnapshotKey, where: str, extra: str = "") -> SnapshotError:
         return SnapshotError(

@@ -25,7 +25,7 @@ from test_known_failures import (
 from test_mirror_diff import s3_endpoint, s3_env  # noqa: F401 - s3_endpoint: fixture
 
 from target_tiktok_audiences.sandbox.server import SandboxServer, run_sandbox
-from target_tiktok_audiences.snapshot import SnapshotKey, SnapshotStore, Unusable
+from target_tiktok_audiences.snapshot import SnapshotError, SnapshotKey, SnapshotStore, Unusable
 from target_tiktok_audiences.testhooks import VARIABLE as FAULT
 
 from helpers import (
@@ -256,3 +256,84 @@ def test_a_storage_library_error_is_one_line_without_its_text() -> None:
         f"snapshot memory://corners-bucket/p/{ADV1}/123/EMAIL_SHA256.snap is unreadable "
         "(EIO: storage error LibraryError)"
     )
+
+
+# -- 3. one audience, one mapping -------------------------------------------------------------
+
+WRITES = ("/file/upload/", "/custom_audience/create/", "/custom_audience/update/", "/segment/")
+
+
+def test_two_fixed_mappings_of_one_name_are_refused_before_any_call(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    mappings = [
+        {"stream": "a", "audience_name": "gold", "identifiers": {"EMAIL_SHA256": "email"}},
+        {"stream": "b", "audience_name": "gold", "identifiers": {"PHONE_SHA256": "phone"}},
+    ]
+    run = run_target(tmp_path, base_config(sandbox, audiences=mappings), vip_messages())
+    assert_one_line(
+        run,
+        "Config validation failed: audiences[1]: streams 'a' and 'b' would both sync audience "
+        "'gold' in the same advertisers; give one of them another audience_name",
+        tmp_path,
+        report=False,
+    )
+    assert sandbox.calls() == []
+
+
+@pytest.mark.parametrize(
+    ("fixed", "value"),
+    [
+        ({"EMAIL_SHA256": "email"}, "gold"),
+        ({"EMAIL_SHA256": "email", "PHONE_SHA256": "phone"}, "gold (EMAIL_SHA256)"),
+    ],
+    ids=["same-name", "suffixed"],
+)
+def test_a_fan_out_value_naming_another_mappings_audience_stops_before_sending(
+    sandbox: SandboxServer, tmp_path: Path, fixed: dict[str, str], value: str
+) -> None:
+    mappings = [
+        {"stream": "golds", "audience_name": "gold", "identifiers": fixed},
+        {
+            "stream": "tiers",
+            "audience_name": "{value}",
+            "audience_name_column": "tier",
+            "identifiers": {"EMAIL_SHA256": "email"},
+        },
+    ]
+    messages = [
+        schema_msg("golds", ["email", "phone"]),
+        *(
+            record_msg("golds", {"id": i, "email": f"g{i}@example.com", "phone": None})
+            for i in range(3)
+        ),
+        schema_msg("tiers", ["email", "tier"]),
+        record_msg("tiers", {"id": 1, "email": "t1@example.com", "tier": "silver"}),
+        record_msg("tiers", {"id": 2, "email": "t2@example.com", "tier": f"{value} "}),
+        state_msg({"at": 1}),
+    ]
+    config = base_config(sandbox, audiences=mappings)
+    run = run_target(tmp_path, config, messages)
+    assert_one_line(
+        run,
+        "Naming an audience from column 'tier' failed: audiences[stream=tiers]."
+        f"audience_name_column: stream 'tiers' (value '{value}' of column 'tier') and stream "
+        f"'golds' (audience_name 'gold') would both sync audience '{value}'; two mappings must "
+        "never sync one audience. Give one of them another audience_name (or leave the value "
+        "out of the stream); nothing of it was sent.",
+        tmp_path,
+    )
+    assert [c for c in sandbox.calls() if c["path"].endswith(WRITES)] == []
+
+
+def test_a_lock_this_run_holds_is_never_waited_on(tmp_path: Path) -> None:
+    store = SnapshotStore(str(tmp_path / "snaps"), lock_wait_seconds=600)
+    key = SnapshotKey.for_name(ADV1, "gold", "AUDIENCE")
+    with store.lock(key), pytest.raises(SnapshotError) as refused, store.lock(key):
+        pass  # pragma: no cover - the inner lock refuses at once
+    assert str(refused.value) == (
+        f"this run already holds the snapshot lock for an audience name of advertiser {ADV1}: "
+        "two of its mappings sync one audience; give one of them another audience_name"
+    )
+    with store.lock(key):  # released: taken again at once
+        pass

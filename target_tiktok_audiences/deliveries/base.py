@@ -117,6 +117,8 @@ class Runtime:
     snapshots: SnapshotStore
     # (advertiser, name, kind) of audiences that audience_name_column values will create
     new_audiences: set[tuple[str, str, str]] = field(default_factory=set)
+    # audience name -> the mapping (and value) that syncs it: one audience, one mapping
+    claims: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -203,9 +205,11 @@ class Delivery(abc.ABC):
         never create it twice (nor interleave their changes).
         """
         lock = SnapshotKey.for_name(entry.advertiser_id, entry.audience_name, "AUDIENCE")
+        began = False
         try:
             with self.runtime.snapshots.lock(lock):
                 self._locked_at = time.monotonic()
+                began = True
                 yield self.runtime.client.with_stats(entry.stats)
         except HeldBack as exc:
             entry.defer(exc.why, exc.advice, exc.detail)
@@ -226,6 +230,8 @@ class Delivery(abc.ABC):
             raise
         else:
             self._expiry_notes(entry)
+        if not began:  # the lock was not taken: the caller's block must not run (deferred)
+            raise staging.Skipped(entry.audience_name)
 
     def _expiry_notes(self, entry: AudienceReport) -> None:
         """Say it plainly when an expired audience was replaced, or this one expires soon."""
