@@ -15,6 +15,7 @@ from typing import Any
 from target_tiktok_audiences import redact, testhooks
 from target_tiktok_audiences.audiences import AudienceDirectory
 from target_tiktok_audiences.client import AudienceAPI, TikTokClient
+from target_tiktok_audiences.creates import StoredCreates
 from target_tiktok_audiences.deliveries import Delivery, Runtime, delivery_class, staging
 from target_tiktok_audiences.deliveries.fanout import FanOutDelivery, fixed_claims
 from target_tiktok_audiences.dryrun import DryRunClient
@@ -84,22 +85,24 @@ class Run:
         redact.install(self.secrets)
         client = testhooks.wrap(make_client(settings))
         self.client = client
+        snapshots = SnapshotStore(
+            settings.snapshot_url,
+            scope=scope_for(settings.api_base_url),
+            read_only=settings.dry_run,
+        )
         self.runtime = Runtime(
             settings=settings,
             client=client,
             directory=AudienceDirectory(
                 confirm_seconds=settings.create_confirm_seconds,
                 max_new=settings.max_new_audiences,
+                pending=StoredCreates(snapshots),
             ),
             workdir=private_workdir(),
             report=RunReport(dry_run=settings.dry_run),
             logger=logger,
             claims=fixed_claims((settings.mappings or {}).values()),
-            snapshots=SnapshotStore(
-                settings.snapshot_url,
-                scope=scope_for(settings.api_base_url),
-                read_only=settings.dry_run,
-            ),
+            snapshots=snapshots,
         )
         self.deliveries: dict[str, Delivery] = {}
         self.sealed: dict[str, Delivery] = {}  # stream -> its last complete version (mirror)

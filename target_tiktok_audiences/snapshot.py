@@ -153,6 +153,7 @@ class Kind(enum.Enum):
 
     SNAPSHOT = "snap"  # what TikTok holds, as far as the target knows
     IN_FLIGHT = "inflight"  # digests of a change sent but not confirmed: state at TikTok unknown
+    CREATING = "creating"  # a create sent but not confirmed (creates.py): an empty set
 
 
 @dataclass(frozen=True)
@@ -570,7 +571,7 @@ class SnapshotStore:
                 f"snapshot store {self.display} is read-only (dry run): no snapshot is written"
             )
         where = self.where(key, kind)
-        step = "snapshot" if kind is Kind.SNAPSHOT else "in_flight"
+        step = {Kind.SNAPSHOT: "snapshot", Kind.IN_FLIGHT: "in_flight"}.get(kind, kind.value)
         try:
             testhooks.checkpoint("before", step)
             if self._fs is None:

@@ -3,6 +3,8 @@
 TARGET_TIKTOK_AUDIENCES_TEST_FAULT holds one fault:
 - `kill:before:STEP:N` / `kill:after:STEP:N`: SIGKILL the process just before, or just after,
   the N-th STEP of the run (a kill between any two calls, as production meets it);
+- `kill:during:STEP:N`: SIGKILL the process once the N-th STEP was sent, whatever its answer
+  (with the sandbox's `late_create`: a kill while TikTok is still creating the audience);
 - `fail:STEP:N`: the N-th STEP fails with "no space left on device".
 STEP is a TikTok write call (`upload_file`, `create_customer_audience`,
 `update_customer_audience`, `create_partner_audience`, `map_users`), a snapshot store write
@@ -44,7 +46,7 @@ def _fault() -> tuple[str, str, str, int] | None:
         return "kill", parts[1], parts[2], int(parts[3])
     if parts[0] == "fail" and len(parts) == 3:
         return "fail", "before", parts[1], int(parts[2])
-    raise ValueError(f"{VARIABLE}: use kill:before|after:STEP:N or fail:STEP:N")
+    raise ValueError(f"{VARIABLE}: use kill:before|during|after:STEP:N or fail:STEP:N")
 
 
 def checkpoint(when: str, step: str) -> None:
@@ -78,7 +80,10 @@ class _Faulty:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             checkpoint("before", name)
-            result = value(*args, **kwargs)
+            try:
+                result = value(*args, **kwargs)
+            finally:
+                checkpoint("during", name)
             checkpoint("after", name)
             return result
 

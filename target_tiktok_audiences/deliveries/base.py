@@ -267,7 +267,16 @@ class Delivery(abc.ABC):
         if found is None and not directory.listed_since(advertiser_id, self._locked_at):
             # Listed before this audience's lock was taken: another run may have created it since.
             found = directory.by_name(api, advertiser_id, name, kind, refresh=True)
+        if found is None:
+            # An earlier run's create that TikTok may still be making: awaited, never repeated.
+            found = directory.await_pending(api, advertiser_id, name, kind)
         return found
+
+    def is_new(self, entry: AudienceReport) -> bool:
+        """Created by this run, or by an earlier run's create this run adopted: a partner
+        audience this new may still refuse mappings (partner_warmup_seconds)."""
+        adopted = (entry.advertiser_id, entry.audience_id or "") in self.runtime.directory.adopted
+        return entry.created or adopted
 
     def partner_audience(self, api: AudienceAPI, advertiser_id: str, name: str) -> tuple[str, bool]:
         """(audience id, created): the configured or existing partner audience, or a new one."""

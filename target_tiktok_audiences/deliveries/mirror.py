@@ -735,7 +735,7 @@ class PartnerMirrorDelivery(_SortedSets):
         return _Change(added.take(), [], DiffCounts(total, 0, 0, total))
 
     def ready_by(self, entry: AudienceReport) -> float | None:
-        if not entry.created:
+        if not self.is_new(entry):
             return None
         return time.monotonic() + self.runtime.settings.partner_warmup_seconds
 

@@ -138,6 +138,7 @@ class SegmentDelivery(Delivery):
             return None
         entry.audience_id = audience_id
         warmup = runtime.settings.partner_warmup_seconds
-        partner = _Partner(audience_id, entry, time.monotonic() + warmup if entry.created else None)
+        new = self.is_new(entry)
+        partner = _Partner(audience_id, entry, time.monotonic() + warmup if new else None)
         self._audiences[advertiser_id] = partner
         return partner
