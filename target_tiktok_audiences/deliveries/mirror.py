@@ -242,8 +242,12 @@ class _SortedSets(Delivery):
     def resync_due(self, api: AudienceAPI, base: Baseline) -> bool:
         """resync_days, measured on TikTok's clock (as TikTok's own day is)."""
         days = self.runtime.settings.resync_days
-        if not days or base.held is None:
+        if not days:
             return False
+        if base.held is None:
+            # A create never confirmed (base.empty): when the audience was last uploaded in
+            # full is unknown, and edits made in TikTok since would never be corrected.
+            return base.empty
         age = base.held.header.full_age_seconds(api.now())
         return age is None or age >= days * DAY
 
