@@ -29,7 +29,7 @@ from target_tiktok_audiences.rejects import RejectsError, RejectsWriter
 from target_tiktok_audiences.report import RunReport, StreamReport
 from target_tiktok_audiences.routing import Ignored, route_stream
 from target_tiktok_audiences.settings import Settings
-from target_tiktok_audiences.snapshot import SnapshotStore, scope_for
+from target_tiktok_audiences.snapshot import LEASE_SECONDS, SnapshotStore, scope_for
 from target_tiktok_audiences.spool import private_workdir, remove_workdir
 
 PROGRESS_SECONDS = 30.0
@@ -89,6 +89,7 @@ class Run:
             settings.snapshot_url,
             scope=scope_for(settings.api_base_url),
             read_only=settings.dry_run,
+            lease_seconds=testhooks.lease_seconds(LEASE_SECONDS),
         )
         self.runtime = Runtime(
             settings=settings,

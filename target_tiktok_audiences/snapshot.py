@@ -82,6 +82,66 @@ class SnapshotCorrupt(SnapshotError):
     """A stored set's body does not match its header: it cannot be trusted."""
 
 
+class LeaseLost(SnapshotError):
+    """This run can no longer prove that it holds an audience's lock: it sends nothing more."""
+
+
+class Lease:
+    """Proof that this run still holds an audience's lock, checked before every write call and
+    every snapshot write (fencing). A local lock is the kernel's (flock): it cannot be lost while
+    the process lives, so this one always holds."""
+
+    def check(self) -> None:
+        """Raise LeaseLost when the lock may be another run's now."""
+
+
+class _ObjectLease(Lease):
+    """An object-storage lock's lease: lost the moment its renewal fails, its time runs out
+    (a paused process, a frozen container), or the lock object names another owner (another
+    run took the expired lock over: the lease's generation changed)."""
+
+    def __init__(self, fs: AbstractFileSystem, path: str, owner: str, seconds: float, what: str):
+        self._fs, self._path, self._owner, self._seconds = fs, path, owner, seconds
+        self._what = what
+        self.expires = time.time() + seconds
+        self.lost: str | None = None
+
+    def renew(self) -> None:
+        """Extend the lease if it is still ours (the renewal thread, every third of it)."""
+        if self.lost is not None:
+            return
+        try:
+            self.check()
+            self._fs.pipe_file(self._path, _owner_record(self._owner, self._seconds).encode())
+            self.expires = time.time() + self._seconds
+        except LeaseLost:
+            pass
+        except OSError as exc:
+            self.lost = f"its renewal failed ({_oserror(exc)})"
+
+    def check(self) -> None:
+        if self.lost is None and time.time() >= self.expires:
+            self.lost = (
+                f"its lease of {self._seconds:.0f} s ran out before it was renewed (the process "
+                "was paused or starved)"
+            )
+        if self.lost is None:
+            try:
+                owner = _lock_owner(self._fs.cat_file(self._path))
+            except FileNotFoundError:
+                owner = None
+            except OSError as exc:
+                self.lost = f"it could not be read back ({_oserror(exc)})"
+                owner = self._owner
+            if owner != self._owner:
+                self.lost = "another run took it over (the lease's generation changed)"
+        if self.lost is not None:
+            raise LeaseLost(
+                f"this run lost the snapshot lock for {self._what}: {self.lost}; it sent "
+                "nothing more, as another run may have changed the audience since"
+            )
+
+
 def scope_for(api_base_url: str) -> str:
     """The API host (and port) as a path segment: audiences of two APIs never share snapshots."""
     parts = urlsplit(api_base_url)
@@ -461,7 +521,7 @@ class SnapshotStore:
         self._scope = scope
         # (source, file, header) of the last set written with a `source` (see copy_written)
         self._written: tuple[object, str, bytes] | None = None
-        self._held: set[SnapshotKey] = set()  # the locks this run holds (never waited on)
+        self._held: dict[SnapshotKey, Lease] = {}  # the locks this run holds (never waited on)
         if url is None:
             root = str(Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)) / "snapshots")
             self.url = root
@@ -574,6 +634,7 @@ class SnapshotStore:
         step = {Kind.SNAPSHOT: "snapshot", Kind.IN_FLIGHT: "in_flight"}.get(kind, kind.value)
         try:
             testhooks.checkpoint("before", step)
+            self.check_leases()
             if self._fs is None:
                 directory = self._local_dir(key)
                 fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{key.contract}.", suffix=".tmp")
@@ -589,6 +650,7 @@ class SnapshotStore:
                     out.finish(key, kind, full_at)
                 except OSError as exc:
                     raise _write_error(where, exc) from None
+            self.check_leases()  # the write may have outlasted the lease: checked as it lands
             self._commit(Path(tmp), self._rel(key.path(kind)))
             testhooks.checkpoint("after", step)
         except OSError as exc:  # a write into the temp file while the caller streamed
@@ -697,6 +759,7 @@ class SnapshotStore:
         rel = self._rel(key.path(kind))
         if self._written is not None and self._written[1] == rel:
             self._written = None
+        self.check_leases()
         try:
             if self._fs is None:
                 (self._root / rel).unlink(missing_ok=True)
@@ -733,7 +796,7 @@ class SnapshotStore:
     # -- locking ------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def lock(self, key: SnapshotKey) -> Iterator[None]:
+    def lock(self, key: SnapshotKey) -> Iterator[Lease]:
         """Held while a run reads, changes and records one audience (see README, Snapshots).
 
         Another holder is waited for up to `lock_wait_seconds`, then SnapshotError.
@@ -751,7 +814,7 @@ class SnapshotStore:
         Read-only stores (dry run) take no lock.
         """
         if self.read_only:
-            yield
+            yield Lease()
             return
         if key in self._held:
             # Waiting would wait on itself (a flock of another descriptor of this process, or
@@ -760,16 +823,23 @@ class SnapshotStore:
                 f"this run already holds the snapshot lock for {key.describe()}: two of its "
                 "mappings sync one audience; give one of them another audience_name"
             )
-        self._held.add(key)
+        self._held[key] = Lease()
         try:
             if self._fs is None:
                 with self._local_lock(key):
-                    yield
+                    yield self._held[key]
             else:
-                with self._object_lock(key):
-                    yield
+                with self._object_lock(key) as lease:
+                    self._held[key] = lease
+                    yield lease
         finally:
-            self._held.discard(key)
+            self._held.pop(key, None)
+
+    def check_leases(self) -> None:
+        """Fencing: before a snapshot write, every lock this run holds must still be its own
+        (LeaseLost otherwise)."""
+        for lease in list(self._held.values()):
+            lease.check()
 
     def _waited(self, key: SnapshotKey, where: str, extra: str = "") -> SnapshotError:
         return SnapshotError(
@@ -800,7 +870,7 @@ class SnapshotStore:
             os.close(fd)  # closing releases the flock
 
     @contextlib.contextmanager
-    def _object_lock(self, key: SnapshotKey) -> Iterator[None]:
+    def _object_lock(self, key: SnapshotKey) -> Iterator[_ObjectLease]:
         assert self._fs is not None
         fs, path = self._fs, self._path(self._rel(key.lock_name))
         where = f"lock object {self.display.rstrip('/')}/{self._rel(key.lock_name)}"
@@ -825,13 +895,14 @@ class SnapshotStore:
                     key, where, f", renewed by its run every {self._lease / 3:.0f} s"
                 )
             time.sleep(pause)
+        lease = _ObjectLease(fs, path, owner, self._lease, key.describe())
         stop = threading.Event()
         renewer = threading.Thread(
-            target=self._renew, args=(path, owner, stop), name="snapshot-lock-lease", daemon=True
+            target=self._renew, args=(lease, stop), name="snapshot-lock-lease", daemon=True
         )
         renewer.start()
         try:
-            yield
+            yield lease
         finally:
             stop.set()
             renewer.join()
@@ -839,13 +910,10 @@ class SnapshotStore:
                 if _lock_owner(fs.cat_file(path)) == owner:
                     fs.rm_file(path)
 
-    def _renew(self, path: str, owner: str, stop: threading.Event) -> None:
-        """Extend the lease while the run works; a lost lock is noticed by the owner check."""
-        assert self._fs is not None
-        while not stop.wait(self._lease / 3):
-            with contextlib.suppress(OSError):
-                if _lock_owner(self._fs.cat_file(path)) == owner:
-                    self._fs.pipe_file(path, _owner_record(owner, self._lease).encode())
+    def _renew(self, lease: _ObjectLease, stop: threading.Event) -> None:
+        """Extend the lease while the run works; once lost, it stays lost (fencing)."""
+        while not stop.wait(self._lease / 3) and lease.lost is None:
+            lease.renew()
 
     def _lease_expired(self, path: str) -> bool:
         assert self._fs is not None

@@ -30,9 +30,10 @@ from target_tiktok_audiences.client import (
 )
 from target_tiktok_audiences.deliveries import staging
 from target_tiktok_audiences.deliveries.staging import Ask, Routine
+from target_tiktok_audiences.fencing import fenced
 from target_tiktok_audiences.report import AudienceReport, RunReport, StreamReport
 from target_tiktok_audiences.settings import AudienceMapping, Settings
-from target_tiktok_audiences.snapshot import SnapshotError, SnapshotKey, SnapshotStore
+from target_tiktok_audiences.snapshot import LeaseLost, SnapshotError, SnapshotKey, SnapshotStore
 from target_tiktok_audiences.spool import Chunk
 
 EXPIRING_DAYS = 60  # TikTok shows an audience as about to expire this many days ahead
@@ -207,12 +208,18 @@ class Delivery(abc.ABC):
         lock = SnapshotKey.for_name(entry.advertiser_id, entry.audience_name, "AUDIENCE")
         began = False
         try:
-            with self.runtime.snapshots.lock(lock):
+            with self.runtime.snapshots.lock(lock) as lease:
                 self._locked_at = time.monotonic()
                 began = True
-                yield self.runtime.client.with_stats(entry.stats)
+                yield fenced(self.runtime.client.with_stats(entry.stats), lease)
         except HeldBack as exc:
             entry.defer(exc.why, exc.advice, exc.detail)
+        except LeaseLost as exc:
+            entry.defer(
+                "this run lost its lock on the audience and sent nothing more to it",
+                "re-run: the next run converges it, whatever the other run sent meanwhile",
+                str(exc),
+            )
         except SnapshotError as exc:
             entry.defer(
                 "the snapshot store failed",
