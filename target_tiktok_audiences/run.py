@@ -30,7 +30,7 @@ from target_tiktok_audiences.report import RunReport, StreamReport
 from target_tiktok_audiences.routing import Ignored, route_stream
 from target_tiktok_audiences.settings import Settings
 from target_tiktok_audiences.snapshot import LEASE_SECONDS, SnapshotStore, scope_for
-from target_tiktok_audiences.spool import private_workdir, remove_workdir
+from target_tiktok_audiences.spool import private_workdir, remove_dead_workdirs, remove_workdir
 
 PROGRESS_SECONDS = 30.0
 
@@ -83,6 +83,12 @@ class Run:
         # echo it); the client strips it from TikTok's words first.
         self.secrets = tuple(s for s in (settings.access_token,) if s)
         redact.install(self.secrets)
+        if removed := remove_dead_workdirs():
+            logger.info(
+                "Removed %d spool folder%s left by runs of this target that were killed.",
+                removed,
+                "" if removed == 1 else "s",
+            )
         client = testhooks.wrap(make_client(settings))
         self.client = client
         snapshots = SnapshotStore(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -337,3 +338,40 @@ def test_a_lock_this_run_holds_is_never_waited_on(tmp_path: Path) -> None:
     )
     with store.lock(key):  # released: taken again at once
         pass
+
+
+# -- 9. spool folders of dead runs --------------------------------------------------------------
+
+
+def start_time(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        return int(fh.read().rsplit(b")", 1)[1].split()[19])
+
+
+def test_spool_folders_of_dead_runs_are_removed_never_a_live_ones(tmp_path: Path) -> None:
+    work = tmp_path / "run"  # run_target's TMPDIR
+    work.mkdir()
+    gone = subprocess.Popen(["true"])
+    gone_started = start_time(gone.pid)
+    gone.wait()
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        live_started = start_time(live.pid)
+        folders = {
+            "dead": work / f"target-tiktok-audiences-{gone.pid}-{gone_started}-abc123",
+            "reused": work / f"target-tiktok-audiences-{live.pid}-{live_started - 1}-def456",
+            "live": work / f"target-tiktok-audiences-{live.pid}-{live_started}-ghi789",
+            "older": work / "target-tiktok-audiences-k2j3h4",  # an older version's: whose?
+        }
+        for folder in folders.values():
+            folder.mkdir()
+            (folder / "digests.txt").write_text("0" * 64 + "\n")
+        run = run_target(tmp_path, dry(tmp_path, audiences=[VIP_MAPPING]), vip_messages())
+    finally:
+        live.kill()
+        live.wait()
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Removed 2 spool folders left by runs of this target that were killed." in run.stderr
+    assert sorted(p.name for p in work.glob("target-tiktok-audiences-*")) == sorted(
+        [folders["live"].name, folders["older"].name]
+    )
