@@ -369,15 +369,11 @@ class Run:
             raise
 
     def _close_rejects(self) -> None:
-        rejects, self.rejects = self.rejects, None
-        if rejects is None:
-            return
-        self.report.rejects_written = rejects.written
+        """A run that failed anyway: what the rejects file holds is kept if it can be."""
         try:
-            rejects.close()
+            self.complete_rejects()
         except RejectsError as exc:
             self.logger.error("%s", exc)
-            self.report.rejects_file = None
 
     def finish(self, status: str, error: str | None = None) -> None:
         """Summarise the run once: log lines, JSON report, client's last word; drop temp files."""

@@ -310,7 +310,7 @@ def test_a_fan_out_value_naming_another_mappings_audience_stops_before_sending(
         ),
         schema_msg("tiers", ["email", "tier"]),
         record_msg("tiers", {"id": 1, "email": "t1@example.com", "tier": "silver"}),
-        record_msg("tiers", {"id": 2, "email": "t2@example.com", "tier": f"{value} "}),
+        record_msg("tiers", {"id": 2, "email": EMAIL, "tier": f"{value} "}),
         state_msg({"at": 1}),
     ]
     config = base_config(sandbox, audiences=mappings)
@@ -323,6 +323,7 @@ def test_a_fan_out_value_naming_another_mappings_audience_stops_before_sending(
         "never sync one audience. Give one of them another audience_name (or leave the value "
         "out of the stream); nothing of it was sent.",
         tmp_path,
+        secrets=(SECRET,),
     )
     assert [c for c in sandbox.calls() if c["path"].endswith(WRITES)] == []
 

@@ -109,13 +109,7 @@ def test_a_run_paused_past_its_lease_sends_nothing_more(
         config = base_config(
             sandbox,
             advertiser_ids=[ADV1],
-            audiences=[
-                {
-                    "stream": "users",
-                    "audience_name": "Leased",
-                    "identifiers": {"EMAIL_SHA256": "email"},
-                }
-            ],
+            audiences=[{"stream": "users", "audience_name": "Leased", "identifiers": IDS}],
             snapshot_url=f"s3://{bucket}/snapshots",
             max_removal_percent=100,
         )
