@@ -24,6 +24,8 @@ from singer_sdk.sinks import Sink
 from target_tiktok_audiences.failures import (
     DeliveryIncomplete,
     InputError,
+    MissingKeyProperty,
+    RecordBeforeSchema,
     config_file_error,
     describe,
     exit_on_known_failure,
@@ -203,7 +205,7 @@ class TargetTikTokAudiences(Target):
         try:
             super()._assert_sink_exists(stream_name)
         except RecordsWithoutSchemaException:
-            raise InputError(
+            raise RecordBeforeSchema(
                 f"Input: a RECORD of stream '{stream_name}' came before the stream's SCHEMA "
                 "message; the tap must send SCHEMA first (Singer spec). Fix the tap or its "
                 "stream maps and re-run"
@@ -391,7 +393,7 @@ def _check_key_properties(message: dict[str, Any]) -> None:
 
 
 def _missing_key(stream: str, key: str) -> InputError:
-    return InputError(
+    return MissingKeyProperty(
         f"Input: a RECORD of stream '{stream}' lacks key property '{key}' (key_properties of "
         "its SCHEMA); the record is not shown because it may hold personal data. Fix the tap "
         "or its stream maps and re-run"

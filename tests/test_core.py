@@ -44,6 +44,7 @@ PRIVATE_OVERRIDES = {
     "TargetTikTokAudiences._process_schema_message": "map failures never quote a record",
     "TargetTikTokAudiences._process_record_message": "the SDK's record path without no-op hooks",
     "PrivateSingerReader._process_unknown_message": "one line, never the message",
+    "TargetTikTokAudiences._assert_sink_exists": "a RECORD before its SCHEMA is one line",
 }
 
 
