@@ -19,7 +19,7 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from target_tiktok_audiences import testhooks
-from target_tiktok_audiences.urls import display_url
+from target_tiktok_audiences.urls import display_url, url_errors
 
 
 class RejectsError(Exception):
@@ -36,6 +36,9 @@ class RejectsWriter:
     """Appends one line per rejected identifier to this run's file under `url`."""
 
     def __init__(self, url: str, started: datetime) -> None:
+        problems = url_errors(url, "rejects_url")  # the config check's, as a last guard
+        if problems:
+            raise RejectsError(problems[0])
         name = file_name(started)
         local = "://" not in url or urlsplit(url).scheme == "file"
         self._folder = display_url(url)
@@ -70,14 +73,14 @@ class RejectsWriter:
         try:
             testhooks.checkpoint("before", "rejects")
             self._fh.write(json.dumps(line, default=str, ensure_ascii=False) + "\n")
-        except OSError as exc:
+        except Exception as exc:  # an object store may upload a part here (botocore's errors)
             raise self._failed(exc) from None
         self.written += 1
 
     def flush(self) -> None:
         try:
             self._fh.flush()
-        except OSError as exc:
+        except Exception as exc:  # as in write
             raise self._failed(exc) from None
 
     def close(self) -> None:

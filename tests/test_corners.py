@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from test_known_failures import (
 )
 from test_mirror_diff import s3_endpoint, s3_env  # noqa: F401 - s3_endpoint: fixture
 
+from target_tiktok_audiences.rejects import RejectsError, RejectsWriter
 from target_tiktok_audiences.sandbox.server import SandboxServer, run_sandbox
 from target_tiktok_audiences.snapshot import SnapshotError, SnapshotKey, SnapshotStore, Unusable
 from target_tiktok_audiences.testhooks import VARIABLE as FAULT
@@ -376,3 +378,10 @@ def test_spool_folders_of_dead_runs_are_removed_never_a_live_ones(tmp_path: Path
     assert sorted(p.name for p in work.glob("target-tiktok-audiences-*")) == sorted(
         [folders["live"].name, folders["older"].name]
     )
+
+
+def test_the_rejects_writer_refuses_credentials_itself() -> None:
+    """The writer is the last guard: built without the config check, it still says nothing."""
+    with pytest.raises(RejectsError) as refused:
+        RejectsWriter(f"s3://KEY:{SECRET}@bucket/p", datetime.now(timezone.utc))
+    assert str(refused.value) == URL_CASES[0][2]
