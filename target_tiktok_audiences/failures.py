@@ -58,6 +58,14 @@ class MissingKeyProperty(InputError, MissingKeyPropertiesError):
     """The SDK's error (its test suite expects that type), with our one line."""
 
 
+def missing_key(stream: str, key: str) -> MissingKeyProperty:
+    return MissingKeyProperty(
+        f"Input: a RECORD of stream '{stream}' lacks key property '{key}' (key_properties of "
+        "its SCHEMA); the record is not shown because it may hold personal data. Fix the tap "
+        "or its stream maps and re-run"
+    )
+
+
 KNOWN = (
     TikTokError,
     InvalidInputLine,

@@ -24,11 +24,11 @@ from singer_sdk.sinks import Sink
 from target_tiktok_audiences.failures import (
     DeliveryIncomplete,
     InputError,
-    MissingKeyProperty,
     RecordBeforeSchema,
     config_file_error,
     describe,
     exit_on_known_failure,
+    missing_key,
     private_map_errors,
 )
 from target_tiktok_audiences.reader import Lane, PrivateSingerReader
@@ -182,7 +182,7 @@ class TargetTikTokAudiences(Target):
                 sink._remove_sdc_metadata_from_record(record)
             for key in key_properties:
                 if key not in record:
-                    raise _missing_key(stream_name, key)
+                    raise missing_key(sink.stream_name, key)
             sink._total_records_read += 1  # Sink.tally_record_read
             sink._batch_records_read += 1
             sink.process_record(record, context)
@@ -390,14 +390,6 @@ def _check_key_properties(message: dict[str, Any]) -> None:
                 f"'{key}' in key_properties, but it is not one of the stream's properties; "
                 "fix the tap's key properties (or its stream maps) and re-run"
             )
-
-
-def _missing_key(stream: str, key: str) -> InputError:
-    return MissingKeyProperty(
-        f"Input: a RECORD of stream '{stream}' lacks key property '{key}' (key_properties of "
-        "its SCHEMA); the record is not shown because it may hold personal data. Fix the tap "
-        "or its stream maps and re-run"
-    )
 
 
 def main() -> None:
