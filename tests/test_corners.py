@@ -385,3 +385,32 @@ def test_the_rejects_writer_refuses_credentials_itself() -> None:
     with pytest.raises(RejectsError) as refused:
         RejectsWriter(f"s3://KEY:{SECRET}@bucket/p", datetime.now(timezone.utc))
     assert str(refused.value) == URL_CASES[0][2]
+
+
+@pytest.mark.parametrize("extra", [{}, {"audience_type": "partner"}, {"sync_mode": "incremental"}])
+def test_a_lock_that_cannot_be_taken_defers_its_audience_in_one_line(
+    sandbox: SandboxServer,
+    tmp_path: Path,
+    s3_endpoint: str,  # noqa: F811 - the fixture imported above
+    extra: dict[str, str],
+) -> None:
+    """The lock object cannot be created (the bucket does not exist): the audience is deferred
+    with the store's line, where the run used to end in "generator didn't yield"."""
+    config = base_config(
+        sandbox,
+        advertiser_ids=[ADV1],
+        audiences=[{**VIP_MAPPING, **extra}],
+        snapshot_url="s3://no-such-bucket/snapshots",
+    )
+    run = run_target(
+        tmp_path, config, [*vip_messages(), state_msg({"at": 1})], env=s3_env(s3_endpoint)
+    )
+    assert_one_line(
+        run,
+        f"1 audience not delivered: 'VIP' in advertiser {ADV1} (the snapshot store failed); no "
+        "other audience was delivered in this run and no STATE was emitted; the summary above "
+        "says what to do",
+        tmp_path,
+    )
+    assert "generator didn't yield" not in run.stderr
+    assert [c for c in sandbox.calls() if c["path"].endswith(WRITES)] == []

@@ -10,6 +10,7 @@ audience unchanged when the stream is not a whole set or would remove too much o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -30,7 +31,7 @@ from target_tiktok_audiences.client import (
 )
 from target_tiktok_audiences.convergence import Baseline, BlockSource, Tracker, plan, union
 from target_tiktok_audiences.deliveries.base import Delivery, HeldBack, small_set_note
-from target_tiktok_audiences.deliveries.staging import Ask, Routine
+from target_tiktok_audiences.deliveries.staging import Ask, Routine, Skipped
 from target_tiktok_audiences.extsort import (
     DiffCounts,
     ExternalSorter,
@@ -623,7 +624,8 @@ class PartnerMirrorDelivery(_SortedSets):
         path, count = self._take_sorted(PARTNER_SET)
         try:
             for advertiser_id in self.runtime.settings.advertiser_ids:
-                self._commit_one(advertiser_id, path, count)
+                with contextlib.suppress(Skipped):  # deferred: its lock could not be taken
+                    self._commit_one(advertiser_id, path, count)
         finally:
             path.unlink(missing_ok=True)
             self._drop_users()
