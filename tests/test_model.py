@@ -3,7 +3,9 @@
 Hypothesis drives sequences of real CLI runs against a fresh sandbox: each run brings a random
 stream (users in, out, back) and maybe a fault at a random step (an answer lost after TikTok
 applied the call, a kill between two calls, a snapshot write that fails, a change of rules, an
-edit made in TikTok followed by a due resync, a day with one or two update operations left).
+edit made in TikTok followed by a due resync, a day with one or two update operations left), and
+half the sequences begin with a slow create at TikTok during which the run is killed (issue 27):
+no run may then create a second audience of the name (members() asserts it after every run).
 The model is the last stream. After every successful run (but while an edit made in TikTok
 awaits its resync) the audience must equal it; a failed run must emit no STATE; and after the
 last step one clean run must leave the audience exactly equal to the stream.
