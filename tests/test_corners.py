@@ -414,3 +414,19 @@ def test_a_lock_that_cannot_be_taken_defers_its_audience_in_one_line(
     )
     assert "generator didn't yield" not in run.stderr
     assert [c for c in sandbox.calls() if c["path"].endswith(WRITES)] == []
+
+
+def test_a_request_id_that_quotes_the_token_is_redacted() -> None:
+    from types import SimpleNamespace
+
+    from target_tiktok_audiences.client.transport import unwrap
+
+    body = {"code": 40001, "message": f"bad {PLANTED_TOKEN}", "request_id": PLANTED_TOKEN}
+    transport = SimpleNamespace(host="127.0.0.1:9", secrets=(PLANTED_TOKEN,))
+    with pytest.raises(Exception) as failed:
+        unwrap(200, {}, json.dumps(body).encode(), "Listing", ADV1, transport)  # type: ignore[arg-type]
+    assert str(failed.value).startswith(
+        f'Listing for advertiser {ADV1} failed: TikTok said "bad [redacted]" (code 40001, '
+        "request_id [redacted])"
+    )
+    assert SECRET not in str(failed.value)
