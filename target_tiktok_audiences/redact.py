@@ -51,6 +51,8 @@ def install(secrets: Iterable[str]) -> Redactor:
     ]
     for logger in loggers:
         for handler in logger.handlers:
-            if redactor not in handler.filters:
-                handler.addFilter(redactor)
+            # One redactor a handler: an earlier run of this process (tests) is replaced.
+            for old in [f for f in handler.filters if isinstance(f, Redactor)]:
+                handler.removeFilter(old)
+            handler.addFilter(redactor)
     return redactor
