@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Protocol
 
 from target_tiktok_audiences import timescale
 from target_tiktok_audiences.client import (
@@ -30,10 +31,46 @@ PARTNER = "partner"
 _CONFIRM_POLL_SECONDS = (1.0, 2.0, 4.0, 8.0, 15.0)
 
 
+class PendingCreates(Protocol):
+    """Where creates in flight are recorded across runs (creates.StoredCreates)."""
+
+    @property
+    def recording(self) -> bool: ...
+
+    def mark(self, advertiser_id: str, name: str) -> None: ...
+    def clear(self, advertiser_id: str, name: str) -> None: ...
+    def age(self, advertiser_id: str, name: str) -> float | None: ...
+
+
+class _NoRecords:
+    @property
+    def recording(self) -> bool:
+        return False
+
+    def mark(self, advertiser_id: str, name: str) -> None:
+        pass
+
+    def clear(self, advertiser_id: str, name: str) -> None:
+        pass
+
+    def age(self, advertiser_id: str, name: str) -> float | None:
+        return None
+
+
 class AudienceDirectory:
     """The audiences of each advertiser, listed once per run and kept current."""
 
-    def __init__(self, *, confirm_seconds: float = 120, max_new: int = 25) -> None:
+    def __init__(
+        self,
+        *,
+        confirm_seconds: float = 120,
+        max_new: int = 25,
+        pending: PendingCreates | None = None,
+    ) -> None:
+        self._pending: PendingCreates = pending or _NoRecords()
+        # (advertiser, id) of audiences an earlier run's create made and this run adopted:
+        # as new as a created one (a partner audience may still refuse mappings)
+        self.adopted: set[tuple[str, str]] = set()
         self._rows: dict[str, list[AudienceRow]] = {}
         self._listed_at: dict[str, float] = {}  # monotonic time of each advertiser's listing
         # (advertiser, name) -> the expired audience a fresh one replaces (ad groups must move)
@@ -161,6 +198,8 @@ class AudienceDirectory:
                 "max_new_audiences.",
                 said=False,
             )
+        if not api.offline:
+            self._pending.mark(advertiser_id, name)  # a run killed from here on is awaited
         try:
             audience_id = create()
         except TransientError as exc:
@@ -174,6 +213,12 @@ class AudienceDirectory:
                 return self.by_name(api, advertiser_id, name, kind, refresh=True) or create()
 
             audience_id = confirmed or api.retrying(again)
+        except Exception:
+            if not api.offline:
+                self._pending.clear(advertiser_id, name)  # refused: nothing is being created
+            raise
+        if not api.offline:
+            self._pending.clear(advertiser_id, name)
         self.created += 1
         rows = self._rows.setdefault(advertiser_id, [])
         if all(r.audience_id != audience_id for r in rows):  # a lookup may have listed it
@@ -204,8 +249,47 @@ class AudienceDirectory:
             )
         return audience_id, True
 
-    def _confirm(self, api: AudienceAPI, advertiser_id: str, name: str, kind: str) -> str | None:
-        deadline = timescale.monotonic() + self._confirm_seconds
+    def await_pending(
+        self, api: AudienceAPI, advertiser_id: str, name: str, kind: str
+    ) -> str | None:
+        """An earlier run sent a create of `name` and never saw its audience (it was killed,
+        its answer was lost): wait for that audience to appear, up to create_confirm_seconds
+        after that create was sent, and adopt it. None: there is no such create, or its
+        audience did not appear in time (a create may then be sent)."""
+        if api.offline or not self._pending.recording:
+            return None
+        age = self._pending.age(advertiser_id, name)
+        if age is None:
+            return None
+        left = max(self._confirm_seconds - age, 0.0)
+        log.info(
+            "Audience '%s' in advertiser %s: an earlier run sent its create %.0f s ago and did "
+            "not see it made; looking it up for up to %.0f s before creating one.",
+            name,
+            advertiser_id,
+            age,
+            left,
+        )
+        if left:
+            found = self._confirm(api, advertiser_id, name, kind, seconds=left)
+        else:  # sent long ago: one fresh look
+            found = self.by_name(api, advertiser_id, name, kind, refresh=True)
+        if found is None:
+            return None
+        self.adopted.add((advertiser_id, found))
+        self._pending.clear(advertiser_id, name)
+        return found
+
+    def _confirm(
+        self,
+        api: AudienceAPI,
+        advertiser_id: str,
+        name: str,
+        kind: str,
+        *,
+        seconds: float | None = None,
+    ) -> str | None:
+        deadline = timescale.monotonic() + (self._confirm_seconds if seconds is None else seconds)
         for pause in (0.0, *_CONFIRM_POLL_SECONDS, *[15.0] * 1000):
             now = timescale.monotonic()
             if now >= deadline:

@@ -18,7 +18,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from singer_sdk.exceptions import ConfigValidationError, MapExpressionError, StreamMapConfigError
+from singer_sdk.exceptions import (
+    ConfigValidationError,
+    MapExpressionError,
+    MissingKeyPropertiesError,
+    RecordsWithoutSchemaException,
+    StreamMapConfigError,
+)
 from singer_sdk.mapper import CustomStreamMap, StreamMap
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
@@ -39,15 +45,38 @@ class StreamMapFailed(Exception):
     """A stream-map expression failed on a record; the message never holds the record."""
 
 
+class InputError(Exception):
+    """The Singer input breaks the spec (a RECORD before its SCHEMA, a key property missing);
+    the message names the stream and the property, never a value."""
+
+
+class RecordBeforeSchema(InputError, RecordsWithoutSchemaException):
+    """The SDK's error (its test suite expects that type), with our one line."""
+
+
+class MissingKeyProperty(InputError, MissingKeyPropertiesError):
+    """The SDK's error (its test suite expects that type), with our one line."""
+
+
+def missing_key(stream: str, key: str) -> MissingKeyProperty:
+    return MissingKeyProperty(
+        f"Input: a RECORD of stream '{stream}' lacks key property '{key}' (key_properties of "
+        "its SCHEMA); the record is not shown because it may hold personal data. Fix the tap "
+        "or its stream maps and re-run"
+    )
+
+
 KNOWN = (
     TikTokError,
     InvalidInputLine,
     DeliveryIncomplete,
     StreamMapFailed,
+    InputError,
     SnapshotError,
     RejectsError,
     StreamMapConfigError,
     MapExpressionError,
+    MissingKeyPropertiesError,
     OSError,
 )
 
@@ -97,6 +126,13 @@ def describe(exc: BaseException) -> str:
             )
         where = f" ({exc.filename})" if exc.filename else ""
         return f"{exc.strerror or exc.__class__.__name__}{where}; check the path and re-run"
+    if isinstance(exc, MissingKeyPropertiesError) and not isinstance(exc, InputError):
+        # the SDK's own, on its path (several maps of a stream): its text lists the columns
+        return (
+            "Input: a RECORD lacks a key property of its stream (key_properties of its SCHEMA); "
+            "the record is not shown because it may hold personal data. Fix the tap or its "
+            "stream maps and re-run"
+        )
     if isinstance(exc, (StreamMapConfigError, MapExpressionError)):
         # Raised while a stream's maps are built from the config, before any record is read.
         return f"stream_maps: {exc} Fix stream_maps and re-run"

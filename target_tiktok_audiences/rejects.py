@@ -8,6 +8,7 @@ folders this module creates are 0700 and the file 0600; elsewhere any fsspec URL
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import uuid
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from target_tiktok_audiences.snapshot import display_url
+from target_tiktok_audiences import testhooks
+from target_tiktok_audiences.urls import display_url, url_errors
 
 
 class RejectsError(Exception):
@@ -34,8 +36,12 @@ class RejectsWriter:
     """Appends one line per rejected identifier to this run's file under `url`."""
 
     def __init__(self, url: str, started: datetime) -> None:
+        problems = url_errors(url, "rejects_url")  # the config check's, as a last guard
+        if problems:
+            raise RejectsError(problems[0])
         name = file_name(started)
         local = "://" not in url or urlsplit(url).scheme == "file"
+        self._folder = display_url(url)
         try:
             if local:
                 folder = Path(url.removeprefix("file://")).expanduser()
@@ -55,30 +61,57 @@ class RejectsWriter:
                 f"rejects_url {display_url(url)}: install the fsspec implementation of "
                 f"{urlsplit(url).scheme}:// (s3: target-tiktok-audiences[s3])"
             ) from None
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # any library's refusal: one line, its text never shown
             raise RejectsError(
-                f"rejects_url {display_url(url)}: cannot create the rejects file "
-                f"({type(exc).__name__}: {getattr(exc, 'strerror', None) or 'not writable'}); "
+                f"rejects_url {self._folder}: cannot create the rejects file ({_cause(exc)}); "
                 "check the folder and its permissions"
             ) from None
         self.written = 0
 
     def write(self, stream: str, key: Mapping[str, Any], contract: str, reason: str) -> None:
         line = {"stream": stream, "key": dict(key), "contract": contract, "reason": reason}
-        self._fh.write(json.dumps(line, default=str, ensure_ascii=False) + "\n")
+        try:
+            testhooks.checkpoint("before", "rejects")
+            self._fh.write(json.dumps(line, default=str, ensure_ascii=False) + "\n")
+        except Exception as exc:  # an object store may upload a part here (botocore's errors)
+            raise self._failed(exc) from None
         self.written += 1
 
     def flush(self) -> None:
-        self._fh.flush()
+        try:
+            self._fh.flush()
+        except Exception as exc:  # as in write
+            raise self._failed(exc) from None
 
     def close(self) -> None:
+        """Complete the file (an object store receives it here); RejectsError when it fails."""
         try:
-            self._fh.close()  # an object store receives the file here
-        except OSError as exc:
-            raise RejectsError(
-                f"rejects file {self.where} could not be written "
-                f"({type(exc).__name__}: {exc.strerror or 'write failed'})"
-            ) from None
+            self._fh.close()
+        except Exception as exc:  # botocore's errors are no OSError
+            raise self._failed(exc) from None
+
+    def _failed(self, exc: BaseException) -> RejectsError:
+        """The rejected keys are lost: the run must fail, naming the rejects folder's disk
+        (not the spool's)."""
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            cause = f"no space left on the disk of {self._folder}"
+        else:
+            cause = _cause(exc)
+        return RejectsError(
+            f"rejects_url {self._folder}: the rejects file {self.where} could not be written "
+            f"({cause}); its rejected keys would be lost, so no STATE was emitted. Fix the "
+            "folder (or free its disk) and re-run"
+        )
+
+
+def _cause(exc: BaseException) -> str:
+    """The kind of a failure, without its text (a storage library may quote its request)."""
+    if isinstance(exc, FileNotFoundError):
+        return "FileNotFoundError: the bucket or folder does not exist"
+    if isinstance(exc, PermissionError):
+        return "PermissionError: access denied"
+    strerror = getattr(exc, "strerror", None)
+    return f"{type(exc).__name__}: {strerror}" if strerror else type(exc).__name__
 
 
 def _private_dirs(folder: Path) -> None:

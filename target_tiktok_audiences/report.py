@@ -9,10 +9,13 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from target_tiktok_audiences.redact import scrub
 
 REMOVE_FLAG = "remove_column"  # where unreadable removal flags are counted among rejections
 AUDIENCE_NAME = "audience_name_column"  # where records without an audience name are counted
@@ -150,13 +153,14 @@ class RunReport:
             "note": MATCH_NOTE,
         }
 
-    def write_json(self, path: str | os.PathLike[str]) -> None:
-        """Write atomically, so a reader never sees half a report."""
+    def write_json(self, path: str | os.PathLike[str], secrets: Iterable[str] = ()) -> None:
+        """Write atomically, so a reader never sees half a report; `secrets` (the token) are
+        stripped from every text in it (TikTok's words may quote them)."""
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".report-", suffix=".json")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(self.as_dict(), fh, indent=2)
+            fh.write(scrub(json.dumps(self.as_dict(), indent=2), secrets))
             fh.write("\n")
         os.replace(tmp, target)
 

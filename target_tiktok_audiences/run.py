@@ -12,12 +12,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from target_tiktok_audiences import testhooks
+from target_tiktok_audiences import redact, testhooks
 from target_tiktok_audiences.audiences import AudienceDirectory
 from target_tiktok_audiences.client import AudienceAPI, TikTokClient
 from target_tiktok_audiences.client.endpoints import REFUSAL_RETRY_SECONDS
+from target_tiktok_audiences.creates import StoredCreates
 from target_tiktok_audiences.deliveries import Delivery, Runtime, delivery_class, staging
-from target_tiktok_audiences.deliveries.fanout import FanOutDelivery
+from target_tiktok_audiences.deliveries.fanout import FanOutDelivery, fixed_claims
 from target_tiktok_audiences.dryrun import DryRunClient
 from target_tiktok_audiences.identifiers import (
     ColumnEncoder,
@@ -30,8 +31,8 @@ from target_tiktok_audiences.rejects import RejectsError, RejectsWriter
 from target_tiktok_audiences.report import RunReport, StreamReport
 from target_tiktok_audiences.routing import Ignored, route_stream
 from target_tiktok_audiences.settings import Settings
-from target_tiktok_audiences.snapshot import SnapshotStore, scope_for
-from target_tiktok_audiences.spool import private_workdir, remove_workdir
+from target_tiktok_audiences.snapshot import LEASE_SECONDS, SnapshotStore, scope_for
+from target_tiktok_audiences.spool import private_workdir, remove_dead_workdirs, remove_workdir
 
 PROGRESS_SECONDS = 30.0
 
@@ -84,10 +85,21 @@ class Run:
         self.settings = settings
         self.logger = logger
         self.finished = False
+        # Every line of this process and the report are stripped of the token (TikTok may
+        # echo it); the client strips it from TikTok's words first.
+        self.secrets = tuple(s for s in (settings.access_token,) if s)
+        redact.install(self.secrets)
+        if removed := remove_dead_workdirs():
+            logger.info(
+                "Removed %d spool folder%s left by runs of this target that were killed.",
+                removed,
+                "" if removed == 1 else "s",
+            )
         snapshots = SnapshotStore(
             settings.snapshot_url,
             scope=scope_for(settings.api_base_url),
             read_only=settings.dry_run,
+            lease_seconds=testhooks.lease_seconds(LEASE_SECONDS),
         )
         client = testhooks.wrap(make_client(settings, snapshots))
         self.client = client
@@ -97,10 +109,12 @@ class Run:
             directory=AudienceDirectory(
                 confirm_seconds=settings.create_confirm_seconds,
                 max_new=settings.max_new_audiences,
+                pending=StoredCreates(snapshots),
             ),
             workdir=private_workdir(),
             report=RunReport(dry_run=settings.dry_run),
             logger=logger,
+            claims=fixed_claims((settings.mappings or {}).values()),
             snapshots=snapshots,
         )
         self.deliveries: dict[str, Delivery] = {}
@@ -266,7 +280,9 @@ class Run:
         A dry run confirms nothing, so it never emits STATE: a bookmark advanced by a dry run
         would make the next real run skip those rows.
         """
-        held = self.refused or self.partial or self.no_access
+        # With rejects_url, STATE waits for the rejects file to be complete (complete_rejects):
+        # a bookmark past rows whose rejected keys were lost would lose them for good.
+        held = self.refused or self.partial or self.no_access or self.rejects is not None
         if self.settings.dry_run or self.pending or held or self.finished:
             self.logger.debug("Holding STATE until pending audiences are delivered.")
             return None
@@ -368,16 +384,25 @@ class Run:
         if self.rejects is not None:
             self.rejects.flush()
 
-    def _close_rejects(self) -> None:
+    def complete_rejects(self) -> None:
+        """End of input, before STATE: the rejects file is completed; RejectsError (the run
+        fails, no STATE) when it cannot be."""
         rejects, self.rejects = self.rejects, None
         if rejects is None:
             return
         self.report.rejects_written = rejects.written
         try:
             rejects.close()
+        except RejectsError:
+            self.report.rejects_file = None
+            raise
+
+    def _close_rejects(self) -> None:
+        """A run that failed anyway: what the rejects file holds is kept if it can be."""
+        try:
+            self.complete_rejects()
         except RejectsError as exc:
             self.logger.error("%s", exc)
-            self.report.rejects_file = None
 
     def finish(self, status: str, error: str | None = None) -> None:
         """Summarise the run once: log lines, JSON report, client's last word; drop temp files."""
@@ -396,7 +421,7 @@ class Run:
         report.log_summary(self.logger)
         if self.settings.report_path:
             try:
-                report.write_json(self.settings.report_path)
+                report.write_json(self.settings.report_path, self.secrets)
                 self.logger.info("Run report written to %s", self.settings.report_path)
             except OSError as exc:
                 self.logger.error(

@@ -15,10 +15,16 @@ from urllib.parse import urlsplit
 from singer_sdk import typing as th
 from singer_sdk.typing import DEFAULT_JSONSCHEMA_VALIDATOR
 
-from target_tiktok_audiences.client import API_PATH_SUFFIX, AUDIENCE_NAME_MAX, MAX_USERS_PER_MAPPING
+from target_tiktok_audiences.client import (
+    API_PATH_SUFFIX,
+    AUDIENCE_NAME_MAX,
+    MAX_USERS_PER_MAPPING,
+    partner_audience_name,
+)
 from target_tiktok_audiences.identifiers import CONTRACTS, EMAIL_MODES, Rules, canonical_contract
 from target_tiktok_audiences.modes import AudienceType, MirrorStrategy, SyncMode
 from target_tiktok_audiences.snapshot import snapshot_url_errors
+from target_tiktok_audiences.urls import display_url, url_errors
 
 DEFAULT_API_BASE_URL = "https://business-api.tiktok.com/open_api/v1.3"
 # 50 MB per file at 65 bytes per SHA-256 line is ~770,000 lines; keep a margin.
@@ -545,6 +551,7 @@ def config_errors(config: Mapping[str, Any]) -> list[str]:
         )
     errors.extend(_url_errors(config.get("api_base_url")))
     errors.extend(snapshot_url_errors(config.get("snapshot_url")))
+    errors.extend(url_errors(config.get("rejects_url"), "rejects_url"))
     errors.extend(_number_errors(config))
     if config.get("load_method") not in (None, "append-only"):
         errors.append(
@@ -565,8 +572,8 @@ def config_warnings(config: Mapping[str, Any]) -> list[str]:
     url = str(config.get("api_base_url") or DEFAULT_API_BASE_URL).rstrip("/")
     if urlsplit(url).scheme in ("http", "https") and not url.endswith(API_PATH_SUFFIX):
         return [
-            f"api_base_url: {url} does not end in {API_PATH_SUFFIX}; TikTok's API and the "
-            "sandbox both live under that path"
+            f"api_base_url: {display_url(url)} does not end in {API_PATH_SUFFIX}; TikTok's API "
+            "and the sandbox both live under that path"
         ]
     return []
 
@@ -589,6 +596,11 @@ def _url_errors(value: object) -> list[str]:
             "api_base_url: give host and, if needed, a port from 1 to 65535, such as "
             "http://127.0.0.1:8765/open_api/v1.3 (no user or password)"
         ]
+    if "?" in str(value) or "#" in str(value):
+        return [
+            "api_base_url: has a query or fragment ('?…' or '#…'); TikTok's API takes none, and "
+            "it may hold a secret, which would be logged; remove it"
+        ]
     return []
 
 
@@ -604,7 +616,7 @@ def _number_errors(config: Mapping[str, Any]) -> list[str]:
 def _mapping_errors(config: Mapping[str, Any], advertisers: list[str]) -> list[str]:
     errors: list[str] = []
     seen: dict[str, int] = {}
-    audiences: dict[tuple[str, str, str], str] = {}  # (name, contract, type) -> stream
+    audiences: dict[str, str] = {}  # audience name -> stream (its lock, its snapshots)
     global_mode = SyncMode(config.get("sync_mode") or SyncMode.MIRROR.value)
     global_type = AudienceType(config.get("audience_type") or AudienceType.CUSTOMER_FILE.value)
     for i, raw in enumerate(config.get("audiences") or []):
@@ -657,16 +669,28 @@ def _mapping_errors(config: Mapping[str, Any], advertisers: list[str]) -> list[s
                 f"{where}.audience_name: the audience name '{longest[:40]}…' would be "
                 f"{len(longest)} characters; TikTok allows {AUDIENCE_NAME_MAX}"
             )
-        for audience, contract in names:
-            key = (audience, contract, kind.value)
-            if key in audiences and audiences[key] != stream:
+        # One audience, one mapping: whatever the contracts or types, one name in one
+        # advertiser is one audience (one lock): two mappings would undo each other's users.
+        for audience in _names_synced(name, contracts, kind):
+            if audiences.get(audience, stream) != stream:
                 errors.append(
-                    f"{where}: streams '{audiences[key]}' and '{stream}' would both sync "
-                    f"audience '{audience}' ({contract}, {kind.value}) in the same advertisers; "
-                    "give one of them another audience_name"
+                    f"{where}: streams '{audiences[audience]}' and '{stream}' would both sync "
+                    f"audience '{audience}' in the same advertisers; give one of them another "
+                    "audience_name"
                 )
-            audiences.setdefault(key, str(stream))
+                break
+            audiences.setdefault(audience, str(stream))
     return errors
+
+
+def _names_synced(name: str, contracts: list[str], kind: AudienceType) -> list[str]:
+    """Every audience name a mapping without audience_name_column may sync (as TikTok stores
+    it: a partner name cut to 67 characters and '...')."""
+    if kind is AudienceType.PARTNER:
+        return [partner_audience_name(name)]
+    if not contracts:  # detected from the columns: one contract (name) or several (suffixed)
+        return [name, *(f"{name} ({c})" for c in CONTRACTS)]
+    return [n for n, _ in _audience_names(name, contracts, kind)]
 
 
 def _audience_names(name: str, contracts: list[str], kind: AudienceType) -> list[tuple[str, str]]:

@@ -38,12 +38,14 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import urlsplit
 
 import platformdirs
 
 from target_tiktok_audiences import testhooks
+from target_tiktok_audiences.urls import display_url as display_url  # re-exported
+from target_tiktok_audiences.urls import url_errors
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -80,6 +82,66 @@ class SnapshotCorrupt(SnapshotError):
     """A stored set's body does not match its header: it cannot be trusted."""
 
 
+class LeaseLost(SnapshotError):
+    """This run can no longer prove that it holds an audience's lock: it sends nothing more."""
+
+
+class Lease:
+    """Proof that this run still holds an audience's lock, checked before every write call and
+    every snapshot write (fencing). A local lock is the kernel's (flock): it cannot be lost while
+    the process lives, so this one always holds."""
+
+    def check(self) -> None:
+        """Raise LeaseLost when the lock may be another run's now."""
+
+
+class _ObjectLease(Lease):
+    """An object-storage lock's lease: lost the moment its renewal fails, its time runs out
+    (a paused process, a frozen container), or the lock object names another owner (another
+    run took the expired lock over: the lease's generation changed)."""
+
+    def __init__(self, fs: AbstractFileSystem, path: str, owner: str, seconds: float, what: str):
+        self._fs, self._path, self._owner, self._seconds = fs, path, owner, seconds
+        self._what = what
+        self.expires = time.time() + seconds
+        self.lost: str | None = None
+
+    def renew(self) -> None:
+        """Extend the lease if it is still ours (the renewal thread, every third of it)."""
+        if self.lost is not None:
+            return
+        try:
+            self.check()
+            self._fs.pipe_file(self._path, _owner_record(self._owner, self._seconds).encode())
+            self.expires = time.time() + self._seconds
+        except LeaseLost:
+            pass
+        except OSError as exc:
+            self.lost = f"its renewal failed ({_oserror(exc)})"
+
+    def check(self) -> None:
+        if self.lost is None and time.time() >= self.expires:
+            self.lost = (
+                f"its lease of {self._seconds:.0f} s ran out before it was renewed (the process "
+                "was paused or starved)"
+            )
+        if self.lost is None:
+            try:
+                owner = _lock_owner(self._fs.cat_file(self._path))
+            except FileNotFoundError:
+                owner = None
+            except OSError as exc:
+                self.lost = f"it could not be read back ({_oserror(exc)})"
+                owner = self._owner
+            if owner != self._owner:
+                self.lost = "another run took it over (the lease's generation changed)"
+        if self.lost is not None:
+            raise LeaseLost(
+                f"this run lost the snapshot lock for {self._what}: {self.lost}; it sent "
+                "nothing more, as another run may have changed the audience since"
+            )
+
+
 def scope_for(api_base_url: str) -> str:
     """The API host (and port) as a path segment: audiences of two APIs never share snapshots."""
     parts = urlsplit(api_base_url)
@@ -92,62 +154,14 @@ def scope_for(api_base_url: str) -> str:
     return scope if _SCOPE.fullmatch(scope) and scope not in (".", "..") else "unknown-host"
 
 
-def display_url(url: str) -> str:
-    """The URL without user info, query or fragment, which may hold credentials (SAS tokens,
-    keys, signatures); every link of a chained URL (`filecache::s3://…`) is cleaned, and a
-    "port" that is not a number (`s3://bucket:SECRET/x`) is dropped.
-    """
-    return "::".join(_display_part(part) for part in url.split("::"))
-
-
-def _display_part(part: str) -> str:
-    if "://" not in part:
-        return part  # a protocol name of a chain, or a local path
-    scheme, _, rest = part.partition("://")
-    netloc, slash, path = rest.partition("/")
-    host, _, port = _before_query(netloc.rpartition("@")[2]).partition(":")
-    shown = f"{host}:{port}" if port.isascii() and port.isdigit() else host
-    return f"{scheme}://{shown}{slash}{_before_query(path)}" if slash else f"{scheme}://{shown}"
-
-
-def _before_query(text: str) -> str:
-    return text.split("?")[0].split("#")[0]
-
-
 def snapshot_url_errors(url: str | None) -> list[str]:
     """What is wrong with a snapshot_url, never quoting what may be a secret (None: default)."""
-    if url is None:
-        return []
-    if not url.strip():
+    if url is not None and not url.strip():
         return [
             "snapshot_url: is empty; leave it unset for the user data folder, or give a folder "
             "or an fsspec URL such as s3://bucket/prefix"
         ]
-    shown = display_url(url)
-    where = "give credentials through the environment (AWS_ACCESS_KEY_ID, a profile, a role)"
-    errors = []
-    for part in url.split("::"):
-        if "://" not in part:
-            continue
-        netloc = part.partition("://")[2].partition("/")[0]
-        port = netloc.rpartition("@")[2].partition(":")[2]
-        if "@" in netloc:
-            errors.append(
-                f"snapshot_url {shown}: has a user or password before '@'; {where}, never in "
-                "the URL, which is logged"
-            )
-        elif port and not (port.isascii() and port.isdigit()):
-            errors.append(
-                f"snapshot_url {shown}: has ':' followed by something other than a port "
-                f"number after the bucket or host; {where}, never in the URL, which is logged"
-            )
-        if "?" in part or "#" in part:
-            errors.append(
-                f"snapshot_url {shown}: has a query or fragment ('?…' or '#…'), which may hold a "
-                "signature or token and would end up in object names; remove it and "
-                f"{where}"
-            )
-    return errors
+    return url_errors(url, "snapshot_url")
 
 
 def pack(block: Sequence[str], width: int) -> bytes:
@@ -199,6 +213,7 @@ class Kind(enum.Enum):
 
     SNAPSHOT = "snap"  # what TikTok holds, as far as the target knows
     IN_FLIGHT = "inflight"  # digests of a change sent but not confirmed: state at TikTok unknown
+    CREATING = "creating"  # a create sent but not confirmed (creates.py): an empty set
 
 
 @dataclass(frozen=True)
@@ -506,6 +521,7 @@ class SnapshotStore:
         self._scope = scope
         # (source, file, header) of the last set written with a `source` (see copy_written)
         self._written: tuple[object, str, bytes] | None = None
+        self._held: dict[SnapshotKey, Lease] = {}  # the locks this run holds (never waited on)
         if url is None:
             root = str(Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)) / "snapshots")
             self.url = root
@@ -615,9 +631,10 @@ class SnapshotStore:
                 f"snapshot store {self.display} is read-only (dry run): no snapshot is written"
             )
         where = self.where(key, kind)
-        step = "snapshot" if kind is Kind.SNAPSHOT else "in_flight"
+        step = {Kind.SNAPSHOT: "snapshot", Kind.IN_FLIGHT: "in_flight"}.get(kind, kind.value)
         try:
             testhooks.checkpoint("before", step)
+            self.check_leases()
             if self._fs is None:
                 directory = self._local_dir(key)
                 fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{key.contract}.", suffix=".tmp")
@@ -633,6 +650,7 @@ class SnapshotStore:
                     out.finish(key, kind, full_at)
                 except OSError as exc:
                     raise _write_error(where, exc) from None
+            self.check_leases()  # the write may have outlasted the lease: checked as it lands
             self._commit(Path(tmp), self._rel(key.path(kind)))
             testhooks.checkpoint("after", step)
         except OSError as exc:  # a write into the temp file while the caller streamed
@@ -741,6 +759,7 @@ class SnapshotStore:
         rel = self._rel(key.path(kind))
         if self._written is not None and self._written[1] == rel:
             self._written = None
+        self.check_leases()
         try:
             if self._fs is None:
                 (self._root / rel).unlink(missing_ok=True)
@@ -777,7 +796,7 @@ class SnapshotStore:
     # -- locking ------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def lock(self, key: SnapshotKey) -> Iterator[None]:
+    def lock(self, key: SnapshotKey) -> Iterator[Lease]:
         """Held while a run reads, changes and records one audience (see README, Snapshots).
 
         Another holder is waited for up to `lock_wait_seconds`, then SnapshotError.
@@ -795,14 +814,32 @@ class SnapshotStore:
         Read-only stores (dry run) take no lock.
         """
         if self.read_only:
-            yield
+            yield Lease()
             return
-        if self._fs is None:
-            with self._local_lock(key):
-                yield
-        else:
-            with self._object_lock(key):
-                yield
+        if key in self._held:
+            # Waiting would wait on itself (a flock of another descriptor of this process, or
+            # our own lock object) until lock_wait_seconds ends.
+            raise SnapshotError(
+                f"this run already holds the snapshot lock for {key.describe()}: two of its "
+                "mappings sync one audience; give one of them another audience_name"
+            )
+        self._held[key] = Lease()
+        try:
+            if self._fs is None:
+                with self._local_lock(key):
+                    yield self._held[key]
+            else:
+                with self._object_lock(key) as lease:
+                    self._held[key] = lease
+                    yield lease
+        finally:
+            self._held.pop(key, None)
+
+    def check_leases(self) -> None:
+        """Fencing: before a snapshot write, every lock this run holds must still be its own
+        (LeaseLost otherwise)."""
+        for lease in list(self._held.values()):
+            lease.check()
 
     def _waited(self, key: SnapshotKey, where: str, extra: str = "") -> SnapshotError:
         return SnapshotError(
@@ -833,7 +870,7 @@ class SnapshotStore:
             os.close(fd)  # closing releases the flock
 
     @contextlib.contextmanager
-    def _object_lock(self, key: SnapshotKey) -> Iterator[None]:
+    def _object_lock(self, key: SnapshotKey) -> Iterator[_ObjectLease]:
         assert self._fs is not None
         fs, path = self._fs, self._path(self._rel(key.lock_name))
         where = f"lock object {self.display.rstrip('/')}/{self._rel(key.lock_name)}"
@@ -858,13 +895,14 @@ class SnapshotStore:
                     key, where, f", renewed by its run every {self._lease / 3:.0f} s"
                 )
             time.sleep(pause)
+        lease = _ObjectLease(fs, path, owner, self._lease, key.describe())
         stop = threading.Event()
         renewer = threading.Thread(
-            target=self._renew, args=(path, owner, stop), name="snapshot-lock-lease", daemon=True
+            target=self._renew, args=(lease, stop), name="snapshot-lock-lease", daemon=True
         )
         renewer.start()
         try:
-            yield
+            yield lease
         finally:
             stop.set()
             renewer.join()
@@ -872,13 +910,10 @@ class SnapshotStore:
                 if _lock_owner(fs.cat_file(path)) == owner:
                     fs.rm_file(path)
 
-    def _renew(self, path: str, owner: str, stop: threading.Event) -> None:
-        """Extend the lease while the run works; a lost lock is noticed by the owner check."""
-        assert self._fs is not None
-        while not stop.wait(self._lease / 3):
-            with contextlib.suppress(OSError):
-                if _lock_owner(self._fs.cat_file(path)) == owner:
-                    self._fs.pipe_file(path, _owner_record(owner, self._lease).encode())
+    def _renew(self, lease: _ObjectLease, stop: threading.Event) -> None:
+        """Extend the lease while the run works; once lost, it stays lost (fencing)."""
+        while not stop.wait(self._lease / 3) and lease.lost is None:
+            lease.renew()
 
     def _lease_expired(self, path: str) -> bool:
         assert self._fs is not None
@@ -998,7 +1033,31 @@ def _filesystem(
         # The URL passed snapshot_url_errors: no credential of it can be in the text.
         detail = str(exc) or type(exc).__name__
         raise SnapshotError(f"snapshot_url {shown}: {detail}") from None
-    return fs, str(prefix)
+    return cast("AbstractFileSystem", _Guarded(fs)), str(prefix)
+
+
+class _Guarded:
+    """A file system whose calls fail with OSError only: a storage library's own errors
+    (botocore's ParamValidationError, NoCredentialsError, …) are no OSError, would pass every
+    handler as a traceback, and their text may quote the request. Only their kind is kept."""
+
+    def __init__(self, fs: AbstractFileSystem) -> None:
+        self._fs = fs
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._fs, name)
+        if not callable(value):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return value(*args, **kwargs)
+            except OSError:
+                raise
+            except Exception as exc:
+                raise OSError(errno.EIO, f"storage error {type(exc).__name__}") from None
+
+        return call
 
 
 def _owner() -> str:

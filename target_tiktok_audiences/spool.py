@@ -12,6 +12,7 @@ Pipedream) writes none (docs/TIKTOK.md).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -22,9 +23,63 @@ from typing import IO
 _BUFFER = 1 << 20
 
 
+_PREFIX = "target-tiktok-audiences-"
+# <prefix><pid>-<process start time>-<random>: whose folder it is, even once the pid is reused
+_NAMED = re.compile(re.escape(_PREFIX) + r"(\d+)-(\d+)-[A-Za-z0-9_]+")
+
+
 def private_workdir() -> Path:
-    """A fresh temp dir only this user can read (mkdtemp creates it 0700)."""
-    return Path(tempfile.mkdtemp(prefix="target-tiktok-audiences-"))
+    """A fresh temp dir only this user can read (mkdtemp creates it 0700), named after this
+    process (pid and start time) so that a later run can tell when it was left behind."""
+    pid = os.getpid()
+    return Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{pid}-{_started(pid) or 0}-"))
+
+
+def remove_dead_workdirs() -> int:
+    """Remove the spool folders of this target's runs that ended without removing them (a
+    SIGKILL, a crash): their process is gone, or its pid now belongs to a process started at
+    another time. Another live run's folder is never touched. Returns how many went."""
+    removed = 0
+    try:
+        entries = list(os.scandir(tempfile.gettempdir()))
+    except OSError:
+        return 0
+    for entry in entries:
+        named = _NAMED.fullmatch(entry.name)
+        if named is None or int(named[1]) == os.getpid():
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False) or entry.stat().st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        if not _alive(int(named[1]), int(named[2])):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _started(pid: int) -> int | None:
+    """The process's start time (clock ticks after boot, /proc/<pid>/stat field 22)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+        return int(data.rsplit(b")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int, started: int) -> bool:
+    """Whether the process that made a folder still runs."""
+    if os.path.isdir("/proc/self"):
+        return _started(pid) == started  # gone, or the pid reused by a newer process
+    try:  # no /proc: by pid alone (a reused pid keeps the folder: never a live run's)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def remove_workdir(path: Path | None) -> None:

@@ -20,16 +20,19 @@ from typing import Any
 
 import click
 from singer_sdk import Target
-from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.exceptions import ConfigValidationError, RecordsWithoutSchemaException
 from singer_sdk.helpers.capabilities import PluginCapabilities
 from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.sinks import Sink
 
 from target_tiktok_audiences.failures import (
     DeliveryIncomplete,
+    InputError,
+    RecordBeforeSchema,
     config_file_error,
     describe,
     exit_on_known_failure,
+    missing_key,
     private_map_errors,
 )
 from target_tiktok_audiences.reader import Lane, PrivateSingerReader
@@ -148,6 +151,7 @@ class TargetTikTokAudiences(Target):
             )
         self._plans.clear()  # maps and sinks may change
         self._lanes.clear()  # the reader flushed them before this message
+        _check_key_properties(message_dict)
         super()._process_schema_message(message_dict)
         # The stream's maps are (re)built here; their failures must not quote a record.
         for stream_map in self.mapper.stream_maps.get(message_dict["stream"], ()):
@@ -188,7 +192,7 @@ class TargetTikTokAudiences(Target):
                 sink._remove_sdc_metadata_from_record(record)
             for key in key_properties:
                 if key not in record:
-                    sink._singer_validate_message(record)  # raises the SDK's error
+                    raise missing_key(sink.stream_name, key)
             sink._total_records_read += 1  # Sink.tally_record_read
             sink._batch_records_read += 1
             sink.process_record(record, context)
@@ -205,6 +209,17 @@ class TargetTikTokAudiences(Target):
             counter.increment(0)  # logs the count when its interval has passed
         if self._aged:
             self._drain_aged()
+
+    def _assert_sink_exists(self, stream_name: str) -> None:
+        # The SDK's error is a traceback; the tap is what must change.
+        try:
+            super()._assert_sink_exists(stream_name)
+        except RecordsWithoutSchemaException:
+            raise RecordBeforeSchema(
+                f"Input: a RECORD of stream '{stream_name}' came before the stream's SCHEMA "
+                "message; the tap must send SCHEMA first (Singer spec). Fix the tap or its "
+                "stream maps and re-run"
+            ) from None
 
     def _plan(self, stream_name: str) -> _Plan:
         """What a record of `stream_name` needs, as the SDK's path finds it (its checks and
@@ -272,6 +287,7 @@ class TargetTikTokAudiences(Target):
         try:
             self.drain_all()  # flush every sink; STATE stays held while files are undelivered
             run.deliver()
+            run.complete_rejects()
         except Exception as exc:
             run.finish("failed", describe(exc))
             raise
@@ -420,6 +436,23 @@ def _rang(target: weakref.ref[TargetTikTokAudiences]) -> Callable[[], None]:
             alive._age_rang()
 
     return ring
+
+
+def _check_key_properties(message: dict[str, Any]) -> None:
+    """key_properties must name properties of the SCHEMA: rows are named by them (rejects_url)
+    and a record without them cannot be told apart."""
+    schema = message.get("schema")
+    keys = message.get("key_properties")
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(keys, list) or not isinstance(properties, dict):
+        return
+    for key in keys:
+        if key not in properties:
+            raise InputError(
+                f"Input: the SCHEMA of stream '{message.get('stream')}' names key property "
+                f"'{key}' in key_properties, but it is not one of the stream's properties; "
+                "fix the tap's key properties (or its stream maps) and re-run"
+            )
 
 
 def main() -> None:

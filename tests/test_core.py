@@ -26,6 +26,7 @@ from singer_sdk.testing.suites import SingerTestSuite, target_tests
 from singer_sdk.testing.templates import TargetTestTemplate
 
 from target_tiktok_audiences import target as target_module
+from target_tiktok_audiences.failures import MissingKeyProperty, missing_key
 from target_tiktok_audiences.sandbox.server import SandboxServer, run_sandbox
 from target_tiktok_audiences.target import TargetTikTokAudiences
 
@@ -91,6 +92,8 @@ PRIVATE_OVERRIDES = {
     "TargetTikTokAudiences._process_record_message": "the SDK's record path without no-op hooks",
     "TargetTikTokAudiences._reset_max_record_age": "restarts the record-age alarm (record_age.py)",
     "PrivateSingerReader._process_unknown_message": "one line, never the message",
+    "TargetTikTokAudiences._assert_sink_exists": "a RECORD before its SCHEMA is one line",
+    "AudienceSink._singer_validate_message": "a missing key property is one line",
 }
 
 
@@ -140,8 +143,12 @@ def test_the_lean_record_path_skips_only_hooks_that_do_nothing_for_audience_sink
     # ... and it asks these once per sink, or inlines them, as the SDK defines them.
     for name in ("include_sdc_metadata_properties", "key_properties", "max_size", "is_full"):
         assert getattr(AudienceSink, name) is getattr(Sink, name), name
-    assert AudienceSink._singer_validate_message is Sink._singer_validate_message
     record = {"email": "a@example.com"}
+    # Its key check is its own (one line, issue 27), which the lean path raises as it does.
+    keyed = SimpleNamespace(key_properties=["id"], stream_name="users")
+    with pytest.raises(MissingKeyProperty) as missing:
+        AudienceSink._singer_validate_message(keyed, record)  # type: ignore[arg-type]
+    assert str(missing.value) == str(missing_key("users", "id"))
     assert AudienceSink._validate_and_parse(None, record) is record  # type: ignore[arg-type]
     assert TargetTikTokAudiences.get_sink_class is Target.get_sink_class
     # ... and inlines these as the SDK defines them (issue 21).

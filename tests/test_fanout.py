@@ -266,7 +266,8 @@ def test_names_are_checked_before_anything_is_uploaded(
     last = run.stderr.strip().splitlines()[-1]
     assert (
         "audiences[stream=segments].audience_name_column: the values "
-        f"'{long_a[:40]}' and '{long_b[:40]}' both give the partner audience "
+        f"'{'x' * 20}…a' and '{'x' * 20}…b' (alike in their first 70 characters) both give the "
+        "partner audience "
         f"'{'x' * 67}...' once TikTok cuts names to 67 characters and '...'" in last
     )
     assert "Traceback" not in run.stderr

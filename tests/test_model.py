@@ -3,8 +3,10 @@
 Hypothesis drives sequences of real CLI runs against a fresh sandbox: each run brings a random
 stream (users in, out, back) and maybe a fault at a random step (an answer lost after TikTok
 applied the call, a kill between two calls, a snapshot write that fails, a change of rules, an
-edit made in TikTok followed by a due resync, a day with one or two update operations left),
-with TikTok's undocumented history words drawn in one of their spellings.
+edit made in TikTok followed by a due resync, a day with one or two update operations left), and
+half the sequences begin with a slow create at TikTok during which the run is killed (issue 27):
+no run may then create a second audience of the name (members() asserts it after every run).
+Every sequence draws how TikTok's undocumented history words are spelled (issue 26).
 The model is the last stream. After every successful run (but while an edit made in TikTok
 awaits its resync) the audience must equal it; a failed run must emit no STATE; and after the
 last step one clean run must leave the audience exactly equal to the stream.
@@ -40,6 +42,13 @@ from helpers import (
 HOUR = 3600
 DAY = 24 * HOUR
 POOL = 40  # users 0..39: small sets keep each run quick; the floor is tested elsewhere
+# A slow create: TikTok lists the audience this long after it was sent (beyond the hour each
+# run moves the sandbox's clock), and the run that sent it is killed meanwhile. The next run
+# waits for it (create_confirm_seconds, CONFIRM below) instead of creating a second one.
+CREATE_SECONDS = 4
+CONFIRM = 15
+CREATE_PATHS = {False: "/dmp/custom_audience/create/", True: "/segment/audience/"}
+CREATE_CALLS = {False: "create_customer_audience", True: "create_partner_audience"}
 
 
 def email(i: int) -> str:
@@ -101,7 +110,7 @@ class Mirror(RuleBasedStateMachine):
             email_normalization=self.rules,
             max_removal_percent=100,
             max_retries=1,
-            **extra,
+            **{"create_confirm_seconds": CONFIRM, **extra},
         )
 
     def run(self, users: set[int], env: dict[str, str] | None = None, **extra: Any) -> int:
@@ -138,11 +147,29 @@ class Mirror(RuleBasedStateMachine):
 
     users = st.sets(st.integers(0, POOL - 1), min_size=1)
 
-    @initialize(wording=st.sampled_from([*HISTORY_WORDINGS, "rotate"]))
-    def history_spelling(self, wording: str) -> None:
-        # TikTok's history words are undocumented: every sequence draws how they are spelled
-        # (lowercase, the enums, words never seen, no history, or each in turn).
+    @initialize(
+        wording=st.sampled_from([*HISTORY_WORDINGS, "rotate"]), slow=st.booleans(), users=users
+    )
+    def maybe_killed_while_tiktok_creates(self, wording: str, slow: bool, users: set[int]) -> None:
+        """TikTok's history words are undocumented: every sequence draws how they are spelled
+        (lowercase, the enums, words never seen, no history, or each in turn). Half the
+        sequences begin with the first run's create slow at TikTok and the run killed while
+        TikTok makes it; whatever comes next must adopt that audience."""
         self.sandbox.app.config.history_wording = wording
+        if slow:
+            self.killed_while_tiktok_creates(users)
+
+    def killed_while_tiktok_creates(self, users: set[int]) -> None:
+        self.sandbox.inject(
+            "late_create",
+            count=1,
+            paths=[CREATE_PATHS[self.partner]],
+            slow_seconds=HOUR + CREATE_SECONDS,
+        )
+        try:
+            self.run(users, env={FAULT: f"kill:during:{CREATE_CALLS[self.partner]}:1"})
+        finally:
+            self.sandbox.clear_faults()
 
     @precondition(lambda self: not self.edited)
     @rule(users=users)
@@ -246,3 +273,57 @@ def test_any_sequence_of_runs_and_faults_converges(machine: type[Mirror]) -> Non
 
     Checked.TestCase.settings = MODEL_SETTINGS
     Checked.TestCase().runTest()
+
+
+# Every mode (issue 27): the mapping's settings, and whether its audience is a partner one.
+MODES = {
+    "mirror-file": ({}, False),
+    "mirror-partner": ({"audience_type": "partner"}, True),
+    "append": ({"sync_mode": "append"}, False),
+    "incremental": ({"sync_mode": "incremental"}, True),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_kill_while_tiktok_creates_never_makes_a_second_audience(
+    tmp_path: Path, mode: str
+) -> None:
+    """The probe's case, in every mode: TikTok takes seconds to make the audience, the run that
+    sent the create is killed meanwhile, and the next run starts before TikTok lists it. It
+    waits for it, adopts it and sends what it lacks: one audience, exactly the stream."""
+    extra, partner = MODES[mode]
+    model = Mirror()  # its sandbox, its members() and check(): the model's oracle
+    model.partner = partner
+    try:
+        mapping = {"stream": "users", "audience_name": "Model", **extra}
+        mapping["identifiers"] = {"EMAIL_SHA256": "email"}
+        if partner:
+            mapping["identifiers"]["PHONE_SHA256"] = "phone"
+        model.sandbox.inject("late_create", count=1, paths=[CREATE_PATHS[partner]], slow_seconds=6)
+        users = set(range(10))
+        messages = [
+            schema_msg("users", ["email", "phone"]),
+            *(record_msg("users", {"id": i, "email": email(i), "phone": phone(i)}) for i in users),
+            state_msg({"run": 1}),
+        ]
+        config = base_config(
+            model.sandbox,
+            advertiser_ids=[ADV1],
+            audiences=[mapping],
+            create_confirm_seconds=CONFIRM,
+            max_retries=1,
+        )
+        env = {FAULT: f"kill:during:{CREATE_CALLS[partner]}:1"}
+        killed = run_target(tmp_path, config, messages, name="killed", env=env)
+        assert killed.returncode == -9 and killed.states == [], killed.stderr[-2000:]
+        model.sandbox.clear_faults()
+        again = run_target(tmp_path, config, messages, name="again")
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert again.states == [{"run": 1}]
+        creates = model.sandbox.calls(CREATE_PATHS[partner])
+        assert len(creates) == 1  # the killed run's, adopted
+        model.stream = users
+        model.check("after the run that adopted the audience")  # one audience, exact members
+        assert "an earlier run sent its create" in again.stderr  # it was not listed at first
+    finally:
+        model.teardown()

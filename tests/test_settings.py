@@ -133,8 +133,8 @@ GOOD = {"advertiser_ids": [ADV1, ADV2], "dry_run": True}
                     {"stream": "b", "audience_name": "VIP", "identifiers": {"EMAIL_SHA256": "m"}},
                 ],
             },
-            "audiences[1]: streams 'a' and 'b' would both sync audience 'VIP' (EMAIL_SHA256, "
-            "customer_file) in the same advertisers; give one of them another audience_name",
+            "audiences[1]: streams 'a' and 'b' would both sync audience 'VIP' in the same "
+            "advertisers; give one of them another audience_name",
         ),
         (
             {**GOOD, "dry_run": False, "access_token": "abc def\n"},

@@ -26,6 +26,7 @@ from target_tiktok_audiences.client.codes import (
     TransientError,
     error_for,
 )
+from target_tiktok_audiences.redact import scrub
 from target_tiktok_audiences.report import CallStats
 from target_tiktok_audiences.timescale import time_scale
 
@@ -84,6 +85,7 @@ class Transport:
         self.timeout = timeout
         self.session = session or _session()
         self.session.headers.update({"Access-Token": access_token})
+        self.secrets = (access_token,)  # stripped from TikTok's words before they are shown
         self.total = CallStats()
         self._write_interval = 1.0 / max_requests_per_second
         self._next_write = 0.0
@@ -314,8 +316,7 @@ def unwrap(
 ) -> dict[str, Any] | None:
     """TikTok's envelope: HTTP 200 with a non-zero code is still an error."""
     if 300 <= status < 400:
-        target = urlsplit(headers.get("Location") or "")
-        where = f"{target.hostname}:{target.port}" if target.hostname else "another address"
+        where = _redirect_target(headers.get("Location") or "")
         raise PermanentError(
             what,
             advertiser_id=advertiser_id,
@@ -346,8 +347,11 @@ def unwrap(
     if not isinstance(body, dict):
         raise TransientError(what, advertiser_id=advertiser_id, message="unexpected answer")
     code = body.get("code")
-    message = str(body.get("message") or "")
+    # TikTok may quote what it was sent (the token): its words never carry it further.
+    message = scrub(str(body.get("message") or ""), transport.secrets)
     request_id = body.get("request_id")
+    if request_id is not None:
+        request_id = scrub(str(request_id), transport.secrets)
     if code == 0 and status < 400:
         data = body.get("data")
         return data if isinstance(data, dict) else None
@@ -361,3 +365,16 @@ def unwrap(
         audience_call=audience_call,
         path=path,
     )
+
+
+def _redirect_target(location: str) -> str:
+    """Host and port of a redirect's Location, or that the port is absent (never its path or
+    query, which may hold anything)."""
+    target = urlsplit(location)
+    if not target.hostname:
+        return "another address"
+    try:
+        port = target.port
+    except ValueError:
+        return f"{target.hostname} (with a port that is not a number)"
+    return f"{target.hostname}:{port}" if port else f"{target.hostname} (no port given)"

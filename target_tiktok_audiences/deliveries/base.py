@@ -32,9 +32,10 @@ from target_tiktok_audiences.client import (
 )
 from target_tiktok_audiences.deliveries import staging
 from target_tiktok_audiences.deliveries.staging import Ask, Routine
+from target_tiktok_audiences.fencing import fenced
 from target_tiktok_audiences.report import AudienceReport, RunReport, StreamReport
 from target_tiktok_audiences.settings import AudienceMapping, Settings
-from target_tiktok_audiences.snapshot import SnapshotError, SnapshotKey, SnapshotStore
+from target_tiktok_audiences.snapshot import LeaseLost, SnapshotError, SnapshotKey, SnapshotStore
 from target_tiktok_audiences.spool import Chunk
 
 EXPIRING_DAYS = 60  # TikTok shows an audience as about to expire this many days ahead
@@ -122,6 +123,8 @@ class Runtime:
     new_audiences: set[tuple[str, str, str]] = field(default_factory=set)
     # An API the app may not use (40117, 40118, 40130): the run's one line about it
     no_access: NoAccessError | None = None
+    # audience name -> the mapping (and value) that syncs it: one audience, one mapping
+    claims: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -212,12 +215,20 @@ class Delivery(abc.ABC):
         never create it twice (nor interleave their changes).
         """
         lock = SnapshotKey.for_name(entry.advertiser_id, entry.audience_name, "AUDIENCE")
+        began = False
         try:
-            with self.runtime.snapshots.lock(lock):
+            with self.runtime.snapshots.lock(lock) as lease:
                 self._locked_at = time.monotonic()
-                yield self.runtime.client.with_stats(entry.stats)
+                began = True
+                yield fenced(self.runtime.client.with_stats(entry.stats), lease)
         except HeldBack as exc:
             entry.defer(exc.why, exc.advice, exc.detail)
+        except LeaseLost as exc:
+            entry.defer(
+                "this run lost its lock on the audience and sent nothing more to it",
+                "re-run: the next run converges it, whatever the other run sent meanwhile",
+                str(exc),
+            )
         except SnapshotError as exc:
             entry.defer(
                 "the snapshot store failed",
@@ -256,6 +267,8 @@ class Delivery(abc.ABC):
             raise
         else:
             self._expiry_notes(entry)
+        if not began:  # the lock was not taken: the caller's block must not run (deferred)
+            raise staging.Skipped(entry.audience_name)
 
     def _floor_advice(self, entry: AudienceReport) -> str | None:
         """The way out of TikTok's 1,000 floor, in numbers: what TikTok holds now, and how many
@@ -322,7 +335,16 @@ class Delivery(abc.ABC):
         if found is None and not directory.listed_since(advertiser_id, self._locked_at):
             # Listed before this audience's lock was taken: another run may have created it since.
             found = directory.by_name(api, advertiser_id, name, kind, refresh=True)
+        if found is None:
+            # An earlier run's create that TikTok may still be making: awaited, never repeated.
+            found = directory.await_pending(api, advertiser_id, name, kind)
         return found
+
+    def is_new(self, entry: AudienceReport) -> bool:
+        """Created by this run, or by an earlier run's create this run adopted: a partner
+        audience this new may still refuse mappings (partner_warmup_seconds)."""
+        adopted = (entry.advertiser_id, entry.audience_id or "") in self.runtime.directory.adopted
+        return entry.created or adopted
 
     def partner_audience(self, api: AudienceAPI, advertiser_id: str, name: str) -> tuple[str, bool]:
         """(audience id, created): the configured or existing partner audience, or a new one."""

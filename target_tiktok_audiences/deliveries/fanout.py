@@ -154,15 +154,41 @@ class FanOutDelivery(Delivery):
             if other != value:
                 raise PermanentError(
                     f"Naming an audience from column '{mapping.audience_name_column}'",
-                    message=f"{where}: the values '{other[:40]}' and '{value[:40]}' both give "
+                    message=f"{where}: the values {_distinct(other, value)} both give "
                     f"the partner audience '{cut}' once TikTok cuts names to 67 characters "
                     "and '...'",
                     hint="Shorten audience_name so that the values differ in the first 67 "
                     "characters; nothing was uploaded.",
                     said=False,
                 )
+        self._claim(value, self._synced(name))
         self._count_new(name)
         return name
+
+    def _synced(self, name: str) -> list[str]:
+        """The audience names (as TikTok stores them) that the resolved `name` syncs."""
+        if self.mapping.audience_type is AudienceType.PARTNER:
+            return [partner_audience_name(name)]
+        mapping = replace(self.mapping, audience_name=name, audience_name_column=None)
+        return [mapping.audience_name_for(c, self.contracts) for c in self.contracts]
+
+    def _claim(self, value: str, names: list[str]) -> None:
+        """One audience, one mapping: a value whose audience another mapping (or another
+        value) syncs stops the run before anything of it is sent."""
+        claims = self.runtime.claims
+        me = f"stream '{self.mapping.stream}' (value '{value}' of column '{self.column}')"
+        for audience in names:
+            other = claims.setdefault(audience, me)
+            if other != me:
+                raise PermanentError(
+                    f"Naming an audience from column '{self.column}'",
+                    message=f"audiences[stream={self.mapping.stream}].audience_name_column: "
+                    f"{me} and {other} would both sync audience '{audience}'; two mappings "
+                    "must never sync one audience",
+                    hint="Give one of them another audience_name (or leave the value out of "
+                    "the stream); nothing of it was sent.",
+                    said=False,
+                )
 
     def _count_new(self, name: str) -> None:
         """max_new_audiences counts audiences of new values before anything is uploaded."""
@@ -268,6 +294,31 @@ class FanOutDelivery(Delivery):
                 self.report.unchanged_audiences.append(
                     f"'{row.name}' (id {row.audience_id}) in advertiser {advertiser_id}"
                 )
+
+
+def _distinct(a: str, b: str) -> str:
+    """Two values that share a long start, shown so that they do not look the same: the
+    shared start cut short, what follows it in full."""
+    shared = next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
+    if shared <= 40:
+        return f"'{a}' and '{b}'"
+    start = a[:20]
+    return (
+        f"'{start}…{a[shared:]}' and '{start}…{b[shared:]}' (alike in their first {shared} "
+        "characters)"
+    )
+
+
+def fixed_claims(mappings: Iterable[AudienceMapping]) -> dict[str, str]:
+    """Audience name -> the mapping without audience_name_column that syncs it."""
+    return {
+        name: f"stream '{m.stream}' (audience_name '{m.audience_name}')"
+        for m in mappings
+        if not m.audience_name_column
+        for name in fixed_names(m)
+    }
 
 
 def _event(line: str) -> tuple[dict[str, str], bool, str | None]:

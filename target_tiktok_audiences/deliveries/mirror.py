@@ -10,6 +10,7 @@ audience unchanged when the stream is not a whole set or would remove too much o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Generator, Iterable, Iterator, Sequence
@@ -30,7 +31,7 @@ from target_tiktok_audiences.client import (
 )
 from target_tiktok_audiences.convergence import Baseline, BlockSource, Tracker, plan, union
 from target_tiktok_audiences.deliveries.base import Delivery, HeldBack, small_set_note
-from target_tiktok_audiences.deliveries.staging import Ask, Routine
+from target_tiktok_audiences.deliveries.staging import Ask, Routine, Skipped
 from target_tiktok_audiences.extsort import (
     DiffCounts,
     ExternalSorter,
@@ -242,8 +243,12 @@ class _SortedSets(Delivery):
     def resync_due(self, api: AudienceAPI, base: Baseline) -> bool:
         """resync_days, measured on TikTok's clock (as TikTok's own day is)."""
         days = self.runtime.settings.resync_days
-        if not days or base.held is None:
+        if not days:
             return False
+        if base.held is None:
+            # A create never confirmed (base.empty): when the audience was last uploaded in
+            # full is unknown, and edits made in TikTok since would never be corrected.
+            return base.empty
         age = base.held.header.full_age_seconds(api.now())
         return age is None or age >= days * DAY
 
@@ -617,7 +622,8 @@ class PartnerMirrorDelivery(_SortedSets):
         path, count = self._take_sorted(PARTNER_SET)
         try:
             for advertiser_id in self.runtime.settings.advertiser_ids:
-                self._commit_one(advertiser_id, path, count)
+                with contextlib.suppress(Skipped):  # deferred: its lock could not be taken
+                    self._commit_one(advertiser_id, path, count)
         finally:
             path.unlink(missing_ok=True)
             self._drop_users()
@@ -733,7 +739,7 @@ class PartnerMirrorDelivery(_SortedSets):
         return _Change(added.take(), [], DiffCounts(total, 0, 0, total))
 
     def ready_by(self, entry: AudienceReport) -> float | None:
-        if not entry.created:
+        if not self.is_new(entry):
             return None
         return timescale.monotonic() + self.runtime.settings.partner_warmup_seconds
 

@@ -9,7 +9,7 @@ from typing import ClassVar
 from target_tiktok_audiences import timescale
 from target_tiktok_audiences.client import UserBatch, partner_audience_name
 from target_tiktok_audiences.deliveries.base import Delivery
-from target_tiktok_audiences.deliveries.staging import Routine
+from target_tiktok_audiences.deliveries.staging import Routine, Skipped
 from target_tiktok_audiences.report import AudienceReport
 
 PROGRESS_EVERY = 10  # batches between progress lines: one line per 100,000 users by default
@@ -82,34 +82,46 @@ class SegmentDelivery(Delivery):
             partner = self._audience(advertiser_id)
             if partner is None:
                 continue
-            entry = partner.entry
-            with self.delivering(entry) as api:
-                for action, keys in batches:
-                    users = [self._pending[k][1] for k in keys]
-                    api.map_users(
-                        advertiser_id,
-                        partner.audience_id,
-                        UserBatch(action, contracts, users),
-                        ready=partner.ready_by,
-                    )
-                    entry.batches += 1
-                    if action == ADD:
-                        entry.users_added += len(users)
-                    else:
-                        entry.users_removed += len(users)
-                    if entry.batches % PROGRESS_EVERY == 0:
-                        self.runtime.logger.info(
-                            "Audience '%s' in advertiser %s: %s batches sent so far "
-                            "(%s users added, %s removed).",
-                            entry.audience_name,
-                            advertiser_id,
-                            f"{entry.batches:,}",
-                            f"{entry.users_added:,}",
-                            f"{entry.users_removed:,}",
-                        )
+            try:
+                self._send_batches(advertiser_id, partner, batches, contracts)
+            except Skipped:  # deferred: its lock could not be taken
+                continue
         for _, keys in batches:
             for key in keys:
                 del self._pending[key]
+
+    def _send_batches(
+        self,
+        advertiser_id: str,
+        partner: _Partner,
+        batches: list[tuple[str, list[str]]],
+        contracts: list[str],
+    ) -> None:
+        entry = partner.entry
+        with self.delivering(entry) as api:
+            for action, keys in batches:
+                users = [self._pending[k][1] for k in keys]
+                api.map_users(
+                    advertiser_id,
+                    partner.audience_id,
+                    UserBatch(action, contracts, users),
+                    ready=partner.ready_by,
+                )
+                entry.batches += 1
+                if action == ADD:
+                    entry.users_added += len(users)
+                else:
+                    entry.users_removed += len(users)
+                if entry.batches % PROGRESS_EVERY == 0:
+                    self.runtime.logger.info(
+                        "Audience '%s' in advertiser %s: %s batches sent so far "
+                        "(%s users added, %s removed).",
+                        entry.audience_name,
+                        advertiser_id,
+                        f"{entry.batches:,}",
+                        f"{entry.users_added:,}",
+                        f"{entry.users_removed:,}",
+                    )
 
     def _audience(self, advertiser_id: str) -> _Partner | None:
         known = self._audiences.get(advertiser_id)
@@ -119,14 +131,17 @@ class SegmentDelivery(Delivery):
         entry = self.new_entry(advertiser_id, name, list(self.contracts))
         runtime = self.runtime
         audience_id: str | None = None
-        with self.delivering(entry) as api:
-            audience_id, entry.created = self.partner_audience(api, advertiser_id, name)
+        try:
+            with self.delivering(entry) as api:
+                audience_id, entry.created = self.partner_audience(api, advertiser_id, name)
+        except Skipped:  # deferred: its lock could not be taken; not tried again this run
+            self._audiences[advertiser_id] = _Partner("", entry, None)
+            return None
         if audience_id is None:
             return None
         entry.audience_id = audience_id
         warmup = runtime.settings.partner_warmup_seconds
-        partner = _Partner(
-            audience_id, entry, timescale.monotonic() + warmup if entry.created else None
-        )
+        new = self.is_new(entry)
+        partner = _Partner(audience_id, entry, timescale.monotonic() + warmup if new else None)
         self._audiences[advertiser_id] = partner
         return partner

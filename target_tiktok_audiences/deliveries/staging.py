@@ -56,6 +56,11 @@ class Ask:
         return out
 
 
+class Skipped(Exception):
+    """A routine's audience was deferred before it began (its lock could not be taken): that
+    routine ends, the others go on."""
+
+
 # A routine yields its Ask (at most one per budget plan; a later one is granted from what the
 # plan left) and resumes once the plan is made.
 Routine = Generator[Ask, None, None]
@@ -100,7 +105,10 @@ def deliver(deliveries: Iterable[Staged], api: AudienceAPI) -> None:
     try:
         for delivery in staged:
             for routine in delivery.stage():
-                ask = next(routine, None)
+                try:
+                    ask = next(routine, None)
+                except Skipped:
+                    continue
                 if ask is None:
                     continue
                 if api.operations_left(ask.advertiser_id) is None:  # no budget: nothing waits
