@@ -23,6 +23,7 @@ from singer_sdk.mapper import CustomStreamMap, StreamMap
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_tiktok_audiences.client import TikTokError
+from target_tiktok_audiences.places import PlaceError
 from target_tiktok_audiences.rejects import RejectsError
 from target_tiktok_audiences.snapshot import SnapshotError
 
@@ -46,6 +47,7 @@ KNOWN = (
     StreamMapFailed,
     SnapshotError,
     RejectsError,
+    PlaceError,
     StreamMapConfigError,
     MapExpressionError,
     OSError,

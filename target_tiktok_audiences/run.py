@@ -24,6 +24,7 @@ from target_tiktok_audiences.identifiers import (
     make_column_encoder,
     one_value,
 )
+from target_tiktok_audiences.places import Place, probe, report_place, spool_place
 from target_tiktok_audiences.rejects import RejectsError, RejectsWriter
 from target_tiktok_audiences.report import RunReport, StreamReport
 from target_tiktok_audiences.routing import Ignored, route_stream
@@ -71,6 +72,20 @@ def make_client(settings: Settings) -> AudienceAPI:
     )
 
 
+def check_places(settings: Settings, snapshot_root: str) -> None:
+    """Every place this run will write, probed before a record is read (places.py)."""
+    again = "fix it or choose another, then re-run"
+    if not settings.dry_run:  # a dry run only reads snapshots and writes no rejects
+        probe(Place("snapshot_url", snapshot_root, again))
+        if settings.rejects_url:
+            probe(Place("rejects_url", settings.rejects_url, again))
+    if settings.dry_run:
+        probe(Place("output_dir", settings.output_dir, again))
+    if settings.report_path:
+        probe(report_place(settings.report_path))
+    probe(spool_place())
+
+
 class Run:
     """Everything one invocation of the target does between its config and its exit."""
 
@@ -78,6 +93,12 @@ class Run:
         self.settings = settings
         self.logger = logger
         self.finished = False
+        snapshots = SnapshotStore(
+            settings.snapshot_url,
+            scope=scope_for(settings.api_base_url),
+            read_only=settings.dry_run,
+        )
+        check_places(settings, snapshots.url)  # before the dry run's folder or the spool exist
         client = testhooks.wrap(make_client(settings))
         self.client = client
         self.runtime = Runtime(
@@ -90,11 +111,7 @@ class Run:
             workdir=private_workdir(),
             report=RunReport(dry_run=settings.dry_run),
             logger=logger,
-            snapshots=SnapshotStore(
-                settings.snapshot_url,
-                scope=scope_for(settings.api_base_url),
-                read_only=settings.dry_run,
-            ),
+            snapshots=snapshots,
         )
         self.deliveries: dict[str, Delivery] = {}
         self.sealed: dict[str, Delivery] = {}  # stream -> its last complete version (mirror)
@@ -229,6 +246,30 @@ class Run:
             for a in s.audiences
             if a.status == "deferred"
         ]
+
+    def undelivered(self) -> list[str]:
+        """Audiences this run did not deliver, as 'name' in advertiser N (streams whose
+        audiences were never reached, by stream)."""
+        names = []
+        for stream, delivery in self.deliveries.items():
+            report = self.report.streams.get(stream)
+            entries = report.audiences if report is not None else []
+            if not entries and delivery.pending:
+                names.append(f"the audiences of stream '{stream}'")
+            names += [
+                f"'{a.audience_name}' in advertiser {a.advertiser_id}"
+                for a in entries
+                if a.status not in ("delivered", "skipped", "planned")
+            ]
+        return names
+
+    def stopped_line(self, line: str) -> str:
+        """The last line of a run stopped while delivering: the failure, then what it left."""
+        left = self.undelivered()
+        if not left:
+            return line
+        others = "the others were delivered" if self.delivered else "none was delivered"
+        return f"{line}. Not delivered: {', '.join(left)} ({others}; no STATE was emitted)"
 
     @property
     def delivered(self) -> int:

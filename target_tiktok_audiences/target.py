@@ -22,6 +22,7 @@ from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.sinks import Sink
 
 from target_tiktok_audiences.failures import (
+    KNOWN,
     DeliveryIncomplete,
     config_file_error,
     describe,
@@ -233,6 +234,10 @@ class TargetTikTokAudiences(Target):
         try:
             self.drain_all()  # flush every sink; STATE stays held while files are undelivered
             run.deliver()
+        except KNOWN as exc:
+            message = run.stopped_line(describe(exc))
+            run.finish("failed", message)
+            raise DeliveryIncomplete(message) from exc
         except Exception as exc:
             run.finish("failed", describe(exc))
             raise

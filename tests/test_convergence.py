@@ -300,7 +300,7 @@ def test_an_edit_in_ads_manager_is_corrected_by_the_resync(
 ) -> None:
     config = config_for(sandbox, file_mapping(), resync_days=1)
     created = ok(run_target(tmp_path, config, rows(range(2000)), name="create"))
-    assert entry_of(created)["next_resync"] == "in 1 days"
+    assert entry_of(created)["next_resync"] == "in 1 day"
     audience_id = entry_of(created)["audience_id"]
     stranger, dropped = sha256("stranger@example.com"), sha256(email(7))
     sandbox.edit_members(audience_id, EMAIL, add=[stranger], remove=[dropped])
@@ -318,7 +318,7 @@ def test_an_edit_in_ads_manager_is_corrected_by_the_resync(
         "resync (resync_days)",
     )
     assert members(sandbox)[EMAIL] == emails(range(2000))
-    assert "next full resync in 1 days" in resynced.stderr
+    assert "next full resync in 1 day" in resynced.stderr
 
 
 def test_a_damaged_snapshot_warns_and_uploads_in_full_without_stopping_others(

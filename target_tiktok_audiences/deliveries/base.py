@@ -320,9 +320,8 @@ class Delivery(abc.ABC):
                 "it in an ad group renews it, unless retention_in_days fixed its expiry."
             )
             self._add_notes(entry, [note])
-        if status.last_action:
-            state = "processing" if status.last_action_processing else "done"
-            entry.last_operation = f"{status.last_action} ({state})"
+        # TikTok's word for its last operation; it documents no processing state to add.
+        entry.last_operation = status.last_action
 
     def new_entry(self, advertiser_id: str, name: str, contracts: list[str]) -> AudienceReport:
         entry = AudienceReport(
