@@ -5,6 +5,7 @@ cross-field checks the JSON schema cannot express. Every message names the setti
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -529,10 +530,15 @@ def config_errors(config: Mapping[str, Any]) -> list[str]:
         errors.append("advertiser_ids: list at least one TikTok advertiser id")
     if len(set(advertisers)) != len(advertisers):
         errors.append("advertiser_ids: an advertiser id is listed twice")
-    if any(not _DIGITS.fullmatch(a) for a in advertisers):
+    bad = [(i, a) for i, a in enumerate(advertisers) if not _DIGITS.fullmatch(a)]
+    if bad:
+        i, value = bad[0]
+        # Named as JSON (spaces and look-alike digits show); a long value, perhaps something
+        # pasted in the wrong place, by its position only.
+        named = json.dumps(value) if len(value) <= 40 else f"entry {i + 1}"
         errors.append(
-            "advertiser_ids: advertiser ids are numbers (ASCII digits, no spaces), e.g. "
-            '"7012345678901234567"'
+            f"advertiser_ids: {named} is not an advertiser id: advertiser ids are numbers "
+            '(ASCII digits, no spaces), e.g. "7012345678901234567"'
         )
     token = config.get("access_token")
     if not config.get("dry_run") and not token:

@@ -307,8 +307,9 @@ def test_advertiser_ids_must_be_ascii_digits(tmp_path, advertiser):
     run = run_target(tmp_path, dry(tmp_path, advertiser_ids=[advertiser]), vip_messages())
     assert_one_line(
         run,
-        "Config validation failed: advertiser_ids: advertiser ids are numbers (ASCII digits, "
-        'no spaces), e.g. "7012345678901234567"',
+        f"Config validation failed: advertiser_ids: {json.dumps(advertiser)} is not an "
+        "advertiser id: advertiser ids are numbers (ASCII digits, no spaces), e.g. "
+        '"7012345678901234567"',
         tmp_path,
         report=False,
     )
@@ -521,8 +522,8 @@ def test_after_a_failure_the_rest_of_the_input_is_read_so_the_tap_can_finish(tmp
         reader.join()
     err = stderr[0].decode()
     assert err.rstrip().splitlines()[-1].split(" | ")[-1] == (
-        "Config validation failed: advertiser_ids: advertiser ids are numbers (ASCII digits, no "
-        'spaces), e.g. "7012345678901234567"'
+        'Config validation failed: advertiser_ids: "not-a-number" is not an advertiser id: '
+        'advertiser ids are numbers (ASCII digits, no spaces), e.g. "7012345678901234567"'
     )
     assert "Traceback" not in err
 
