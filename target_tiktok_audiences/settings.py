@@ -138,10 +138,12 @@ CONFIG_SCHEMA = th.PropertiesList(
         "audiences",
         th.ArrayType(AUDIENCE_MAPPING),
         title="Audiences",
-        description="Per-stream mapping: stream, audience_name, audience_name_column, "
-        "audience_ids, identifiers, remove_column, sync_mode, audience_type. Without it every "
-        "stream with identifier columns (found by name) gets an audience named after the "
-        "stream.",
+        description='One entry per stream, for example [{"stream": "public-users", '
+        '"audience_name": "CRM users", "identifiers": {"EMAIL_SHA256": "email", '
+        '"PHONE_SHA256": "phone"}, "remove_column": "unsubscribed"}]. Keys: stream '
+        "(required), audience_name, audience_name_column, audience_ids, identifiers, "
+        "remove_column, sync_mode, audience_type. Without it, every stream with identifier "
+        "columns (found by name) gets an audience named after the stream.",
     ),
     th.Property(
         "retention_in_days",
@@ -295,10 +297,12 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.IntegerType(minimum=0, maximum=1000),
         default=24,
         title="Daily Update Operations",
-        description="Update operations (APPEND, REMOVE, REPLACE) per ad account per rolling 24 h "
-        "that the target plans within (TikTok allows 24): it counts those TikTok shows for the "
-        "last 24 h, plans the run's updates across audiences within what is left (removals of "
-        "users who left first) and defers what does not fit, with the time it fits; 0: no budget.",
+        description="How many update operations (APPEND, REMOVE, REPLACE) the target may spend "
+        "per ad account in any 24 hours. TikTok allows 24. Before an advertiser's first update, "
+        "the target counts the operations TikTok shows for the last 24 hours. It plans the "
+        "run's updates within what is left, removals of users who left first. An update that "
+        "does not fit waits for a later run, and the summary says when it fits. 0 turns the "
+        "budget off.",
     ),
 ).to_dict()
 

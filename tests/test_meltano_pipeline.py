@@ -268,7 +268,18 @@ def test_mirror_follows_the_table(
     assert ours and all(e.get("app_name") == "singer-sdk" for e in ours if "pid" in e)
     warnings = [e["event"] for e in ours if e["level"] == "warning"]
     assert any("only 3 unique identifiers" in w for w in warnings), warnings
-    assert any(e["level"] == "info" and "delivered (APPEND+REMOVE)" in e["event"] for e in ours)
+    # Each audience line leads with the change (issue 29): +added -removed -> size.
+    email_id = ids[ADVERTISERS[0], EMAIL_AUDIENCE]
+    (line,) = [
+        e["event"]
+        for e in ours
+        if e["event"].startswith(f"Audience '{EMAIL_AUDIENCE}' in advertiser {ADVERTISERS[0]}:")
+    ]
+    assert line.startswith(
+        f"Audience '{EMAIL_AUDIENCE}' in advertiser {ADVERTISERS[0]}: +1 \u22122 \u2192 3; "
+        f"delivered (APPEND+REMOVE), id {email_id}; by difference, 2 unchanged; 2 files, "
+    ), line
+    assert "processing" not in line and line.endswith("; next full resync in 7 days.")
     # No raw identifier reaches the logs.
     for text in (first.stderr, second.stderr):
         for raw in ("jane.doe", "Jane.Doe", "john@example", "555-0132", "4155550132"):
@@ -481,8 +492,32 @@ def test_one_table_many_audiences_rejects_and_status(
             )
             + ".*",  # the rest is the client's (retries, hint)
         ),
+        (
+            {
+                "TARGET_TIKTOK_AUDIENCES_AUDIENCES": json.dumps(
+                    [{"stream": "public-users", "identifiers": {"EMAIL_SHA256": "mail"}}]
+                )
+            },
+            re.escape(
+                "Config validation failed: audiences[stream=public-users].identifiers."
+                "EMAIL_SHA256: column 'mail' is not in the schema of stream 'public-users' "
+                "(columns: "
+            )
+            + ".*",
+        ),
+        (
+            {"TARGET_TIKTOK_AUDIENCES_REQUEST_TIMEOUT": "100000"},
+            re.escape("Config validation failed: request_timeout: ") + ".*",
+        ),
+        (
+            {"TARGET_TIKTOK_AUDIENCES_SNAPSHOT_URL": "/proc/no-such/snapshots"},
+            re.escape(
+                "snapshot_url /proc/no-such/snapshots: cannot write there (ENOENT: No such file "
+                "or directory); fix it or choose another, then re-run"
+            ),
+        ),
     ],
-    ids=["wrong-token", "unreachable-api"],
+    ids=["wrong-token", "unreachable-api", "bad-column", "out-of-bounds", "unwritable-snapshots"],
 )
 def test_a_target_that_stops_early_lets_the_tap_finish_cleanly(
     meltano_project: MeltanoProject,
@@ -516,6 +551,11 @@ def test_a_target_that_stops_early_lets_the_tap_finish_cleanly(
     assert proc.returncode == 1, proc.stderr[-6000:]
     for noise in ("BrokenPipeError", "Task exception was never retrieved", "Traceback"):
         assert noise not in proc.stderr, proc.stderr[-6000:]
+    # One line, really (issue 29): no SDK line before ours, no second "Config validation
+    # failed", no "Skipping parse of env var settings" at INFO.
+    for noise in ("Error initializing target sink", "Skipping parse of env var settings"):
+        assert noise not in proc.stderr, proc.stderr[-6000:]
+    assert not re.search(LOADER + " Config validation failed$", proc.stderr, re.MULTILINE)
     # Meltano re-emits the loader's structured log lines under the loader's name.
     ours = [ln for ln in proc.stderr.splitlines() if re.search(r"\[error +\] " + LOADER, ln)]
     assert len(ours) == 1, proc.stderr[-6000:]

@@ -381,3 +381,44 @@ def test_status_command(meltano_yml: dict[str, Any], hub: dict[str, Any]) -> Non
     assert ours["status"]["args"] == "--config ENV"
     _, _, scripts = _project()
     assert "tiktok-audiences-status" in scripts
+
+
+# -- settings that apply (issue 29) -----------------------------------------------------------
+
+
+@DEFINITIONS
+def test_settings_say_how_they_apply(definition: dict[str, Any], about: dict[str, Any]) -> None:
+    settings = {s["name"]: s for s in definition["settings"]}
+    props = about["settings"]["properties"]
+    # load_method: the one value the target accepts, and nothing it refuses.
+    assert props["load_method"]["enum"] == ["append-only"]
+    assert settings["load_method"]["options"] == [{"label": "Append Only", "value": "append-only"}]
+    assert "upsert" not in settings["load_method"]["description"]
+    # faker is not installed with the target: its settings cannot apply and are not offered.
+    assert not [n for n in settings if n.startswith("faker_config")]
+    assert "faker_config" not in props
+    # SDK settings that change nothing for TikTok audiences say so.
+    for name in ("add_record_metadata", "batch_size_rows"):
+        assert "has no effect" in settings[name]["description"].lower(), name
+    # audiences shows its shape: the example in its description is a valid mapping list.
+    text = settings["audiences"]["description"]
+    example = json.loads(text[text.index("[") : text.index("]. Keys") + 1])
+    jsonschema.validate(example, props["audiences"])
+    assert example[0]["identifiers"] == {"EMAIL_SHA256": "email", "PHONE_SHA256": "phone"}
+    # daily_update_operations reads in sentences, none of them long.
+    sentences = settings["daily_update_operations"]["description"].split(". ")
+    assert len(sentences) >= 5 and max(len(s.split()) for s in sentences) <= 25
+
+
+def test_sdk_settings_the_target_refuses_are_not_offered(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"advertiser_ids": ["1"], "dry_run": True, "faker_config": {}}))
+    proc = subprocess.run(
+        [str(CLI), "--config", str(config)], input="", capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .endswith("Config validation failed: faker_config: unknown setting")
+    ), proc.stderr
