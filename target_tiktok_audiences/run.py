@@ -248,20 +248,21 @@ class Run:
         ]
 
     def undelivered(self) -> list[str]:
-        """Audiences this run did not deliver, as 'name' in advertiser N (streams whose
-        audiences were never reached, by stream)."""
-        names = []
+        """Streams whose audiences this run did not all deliver, each with the audience it
+        stopped at, if it got that far."""
+        streams = []
         for stream, delivery in self.deliveries.items():
             report = self.report.streams.get(stream)
             entries = report.audiences if report is not None else []
-            if not entries and delivery.pending:
-                names.append(f"the audiences of stream '{stream}'")
-            names += [
-                f"'{a.audience_name}' in advertiser {a.advertiser_id}"
-                for a in entries
-                if a.status not in ("delivered", "skipped", "planned")
-            ]
-        return names
+            failed = [a for a in entries if a.status not in ("delivered", "skipped", "planned")]
+            if not failed and not delivery.pending:
+                continue
+            where = ""
+            if failed:
+                where = f" (stopped at '{failed[0].audience_name}' in advertiser "
+                where += f"{failed[0].advertiser_id})"
+            streams.append(f"stream '{stream}'{where}")
+        return streams
 
     def stopped_line(self, line: str) -> str:
         """The last line of a run stopped while delivering: the failure, then what it left."""
@@ -269,7 +270,11 @@ class Run:
         if not left:
             return line
         others = "the others were delivered" if self.delivered else "none was delivered"
-        return f"{line}. Not delivered: {', '.join(left)} ({others}; no STATE was emitted)"
+        stop = "" if line.endswith(".") else "."
+        return (
+            f"{line}{stop} Not delivered: the audiences of {', '.join(left)} ({others}; no "
+            "STATE was emitted)"
+        )
 
     @property
     def delivered(self) -> int:

@@ -231,7 +231,10 @@ def test_mirror_follows_the_table(
     assert {a["audience_type"] for a in found.values()} == {"Customer File"}
     ids = {key: a["audience_id"] for key, a in found.items()}
     # The run summary is readable in Meltano's console output, attributed to the loader.
-    assert f"Audience '{EMAIL_AUDIENCE}' in advertiser {ADVERTISERS[0]}: delivered" in first.stderr
+    assert (
+        f"Audience '{EMAIL_AUDIENCE}' in advertiser {ADVERTISERS[0]}: +4 \u22120 \u2192 4; "
+        "delivered (CREATE), id "
+    ) in first.stderr
     assert "TikTok matches uploaded users in 24-48 hours" in first.stderr
 
     # Users leave and join; a mirror audience follows the table on the next run.
@@ -487,8 +490,8 @@ def test_one_table_many_audiences_rejects_and_status(
                 "TARGET_TIKTOK_AUDIENCES_MAX_RETRIES": "0",
             },
             re.escape(
-                "Checking the access token failed: the connection was refused at 127.0.0.1:9 "
-                "(api_base_url)"
+                "The TikTok API cannot be reached at 127.0.0.1:9 (api_base_url): the connection "
+                "was refused (while checking the access token)"
             )
             + ".*",  # the rest is the client's (retries, hint)
         ),
@@ -554,7 +557,7 @@ def test_a_target_that_stops_early_lets_the_tap_finish_cleanly(
     # One line, really (issue 29): no SDK line before ours, no second "Config validation
     # failed", no "Skipping parse of env var settings" at INFO.
     for noise in ("Error initializing target sink", "Skipping parse of env var settings"):
-        assert noise not in proc.stderr, proc.stderr[-6000:]
+        assert f"{LOADER} {noise}" not in proc.stderr, proc.stderr[-6000:]
     assert not re.search(LOADER + " Config validation failed$", proc.stderr, re.MULTILINE)
     # Meltano re-emits the loader's structured log lines under the loader's name.
     ours = [ln for ln in proc.stderr.splitlines() if re.search(r"\[error +\] " + LOADER, ln)]

@@ -184,8 +184,8 @@ def test_a_run_stopped_while_delivering_names_what_was_not_delivered(
     assert run.returncode == 1 and run.stdout == ""
     line = last_line(run.stderr)
     assert line.endswith(
-        f". Not delivered: 'vip' in advertiser {ADV1}, the audiences of stream 'gold' (the "
-        "others were delivered; no STATE was emitted)"
+        f". Not delivered: the audiences of stream 'vip' (stopped at 'vip' in advertiser {ADV1}), "
+        "stream 'gold' (the others were delivered; no STATE was emitted)"
     ), line
     assert "pending" not in run.stderr
     assert run.report is not None and run.report["error"] == line
