@@ -22,7 +22,7 @@ import jsonschema
 import pytest
 import yaml
 
-from target_tiktok_audiences.sandbox.cli import _serve_parser
+from target_tiktok_audiences.sandbox.cli import SWITCHES, _serve_parser, build_server, env_defaults
 from target_tiktok_audiences.sandbox.rules import DEFAULT_TOKENS
 from target_tiktok_audiences.settings import CONFIG_SCHEMA
 from target_tiktok_audiences.target import TargetTikTokAudiences
@@ -422,3 +422,59 @@ def test_sdk_settings_the_target_refuses_are_not_offered(tmp_path: Path) -> None
         .splitlines()[-1]
         .endswith("Config validation failed: faker_config: unknown setting")
     ), proc.stderr
+
+
+# -- the sandbox utility's switches (issue 29) --------------------------------------------------
+
+
+UTILITY_FILE = (
+    REPO / "plugins" / "utilities" / "tiktok-audiences-sandbox--target-tiktok-audiences.yml"
+)
+
+
+def test_the_sandbox_utility_exposes_every_switch(meltano_yml: dict[str, Any]) -> None:
+    """Each rule that can be switched off, and `lenient`, is a setting of the utility; Meltano
+    passes it as TIKTOK_AUDIENCES_SANDBOX_<NAME>, which `serve` reads."""
+    hub = yaml.safe_load(UTILITY_FILE.read_text())
+    (ours,) = meltano_yml["plugins"]["utilities"]
+    parser = _serve_parser()
+    actions = {a.dest: a for a in parser._actions}
+    for definition in (hub, ours):
+        settings = {s["name"]: s for s in definition["settings"]}
+        assert set(SWITCHES) <= set(settings)
+        for name in SWITCHES:
+            kind = settings[name]["kind"]
+            expected = {None: "boolean", int: "integer", float: "decimal"}[actions[name].type]
+            assert kind == expected, name
+            assert "value" not in settings[name], f"{name}: the default is the command's"
+            if name != "lenient":
+                default = actions[name].default
+                assert f"default {default:g}" in settings[name]["description"], name
+
+
+def test_sandbox_switches_from_the_environment() -> None:
+    parser = _serve_parser()
+    env = {
+        "TIKTOK_AUDIENCES_SANDBOX_LENIENT": "true",
+        "TIKTOK_AUDIENCES_SANDBOX_MATCH_RATE": "0.5",
+        "TIKTOK_AUDIENCES_SANDBOX_MIN_AUDIENCE_SIZE": "0",
+        "TIKTOK_AUDIENCES_SANDBOX_PORT": "9",  # the command line's, not a switch
+    }
+    assert env_defaults(parser, env) == {"lenient": True, "match_rate": 0.5, "min_audience_size": 0}
+    parser.set_defaults(**env_defaults(parser, env))
+    args = parser.parse_args(["--db", "x.db", "--match-rate", "0.9"])  # the flag wins
+    assert (args.lenient, args.match_rate, args.min_audience_size) == (True, 0.9, 0)
+    server = build_server(parser.parse_args(["--db", "x.db"]), [])
+    assert (server.app.config.min_audience_size, server.app.config.match_rate) == (1, 1.0)
+    bad = subprocess.run(
+        [str(CLI.parent / "tiktok-audiences-sandbox"), "--db", "x.db"],
+        env={"TIKTOK_AUDIENCES_SANDBOX_LENIENT": "maybe", "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "tiktok-audiences-sandbox: error: TIKTOK_AUDIENCES_SANDBOX_LENIENT='maybe' is not a "
+        "valid value for --lenient"
+    )

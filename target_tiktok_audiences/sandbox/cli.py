@@ -6,13 +6,16 @@ tiktok-audiences-sandbox show --db sandbox.db
 The realism rules (1,000 matched users, one REPLACE per day, one APPEND or REMOVE at a time,
 partner warm-up, 24 updates a day, 50 mappings a second, expiring file paths, several wordings)
 are on by default; each flag set to 0 switches its rule off (1 for --match-rate),
-``--lenient`` all of them.
+``--lenient`` all of them. The same switches come from TIKTOK_AUDIENCES_SANDBOX_<SWITCH>
+variables (e.g. TIKTOK_AUDIENCES_SANDBOX_LENIENT=true), which is how the Meltano utility's
+settings reach them; a flag on the command line wins.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sqlite3
 import sys
@@ -24,6 +27,43 @@ from typing import Any
 from .faults import AFTER, KINDS, FaultError, FaultRule
 from .rules import DAY, DEFAULT_TOKENS
 from .server import SandboxServer
+
+ENV_PREFIX = "TIKTOK_AUDIENCES_SANDBOX_"
+# The switches a Meltano setting of the same name sets (plugins/utilities/, meltano.yml).
+SWITCHES = (
+    "lenient",
+    "min_audience_size",
+    "match_rate",
+    "replace_cooldown",
+    "update_processing",
+    "partner_warmup",
+    "max_updates_per_day",
+    "mapping_rate_limit",
+)
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", ""}
+
+
+def env_defaults(parser: argparse.ArgumentParser, env: dict[str, str]) -> dict[str, Any]:
+    """The switches' values from TIKTOK_AUDIENCES_SANDBOX_* variables (as Meltano sets them)."""
+    actions = {a.dest: a for a in parser._actions if a.dest in SWITCHES}
+    found: dict[str, Any] = {}
+    for dest in SWITCHES:
+        name = ENV_PREFIX + dest.upper()
+        raw = env.get(name)
+        if raw is None:
+            continue
+        action = actions[dest]
+        try:
+            if action.type is None:  # a flag: --lenient
+                word = raw.strip().lower()
+                if word not in _TRUE | _FALSE:
+                    raise ValueError(raw)
+                found[dest] = word in _TRUE
+            else:
+                found[dest] = action.type(raw)  # type: ignore[operator]
+        except ValueError:
+            parser.error(f"{name}={raw!r} is not a valid value for {action.option_strings[0]}")
+    return found
 
 
 def _serve_parser() -> argparse.ArgumentParser:
@@ -189,6 +229,7 @@ def build_server(args: argparse.Namespace, faults: list[FaultRule]) -> SandboxSe
 
 def serve(argv: Sequence[str]) -> int:
     parser = _serve_parser()
+    parser.set_defaults(**env_defaults(parser, dict(os.environ)))
     args = parser.parse_args(argv)
     try:
         faults = [FaultRule.parse(spec, seed=args.seed) for spec in args.fault]
