@@ -646,7 +646,7 @@ def test_the_1000_floor_refuses_updates_not_creates(sandbox, tmp_path):
 
 
 def test_the_readme_settings_table_shows_load_method_as_the_plugin_file_does():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "settings.md").read_text()
     assert "TargetLoadMethods" not in readme
     (row,) = [r for r in readme.splitlines() if r.startswith("| load_method |")]
     assert row.startswith("| load_method | False | append-only | ")

@@ -276,7 +276,8 @@ def test_mirror_follows_the_table(
     (line,) = [
         e["event"]
         for e in ours
-        if e["event"].startswith(f"Audience '{EMAIL_AUDIENCE}' in advertiser {ADVERTISERS[0]}:")
+        if e["level"] == "info"
+        and e["event"].startswith(f"Audience '{EMAIL_AUDIENCE}' in advertiser {ADVERTISERS[0]}:")
     ]
     assert line.startswith(
         f"Audience '{EMAIL_AUDIENCE}' in advertiser {ADVERTISERS[0]}: +1 \u22122 \u2192 3; "
@@ -430,7 +431,7 @@ def test_one_table_many_audiences_rejects_and_status(
     ]
     assert f"Rejected identifiers: 2 lines written to {rejects}" in run.stderr
     # The README's recipe loads the file into PostgreSQL and joins it to the source table.
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "settings.md").read_text()
     recipe = readme.split("<!-- rejects-sql -->\n```sql\n", 1)[1].split("\n```", 1)[0]
     recipe = (
         recipe.replace("rejects-20250301T060000Z-1a2b3c4d.jsonl", str(rejects))
@@ -509,8 +510,11 @@ def test_one_table_many_audiences_rejects_and_status(
             + ".*",
         ),
         (
-            {"TARGET_TIKTOK_AUDIENCES_REQUEST_TIMEOUT": "100000"},
-            re.escape("Config validation failed: request_timeout: ") + ".*",
+            {"TARGET_TIKTOK_AUDIENCES_MAX_RETRIES": "99"},
+            re.escape(
+                "Config validation failed: max_retries: 99 is out of bounds; give a number "
+                "from 0 to 20"
+            ),
         ),
         (
             {"TARGET_TIKTOK_AUDIENCES_SNAPSHOT_URL": "/proc/no-such/snapshots"},

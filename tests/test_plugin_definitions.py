@@ -344,14 +344,14 @@ def about_settings_table(markdown: str) -> str:
 
 
 def test_readme_settings_table_is_current() -> None:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    readme = (REPO / "docs" / "settings.md").read_text(encoding="utf-8")
     assert README_START in readme and README_END in readme, (
-        f"README.md needs {README_START} ... {README_END} around the settings table; "
+        f"docs/settings.md needs {README_START} ... {README_END} around the settings table; "
         "then run `.venv/bin/python scripts/update-readme-settings`"
     )
     between = readme.split(README_START, 1)[1].split(README_END, 1)[0]
     assert between.strip() == about_settings_table(_about("markdown")), (
-        "README settings table is out of date: run .venv/bin/python scripts/update-readme-settings"
+        "docs/settings.md: the table is out of date; run scripts/update-readme-settings"
     )
 
 

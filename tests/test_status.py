@@ -332,6 +332,25 @@ def test_a_size_far_from_the_snapshot_is_flagged(sandbox: SandboxServer, tmp_pat
     )
     table = status(tmp_path, config).stdout.splitlines()
     assert f"Audience 'Newsletter' in advertiser {ADV1}: {newsletter['size_gap']}." in table
+    # The next run's summary flags the same gaps, beside what TikTok reports.
+    again = run_target(tmp_path, config, users, name="again")
+    assert again.returncode == 0, again.stderr[-3000:]
+    lines = [ln.split(" | ")[-1] for ln in again.stderr.splitlines()]
+    (line,) = [ln for ln in lines if ln.startswith(f"Audience 'Newsletter' in advertiser {ADV1}:")]
+    assert line.startswith(
+        f"Audience 'Newsletter' in advertiser {ADV1}: +0 \u22120 \u2192 1,100; delivered, "
+        "nothing to change, id "
+    ), line
+    assert line.endswith(
+        "TikTok reports size 1,300, usable, last operation CREATE; TikTok reports 1,300 where "
+        "the target sent 1,100 (18% more): likely edited in Ads Manager: the next full resync "
+        "(in 7 days) corrects it; next full resync in 7 days."
+    ), line
+    (line,) = [ln for ln in lines if ln.startswith(f"Audience 'Members' in advertiser {ADV1}:")]
+    assert (
+        "TikTok reports 1,200 where the target sent 1,500 (20% fewer): likely edited in Ads "
+        "Manager: " in line
+    ), line
 
 
 def test_help_documents_the_format(tmp_path: Path) -> None:

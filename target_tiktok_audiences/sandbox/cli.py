@@ -203,6 +203,26 @@ def _serve_parser() -> argparse.ArgumentParser:
     return p
 
 
+def rules_line(args: argparse.Namespace) -> str:
+    """The rules in force, in a few words: what a user trying things needs to know."""
+    if args.lenient:
+        return "lenient (every realism rule off: size 1 allowed, every user matched)"
+    rules = [
+        f"updates may not leave fewer than {args.min_audience_size:,} matched users"
+        if args.min_audience_size
+        else "no size floor",
+        f"{args.match_rate:.0%} of users matched",
+        f"one REPLACE per {args.replace_cooldown:g} s" if args.replace_cooldown else "",
+        f"APPEND/REMOVE {args.update_processing:g} s apart" if args.update_processing else "",
+        f"partner warm-up {args.partner_warmup:g} s" if args.partner_warmup else "",
+        f"{args.max_updates_per_day} updates a day per advertiser"
+        if args.max_updates_per_day
+        else "",
+        f"{args.mapping_rate_limit} mappings a second" if args.mapping_rate_limit else "",
+    ]
+    return ", ".join(r for r in rules if r)
+
+
 def build_server(args: argparse.Namespace, faults: list[FaultRule]) -> SandboxServer:
     """A (not yet started) server configured by the parsed command line."""
     advertisers = args.advertisers or DEFAULT_TOKENS[next(iter(DEFAULT_TOKENS))]
@@ -244,7 +264,11 @@ def serve(argv: Sequence[str]) -> int:
         signal.signal(sig, lambda *_: done.set())
     print(server.base_url, flush=True)  # one line: scripts read the URL from stdout
     logging.getLogger("target_tiktok_audiences.sandbox").info(
-        "serving %s (admin %s, db %s)", server.base_url, server.admin_url, args.db
+        "serving %s (admin %s, db %s); rules: %s",
+        server.base_url,
+        server.admin_url,
+        args.db,
+        rules_line(args),
     )
     while not done.wait(0.5):
         pass
