@@ -285,7 +285,8 @@ def _log_fanout(logger: logging.Logger, stream: StreamReport, dry_run: bool) -> 
     """One line per audience under one heading: 40 segments stay readable."""
     statuses: dict[str, int] = {}
     for aud in stream.audiences:
-        statuses[aud.status] = statuses.get(aud.status, 0) + 1
+        if aud.status != "pending":  # never tried: the last line names the stream
+            statuses[aud.status] = statuses.get(aud.status, 0) + 1
     names = {a.audience_name for a in stream.audiences}
     advertisers = {a.advertiser_id for a in stream.audiences}
     logger.info(
