@@ -127,7 +127,7 @@ def not_a_folder(url: str) -> str | None:
     if is_local(url):
         path = Path(url.removeprefix("file://")).expanduser()
         return "is a file, not a folder" if path.exists() and not path.is_dir() else None
-    fs, prefix = _filesystem(Place("snapshot_url", url, ""))
+    fs, prefix = _filesystem(Place("snapshot_url", url, "fix it, then re-run"))
     try:
         return "is an object, not a folder (prefix)" if fs.isfile(prefix) else None
     except Exception:  # unreadable: the reads that follow say why
