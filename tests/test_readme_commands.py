@@ -364,3 +364,25 @@ def test_meltano_sandbox_block(project: Project, local_plugins: Path) -> None:
     assert "rules: lenient (every realism rule off" in output, output[-4000:]
     # `tiktok-audiences-sandbox:show` printed it.
     assert re.search(rf"^\S+ +\S+ +{STREAM} +Customer File +EMAIL_SHA256 +{USERS}$", output, re.M)
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's anchors of a file's headings: lowercase, punctuation dropped, spaces -> '-'."""
+    heads = re.findall(r"^#+ (.+)$", markdown, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in heads}
+
+
+def test_links_between_the_readme_and_docs_resolve() -> None:
+    """The README of a few screens sends readers to docs/: every link lands on a heading."""
+    for path in (README, *DOCS):
+        text = path.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+://", target):
+                continue
+            file, _, anchor = target.partition("#")
+            linked = (path.parent / file).resolve() if file else path
+            assert linked.exists(), f"{path.name}: {target}"
+            if anchor and linked.suffix == ".md":
+                assert anchor in _anchors(linked.read_text(encoding="utf-8")), (
+                    f"{path.name}: {target}"
+                )
