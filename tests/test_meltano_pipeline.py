@@ -619,6 +619,9 @@ def test_floor_deferral_seen_through_meltano(
             "refused this audience's update"
             in proc.stderr
         )
-        assert f"Audience '{PHONE_AUDIENCE}' in advertiser {advertiser}: delivered" in proc.stderr
+        assert (
+            f"Audience '{PHONE_AUDIENCE}' in advertiser {advertiser}: +0 \u22120 \u2192 2,000; "
+            "delivered, nothing to change, id "
+        ) in proc.stderr
     assert "2 audiences not delivered: " in proc.stderr
     assert "the others were delivered and no STATE was emitted" in proc.stderr
