@@ -502,6 +502,8 @@ def schema_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[
         rule, bounds = error.validator, error.schema
         if rule == "additionalProperties":
             continue
+        if rule == "enum" and where == "load_method":  # config_errors says what to do instead
+            continue
         if rule in ("minimum", "maximum") and isinstance(bounds, Mapping):
             low, high = bounds.get("minimum"), bounds.get("maximum")
             allowed = (
