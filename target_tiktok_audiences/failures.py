@@ -29,6 +29,7 @@ from singer_sdk.mapper import CustomStreamMap, StreamMap
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_tiktok_audiences.client import TikTokError
+from target_tiktok_audiences.places import PlaceError
 from target_tiktok_audiences.rejects import RejectsError
 from target_tiktok_audiences.snapshot import SnapshotError
 
@@ -74,6 +75,7 @@ KNOWN = (
     InputError,
     SnapshotError,
     RejectsError,
+    PlaceError,
     StreamMapConfigError,
     MapExpressionError,
     MissingKeyPropertiesError,

@@ -24,6 +24,31 @@ MATCH_NOTE = (
     "TikTok matches uploaded users in 24-48 hours; an audience is usable for targeting from "
     "1,000 matched users."
 )
+GAP_SHARE = 0.05  # TikTok's size this far from the snapshot's is flagged (size_gap)
+
+
+def size_gap(
+    size: int | None, sent: int | None, partner: bool, added: int = 0, removed: int = 0
+) -> str | None:
+    """TikTok's size against the snapshot's: a gap that matching cannot explain, or None.
+
+    A partner audience's size counts the identifiers sent, so a gap either way is a change made
+    elsewhere. A customer file's size counts the users TikTok matched, never more than were
+    sent: only a size above the snapshot's is sure to be an edit (fewer is what matching does).
+    TikTok shows a change after 24-48 h, so what a run just `added` or `removed` may not be in
+    the size yet: the gap is measured from the nearer of the sets before and after the run.
+    """
+    if size is None or not sent:
+        return None
+    low, high = sent - added, sent + removed
+    gap = size - high if size > high else size - low if size < low else 0
+    if abs(gap) <= max(GAP_SHARE * sent, 1) or (gap < 0 and not partner):
+        return None
+    more = "more" if gap > 0 else "fewer"
+    return (
+        f"TikTok reports {size:,} where the target sent {sent:,} ({abs(gap) * 100 / sent:.0f}% "
+        f"{more}): likely edited in Ads Manager"
+    )
 
 
 @dataclass
@@ -190,20 +215,19 @@ class RunReport:
                     stream.rejects_why,
                 )
             if stream.audience_name_column is not None:
-                _log_fanout(logger, stream)
+                _log_fanout(logger, stream, self.dry_run)
                 continue
             for aud in stream.audiences:
+                if aud.status == "pending":  # never tried: the last line names it
+                    continue
                 if self.dry_run:
                     logger.info("%s", _planned_line(aud))
                     continue
                 logger.info(
-                    "Audience '%s' in advertiser %s: %s; %s; %s, %s.",
+                    "Audience '%s' in advertiser %s: %s.",
                     aud.audience_name,
                     aud.advertiser_id,
-                    _outcome(aud),
                     _delivery_line(aud),
-                    _n(aud.stats.calls, "call"),
-                    _n(aud.stats.retries, "retry", "retries"),
                 )
                 _log_note(logger, aud)
         for advertiser_id, ops in self.operations.items():
@@ -227,14 +251,32 @@ class RunReport:
                 _n(self.rejects_written, "line"),
                 self.rejects_file,
             )
-        if self.streams:
+        if self.streams and not self.dry_run:  # a dry run sent nothing to match
             logger.info(MATCH_NOTE)
 
 
 def _outcome(aud: AudienceReport) -> str:
-    action = f" ({aud.action})" if aud.action else ""
+    if aud.status == "delivered" and aud.action in (None, "NONE"):
+        outcome = "delivered, nothing to change"
+    else:
+        outcome = f"{aud.status} ({aud.action})" if aud.action else aud.status
     created = " (created)" if aud.created else ""
-    return f"{aud.status}{action}, id {aud.audience_id or '-'}{created}"
+    return f"{outcome}, id {aud.audience_id or '-'}{created}"
+
+
+def change_line(aud: AudienceReport) -> str:
+    """What the audience gained and lost, and its size when the whole set is known:
+    "+50 -69 -> 4,559" (with a minus sign and an arrow)."""
+    added = aud.users_added or aud.identifiers_uploaded
+    removed = aud.users_removed or aud.identifiers_removed
+    change = f"+{added:,} \u2212{removed:,}"
+    return f"{change} \u2192 {aud.identifiers_unique:,}" if aud.mirror else change
+
+
+def in_days(days: float) -> str:
+    """'in 7 days', 'in 6.5 days', 'in 1 day': one spelling for every number of days."""
+    text = f"{days:.1f}".removesuffix(".0")
+    return f"in {text} day{'' if text == '1' else 's'}"
 
 
 def _log_note(logger: logging.Logger, aud: AudienceReport) -> None:
@@ -244,11 +286,12 @@ def _log_note(logger: logging.Logger, aud: AudienceReport) -> None:
         )
 
 
-def _log_fanout(logger: logging.Logger, stream: StreamReport) -> None:
+def _log_fanout(logger: logging.Logger, stream: StreamReport, dry_run: bool) -> None:
     """One line per audience under one heading: 40 segments stay readable."""
     statuses: dict[str, int] = {}
     for aud in stream.audiences:
-        statuses[aud.status] = statuses.get(aud.status, 0) + 1
+        if aud.status != "pending":  # never tried: the last line names the stream
+            statuses[aud.status] = statuses.get(aud.status, 0) + 1
     names = {a.audience_name for a in stream.audiences}
     advertisers = {a.advertiser_id for a in stream.audiences}
     logger.info(
@@ -261,13 +304,12 @@ def _log_fanout(logger: logging.Logger, stream: StreamReport) -> None:
         f"{len(stream.unchanged_audiences):,}",
     )
     for aud in sorted(stream.audiences, key=lambda a: (a.audience_name, a.advertiser_id)):
-        logger.info(
-            "  '%s' in %s: %s; %s.",
-            aud.audience_name,
-            aud.advertiser_id,
-            _outcome(aud),
-            _delivery_line(aud),
-        )
+        if aud.status == "pending":  # never tried: the last line names it
+            continue
+        if dry_run:
+            logger.info("  %s", _planned_line(aud))
+            continue
+        logger.info("  '%s' in %s: %s.", aud.audience_name, aud.advertiser_id, _delivery_line(aud))
         _log_note(logger, aud)
     for unchanged in stream.unchanged_audiences:
         logger.warning(
@@ -279,38 +321,50 @@ def _log_fanout(logger: logging.Logger, stream: StreamReport) -> None:
 
 
 def _delivery_line(aud: AudienceReport) -> str:
-    if aud.batches or aud.users_added or aud.users_removed:
-        sent = (
-            f"{_n(aud.users_added, 'user')} added, {aud.users_removed:,} removed in "
-            f"{_n(aud.batches, 'batch', 'batches')}"
-        )
-    else:
-        sent = (
-            f"{_n(aud.identifiers_uploaded, 'identifier')} uploaded, "
-            f"{aud.identifiers_removed:,} removed, {_n(aud.files, 'file')}, "
-            f"{_n(aud.stats.bytes_uploaded, 'byte')}"
-        )
+    """The change first, then what happened, how it was sent, and what TikTok says now."""
+    parts = [change_line(aud), _outcome(aud)]
     if aud.mirror == "diff":
-        sent = (
-            f"{aud.identifiers_unique:,} unique identifiers, {aud.identifiers_unchanged:,} "
-            f"unchanged (by difference); {sent}"
-        )
+        parts.append(f"by difference, {aud.identifiers_unchanged:,} unchanged")
     elif aud.mirror == "full":
-        sent = (
-            f"{aud.identifiers_unique:,} unique identifiers sent in full "
-            f"({aud.mirror_reason}); {sent}"
-        )
+        parts.append(f"sent in full ({aud.mirror_reason})")
+    if aud.batches or aud.users_added or aud.users_removed:
+        sent = _n(aud.batches, "batch", "batches")
+    else:
+        sent = f"{_n(aud.files, 'file')}, {_n(aud.stats.bytes_uploaded, 'byte')}"
+    calls = f"{_n(aud.stats.calls, 'call')}, {_n(aud.stats.retries, 'retry', 'retries')}"
+    parts.append(f"{sent}, {calls}")
     if aud.size is not None or aud.last_operation or aud.tiktok_error:
         valid = {True: "usable", False: "not usable yet", None: "validity unknown"}[aud.is_valid]
         if aud.tiktok_error:  # never "usable" beside TikTok's own word of a failure
             valid = f'TikTok reports an error: "{aud.tiktok_error}"'
         size = f"{aud.size:,}" if aud.size is not None else "unknown"
-        sent += f"; TikTok reports size {size}, {valid}, last operation {aud.last_operation or '-'}"
-        if aud.audience_type == "partner" and aud.size is not None:
-            sent += f" ({PARTNER_SIZE_NOTE})"
+        partner = aud.audience_type == "partner"
+        note = f" ({PARTNER_SIZE_NOTE})" if partner and aud.size is not None else ""
+        parts.append(
+            f"TikTok reports size {size}{note}, {valid}, last operation {aud.last_operation or '-'}"
+        )
+        if aud.mirror and (gap := _gap(aud)):
+            parts.append(gap)
     if aud.next_resync:
-        sent += f"; next full resync {aud.next_resync}"
-    return sent
+        parts.append(f"next full resync {aud.next_resync}")
+    return "; ".join(parts)
+
+
+def _gap(aud: AudienceReport) -> str | None:
+    gap = size_gap(
+        aud.size,
+        aud.identifiers_unique,
+        aud.audience_type == "partner",
+        added=aud.users_added or aud.identifiers_uploaded,
+        removed=aud.users_removed or aud.identifiers_removed,
+    )
+    if gap is None:
+        return None
+    if aud.next_resync:
+        return f"{gap}: the next full resync ({aud.next_resync}) corrects it"
+    return (
+        f"{gap}: only a full upload corrects it (delete the snapshot, or mirror_strategy replace)"
+    )
 
 
 def _planned_line(aud: AudienceReport) -> str:
@@ -339,8 +393,8 @@ def _planned_line(aud: AudienceReport) -> str:
     elif aud.mirror == "full":
         sent += f"; all {aud.identifiers_unique:,} in full ({aud.mirror_reason})"
     return (
-        f"Audience '{aud.audience_name}' in advertiser {aud.advertiser_id}: would {does}; "
-        f"{sent}; {_n(aud.stats.calls, 'call')} planned, nothing sent (dry run)."
+        f"Audience '{aud.audience_name}' in advertiser {aud.advertiser_id}: {change_line(aud)}; "
+        f"would {does}; {sent}; {_n(aud.stats.calls, 'call')} planned, nothing sent (dry run)."
     )
 
 

@@ -27,6 +27,7 @@ from target_tiktok_audiences.identifiers import (
     one_value,
 )
 from target_tiktok_audiences.ledger import Ledger
+from target_tiktok_audiences.places import Place, probe, report_place, spool_place
 from target_tiktok_audiences.rejects import RejectsError, RejectsWriter
 from target_tiktok_audiences.report import RunReport, StreamReport
 from target_tiktok_audiences.routing import Ignored, route_stream
@@ -78,6 +79,20 @@ def make_client(settings: Settings, snapshots: SnapshotStore | None = None) -> A
     )
 
 
+def check_places(settings: Settings, snapshot_root: str) -> None:
+    """Every place this run will write, probed before a record is read (places.py)."""
+    again = "fix it or choose another, then re-run"
+    if not settings.dry_run:  # a dry run only reads snapshots and writes no rejects
+        probe(Place("snapshot_url", snapshot_root, again))
+        if settings.rejects_url:
+            probe(Place("rejects_url", settings.rejects_url, again))
+    if settings.dry_run:
+        probe(Place("output_dir", settings.output_dir, again))
+    if settings.report_path:
+        probe(report_place(settings.report_path))
+    probe(spool_place())
+
+
 class Run:
     """Everything one invocation of the target does between its config and its exit."""
 
@@ -101,6 +116,7 @@ class Run:
             read_only=settings.dry_run,
             lease_seconds=testhooks.lease_seconds(LEASE_SECONDS),
         )
+        check_places(settings, snapshots.url)  # before the dry run's folder or the spool exist
         client = testhooks.wrap(make_client(settings, snapshots))
         self.client = client
         self.runtime = Runtime(
@@ -250,6 +266,35 @@ class Run:
             for a in s.audiences
             if a.status == "deferred"
         ]
+
+    def undelivered(self) -> list[str]:
+        """Streams whose audiences this run did not all deliver, each with the audience it
+        stopped at, if it got that far."""
+        streams = []
+        for stream, delivery in self.deliveries.items():
+            report = self.report.streams.get(stream)
+            entries = report.audiences if report is not None else []
+            failed = [a for a in entries if a.status not in ("delivered", "skipped", "planned")]
+            if not failed and not delivery.pending:
+                continue
+            where = ""
+            if failed:
+                where = f" (stopped at '{failed[0].audience_name}' in advertiser "
+                where += f"{failed[0].advertiser_id})"
+            streams.append(f"stream '{stream}'{where}")
+        return streams
+
+    def stopped_line(self, line: str) -> str:
+        """The last line of a run stopped while delivering: the failure, then what it left."""
+        left = self.undelivered()
+        if not left:
+            return line
+        others = "the others were delivered" if self.delivered else "none was delivered"
+        stop = "" if line.endswith(".") else "."
+        return (
+            f"{line}{stop} Not delivered: the audiences of {', '.join(left)} ({others}; no "
+            "STATE was emitted)"
+        )
 
     @property
     def partial(self) -> list[str]:

@@ -5,6 +5,7 @@ cross-field checks the JSON schema cannot express. Every message names the setti
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -143,10 +144,12 @@ CONFIG_SCHEMA = th.PropertiesList(
         "audiences",
         th.ArrayType(AUDIENCE_MAPPING),
         title="Audiences",
-        description="Per-stream mapping: stream, audience_name, audience_name_column, "
-        "audience_ids, identifiers, remove_column, sync_mode, audience_type. Without it every "
-        "stream with identifier columns (found by name) gets an audience named after the "
-        "stream.",
+        description='One entry per stream, for example [{"stream": "public-users", '
+        '"audience_name": "CRM users", "identifiers": {"EMAIL_SHA256": "email", '
+        '"PHONE_SHA256": "phone"}, "remove_column": "unsubscribed"}]. Keys: stream '
+        "(required), audience_name, audience_name_column, audience_ids, identifiers, "
+        "remove_column, sync_mode, audience_type. Without it, every stream with identifier "
+        "columns (found by name) gets an audience named after the stream.",
     ),
     th.Property(
         "retention_in_days",
@@ -300,10 +303,12 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.IntegerType(minimum=0, maximum=1000),
         default=24,
         title="Daily Update Operations",
-        description="Update operations (APPEND, REMOVE, REPLACE) per ad account per rolling 24 h "
-        "that the target plans within (TikTok allows 24): it counts those TikTok shows for the "
-        "last 24 h, plans the run's updates across audiences within what is left (removals of "
-        "users who left first) and defers what does not fit, with the time it fits; 0: no budget.",
+        description="How many update operations (APPEND, REMOVE, REPLACE) the target may spend "
+        "per ad account in any 24 hours. TikTok allows 24. Before an advertiser's first update, "
+        "the target counts the operations TikTok shows for the last 24 hours. It plans the "
+        "run's updates within what is left, removals of users who left first. An update that "
+        "does not fit waits for a later run, and the summary says when it fits. 0 turns the "
+        "budget off.",
     ),
 ).to_dict()
 
@@ -503,6 +508,8 @@ def schema_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[
         rule, bounds = error.validator, error.schema
         if rule == "additionalProperties":
             continue
+        if rule == "enum" and where == "load_method":  # config_errors says what to do instead
+            continue
         if rule in ("minimum", "maximum") and isinstance(bounds, Mapping):
             low, high = bounds.get("minimum"), bounds.get("maximum")
             allowed = (
@@ -535,10 +542,15 @@ def config_errors(config: Mapping[str, Any]) -> list[str]:
         errors.append("advertiser_ids: list at least one TikTok advertiser id")
     if len(set(advertisers)) != len(advertisers):
         errors.append("advertiser_ids: an advertiser id is listed twice")
-    if any(not _DIGITS.fullmatch(a) for a in advertisers):
+    bad = [(i, a) for i, a in enumerate(advertisers) if not _DIGITS.fullmatch(a)]
+    if bad:
+        i, value = bad[0]
+        # Named as JSON (spaces and look-alike digits show); a long value, perhaps something
+        # pasted in the wrong place, by its position only.
+        named = json.dumps(value) if len(value) <= 40 else f"entry {i + 1}"
         errors.append(
-            "advertiser_ids: advertiser ids are numbers (ASCII digits, no spaces), e.g. "
-            '"7012345678901234567"'
+            f"advertiser_ids: {named} is not an advertiser id: advertiser ids are numbers "
+            '(ASCII digits, no spaces), e.g. "7012345678901234567"'
         )
     token = config.get("access_token")
     if not config.get("dry_run") and not token:

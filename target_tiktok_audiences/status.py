@@ -3,11 +3,14 @@
     tiktok-audiences-status --config config.json [--format table|json]
     tiktok-audiences-status --config ENV        # settings from TARGET_TIKTOK_AUDIENCES_* (Meltano)
 
-Reads every configured audience in every advertiser back from TikTok (list and get calls only)
-and the header of its mirror snapshot, and prints name, advertiser, id, type, size, validity,
-expiry, last operation and its state, snapshot size and age. Exit codes: 0 healthy; 1 an
-audience is missing, invalid, expired or expiring within 30 days, or TikTok could not be read;
-2 the config is not usable. An orchestrator alerts on a non-zero exit, e.g. 48 h after a sync.
+Reads every audience in every advertiser back from TikTok (list and get calls only) and the
+header of its mirror snapshot: the audiences the `audiences` setting names, or without it every
+audience this target delivered (the snapshot store knows them). Prints name, advertiser, id,
+type, contract, size, validity, expiry, TikTok's last operation, snapshot size and age, and a
+size far from the snapshot's (a likely edit in Ads Manager). Exit codes: 0 healthy; 1 an
+audience is missing, invalid, expired or expiring within 30 days, its snapshot is damaged, or
+TikTok could not be read; 2 the config is not usable. An orchestrator alerts on a non-zero exit,
+e.g. 48 h after a sync.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from target_tiktok_audiences.client import (
     TikTokError,
 )
 from target_tiktok_audiences.deliveries.fanout import fixed_names, known_audiences
-from target_tiktok_audiences.modes import AudienceType, SyncMode
-from target_tiktok_audiences.report import PARTNER_SIZE_NOTE
+from target_tiktok_audiences.modes import AudienceType, MirrorStrategy, SyncMode
+from target_tiktok_audiences.places import PlaceError, not_a_folder, shown
+from target_tiktok_audiences.report import PARTNER_SIZE_NOTE, size_gap
 from target_tiktok_audiences.run import make_client
 from target_tiktok_audiences.settings import (
     CONFIG_SCHEMA,
@@ -40,6 +44,7 @@ from target_tiktok_audiences.settings import (
     unknown_key_errors,
 )
 from target_tiktok_audiences.snapshot import (
+    Reason,
     Snapshot,
     SnapshotError,
     SnapshotKey,
@@ -56,6 +61,7 @@ COLUMNS = (
     ("advertiser_id", "advertiser"),
     ("audience_id", "id"),
     ("type", "type"),
+    ("contract", "contract"),
     ("size", "size"),
     ("valid", "valid"),
     ("expires", "expires"),
@@ -69,19 +75,23 @@ COLUMNS = (
 class AudienceHealth:
     """One audience in one advertiser, as TikTok and the snapshot store see it."""
 
-    stream: str
+    stream: str | None  # None: found in the snapshot store, not named by `audiences`
     name: str
     advertiser_id: str
     audience_id: str | None = None
-    type: str | None = None
+    type: str | None = None  # customer_file | partner
+    contract: str | None = None  # a customer file's calculate_type
     size: int | None = None
     valid: bool | None = None
-    expires_at: str | None = None
-    last_operation: str | None = None
+    expires_at: str | None = None  # ISO 8601, UTC
+    last_operation: str | None = None  # TikTok's word for it, as its history shows
+    last_operation_at: str | None = None  # ISO 8601, UTC
     tiktok_error: str | None = None  # TikTok's words on a failure after it accepted a call
     snapshot_size: int | None = None
     snapshot_age_hours: float | None = None
     snapshot_note: str | None = None
+    next_resync: str | None = None  # ISO 8601 date: the next full REPLACE (resync_days)
+    size_gap: str | None = None  # TikTok's size far from what was sent: a likely edit
     problems: list[str] = field(default_factory=list)
 
 
@@ -109,11 +119,13 @@ def settings_of(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]]:
     errors = unknown_key_errors(config, CONFIG_SCHEMA["properties"]) or config_errors(config)
     if not errors and not config.get("access_token"):
         errors = ["access_token: the status check reads TikTok and needs the token"]
-    if not errors and config.get("audiences") is None:
-        errors = [
-            "audiences: the status check needs the audiences setting to know which audiences "
-            "to read (without it, audiences are named after the streams that arrive)"
-        ]
+    if not errors and config.get("snapshot_url"):
+        try:
+            why = not_a_folder(str(config["snapshot_url"]))
+        except PlaceError as exc:
+            why, errors = None, [str(exc)]
+        if why:
+            errors = [f"snapshot_url {shown(str(config['snapshot_url']))}: {why}"]
     if errors:
         return None, errors
     return Settings.from_config(config), []
@@ -122,30 +134,53 @@ def settings_of(config: Mapping[str, Any]) -> tuple[Settings | None, list[str]]:
 # -- reading ---------------------------------------------------------------------------------
 
 
-def snapshot_of(
+@dataclass
+class SnapshotsSeen:
+    """What the snapshots of one audience say: digests, age, the last full upload, trouble."""
+
+    count: int | None = None
+    age_hours: float | None = None
+    full_at: datetime | None = None
+    notes: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)
+
+
+def snapshots_of(
     store: SnapshotStore, advertiser_id: str, audience_id: str, contracts: Sequence[str]
-) -> tuple[int | None, float | None, str | None]:
-    """(digests, age in hours of the oldest, note) of the audience's snapshots.
+) -> SnapshotsSeen:
+    """The audience's snapshots, read by header and size (the digests are not read).
 
     The one place that knows how snapshots are keyed, so a change of keys is one edit here.
     """
-    count, oldest, notes = 0, None, []
+    seen = SnapshotsSeen()
+    oldest: datetime | None = None
     for contract in contracts:
         snap = store.read(SnapshotKey(advertiser_id, audience_id, contract))
         if not isinstance(snap, Snapshot):
-            notes.append(snap.detail)
+            if snap.reason is Reason.MISSING:
+                seen.notes.append(snap.detail)
+            else:  # damaged, or made for another audience: the next run uploads in full
+                seen.damaged.append(snap.detail)
             continue
-        count += snap.count
-        created = datetime.fromisoformat(snap.header.created_at)
+        seen.count = (seen.count or 0) + snap.count
+        created = _utc(datetime.fromisoformat(snap.header.created_at))
         oldest = created if oldest is None else min(oldest, created)
-    if oldest is None:
-        return None, None, "; ".join(notes) or None
-    age = (datetime.now(timezone.utc) - oldest).total_seconds() / 3600
-    return count, age, "; ".join(notes) or None
+        try:
+            full = _utc(datetime.fromisoformat(snap.header.full_at))
+        except ValueError:
+            continue
+        seen.full_at = full if seen.full_at is None else min(seen.full_at, full)
+    if oldest is not None:
+        seen.age_hours = (datetime.now(timezone.utc) - oldest).total_seconds() / 3600
+    return seen
 
 
 class StatusCheck:
-    """Reads the configured audiences of every advertiser; never writes to TikTok or storage."""
+    """Reads the audiences of every advertiser; never writes to TikTok or storage.
+
+    With `audiences`, the audiences its mappings name; without, every audience this target
+    has delivered, as the snapshot store knows them (`source` says which).
+    """
 
     def __init__(self, settings: Settings, api: AudienceAPI, store: SnapshotStore) -> None:
         self.settings = settings
@@ -153,6 +188,11 @@ class StatusCheck:
         self.store = store
         self._rows: dict[str, list[AudienceRow]] = {}
         self._snapshots: dict[str, dict[str, list[str]]] = {}
+        self.source = (
+            "the audiences setting"
+            if settings.mappings is not None
+            else f"the snapshot store {store.display} (audiences this target delivered)"
+        )
 
     def rows(self, advertiser_id: str) -> list[AudienceRow]:
         if advertiser_id not in self._rows:
@@ -165,20 +205,46 @@ class StatusCheck:
         return self._snapshots[advertiser_id]
 
     def audiences(self) -> Iterator[AudienceHealth]:
-        mappings = list((self.settings.mappings or {}).values())
+        if self.settings.mappings is None:
+            for advertiser_id in self.settings.advertiser_ids:
+                yield from self._delivered(advertiser_id)
+            return
+        mappings = list(self.settings.mappings.values())
         fixed = {n for m in mappings if not m.audience_name_column for n in fixed_names(m)}
         for mapping in mappings:
             for advertiser_id in self.settings.advertiser_ids:
                 yield from self._mapping(mapping, advertiser_id, fixed)
 
+    def _delivered(self, advertiser_id: str) -> Iterator[AudienceHealth]:
+        """Without `audiences`: every audience with a snapshot in this advertiser."""
+        known = self.snapshot_contracts(advertiser_id)
+        if not known:
+            return
+        by_id = {r.audience_id: r for r in self.rows(advertiser_id)}
+        for audience_id in sorted(known):
+            row = by_id.get(audience_id)
+            if row is None:
+                yield AudienceHealth(
+                    None,
+                    "-",
+                    advertiser_id,
+                    audience_id=audience_id,
+                    problems=[
+                        f"missing: audience id {audience_id} has a snapshot but is not in TikTok"
+                    ],
+                )
+                continue
+            yield self._read(None, row, advertiser_id)
+
     def _mapping(
         self, mapping: AudienceMapping, advertiser_id: str, fixed: set[str]
     ) -> Iterator[AudienceHealth]:
         rows = self.rows(advertiser_id)
+        stream = mapping.stream
         if mapping.audience_name_column:
             if mapping.sync_mode is not SyncMode.MIRROR:
                 yield AudienceHealth(
-                    mapping.stream,
+                    stream,
                     mapping.audience_name,
                     advertiser_id,
                     snapshot_note=f"{mapping.sync_mode.value} keeps no snapshots: the audiences "
@@ -187,18 +253,18 @@ class StatusCheck:
                 return
             known = known_audiences(self.store, rows, mapping, advertiser_id, fixed)
             if not known:
-                yield self._missing(mapping, mapping.audience_name, advertiser_id)
+                yield self._missing(stream, mapping.audience_name, advertiser_id)
             for row in sorted(known, key=lambda r: r.name):
-                yield self._read(mapping, row, advertiser_id)
+                yield self._read(stream, row, advertiser_id)
             return
         by_id = {r.audience_id: r for r in rows}
         configured = mapping.audience_ids.get(advertiser_id)
         if configured:
             match = by_id.get(configured)
             yield (
-                self._read(mapping, match, advertiser_id)
+                self._read(stream, match, advertiser_id)
                 if match
-                else self._missing(mapping, mapping.audience_name, advertiser_id, configured)
+                else self._missing(stream, mapping.audience_name, advertiser_id, configured)
             )
             return
         owned = [r for r in rows if r.owned]
@@ -207,45 +273,45 @@ class StatusCheck:
         expected = names if mapping.identifiers is not None else []
         for name in expected:
             if not any(r.name == name for r in found):
-                yield self._missing(mapping, name, advertiser_id)
+                yield self._missing(stream, name, advertiser_id)
         if not found and not expected:  # contracts detected from the columns: any of the names
-            yield self._missing(mapping, mapping.audience_name, advertiser_id)
+            yield self._missing(stream, mapping.audience_name, advertiser_id)
         for row in found:
-            yield self._read(mapping, row, advertiser_id)
+            yield self._read(stream, row, advertiser_id)
 
     @staticmethod
     def _missing(
-        mapping: AudienceMapping, name: str, advertiser_id: str, audience_id: str | None = None
+        stream: str, name: str, advertiser_id: str, audience_id: str | None = None
     ) -> AudienceHealth:
         what = f"audience id {audience_id} " if audience_id else ""
         return AudienceHealth(
-            mapping.stream,
+            stream,
             name,
             advertiser_id,
             audience_id=audience_id,
             problems=[f"missing: no {what}audience of this name in TikTok"],
         )
 
-    def _read(
-        self, mapping: AudienceMapping, row: AudienceRow, advertiser_id: str
-    ) -> AudienceHealth:
+    def _read(self, stream: str | None, row: AudienceRow, advertiser_id: str) -> AudienceHealth:
         health = AudienceHealth(
-            mapping.stream,
+            stream,
             row.name,
             advertiser_id,
             audience_id=row.audience_id,
-            type="partner" if row.is_partner else f"customer_file {row.calculate_type}",
+            type="partner" if row.is_partner else "customer_file",
+            contract=None if row.is_partner else row.calculate_type,
         )
         status = self.api.get_audience(advertiser_id, row.audience_id)
         health.size, health.valid = status.size, status.is_valid
         if status.last is not None:
             health.last_operation = status.last.word or None
+            health.last_operation_at = _iso(status.last.at)
         if status.tiktok_error:
             health.tiktok_error = status.tiktok_error
             health.problems.append(f'TikTok reports an error: "{status.tiktok_error}"')
         now = datetime.now(timezone.utc)
         if status.expires is not None:
-            health.expires_at = status.expires.strftime("%Y-%m-%d %H:%M")
+            health.expires_at = _iso(status.expires)
             left = status.expires - now
             if left <= timedelta(0):
                 health.problems.append("expired: TikTok keeps it at size 0; recreate it")
@@ -258,14 +324,45 @@ class StatusCheck:
             )
         contracts = self.snapshot_contracts(advertiser_id).get(row.audience_id, [])
         if contracts:
-            health.snapshot_size, health.snapshot_age_hours, health.snapshot_note = snapshot_of(
-                self.store, advertiser_id, row.audience_id, contracts
+            self._compare(
+                health, snapshots_of(self.store, advertiser_id, row.audience_id, contracts)
             )
         return health
+
+    def _compare(self, health: AudienceHealth, seen: SnapshotsSeen) -> None:
+        """The snapshot beside TikTok's view: its size and age, damage, a gap, the resync."""
+        health.snapshot_size, health.snapshot_age_hours = seen.count, seen.age_hours
+        health.snapshot_note = "; ".join(seen.notes) or None
+        for detail in seen.damaged:
+            health.problems.append(
+                f"snapshot damaged: {detail}; the next run uploads the whole set "
+                "(a customer file: one REPLACE)"
+            )
+        days = self.settings.resync_days
+        by_difference = self.settings.mirror_strategy is MirrorStrategy.DIFF
+        if days and by_difference and health.type == "customer_file" and seen.full_at:
+            health.next_resync = (seen.full_at + timedelta(days=days)).date().isoformat()
+        gap = size_gap(health.size, seen.count, health.type == "partner")
+        if gap is not None:
+            fix = (
+                f"the next full resync, due {health.next_resync} (resync_days), corrects it"
+                if health.next_resync
+                else "the next run sends only its difference against the snapshot; delete "
+                "the snapshot to send the whole set"
+            )
+            health.size_gap = f"{gap}; {fix}"
 
 
 def _compatible(mapping: AudienceMapping, row: AudienceRow) -> bool:
     return row.is_partner == (mapping.audience_type is AudienceType.PARTNER)
+
+
+def _utc(when: datetime) -> datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else _utc(when).isoformat(timespec="seconds")
 
 
 # -- output ----------------------------------------------------------------------------------
@@ -278,35 +375,43 @@ def _cells(h: AudienceHealth) -> dict[str, str]:
     elif h.snapshot_note:
         snapshot = h.snapshot_note
     last = h.last_operation or "-"
+    if h.last_operation and h.last_operation_at:
+        last += f" {h.last_operation_at[:16].replace('T', ' ')} UTC"
     valid = {True: "yes", False: "no", None: "-"}[h.valid]
     return {
-        "stream": h.stream,
+        "stream": h.stream or "-",
         "name": h.name,
         "advertiser_id": h.advertiser_id,
         "audience_id": h.audience_id or "-",
         "type": h.type or "-",
+        "contract": h.contract or "-",
         "size": f"{h.size:,}" if h.size is not None else "-",
         "valid": valid,
-        "expires": h.expires_at or "-",
+        "expires": h.expires_at[:10] if h.expires_at else "-",
         "last_operation": last,
         "snapshot": snapshot,
         "problem": "; ".join(h.problems) or "ok",
     }
 
 
-def table(healths: Sequence[AudienceHealth]) -> str:
+def table(healths: Sequence[AudienceHealth], source: str) -> str:
     rows = [{k: title for k, title in COLUMNS}, *(_cells(h) for h in healths)]
     widths = {k: max(len(r[k]) for r in rows) for k, _ in COLUMNS}
     lines = ["  ".join(r[k].ljust(widths[k]) for k, _ in COLUMNS).rstrip() for r in rows]
+    lines.append(f"Audiences from {source}.")
+    for h in healths:
+        if h.size_gap:
+            lines.append(f"Audience '{h.name}' in advertiser {h.advertiser_id}: {h.size_gap}.")
     if any(h.type == "partner" and h.size is not None for h in healths):
         lines.append(f"Sizes: {PARTNER_SIZE_NOTE}.")
     return "\n".join(lines)
 
 
-def as_json(healths: Sequence[AudienceHealth]) -> str:
+def as_json(healths: Sequence[AudienceHealth], source: str) -> str:
     return json.dumps(
         {
             "healthy": not any(h.problems for h in healths),
+            "source": source,
             "audiences": [dataclasses.asdict(h) for h in healths],
             "note": PARTNER_SIZE_NOTE,
         },
@@ -316,15 +421,40 @@ def as_json(healths: Sequence[AudienceHealth]) -> str:
 
 # -- command line ----------------------------------------------------------------------------
 
+EPILOG = """\
+output (--format):
+  table  one line per audience: stream, audience, advertiser, id, type, contract, size,
+         valid, expiry date, TikTok's last operation and its time, snapshot size and age,
+         and the problem if any; then where the list came from, and any size gap
+  json   {"healthy", "source", "audiences": [...], "note"}: per audience stream, name,
+         advertiser_id, audience_id, type (customer_file | partner), contract, size, valid,
+         expires_at and last_operation_at (ISO 8601, UTC), last_operation, snapshot_size,
+         snapshot_age_hours, snapshot_note, next_resync (date), size_gap, problems
+
+which audiences: with the audiences setting, those it names; without it, every audience this
+target has delivered (its snapshots) in each of advertiser_ids.
+
+exit codes: 0 healthy; 1 an audience is missing, invalid, expired or expiring within 30 days,
+its snapshot is damaged, or TikTok could not be read; 2 the config is not usable.
+"""
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tiktok-audiences-status",
-        description="Read every configured TikTok audience back (writing nothing) and exit 1 "
-        "when one is missing, invalid, expired or expiring within 30 days.",
+        description="Read the target's TikTok audiences back, writing nothing, and exit 1 when\n"
+        "one is missing, invalid, expired or expiring within 30 days, or its snapshot is\n"
+        "damaged.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", required=True, help="the target's config file, or ENV")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument(
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="table (the default, for a person) or json (for a program): see below",
+    )
     return p
 
 
@@ -348,16 +478,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = SnapshotStore(
             settings.snapshot_url, scope=scope_for(settings.api_base_url), read_only=True
         )
-        healths = list(StatusCheck(settings, api, store).audiences())
+        check = StatusCheck(settings, api, store)
+        healths = list(check.audiences())
     except (TikTokError, SnapshotError) as exc:
         print(f"tiktok-audiences-status: {exc}", file=sys.stderr)
         return EXIT_UNHEALTHY
-    print(table(healths) if args.format == "table" else as_json(healths))
+    print(
+        table(healths, check.source) if args.format == "table" else as_json(healths, check.source)
+    )
+    if not healths:
+        print(
+            f"tiktok-audiences-status: no audience found in {check.source}: the target has not "
+            "delivered one there yet (append and incremental keep no snapshots: name their "
+            "streams in audiences to check them)",
+            file=sys.stderr,
+        )
     unhealthy = [h for h in healths if h.problems]
     for h in unhealthy:
+        stream = f" (stream '{h.stream}')" if h.stream else ""
         print(
-            f"Audience '{h.name}' in advertiser {h.advertiser_id} (stream '{h.stream}'): "
-            f"{'; '.join(h.problems)}",
+            f"Audience '{h.name}' in advertiser {h.advertiser_id}{stream}: {'; '.join(h.problems)}",
             file=sys.stderr,
         )
     return EXIT_UNHEALTHY if unhealthy else EXIT_HEALTHY

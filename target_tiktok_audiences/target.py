@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import enum
 import gc
+import logging
 import signal
 import sys
 import time
@@ -26,6 +27,7 @@ from singer_sdk.mapper import SameRecordTransform
 from singer_sdk.sinks import Sink
 
 from target_tiktok_audiences.failures import (
+    KNOWN,
     DeliveryIncomplete,
     InputError,
     RecordBeforeSchema,
@@ -58,6 +60,47 @@ HELP = (
     "tokens and the bundled sandbox.\n\n\b\n"  # \b: click keeps the URL on one line
     f"README: {README_URL}"
 )
+
+
+# The SDK's own settings, described as they apply to this target (`--about`, the README table).
+SDK_SETTINGS = {
+    "load_method": "Always append-only, the only value accepted: how each audience changes is "
+    "chosen by sync_mode.",
+    "add_record_metadata": "Has no effect on what is sent: _sdc_* fields never reach TikTok, "
+    "and a record with _sdc_deleted_at removes its user whatever this says.",
+    "batch_size_rows": "Records the SDK collects before handing them on; has no effect on what "
+    "is sent (file_max_ids and segment_batch_size size the uploads).",
+    "flattening_enabled": "true: nested objects become columns named parent__child (see "
+    "flattening_separator), so an identifier inside an object can be mapped in "
+    "audiences[].identifiers.",
+}
+
+
+class _SdkNoise(logging.Filter):
+    """The SDK's lines around ours (issue 29): a failure ends with ONE line, our own.
+
+    "Error initializing target sink" comes before our line for a stream that cannot be bound,
+    and the SDK's "Config validation failed" warning before ours, which names the setting: both
+    are dropped. "Skipping parse of env var settings..." (every run without --config ENV) says
+    nothing a user acts on: it is DEBUG.
+    """
+
+    DROPPED = frozenset({"Error initializing target sink '%s'", "Config validation failed"})
+    DEBUG = frozenset(
+        {"Skipping parse of env var settings...", "Parsing env var for settings config..."}
+    )
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self._logger = logger
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg in self.DROPPED and record.levelno >= logging.WARNING:
+            return False  # ours never have these exact texts: they name the setting or stream
+        if record.msg in self.DEBUG and record.levelno == logging.INFO:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return self._logger.isEnabledFor(logging.DEBUG)
+        return True
 
 
 class TargetTikTokAudiences(Target):
@@ -114,9 +157,19 @@ class TargetTikTokAudiences(Target):
         super().append_builtin_config(config_jsonschema)
         # The SDK's defaults may be enum members (load_method's TargetLoadMethods.APPEND_ONLY),
         # which `--about --format markdown` and so the README would print by their Python name.
-        for prop in config_jsonschema.get("properties", {}).values():
+        properties = config_jsonschema.get("properties", {})
+        for prop in properties.values():
             if isinstance(prop.get("default"), enum.Enum):
                 prop["default"] = prop["default"].value
+        # The SDK's settings as they apply here (issue 29): faker is not installed with this
+        # target, so faker_config cannot apply; the others say what they do, or that they do
+        # nothing for TikTok audiences.
+        properties.pop("faker_config", None)
+        for name, text in SDK_SETTINGS.items():
+            if name in properties:
+                properties[name]["description"] = text
+        if "load_method" in properties:
+            properties["load_method"]["enum"] = ["append-only"]
 
     @classmethod
     def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> Any:
@@ -288,6 +341,10 @@ class TargetTikTokAudiences(Target):
             self.drain_all()  # flush every sink; STATE stays held while files are undelivered
             run.deliver()
             run.complete_rejects()
+        except KNOWN as exc:
+            message = run.stopped_line(describe(exc))
+            run.finish("failed", message)
+            raise DeliveryIncomplete(message) from exc
         except Exception as exc:
             run.finish("failed", describe(exc))
             raise
@@ -342,6 +399,10 @@ class TargetTikTokAudiences(Target):
         )
         self.run.finish("interrupted", f"stopped by signal {signum}")
         sys.exit(128 + signum)
+
+
+_LOGGER = logging.getLogger(TargetTikTokAudiences.name)  # the SDK's plugin logger
+_LOGGER.addFilter(_SdkNoise(_LOGGER))
 
 
 class _Lane:

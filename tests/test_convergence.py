@@ -303,7 +303,7 @@ def test_an_edit_in_ads_manager_is_corrected_by_the_resync(
     sandbox.app.config.history_wording = wording  # TikTok's words are undocumented
     config = config_for(sandbox, file_mapping(), resync_days=1)
     created = ok(run_target(tmp_path, config, rows(range(2000)), name="create"))
-    assert entry_of(created)["next_resync"] == "in 1 days"
+    assert entry_of(created)["next_resync"] == "in 1 day"
     audience_id = entry_of(created)["audience_id"]
     stranger, dropped = sha256("stranger@example.com"), sha256(email(7))
     sandbox.edit_members(audience_id, EMAIL, add=[stranger], remove=[dropped])
@@ -321,7 +321,7 @@ def test_an_edit_in_ads_manager_is_corrected_by_the_resync(
         "resync (resync_days)",
     )
     assert members(sandbox)[EMAIL] == emails(range(2000))
-    assert "next full resync in 1 days" in resynced.stderr
+    assert "next full resync in 1 day" in resynced.stderr
 
 
 @pytest.mark.parametrize("wording", HISTORY_WORDINGS)

@@ -171,9 +171,10 @@ def test_unreachable_api_gives_up_in_seconds_naming_host_port_and_setting(
     }
     run = run_target(tmp_path, config, [state_msg(1)], timeout=60)
     assert_failed_cleanly(run)
+    # First that the API cannot be reached, then what was being done (issue 29).
     said = (
-        "Checking the access token failed: the connection was refused at "
-        f"127.0.0.1:{closed_port} (api_base_url)"
+        f"The TikTok API cannot be reached at 127.0.0.1:{closed_port} (api_base_url): the "
+        "connection was refused (while checking the access token)"
     )
     hint = f"{HINT_NETWORK} Is `tiktok-audiences-sandbox serve` running?"
     line = last_line(run)

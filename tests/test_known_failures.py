@@ -307,8 +307,9 @@ def test_advertiser_ids_must_be_ascii_digits(tmp_path, advertiser):
     run = run_target(tmp_path, dry(tmp_path, advertiser_ids=[advertiser]), vip_messages())
     assert_one_line(
         run,
-        "Config validation failed: advertiser_ids: advertiser ids are numbers (ASCII digits, "
-        'no spaces), e.g. "7012345678901234567"',
+        f"Config validation failed: advertiser_ids: {json.dumps(advertiser)} is not an "
+        "advertiser id: advertiser ids are numbers (ASCII digits, no spaces), e.g. "
+        '"7012345678901234567"',
         tmp_path,
         report=False,
     )
@@ -521,8 +522,8 @@ def test_after_a_failure_the_rest_of_the_input_is_read_so_the_tap_can_finish(tmp
         reader.join()
     err = stderr[0].decode()
     assert err.rstrip().splitlines()[-1].split(" | ")[-1] == (
-        "Config validation failed: advertiser_ids: advertiser ids are numbers (ASCII digits, no "
-        'spaces), e.g. "7012345678901234567"'
+        'Config validation failed: advertiser_ids: "not-a-number" is not an advertiser id: '
+        'advertiser ids are numbers (ASCII digits, no spaces), e.g. "7012345678901234567"'
     )
     assert "Traceback" not in err
 
@@ -568,10 +569,12 @@ def test_a_dry_run_says_what_it_would_do_never_that_it_did(tmp_path):
         messages
     )
     assert (
-        f"Audience 'VIP' in advertiser {ADV1}: would create it; would upload 3 "
-        "identifiers and remove 0 in 1 file (195 bytes); all 3 in full (new audience); 2 calls "
-        "planned, nothing sent (dry run)."
+        f"Audience 'VIP' in advertiser {ADV1}: +3 \u22120 \u2192 3; would create it; would upload "
+        "3 identifiers and remove 0 in 1 file (195 bytes); all 3 in full (new audience); 2 "
+        "calls planned, nothing sent (dry run)."
     ) in messages
+    # Nothing was sent, so nothing is being matched: no 24-48 h line (issue 29).
+    assert "24-48" not in run.stderr
     assert "Created audience" not in run.stderr and "dry-run-1" not in run.stderr
     assert "delivered" not in run.stderr
 
@@ -581,8 +584,8 @@ def test_a_partner_dry_run_says_it_would_add(tmp_path):
     run = run_target(tmp_path, config, vip_messages(3))
     assert run.returncode == 0, run.stderr[-3000:]
     assert (
-        f"Audience 'VIP' in advertiser {ADV1}: would create it; would add 3 users and remove 0 "
-        "in 1 batch; 2 calls planned, nothing sent (dry run)."
+        f"Audience 'VIP' in advertiser {ADV1}: +3 \u22120; would create it; would add 3 users "
+        "and remove 0 in 1 batch; 2 calls planned, nothing sent (dry run)."
     ) in run.stderr
     assert f"Would create audience 'VIP' (partner) in advertiser {ADV1} (dry run)." in run.stderr
 
@@ -643,7 +646,7 @@ def test_the_1000_floor_refuses_updates_not_creates(sandbox, tmp_path):
 
 
 def test_the_readme_settings_table_shows_load_method_as_the_plugin_file_does():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "settings.md").read_text()
     assert "TargetLoadMethods" not in readme
     (row,) = [r for r in readme.splitlines() if r.startswith("| load_method |")]
     assert row.startswith("| load_method | False | append-only | ")

@@ -230,7 +230,10 @@ def test_mirror_follows_the_table(
     assert {a["audience_type"] for a in found.values()} == {"Customer File"}
     ids = {key: a["audience_id"] for key, a in found.items()}
     # The run summary is readable in Meltano's console output, attributed to the loader.
-    assert f"Audience '{EMAIL_AUDIENCE}' in advertiser {ADVERTISERS[0]}: delivered" in first.stderr
+    assert (
+        f"Audience '{EMAIL_AUDIENCE}' in advertiser {ADVERTISERS[0]}: +4 \u22120 \u2192 4; "
+        "delivered (CREATE), id "
+    ) in first.stderr
     assert "TikTok matches uploaded users in 24-48 hours" in first.stderr
 
     # Users leave and join; a mirror audience follows the table on the next run.
@@ -267,7 +270,19 @@ def test_mirror_follows_the_table(
     assert ours and all(e.get("app_name") == "singer-sdk" for e in ours if "pid" in e)
     warnings = [e["event"] for e in ours if e["level"] == "warning"]
     assert any("only 3 unique identifiers" in w for w in warnings), warnings
-    assert any(e["level"] == "info" and "delivered (APPEND+REMOVE)" in e["event"] for e in ours)
+    # Each audience line leads with the change (issue 29): +added -removed -> size.
+    email_id = ids[ADVERTISERS[0], EMAIL_AUDIENCE]
+    (line,) = [
+        e["event"]
+        for e in ours
+        if e["level"] == "info"
+        and e["event"].startswith(f"Audience '{EMAIL_AUDIENCE}' in advertiser {ADVERTISERS[0]}:")
+    ]
+    assert line.startswith(
+        f"Audience '{EMAIL_AUDIENCE}' in advertiser {ADVERTISERS[0]}: +1 \u22122 \u2192 3; "
+        f"delivered (APPEND+REMOVE), id {email_id}; by difference, 2 unchanged; 2 files, "
+    ), line
+    assert "processing" not in line and line.endswith("; next full resync in 7 days.")
     # No raw identifier reaches the logs.
     for text in (first.stderr, second.stderr):
         for raw in ("jane.doe", "Jane.Doe", "john@example", "555-0132", "4155550132"):
@@ -415,7 +430,7 @@ def test_one_table_many_audiences_rejects_and_status(
     ]
     assert f"Rejected identifiers: 2 lines written to {rejects}" in run.stderr
     # The README's recipe loads the file into PostgreSQL and joins it to the source table.
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "settings.md").read_text()
     recipe = readme.split("<!-- rejects-sql -->\n```sql\n", 1)[1].split("\n```", 1)[0]
     recipe = (
         recipe.replace("rejects-20250301T060000Z-1a2b3c4d.jsonl", str(rejects))
@@ -475,13 +490,40 @@ def test_one_table_many_audiences_rejects_and_status(
                 "TARGET_TIKTOK_AUDIENCES_MAX_RETRIES": "0",
             },
             re.escape(
-                "Checking the access token failed: the connection was refused at 127.0.0.1:9 "
-                "(api_base_url)"
+                "The TikTok API cannot be reached at 127.0.0.1:9 (api_base_url): the connection "
+                "was refused (while checking the access token)"
             )
             + ".*",  # the rest is the client's (retries, hint)
         ),
+        (
+            {
+                "TARGET_TIKTOK_AUDIENCES_AUDIENCES": json.dumps(
+                    [{"stream": "public-users", "identifiers": {"EMAIL_SHA256": "mail"}}]
+                )
+            },
+            re.escape(
+                "Config validation failed: audiences[stream=public-users].identifiers."
+                "EMAIL_SHA256: column 'mail' is not in the schema of stream 'public-users' "
+                "(columns: "
+            )
+            + ".*",
+        ),
+        (
+            {"TARGET_TIKTOK_AUDIENCES_MAX_RETRIES": "99"},
+            re.escape(
+                "Config validation failed: max_retries: 99 is out of bounds; give a number "
+                "from 0 to 20"
+            ),
+        ),
+        (
+            {"TARGET_TIKTOK_AUDIENCES_SNAPSHOT_URL": "/proc/no-such/snapshots"},
+            re.escape(
+                "snapshot_url /proc/no-such/snapshots: cannot write there (ENOENT: No such file "
+                "or directory); fix it or choose another, then re-run"
+            ),
+        ),
     ],
-    ids=["wrong-token", "unreachable-api"],
+    ids=["wrong-token", "unreachable-api", "bad-column", "out-of-bounds", "unwritable-snapshots"],
 )
 def test_a_target_that_stops_early_lets_the_tap_finish_cleanly(
     meltano_project: MeltanoProject,
@@ -515,6 +557,11 @@ def test_a_target_that_stops_early_lets_the_tap_finish_cleanly(
     assert proc.returncode == 1, proc.stderr[-6000:]
     for noise in ("BrokenPipeError", "Task exception was never retrieved", "Traceback"):
         assert noise not in proc.stderr, proc.stderr[-6000:]
+    # One line, really (issue 29): no SDK line before ours, no second "Config validation
+    # failed", no "Skipping parse of env var settings" at INFO.
+    for noise in ("Error initializing target sink", "Skipping parse of env var settings"):
+        assert f"{LOADER} {noise}" not in proc.stderr, proc.stderr[-6000:]
+    assert not re.search(LOADER + " Config validation failed$", proc.stderr, re.MULTILINE)
     # Meltano re-emits the loader's structured log lines under the loader's name.
     ours = [ln for ln in proc.stderr.splitlines() if re.search(r"\[error +\] " + LOADER, ln)]
     assert len(ours) == 1, proc.stderr[-6000:]
@@ -571,6 +618,9 @@ def test_floor_deferral_seen_through_meltano(
             "refused this audience's update"
             in proc.stderr
         )
-        assert f"Audience '{PHONE_AUDIENCE}' in advertiser {advertiser}: delivered" in proc.stderr
+        assert (
+            f"Audience '{PHONE_AUDIENCE}' in advertiser {advertiser}: +0 \u22120 \u2192 2,000; "
+            "delivered, nothing to change, id "
+        ) in proc.stderr
     assert "2 audiences not delivered: " in proc.stderr
     assert "the others were delivered and no STATE was emitted" in proc.stderr

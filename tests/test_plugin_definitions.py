@@ -22,7 +22,7 @@ import jsonschema
 import pytest
 import yaml
 
-from target_tiktok_audiences.sandbox.cli import _serve_parser
+from target_tiktok_audiences.sandbox.cli import SWITCHES, _serve_parser, build_server, env_defaults
 from target_tiktok_audiences.sandbox.rules import DEFAULT_TOKENS
 from target_tiktok_audiences.settings import CONFIG_SCHEMA
 from target_tiktok_audiences.target import TargetTikTokAudiences
@@ -344,14 +344,14 @@ def about_settings_table(markdown: str) -> str:
 
 
 def test_readme_settings_table_is_current() -> None:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    readme = (REPO / "docs" / "settings.md").read_text(encoding="utf-8")
     assert README_START in readme and README_END in readme, (
-        f"README.md needs {README_START} ... {README_END} around the settings table; "
+        f"docs/settings.md needs {README_START} ... {README_END} around the settings table; "
         "then run `.venv/bin/python scripts/update-readme-settings`"
     )
     between = readme.split(README_START, 1)[1].split(README_END, 1)[0]
     assert between.strip() == about_settings_table(_about("markdown")), (
-        "README settings table is out of date: run .venv/bin/python scripts/update-readme-settings"
+        "docs/settings.md: the table is out of date; run scripts/update-readme-settings"
     )
 
 
@@ -381,3 +381,100 @@ def test_status_command(meltano_yml: dict[str, Any], hub: dict[str, Any]) -> Non
     assert ours["status"]["args"] == "--config ENV"
     _, _, scripts = _project()
     assert "tiktok-audiences-status" in scripts
+
+
+# -- settings that apply (issue 29) -----------------------------------------------------------
+
+
+@DEFINITIONS
+def test_settings_say_how_they_apply(definition: dict[str, Any], about: dict[str, Any]) -> None:
+    settings = {s["name"]: s for s in definition["settings"]}
+    props = about["settings"]["properties"]
+    # load_method: the one value the target accepts, and nothing it refuses.
+    assert props["load_method"]["enum"] == ["append-only"]
+    assert settings["load_method"]["options"] == [{"label": "Append Only", "value": "append-only"}]
+    assert "upsert" not in settings["load_method"]["description"]
+    # faker is not installed with the target: its settings cannot apply and are not offered.
+    assert not [n for n in settings if n.startswith("faker_config")]
+    assert "faker_config" not in props
+    # SDK settings that change nothing for TikTok audiences say so.
+    for name in ("add_record_metadata", "batch_size_rows"):
+        assert "has no effect" in settings[name]["description"].lower(), name
+    # audiences shows its shape: the example in its description is a valid mapping list.
+    text = settings["audiences"]["description"]
+    example = json.loads(text[text.index("[") : text.index("]. Keys") + 1])
+    jsonschema.validate(example, props["audiences"])
+    assert example[0]["identifiers"] == {"EMAIL_SHA256": "email", "PHONE_SHA256": "phone"}
+    # daily_update_operations reads in sentences, none of them long.
+    sentences = settings["daily_update_operations"]["description"].split(". ")
+    assert len(sentences) >= 5 and max(len(s.split()) for s in sentences) <= 25
+
+
+def test_sdk_settings_the_target_refuses_are_not_offered(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"advertiser_ids": ["1"], "dry_run": True, "faker_config": {}}))
+    proc = subprocess.run(
+        [str(CLI), "--config", str(config)], input="", capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .endswith("Config validation failed: faker_config: unknown setting")
+    ), proc.stderr
+
+
+# -- the sandbox utility's switches (issue 29) --------------------------------------------------
+
+
+UTILITY_FILE = (
+    REPO / "plugins" / "utilities" / "tiktok-audiences-sandbox--target-tiktok-audiences.yml"
+)
+
+
+def test_the_sandbox_utility_exposes_every_switch(meltano_yml: dict[str, Any]) -> None:
+    """Each rule that can be switched off, and `lenient`, is a setting of the utility; Meltano
+    passes it as TIKTOK_AUDIENCES_SANDBOX_<NAME>, which `serve` reads."""
+    hub = yaml.safe_load(UTILITY_FILE.read_text())
+    (ours,) = meltano_yml["plugins"]["utilities"]
+    parser = _serve_parser()
+    actions = {a.dest: a for a in parser._actions}
+    for definition in (hub, ours):
+        settings = {s["name"]: s for s in definition["settings"]}
+        assert set(SWITCHES) <= set(settings)
+        for name in SWITCHES:
+            kind = settings[name]["kind"]
+            expected = {None: "boolean", int: "integer", float: "decimal"}[actions[name].type]
+            assert kind == expected, name
+            assert "value" not in settings[name], f"{name}: the default is the command's"
+            if name != "lenient":
+                default = actions[name].default
+                assert f"default {default:g}" in settings[name]["description"], name
+
+
+def test_sandbox_switches_from_the_environment() -> None:
+    parser = _serve_parser()
+    env = {
+        "TIKTOK_AUDIENCES_SANDBOX_LENIENT": "true",
+        "TIKTOK_AUDIENCES_SANDBOX_MATCH_RATE": "0.5",
+        "TIKTOK_AUDIENCES_SANDBOX_MIN_AUDIENCE_SIZE": "0",
+        "TIKTOK_AUDIENCES_SANDBOX_PORT": "9",  # the command line's, not a switch
+    }
+    assert env_defaults(parser, env) == {"lenient": True, "match_rate": 0.5, "min_audience_size": 0}
+    parser.set_defaults(**env_defaults(parser, env))
+    args = parser.parse_args(["--db", "x.db", "--match-rate", "0.9"])  # the flag wins
+    assert (args.lenient, args.match_rate, args.min_audience_size) == (True, 0.9, 0)
+    server = build_server(parser.parse_args(["--db", "x.db"]), [])
+    assert (server.app.config.min_audience_size, server.app.config.match_rate) == (1, 1.0)
+    bad = subprocess.run(
+        [str(CLI.parent / "tiktok-audiences-sandbox"), "--db", "x.db"],
+        env={"TIKTOK_AUDIENCES_SANDBOX_LENIENT": "maybe", "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "tiktok-audiences-sandbox: error: TIKTOK_AUDIENCES_SANDBOX_LENIENT='maybe' is not a "
+        "valid value for --lenient"
+    )

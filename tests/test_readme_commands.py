@@ -1,13 +1,16 @@
-"""The README's Meltano commands, run as written in a throwaway Meltano project.
+"""The README's (and docs/') Meltano commands, run as written in a throwaway Meltano project.
 
-The blocks run are the ```bash fences right after `<!-- readme-test: NAME -->` in README.md. Each
+The blocks run are the ```bash fences right after `<!-- readme-test: NAME -->` in README.md and
+docs/*.md. Each
 runs as one bash script (`set -euo pipefail`), so quoting, `$VARS` and `&` behave as in a
 user's shell, in a fresh project that has what the README presumes: a configured tap-postgres
-over a real PostgreSQL table of 1,200 users. Only what cannot work offline is swapped, visibly:
+over a real PostgreSQL table of 1,600 users. Only what cannot work offline is swapped, visibly:
 - the raw GitHub URLs of `plugins/` -> a copy of this checkout's `plugins/` whose
   `pip_url: git+<repo>.git` is `-e <this checkout>`;
 - the loader's API base URL (TikTok by default) -> a sandbox started here;
-- the sandbox's documented port 8765 -> a free port (in the block and the utility's setting).
+- the sandbox's documented port 8765 -> a free port (in the block and the utility's setting);
+- the alert recipe's `notify-oncall` (the user's own paging command) -> a shell function that
+  prints ALERT.
 """
 
 from __future__ import annotations
@@ -40,11 +43,14 @@ from helpers.pg import PostgresCluster, pgcluster, throwaway_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+DOCS = sorted((REPO / "docs").glob("*.md"))
 MELTANO = Path(sys.executable).parent / "meltano"
 LOADER = "target-tiktok-audiences"
 UTILITY = "tiktok-audiences-sandbox"
 DOCUMENTED_PORT = "8765"
-USERS = 1200  # above the 1,000 users TikTok (and the sandbox) require of an audience
+# Enough that more than 1,000 of them match (the sandbox, like TikTok, matches only part of
+# them: 70% by default), so the quick start's audiences are usable and the status healthy.
+USERS = 1600
 STREAM = "public-users"  # no `audiences` mapping: the audience is named after the stream
 BLOCK = re.compile(r"<!-- readme-test: ([\w-]+) -->\n```bash\n(.*?)\n```", re.DOTALL)
 
@@ -54,7 +60,12 @@ def sha256(value: str) -> str:
 
 
 def readme_blocks() -> dict[str, str]:
-    return dict(BLOCK.findall(README.read_text(encoding="utf-8")))
+    found: dict[str, str] = {}
+    for path in (README, *DOCS):
+        for name, block in BLOCK.findall(path.read_text(encoding="utf-8")):
+            assert name not in found, f"{path.name}: block {name} is marked twice"
+            found[name] = block
+    return found
 
 
 def homepage() -> str:
@@ -206,6 +217,18 @@ def config_list(project: Project) -> str:
     return proc.stdout
 
 
+def status_alert(project: Project, base_url: str, token: str) -> str:
+    """The alert recipe's block, with `notify-oncall` standing for the user's paging command."""
+    block = readme_blocks()["status-alert"]
+    assert "notify-oncall" in block
+    stub = 'notify-oncall() { echo "ALERT $*"; }\n'
+    _, output = project.run_block(
+        stub + block,
+        {"TARGET_TIKTOK_AUDIENCES_API_BASE_URL": base_url, "TIKTOK_ACCESS_TOKEN": token},
+    )
+    return output
+
+
 def members_by_advertiser(db: Path) -> dict[str, dict[str, Any]]:
     """{advertiser: {name, type, members}} of a sandbox db, one audience per advertiser."""
     store = Store(db)
@@ -227,14 +250,14 @@ def members_by_advertiser(db: Path) -> dict[str, dict[str, Any]]:
 
 
 def test_readme_marks_its_meltano_blocks() -> None:
-    assert sorted(readme_blocks()) == ["meltano", "meltano-sandbox"]
+    assert sorted(readme_blocks()) == ["meltano", "meltano-sandbox", "status-alert"]
 
 
 def test_no_outdated_meltano_syntax() -> None:
     """Meltano 3+: `config set <plugin> …` and `add <name>`, not `config <plugin> set …` or
     `add loader <name>` (Meltano 4 reads the latter as a utility named `loader`)."""
     old = re.compile(r"meltano (config [\w-]+ (set|list|unset)|add (loader|extractor|utility) )")
-    files = [README, REPO / "meltano.yml", *sorted((REPO / "plugins").glob("*/*.yml"))]
+    files = [README, *DOCS, REPO / "meltano.yml", *sorted((REPO / "plugins").glob("*/*.yml"))]
     for path in files:
         assert old.findall(path.read_text(encoding="utf-8")) == [], path.name
 
@@ -280,6 +303,21 @@ def test_meltano_block(project: Project, local_plugins: Path, tmp_path: Path) ->
         )
         assert code == 0, output[-6000:]
         audiences = {a["advertiser_id"]: a for a in sandbox.audiences()}
+        # The alert recipe on this quick-start project (no `audiences`): healthy, so no alert.
+        alert = status_alert(project, sandbox.base_url, token)
+        assert "ALERT" not in alert, alert[-4000:]
+        status = json.loads((project.root / "status.json").read_text())
+        assert status["healthy"] is True
+        assert status["source"].startswith("the snapshot store ")
+        assert sorted((a["advertiser_id"], a["name"]) for a in status["audiences"]) == sorted(
+            (adv, STREAM) for adv in advertiser_ids
+        )
+        # An audience deleted in Ads Manager: the same recipe pages.
+        (gone, *_) = sandbox.audiences(advertiser_ids[0])
+        sandbox.delete_audience(gone["audience_id"])
+        alert = status_alert(project, sandbox.base_url, token)
+        assert "ALERT TikTok audiences need attention status.json" in alert, alert[-4000:]
+        assert json.loads((project.root / "status.json").read_text())["healthy"] is False
 
     # The loader is a loader (not a utility named `loader`), and the only plugin added.
     assert meltano_plugins(project) == {"extractors": ["tap-postgres"], "loaders": [LOADER]}
@@ -325,5 +363,29 @@ def test_meltano_sandbox_block(project: Project, local_plugins: Path) -> None:
     for audience in found.values():
         assert (audience["name"], audience["type"]) == (STREAM, "Customer File")
         assert audience["members"] == EXPECTED_MEMBERS
+    # The block's `lenient` setting reached the sandbox (its first line lists the rules).
+    assert "rules: lenient (every realism rule off" in output, output[-4000:]
     # `tiktok-audiences-sandbox:show` printed it.
     assert re.search(rf"^\S+ +\S+ +{STREAM} +Customer File +EMAIL_SHA256 +{USERS}$", output, re.M)
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's anchors of a file's headings: lowercase, punctuation dropped, spaces -> '-'."""
+    heads = re.findall(r"^#+ (.+)$", markdown, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in heads}
+
+
+def test_links_between_the_readme_and_docs_resolve() -> None:
+    """The README of a few screens sends readers to docs/: every link lands on a heading."""
+    for path in (README, *DOCS):
+        text = path.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+://", target):
+                continue
+            file, _, anchor = target.partition("#")
+            linked = (path.parent / file).resolve() if file else path
+            assert linked.exists(), f"{path.name}: {target}"
+            if anchor and linked.suffix == ".md":
+                assert anchor in _anchors(linked.read_text(encoding="utf-8")), (
+                    f"{path.name}: {target}"
+                )

@@ -363,7 +363,9 @@ def test_an_authorisation_code_on_a_create_stops_the_whole_run(
         .splitlines()[-1]
         .endswith(
             f"| Creating audience 'Alpha' for advertiser {ADV1} failed: TikTok said \"Access token "
-            f'expired" (code 40102, request_id {call["request_id"]}). {HINT_TOKEN_EXPIRED}'
+            f'expired" (code 40102, request_id {call["request_id"]}). {HINT_TOKEN_EXPIRED} '
+            f"Not delivered: the audiences of stream 'alpha' (stopped at 'Alpha' in advertiser "
+            f"{ADV1}), stream 'beta' (none was delivered; no STATE was emitted)"
         )
     )
     assert sandbox.audiences(ADV2) == []  # nothing after it was sent
@@ -394,6 +396,11 @@ def test_an_unresolvable_host_gets_two_tries_and_a_refused_one_three() -> None:
     assert [e.last_try for e in tries] == [False, True]
     assert tries[0].tiktok_message == (
         "the host name could not be resolved at api.example.invalid:443 (api_base_url)"
+    )
+    assert str(tries[0]) == (
+        "The TikTok API cannot be reached at api.example.invalid:443 (api_base_url): the host "
+        "name could not be resolved (while x). Check api_base_url and the network (proxy, "
+        "firewall, DNS); the run is safe to re-run."
     )
     assert "sandbox" not in str(tries[0])
 

@@ -210,8 +210,8 @@ def test_an_unwritable_folder_stops_the_run_before_reading(
     assert run.returncode == 1
     last = run.stderr.strip().splitlines()[-1]
     assert last.endswith(
-        f"rejects_url {blocker / 'rejects'}: cannot create the rejects file "
-        "(NotADirectoryError: Not a directory); check the folder and its permissions"
+        f"rejects_url {blocker / 'rejects'}: cannot write there (ENOTDIR: Not a directory); "
+        "fix it or choose another, then re-run"  # the probe at start (places.py)
     )
     assert "Traceback" not in run.stderr
     assert sandbox.calls() == []  # stopped before the token check, before any input

@@ -518,7 +518,8 @@ def test_max_new_audiences_stops_the_run_after_exactly_that_many(sandbox, tmp_pa
         "Creating audience 's4' for advertiser 7000000000000000001 failed: this "
         "run already created 3 audiences (max_new_audiences is 3); TikTok allows 400 per "
         "advertiser. Map only the streams you want (audiences setting) or raise "
-        "max_new_audiences."
+        "max_new_audiences. Not delivered: the audiences of stream 's4' (stopped at 's4' in "
+        f"advertiser {ADV1}), stream 's5' (the others were delivered; no STATE was emitted)"
     )
     assert [line for line in run.stderr.splitlines() if " | ERROR    | " in line] == [
         run.stderr.rstrip().splitlines()[-1]
@@ -658,7 +659,9 @@ def test_a_redirect_is_an_error_naming_the_host_and_the_token_stays(sandbox, tmp
         "failed: "
         f"127.0.0.1:{sandbox.port} (api_base_url) answered with a redirect to {host}, which is "
         "not followed so that the token stays with TikTok. Set api_base_url to the final "
-        "address of the API."
+        "address of the API. Not delivered: the audiences of stream 'users' (stopped at "
+        f"'users (EMAIL_SHA256)' in advertiser {ADV1}) (none was delivered; no STATE was "
+        "emitted)"
     )
     assert seen == []  # not one request reached the other server, so neither did the token
     assert [c["fault"] for c in sandbox.calls("/file/upload/")] == ["redirect"]

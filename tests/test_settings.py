@@ -27,8 +27,8 @@ GOOD = {"advertiser_ids": [ADV1, ADV2], "dry_run": True}
         ),
         (
             {"advertiser_ids": ["acme"], "dry_run": True},
-            "advertiser_ids: advertiser ids are numbers (ASCII digits, no spaces), e.g. "
-            '"7012345678901234567"',
+            'advertiser_ids: "acme" is not an advertiser id: advertiser ids are numbers (ASCII '
+            'digits, no spaces), e.g. "7012345678901234567"',
         ),
         (
             {**GOOD, "default_phone_region": "USA"},

@@ -84,6 +84,8 @@ HINT_NETWORK = (
 class TikTokError(Exception):
     """A TikTok call failed; str() is one line a user can act on."""
 
+    unreached = ""  # set by not_reached(): the API could not be reached (where, and why)
+
     def __init__(
         self,
         what: str,
@@ -124,7 +126,15 @@ class TikTokError(Exception):
         ids = f" ({ids})" if ids else ""
         hint = f". {self.hint}" if self.hint else ""
         audience = f"Audience '{self.audience}': " if self.audience else ""
+        if self.unreached:  # the API was not reached at all: that comes first (issue 29)
+            doing = f"while {self.what[:1].lower()}{self.what[1:]}{where}"
+            return f"{audience}The TikTok API cannot be reached {self.unreached} ({doing}){hint}"
         return f"{audience}{self.what}{where} failed{said}{ids}{hint}"
+
+    def not_reached(self, how: str) -> None:
+        """The call never reached the API: `how` says where and why (e.g. a refused port)."""
+        self.unreached = how
+        self.args = (self._text(),)
 
     def with_hint(self, hint: str) -> None:
         self.hint = hint

@@ -281,8 +281,11 @@ class Transport:
         elif any(w in text for w in ("resolve", "name or service", "nodename", "getaddrinfo")):
             reason, max_tries = "the host name could not be resolved", MAX_TRIES_UNRESOLVED
         else:
-            return self._network(what, advertiser_id, "the connection failed")
+            failed = self._network(what, advertiser_id, "the connection failed")
+            failed.not_reached(f"at {self.host} (api_base_url): the connection failed")
+            return failed
         error = self._network(what, advertiser_id, reason)
+        error.not_reached(f"at {self.host} (api_base_url): {reason}")
         if self.local and max_tries == MAX_TRIES_REFUSED:
             error.with_hint(f"{HINT_NETWORK} Is `tiktok-audiences-sandbox serve` running?")
         self._unanswered += 1

@@ -40,7 +40,7 @@ from target_tiktok_audiences.extsort import (
     write_sorted,
 )
 from target_tiktok_audiences.modes import MirrorStrategy
-from target_tiktok_audiences.report import AudienceReport
+from target_tiktok_audiences.report import AudienceReport, in_days
 from target_tiktok_audiences.snapshot import Reason, SnapshotCorrupt, SnapshotKey
 from target_tiktok_audiences.spool import Chunk, Spool
 
@@ -259,11 +259,11 @@ class _SortedSets(Delivery):
         if not days or not self.by_difference:
             return
         if full or base is None or base.held is None:
-            entry.next_resync = f"in {days:g} days"
+            entry.next_resync = in_days(days)
             return
         age = base.held.header.full_age_seconds(api.now()) or 0.0
         left = max(days * DAY - age, 0.0) / DAY
-        entry.next_resync = f"in {left:.1f} days" if left else "at the next run TikTok allows"
+        entry.next_resync = in_days(left) if left else "at the next run TikTok allows"
 
 
 @dataclass(eq=False)

@@ -6,13 +6,16 @@ tiktok-audiences-sandbox show --db sandbox.db
 The realism rules (1,000 matched users, one REPLACE per day, one APPEND or REMOVE at a time,
 partner warm-up, 24 updates a day, 50 mappings a second, expiring file paths, several wordings)
 are on by default; each flag set to 0 switches its rule off (1 for --match-rate),
-``--lenient`` all of them.
+``--lenient`` all of them. The same switches come from TIKTOK_AUDIENCES_SANDBOX_<SWITCH>
+variables (e.g. TIKTOK_AUDIENCES_SANDBOX_LENIENT=true), which is how the Meltano utility's
+settings reach them; a flag on the command line wins.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sqlite3
 import sys
@@ -24,6 +27,43 @@ from typing import Any
 from .faults import AFTER, KINDS, FaultError, FaultRule
 from .rules import DAY, DEFAULT_TOKENS
 from .server import SandboxServer
+
+ENV_PREFIX = "TIKTOK_AUDIENCES_SANDBOX_"
+# The switches a Meltano setting of the same name sets (plugins/utilities/, meltano.yml).
+SWITCHES = (
+    "lenient",
+    "min_audience_size",
+    "match_rate",
+    "replace_cooldown",
+    "update_processing",
+    "partner_warmup",
+    "max_updates_per_day",
+    "mapping_rate_limit",
+)
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", ""}
+
+
+def env_defaults(parser: argparse.ArgumentParser, env: dict[str, str]) -> dict[str, Any]:
+    """The switches' values from TIKTOK_AUDIENCES_SANDBOX_* variables (as Meltano sets them)."""
+    actions = {a.dest: a for a in parser._actions if a.dest in SWITCHES}
+    found: dict[str, Any] = {}
+    for dest in SWITCHES:
+        name = ENV_PREFIX + dest.upper()
+        raw = env.get(name)
+        if raw is None:
+            continue
+        action = actions[dest]
+        try:
+            if action.type is None:  # a flag: --lenient
+                word = raw.strip().lower()
+                if word not in _TRUE | _FALSE:
+                    raise ValueError(raw)
+                found[dest] = word in _TRUE
+            else:
+                found[dest] = action.type(raw)  # type: ignore[operator]
+        except ValueError:
+            parser.error(f"{name}={raw!r} is not a valid value for {action.option_strings[0]}")
+    return found
 
 
 def _serve_parser() -> argparse.ArgumentParser:
@@ -171,6 +211,26 @@ def _serve_parser() -> argparse.ArgumentParser:
     return p
 
 
+def rules_line(args: argparse.Namespace) -> str:
+    """The rules in force, in a few words: what a user trying things needs to know."""
+    if args.lenient:
+        return "lenient (every realism rule off: size 1 allowed, every user matched)"
+    rules = [
+        f"updates may not leave fewer than {args.min_audience_size:,} matched users"
+        if args.min_audience_size
+        else "no size floor",
+        f"{args.match_rate:.0%} of users matched",
+        f"one REPLACE per {args.replace_cooldown:g} s" if args.replace_cooldown else "",
+        f"APPEND/REMOVE {args.update_processing:g} s apart" if args.update_processing else "",
+        f"partner warm-up {args.partner_warmup:g} s" if args.partner_warmup else "",
+        f"{args.max_updates_per_day} updates a day per advertiser"
+        if args.max_updates_per_day
+        else "",
+        f"{args.mapping_rate_limit} mappings a second" if args.mapping_rate_limit else "",
+    ]
+    return ", ".join(r for r in rules if r)
+
+
 def build_server(args: argparse.Namespace, faults: list[FaultRule]) -> SandboxServer:
     """A (not yet started) server configured by the parsed command line."""
     advertisers = args.advertisers or DEFAULT_TOKENS[next(iter(DEFAULT_TOKENS))]
@@ -198,6 +258,7 @@ def build_server(args: argparse.Namespace, faults: list[FaultRule]) -> SandboxSe
 
 def serve(argv: Sequence[str]) -> int:
     parser = _serve_parser()
+    parser.set_defaults(**env_defaults(parser, dict(os.environ)))
     args = parser.parse_args(argv)
     try:
         faults = [FaultRule.parse(spec, seed=args.seed) for spec in args.fault]
@@ -212,7 +273,11 @@ def serve(argv: Sequence[str]) -> int:
         signal.signal(sig, lambda *_: done.set())
     print(server.base_url, flush=True)  # one line: scripts read the URL from stdout
     logging.getLogger("target_tiktok_audiences.sandbox").info(
-        "serving %s (admin %s, db %s)", server.base_url, server.admin_url, args.db
+        "serving %s (admin %s, db %s); rules: %s",
+        server.base_url,
+        server.admin_url,
+        args.db,
+        rules_line(args),
     )
     while not done.wait(0.5):
         pass
