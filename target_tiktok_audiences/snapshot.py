@@ -852,8 +852,14 @@ class SnapshotStore:
     def _local_lock(self, key: SnapshotKey) -> Iterator[None]:
         import fcntl  # POSIX only; imported here so the module still imports elsewhere
 
-        path = self._local_dir(key) / f"{key.contract}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        where = f"lock file {self.display.rstrip('/')}/{self._rel(key.lock_name)}"
+        try:
+            path = self._local_dir(key) / f"{key.contract}.lock"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:  # the store's failure: that audience is deferred, in one line
+            raise SnapshotError(
+                f"snapshot_url {self.display}: cannot make the {where} ({_oserror(exc)})"
+            ) from None
         try:
             for pause in _pauses(self._wait):
                 try:

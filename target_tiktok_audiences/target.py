@@ -92,14 +92,14 @@ class _SdkNoise(logging.Filter):
 
     def __init__(self, logger: logging.Logger) -> None:
         super().__init__()
-        self._logger = logger
+        self._owner_logger = logger
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg in self.DROPPED and record.levelno >= logging.WARNING:
             return False  # ours never have these exact texts: they name the setting or stream
         if record.msg in self.DEBUG and record.levelno == logging.INFO:
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            return self._logger.isEnabledFor(logging.DEBUG)
+            return self._owner_logger.isEnabledFor(logging.DEBUG)
         return True
 
 

@@ -28,7 +28,13 @@ from test_mirror_diff import s3_endpoint, s3_env  # noqa: F401 - s3_endpoint: fi
 
 from target_tiktok_audiences.rejects import RejectsError, RejectsWriter
 from target_tiktok_audiences.sandbox.server import SandboxServer, run_sandbox
-from target_tiktok_audiences.snapshot import SnapshotError, SnapshotKey, SnapshotStore, Unusable
+from target_tiktok_audiences.snapshot import (
+    SnapshotError,
+    SnapshotKey,
+    SnapshotStore,
+    Unusable,
+    scope_for,
+)
 from target_tiktok_audiences.testhooks import VARIABLE as FAULT
 
 from helpers import (
@@ -174,26 +180,24 @@ def test_a_full_disk_under_the_rejects_folder_fails_the_run_naming_it(
     )
 
 
-def test_rejects_that_cannot_be_completed_withhold_state(
+def test_a_rejects_bucket_that_does_not_exist_stops_the_run_before_input(
     sandbox: SandboxServer,
     tmp_path: Path,
     s3_endpoint: str,  # noqa: F811 - the fixture imported above
 ) -> None:
-    """The rejects file is completed before STATE: a bucket that does not exist fails the
-    run (exit 1, no STATE), where it used to log a line and exit 0 with STATE."""
+    """A bucket that does not exist is found by the probe at start (issue 29), where it used to
+    log a line and exit 0 with STATE; a rejects file that cannot be completed later fails the
+    run too (the full-disk test above)."""
     run = rejects_run(sandbox, tmp_path, "s3://no-such-bucket/rejects", env=s3_env(s3_endpoint))
     assert run.returncode == 1, run.stderr[-3000:]
     assert run.stdout == ""
     assert "Traceback" not in run.stderr
     (line,) = error_lines(run)
-    assert re.fullmatch(
-        r"rejects_url s3://no-such-bucket/rejects: the rejects file "
-        r"s3://no-such-bucket/rejects/rejects-\d{8}T\d{6}Z-[0-9a-f]{8}\.jsonl could not be "
-        r"written \(FileNotFoundError: the bucket or folder does not exist\); its rejected keys "
-        r"would be lost, so no STATE was emitted\. Fix the folder \(or free its disk\) and re-run",
-        line,
-    ), line
-    assert run.report is not None and run.report["status"] == "failed"
+    assert line == (
+        "rejects_url s3://no-such-bucket/rejects: cannot write there (the bucket or folder does "
+        "not exist); fix it or choose another, then re-run"
+    )
+    assert [c for c in sandbox.calls() if c["path"].endswith(WRITES)] == []
 
 
 # -- 6. what TikTok echoes is redacted ------------------------------------------------------
@@ -389,22 +393,21 @@ def test_the_rejects_writer_refuses_credentials_itself() -> None:
 
 @pytest.mark.parametrize("extra", [{}, {"audience_type": "partner"}, {"sync_mode": "incremental"}])
 def test_a_lock_that_cannot_be_taken_defers_its_audience_in_one_line(
-    sandbox: SandboxServer,
-    tmp_path: Path,
-    s3_endpoint: str,  # noqa: F811 - the fixture imported above
-    extra: dict[str, str],
+    sandbox: SandboxServer, tmp_path: Path, extra: dict[str, str]
 ) -> None:
-    """The lock object cannot be created (the bucket does not exist): the audience is deferred
-    with the store's line, where the run used to end in "generator didn't yield"."""
+    """The store's root can be written (the probe at start passes) but the lock's folder cannot
+    be made (a file sits where the API host's folder goes): the audience is deferred with the
+    store's line, where the run used to end in "generator didn't yield"."""
+    root = tmp_path / "snapshots"
+    root.mkdir()
+    (root / scope_for(sandbox.base_url)).write_text("not a folder")
     config = base_config(
         sandbox,
         advertiser_ids=[ADV1],
         audiences=[{**VIP_MAPPING, **extra}],
-        snapshot_url="s3://no-such-bucket/snapshots",
+        snapshot_url=str(root),
     )
-    run = run_target(
-        tmp_path, config, [*vip_messages(), state_msg({"at": 1})], env=s3_env(s3_endpoint)
-    )
+    run = run_target(tmp_path, config, [*vip_messages(), state_msg({"at": 1})])
     assert_one_line(
         run,
         f"1 audience not delivered: 'VIP' in advertiser {ADV1} (the snapshot store failed); no "

@@ -31,6 +31,7 @@ from target_tiktok_audiences.testhooks import VARIABLE as FAULT
 from helpers import (
     ADV1,
     base_config,
+    real,
     record_msg,
     run_target,
     sandbox_windows,
@@ -299,7 +300,11 @@ def test_a_kill_while_tiktok_creates_never_makes_a_second_audience(
         mapping["identifiers"] = {"EMAIL_SHA256": "email"}
         if partner:
             mapping["identifiers"]["PHONE_SHA256"] = "phone"
-        model.sandbox.inject("late_create", count=1, paths=[CREATE_PATHS[partner]], slow_seconds=6)
+        # TikTok lists the audience 3 real seconds after the create (the sandbox's clock runs at
+        # the suite's time scale): the next run, started within that, must wait for it.
+        model.sandbox.inject(
+            "late_create", count=1, paths=[CREATE_PATHS[partner]], slow_seconds=real(3)
+        )
         users = set(range(10))
         messages = [
             schema_msg("users", ["email", "phone"]),
@@ -310,7 +315,7 @@ def test_a_kill_while_tiktok_creates_never_makes_a_second_audience(
             model.sandbox,
             advertiser_ids=[ADV1],
             audiences=[mapping],
-            create_confirm_seconds=CONFIRM,
+            create_confirm_seconds=int(real(10)),
             max_retries=1,
         )
         env = {FAULT: f"kill:during:{CREATE_CALLS[partner]}:1"}

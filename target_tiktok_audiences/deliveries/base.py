@@ -405,7 +405,8 @@ class Delivery(abc.ABC):
             self._add_notes(
                 entry,
                 [
-                    f"TikTok matched {status.size:,} users of this audience, fewer than "
+                    f"TikTok matched {status.size:,} user{'s' if status.size != 1 else ''} "
+                    "of this audience, fewer than "
                     f"{MIN_AUDIENCE_SIZE:,}: it cannot be used for targeting, and TikTok refuses "
                     f"every update that leaves it under {MIN_AUDIENCE_SIZE:,} matched users, an "
                     "APPEND included, until one update brings enough."
