@@ -51,6 +51,13 @@ def macros(engine: str) -> Any:
     return module
 
 
+def compile_model(text: str, engine: str, **context: Any) -> str:
+    """A dbt model's SQL as dbt would compile it: the package's macros under their package
+    name (``tiktok_audiences.tiktok_email_sha256(...)``), plus ``context`` (``source``...)."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+    return env.from_string(text).render(tiktok_audiences=macros(engine), **context)
+
+
 _HEADER = """\
 -- target-tiktok-audiences: its identifier rules as {title} functions ({kind}).
 -- Generated from dbt/macros/tiktok_identifiers.sql by scripts/render_warehouse_sql.py: edit

@@ -324,3 +324,51 @@ def test_meltano_sandbox_block(project: Project, local_plugins: Path) -> None:
         assert audience["members"] == EXPECTED_MEMBERS
     # `tiktok-audiences-sandbox:show` printed it.
     assert re.search(rf"^\S+ +\S+ +{STREAM} +Customer File +EMAIL_SHA256 +{USERS}$", output, re.M)
+
+
+# -- docs/warehouse-hashing.md ----------------------------------------------------------------
+
+WAREHOUSE_DOC = REPO / "docs" / "warehouse-hashing.md"
+DOCS_BLOCK = re.compile(r"<!-- docs-test: ([\w-]+) -->\n```\w+\n(.*?)\n```", re.DOTALL)
+FUNCTIONS_FILE = "sql/postgres/tiktok_identifiers.sql"
+
+
+def docs_blocks() -> dict[str, str]:
+    return dict(DOCS_BLOCK.findall(WAREHOUSE_DOC.read_text(encoding="utf-8")))
+
+
+def test_warehouse_hashing_recipe(project: Project, local_plugins: Path, tmp_path: Path) -> None:
+    """The README's Meltano block, then the doc's recipe as written: a view of digests made by
+    the shipped functions, read alone with hash_identifiers false, gives an audience of the
+    very digests the target made from the raw table."""
+    blocks = docs_blocks()
+    readme = offline(readme_blocks()["meltano"], local_plugins)
+    (advertisers,) = re.findall(r"advertiser_ids '(\[[^']*\])'", readme)
+    advertiser_ids: list[str] = json.loads(advertisers)
+    view = blocks["warehouse-view"]
+    assert FUNCTIONS_FILE in view
+    # The file of a checkout of this repository, wherever it is.
+    view = view.replace(FUNCTIONS_FILE, str(REPO / FUNCTIONS_FILE))
+    token = f"readme-token-{uuid.uuid4().hex[:8]}"
+    with run_sandbox(tmp_path / "sandbox.db", tokens={token: advertiser_ids}) as sandbox:
+        env = {
+            "TIKTOK_ACCESS_TOKEN": token,
+            "TARGET_TIKTOK_AUDIENCES_API_BASE_URL": sandbox.base_url,
+        }
+        for block in (readme, view, blocks["warehouse-meltano"]):
+            code, output = project.run_block(block, env)
+            assert code == 0, output[-6000:]
+        audiences = {(a["advertiser_id"], a["name"]): a for a in sandbox.audiences()}
+
+    names = (STREAM, "CRM users")  # the README's run from the table, the recipe's from the view
+    assert sorted(audiences) == sorted((adv, name) for adv in advertiser_ids for name in names)
+    for audience in audiences.values():
+        assert audience["members"] == EXPECTED_MEMBERS
+    assert (
+        f"Stream 'public-tiktok_users': {USERS:,} digests arrived pre-hashed "
+        "(hash_identifiers: false)" in output
+    )
+    # Only the view was read: the table's stream never reached the target (which names every
+    # stream it gets, "ignored: it is not listed in the audiences setting" included).
+    assert "Stream 'public-tiktok_users'" in output
+    assert "Stream 'public-users'" not in output

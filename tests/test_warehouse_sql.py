@@ -12,6 +12,7 @@ docs/warehouse-hashing.md).
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import re
 import string
@@ -475,3 +476,63 @@ def test_the_plain_sql_files_are_the_macros_rendered() -> None:
         assert render.path(engine).read_text(encoding="utf-8") == render.render(engine), (
             f"{render.path(engine)} is stale: run scripts/render_warehouse_sql.py"
         )
+
+
+# -- docs/warehouse-hashing.md's SQL, as written -----------------------------------------------
+
+DOCS_BLOCK = re.compile(r"<!-- docs-test: ([\w-]+) -->\n```\w+\n(.*?)\n```", re.DOTALL)
+DOC_USERS = [
+    (1, " Ann@Example.com", "+14155550134"),
+    (2, "jos\u00e9@example.com", "(415) 555-0134"),  # non-ASCII: NULL; a US number: exact
+    (3, "not-an-email", "+44 20 7946 0958"),  # invalid: NULL; spaced: NULL, the target's +44...
+    (4, None, None),
+]
+
+
+def docs_blocks() -> dict[str, str]:
+    text = (REPO / "docs" / "warehouse-hashing.md").read_text(encoding="utf-8")
+    return dict(DOCS_BLOCK.findall(text))
+
+
+def users_sql() -> str:
+    def literal(value: str | None) -> str:
+        return "NULL" if value is None else pg_literal(value)
+
+    rows = ", ".join(f"({i}, {literal(e)}, {literal(p)})" for i, e, p in DOC_USERS)
+    return (
+        "CREATE TABLE users (id integer PRIMARY KEY, email text, phone text);\n"
+        f"INSERT INTO users VALUES {rows};\n"
+    )
+
+
+def test_the_docs_count_of_values_left_null(pg: PostgresCluster, pg_functions: str) -> None:
+    schema = f"count_{uuid.uuid4().hex[:8]}"
+    sql = f"CREATE SCHEMA {schema}; SET search_path = {schema}, public;\n" + users_sql()
+    out = pg.psql(sql + docs_blocks()["warehouse-count"] + ";", pg_functions)
+    assert out.split() == ["2|1"]  # emails 2 and 3; phone 3
+
+
+def test_the_docs_dbt_model_compiles_to_the_targets_digests(
+    pg: PostgresCluster, pg_functions: str, duck: duckdb.DuckDBPyConnection
+) -> None:
+    block = docs_blocks()["warehouse-dbt-model"]
+    # Ann's digest is the target's; josé@example.com is beyond what SQL can do exactly (NULL),
+    # the other two the target rejects too.
+    ann = hashlib.sha256(b"ann@example.com").hexdigest()
+    assert target_digest(0, " Ann@Example.com") == ann
+    assert not exact_in_sql(COLUMNS[0], "jos\u00e9@example.com")
+    want = [f"1|{ann}", "2|", "3|", "4|"]
+    schema = f"dbt_{uuid.uuid4().hex[:8]}"
+    model = render.compile_model(block, "postgres", source=lambda _source, table: table)
+    out = pg.psql(
+        f"CREATE SCHEMA {schema}; SET search_path = {schema};\n{users_sql()}"
+        f"SELECT * FROM ({model}) AS m ORDER BY id;",
+        pg_functions,
+    )
+    assert out.split() == want
+    model = render.compile_model(block, "duckdb", source=lambda _source, table: f"{schema}.users")
+    cursor = duck.cursor()
+    cursor.execute(f"CREATE SCHEMA {schema}")
+    cursor.execute(users_sql().replace("users", f"{schema}.users", 2))
+    rows = cursor.execute(f"SELECT * FROM ({model}) AS m ORDER BY id").fetchall()
+    assert [f"{i}|{d or ''}" for i, d in rows] == want
