@@ -42,7 +42,13 @@ def macros(engine: str) -> Any:
         return found if found is not None else getattr(module, f"default__{name}")
 
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+
+    class Package:  # the package's own name: its macros call each other through it, as in dbt
+        def __getattr__(self, name: str) -> Any:
+            return getattr(module, name)
+
     env.globals.update(
+        tiktok_audiences=Package(),
         adapter=SimpleNamespace(dispatch=dispatch),
         exceptions=SimpleNamespace(raise_compiler_error=_raise_compiler_error),
         target=SimpleNamespace(type=engine),

@@ -36,6 +36,7 @@ from target_tiktok_audiences.sandbox.server import run_sandbox
 from target_tiktok_audiences.sandbox.store import Store
 
 from helpers.pg import PostgresCluster, pgcluster, throwaway_cluster
+from helpers.warehouse import docs_blocks
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -328,13 +329,7 @@ def test_meltano_sandbox_block(project: Project, local_plugins: Path) -> None:
 
 # -- docs/warehouse-hashing.md ----------------------------------------------------------------
 
-WAREHOUSE_DOC = REPO / "docs" / "warehouse-hashing.md"
-DOCS_BLOCK = re.compile(r"<!-- docs-test: ([\w-]+) -->\n```\w+\n(.*?)\n```", re.DOTALL)
 FUNCTIONS_FILE = "sql/postgres/tiktok_identifiers.sql"
-
-
-def docs_blocks() -> dict[str, str]:
-    return dict(DOCS_BLOCK.findall(WAREHOUSE_DOC.read_text(encoding="utf-8")))
 
 
 def test_warehouse_hashing_recipe(project: Project, local_plugins: Path, tmp_path: Path) -> None:

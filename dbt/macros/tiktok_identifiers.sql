@@ -31,11 +31,11 @@ E'\u0009\u000a\u000b\u000c\u000d\u001c\u001d\u001e\u001f\u0020\u0085\u00a0\u1680
 {%- endmacro %}
 
 {% macro postgres__tiktok_strip(expr) -%}
-btrim({{ expr }}, {{ tiktok_whitespace() }})
+btrim({{ expr }}, {{ tiktok_audiences.tiktok_whitespace() }})
 {%- endmacro %}
 
 {% macro duckdb__tiktok_strip(expr) -%}
-trim({{ expr }}, {{ tiktok_whitespace() }})
+trim({{ expr }}, {{ tiktok_audiences.tiktok_whitespace() }})
 {%- endmacro %}
 
 {#- Whether the whole of expr matches pattern (a pattern both engines read alike). -#}
@@ -64,10 +64,10 @@ sha256({{ expr }})
 {%- endmacro %}
 
 {#- Another engine stops here, at compile time: it has not been proven exact. -#}
-{% macro default__tiktok_whitespace() -%}{{ tiktok_unsupported() }}{%- endmacro %}
-{% macro default__tiktok_strip(expr) -%}{{ tiktok_unsupported() }}{%- endmacro %}
-{% macro default__tiktok_full_match(expr, pattern) -%}{{ tiktok_unsupported() }}{%- endmacro %}
-{% macro default__tiktok_sha256_hex(expr) -%}{{ tiktok_unsupported() }}{%- endmacro %}
+{% macro default__tiktok_whitespace() -%}{{ tiktok_audiences.tiktok_unsupported() }}{%- endmacro %}
+{% macro default__tiktok_strip(expr) -%}{{ tiktok_audiences.tiktok_unsupported() }}{%- endmacro %}
+{% macro default__tiktok_full_match(expr, pattern) -%}{{ tiktok_audiences.tiktok_unsupported() }}{%- endmacro %}
+{% macro default__tiktok_sha256_hex(expr) -%}{{ tiktok_audiences.tiktok_unsupported() }}{%- endmacro %}
 
 {% macro tiktok_unsupported() -%}
 {{ exceptions.raise_compiler_error("tiktok_audiences: only PostgreSQL and DuckDB are supported (the engines its digests are proven exact in), not " ~ target.type) }}
@@ -93,15 +93,15 @@ length({{ expr }}) <= 4096
 {%- if email_normalization not in ('basic', 'tiktok') -%}
 {{ exceptions.raise_compiler_error("tiktok_email: email_normalization is 'basic' or 'tiktok', not '" ~ email_normalization ~ "'") }}
 {%- endif -%}
-{%- set stripped = tiktok_strip(expr) -%}
-{%- set email = tiktok_lower_ascii(stripped) -%}
+{%- set stripped = tiktok_audiences.tiktok_strip(expr) -%}
+{%- set email = tiktok_audiences.tiktok_lower_ascii(stripped) -%}
 {#- Printable ASCII without '@' and space: '!'-'?' and 'A'-'~'. -#}
-{%- set valid = tiktok_full_match(stripped, '[!-?A-~]+@[!-?A-~]*[.][!-?A-~]*') -%}
+{%- set valid = tiktok_audiences.tiktok_full_match(stripped, '[!-?A-~]+@[!-?A-~]*[.][!-?A-~]*') -%}
 {%- if email_normalization == 'basic' -%}
-(CASE WHEN {{ tiktok_short_enough(expr) }} AND {{ valid }} THEN {{ email }} END)
+(CASE WHEN {{ tiktok_audiences.tiktok_short_enough(expr) }} AND {{ valid }} THEN {{ email }} END)
 {%- else -%}
 {%- set local = "replace(split_part(split_part(" ~ email ~ ", '@', 1), '+', 1), '.', '')" -%}
-(CASE WHEN {{ tiktok_short_enough(expr) }} AND {{ valid }} AND {{ local }} <> '' THEN {{ local }} || '@' || split_part({{ email }}, '@', 2) END)
+(CASE WHEN {{ tiktok_audiences.tiktok_short_enough(expr) }} AND {{ valid }} AND {{ local }} <> '' THEN {{ local }} || '@' || split_part({{ email }}, '@', 2) END)
 {%- endif -%}
 {%- endmacro %}
 
@@ -113,16 +113,16 @@ length({{ expr }}) <= 4096
 -#}
 {% macro tiktok_phone(expr, default_phone_region=none) -%}
 {%- set region = (default_phone_region or '').strip().upper() -%}
-{%- set stripped = tiktok_strip(expr) -%}
+{%- set stripped = tiktok_audiences.tiktok_strip(expr) -%}
 {%- set digits = "translate(" ~ stripped ~ ", ' -.()', '')" -%}
-(CASE WHEN {{ tiktok_short_enough(expr) }} THEN CASE WHEN {{ tiktok_full_match(stripped, '[+][1-9][0-9]{7,14}') }} THEN {{ stripped }}
-{%- if region in ('US', 'CA') %} WHEN {{ tiktok_full_match(digits, '1?[2-9][0-9]{9}') }} THEN '+1' || right({{ digits }}, 10){% endif %} END END)
+(CASE WHEN {{ tiktok_audiences.tiktok_short_enough(expr) }} THEN CASE WHEN {{ tiktok_audiences.tiktok_full_match(stripped, '[+][1-9][0-9]{7,14}') }} THEN {{ stripped }}
+{%- if region in ('US', 'CA') %} WHEN {{ tiktok_audiences.tiktok_full_match(digits, '1?[2-9][0-9]{9}') }} THEN '+1' || right({{ digits }}, 10){% endif %} END END)
 {%- endmacro %}
 
 {#- The IDFA or GAID as a lowercase UUID, or NULL (also for the all-zero id). -#}
 {% macro tiktok_ad_id(expr) -%}
-{%- set ad_id = tiktok_lower_ascii(tiktok_strip(expr)) -%}
-(CASE WHEN {{ tiktok_short_enough(expr) }} AND {{ tiktok_full_match(ad_id, '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}') }} AND {{ ad_id }} <> '00000000-0000-0000-0000-000000000000' THEN {{ ad_id }} END)
+{%- set ad_id = tiktok_audiences.tiktok_lower_ascii(tiktok_audiences.tiktok_strip(expr)) -%}
+(CASE WHEN {{ tiktok_audiences.tiktok_short_enough(expr) }} AND {{ tiktok_audiences.tiktok_full_match(ad_id, '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}') }} AND {{ ad_id }} <> '00000000-0000-0000-0000-000000000000' THEN {{ ad_id }} END)
 {%- endmacro %}
 
 {#-
@@ -132,27 +132,27 @@ length({{ expr }}) <= 4096
 {% macro tiktok_digest(expr, contract, email_normalization='basic', default_phone_region=none) -%}
 {%- set name = contract.strip().upper().replace('AAID_', 'GAID_') -%}
 {%- if name == 'EMAIL_SHA256' -%}
-{{ tiktok_sha256_hex(tiktok_email(expr, email_normalization)) }}
+{{ tiktok_audiences.tiktok_sha256_hex(tiktok_audiences.tiktok_email(expr, email_normalization)) }}
 {%- elif name == 'PHONE_SHA256' -%}
-{{ tiktok_sha256_hex(tiktok_phone(expr, default_phone_region)) }}
+{{ tiktok_audiences.tiktok_sha256_hex(tiktok_audiences.tiktok_phone(expr, default_phone_region)) }}
 {%- elif name in ('IDFA_SHA256', 'GAID_SHA256') -%}
-{{ tiktok_sha256_hex(tiktok_ad_id(expr)) }}
+{{ tiktok_audiences.tiktok_sha256_hex(tiktok_audiences.tiktok_ad_id(expr)) }}
 {%- elif name in ('IDFA_MD5', 'GAID_MD5') -%}
-md5({{ tiktok_ad_id(expr) }})
+md5({{ tiktok_audiences.tiktok_ad_id(expr) }})
 {%- else -%}
 {{ exceptions.raise_compiler_error("tiktok_digest: unknown contract '" ~ contract ~ "'; use EMAIL_SHA256, PHONE_SHA256, IDFA_SHA256, IDFA_MD5, GAID_SHA256 or GAID_MD5") }}
 {%- endif -%}
 {%- endmacro %}
 
 {% macro tiktok_email_sha256(expr, email_normalization='basic') -%}
-{{ tiktok_digest(expr, 'EMAIL_SHA256', email_normalization=email_normalization) }}
+{{ tiktok_audiences.tiktok_digest(expr, 'EMAIL_SHA256', email_normalization=email_normalization) }}
 {%- endmacro %}
 
 {% macro tiktok_phone_sha256(expr, default_phone_region=none) -%}
-{{ tiktok_digest(expr, 'PHONE_SHA256', default_phone_region=default_phone_region) }}
+{{ tiktok_audiences.tiktok_digest(expr, 'PHONE_SHA256', default_phone_region=default_phone_region) }}
 {%- endmacro %}
 
-{% macro tiktok_idfa_sha256(expr) -%}{{ tiktok_digest(expr, 'IDFA_SHA256') }}{%- endmacro %}
-{% macro tiktok_idfa_md5(expr) -%}{{ tiktok_digest(expr, 'IDFA_MD5') }}{%- endmacro %}
-{% macro tiktok_gaid_sha256(expr) -%}{{ tiktok_digest(expr, 'GAID_SHA256') }}{%- endmacro %}
-{% macro tiktok_gaid_md5(expr) -%}{{ tiktok_digest(expr, 'GAID_MD5') }}{%- endmacro %}
+{% macro tiktok_idfa_sha256(expr) -%}{{ tiktok_audiences.tiktok_digest(expr, 'IDFA_SHA256') }}{%- endmacro %}
+{% macro tiktok_idfa_md5(expr) -%}{{ tiktok_audiences.tiktok_digest(expr, 'IDFA_MD5') }}{%- endmacro %}
+{% macro tiktok_gaid_sha256(expr) -%}{{ tiktok_audiences.tiktok_digest(expr, 'GAID_SHA256') }}{%- endmacro %}
+{% macro tiktok_gaid_md5(expr) -%}{{ tiktok_audiences.tiktok_digest(expr, 'GAID_MD5') }}{%- endmacro %}
