@@ -284,13 +284,20 @@ def test_corners_in_both_engines(
     check(CORNERS, pg_evaluate(pg, pg_functions)(CORNERS, macro_sql("postgres")))
     check(CORNERS, duck_evaluate(duck)(CORNERS, function_sql()))
     check(CORNERS, duck_evaluate(duck)(CORNERS, macro_sql("duckdb")))
-    # Not all NULL: the scope the docs promise is answered.
-    digests = duck_evaluate(duck)(CORNERS, function_sql())
-    assert sum(cell is not None for row in digests for cell in row) == sum(
-        target_digest(i, v) is not None and exact_in_sql(c, v)
-        for v in CORNERS
-        for i, c in enumerate(COLUMNS)
+
+
+def test_a_turkish_database_gives_the_same_digests(pg: PostgresCluster) -> None:
+    """lower() and upper() follow the database's locale (Turkish: 'I' -> a dotless i); the SQL
+    uses neither, so a database whose collation is Turkish gives the same digests."""
+    database = f"tr_{uuid.uuid4().hex[:12]}"
+    pg.psql(
+        f"CREATE DATABASE {database} TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C.UTF-8' "
+        "LOCALE_PROVIDER icu ICU_LOCALE 'tr-TR';"
     )
+    pg.psql(render.path("postgres").read_text(encoding="utf-8"), database)
+    assert pg.psql("SELECT lower('IVAN');", database).strip() == "\u0131van"  # the trap
+    check(CORNERS, pg_evaluate(pg, database)(CORNERS, function_sql()))
+    check(CORNERS, pg_evaluate(pg, database)(CORNERS, macro_sql("postgres")))
 
 
 # -- what the SQL refuses ---------------------------------------------------------------------

@@ -132,6 +132,7 @@ CORNERS = [
     "jane@gmail.com\x1c",  # a file separator is whitespace to Python
     "jane@\u212aelvin.com",  # Kelvin sign: lowercases to 'k' in Python only
     "\u0130stanbul@example.com",
+    "IVAN.IVANOV@EXAMPLE.COM",  # upper-case I: lowercased by Python's rules, not a locale's
     "j.a.n.e+x+y@g.mail.com",
     "+.@x.y",
     ".@x.y",
