@@ -172,12 +172,21 @@ def test_public_vectors_in_duckdb(duck: duckdb.DuckDBPyConnection) -> None:
 # -- drawn values, adversarial ones included ---------------------------------------------------
 
 pads = st.text(alphabet=WHITESPACE + LOOKALIKES, max_size=3) | st.just("")
-ASCII_LOCAL = string.ascii_letters + string.digits + "._+-'!#~"
-UNICODE = '\u00e9\u00c9\u0130\u0131\u212a\u00df\uff21\u0663 \t\x01\x7f"\\|'
+# Dots and '+' often (the tiktok rules), and ASCII that no address may hold (space, tab, control
+# characters, DEL); then now and then a character of another script.
+ASCII_LOCAL = string.ascii_letters + string.digits + ".+" * 8 + "-_'!#~"
+ASCII_JUNK = ' \t\x01\x7f"\\|'
+UNICODE = "\u00e9\u00c9\u0130\u0131\u212a\u00df\uff21\u0663"
 emails = st.builds(
     lambda pre, local, at, host, dot, tld, post: f"{pre}{local}{at}{host}{dot}{tld}{post}",
     pads,
     st.text(alphabet=ASCII_LOCAL, min_size=1, max_size=10)
+    | st.builds(
+        lambda a, junk, b: a + junk + b,
+        st.text(alphabet=ASCII_LOCAL, max_size=4),
+        st.sampled_from(ASCII_JUNK),
+        st.text(alphabet=ASCII_LOCAL, max_size=4),
+    )
     | st.text(alphabet=ASCII_LOCAL + UNICODE, max_size=10),
     st.sampled_from(["@"] * 6 + ["@@", "", "\uff20", "@ "]),
     st.text(alphabet=string.ascii_letters + string.digits + "-", max_size=8)
@@ -187,26 +196,29 @@ emails = st.builds(
     pads,
 )
 # Digits with a country code: '+' (or not, or twice), 6-17 digits (a leading 0 too), written
-# compactly or with separators, now and then a digit of another script.
-PHONE_LAYOUTS = ["{}", "{} {} {}", "{}-{}-{}", "({}) {}.{}", "{}({}){}", "{} {}{}"]
+# compactly or with separators, now and then a digit of another script; and ten digits in the
+# North American shape (or not quite: a first digit 0 or 1).
+PHONE_LAYOUTS = ["{}{}{}", "{}{}{}", "{}{}{}", "{} {} {}", "{}-{}-{}", "({}) {}.{}", "{}({}){}"]
 phones = st.builds(
     lambda pre, plus, digits, layout, cut, post: (
-        pre
-        + plus
-        + layout.format(*(digits[:cut], digits[cut : cut + 3], digits[cut + 3 :])).replace("{}", "")
-        + post
+        pre + plus + layout.format(digits[:cut], digits[cut : cut + 3], digits[cut + 3 :]) + post
     ),
     pads,
     st.sampled_from(["+", "+", "+", "", "", "1", "1 ", "++", "00", "\uff0b"]),
     st.text(alphabet="0123456789" * 8 + "\u0663\uff11", min_size=6, max_size=17)
-    | st.text(alphabet="23456789", min_size=1, max_size=1).flatmap(
-        lambda first: st.text(alphabet="0123456789", min_size=9, max_size=9).map(
-            lambda rest: first + rest  # the North American shape
-        )
+    | st.builds(
+        lambda first, rest: first + rest,
+        st.sampled_from("2345678901"),
+        st.text(alphabet="0123456789", min_size=9, max_size=9),
     ),
     st.sampled_from(PHONE_LAYOUTS),
     st.integers(1, 4),
     pads,
+) | st.builds(
+    # E.164's edges: '+', a first digit 0-9, 6 to 17 digits in all.
+    lambda first, rest: f"+{first}{rest}",
+    st.sampled_from("0123456789"),
+    st.text(alphabet="0123456789", min_size=5, max_size=16),
 )
 
 
@@ -238,8 +250,14 @@ long_values = st.builds(
     st.sampled_from([4090, 4096 - 6, 4096 - 5, 5000]),
 )
 anything = st.text(max_size=24)
-values = st.lists(
-    st.one_of(emails, phones, ad_ids, hexes, anything, long_values), min_size=5, max_size=40
+# Every kind in every example, each value once.
+values = st.builds(
+    lambda *kinds: [v for kind in kinds for v in kind],
+    st.lists(emails, min_size=1, max_size=12, unique=True),
+    st.lists(phones, min_size=1, max_size=12, unique=True),
+    st.lists(ad_ids, min_size=1, max_size=6, unique=True),
+    st.lists(hexes | anything, max_size=4, unique=True),
+    st.lists(long_values, max_size=1),
 )
 # PostgreSQL's text cannot hold NUL.
 pg_values = values.map(lambda vs: [v.replace("\x00", "") for v in vs])
