@@ -44,6 +44,7 @@ UV = Path(sys.executable).parent / "uv"
 @pytest.fixture(scope="session")
 def dbt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The dbt executable of a venv shared by the session's workers."""
+    assert UV.exists(), f"{UV} not found: uv comes with meltano (pip install --group test)"
     shared = tmp_path_factory.getbasetemp().parent
     venv = shared / "dbt-venv"
     executable = venv / "bin" / "dbt"
