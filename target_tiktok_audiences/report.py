@@ -126,6 +126,15 @@ class StreamReport:
     unchanged_audiences: list[str] = field(default_factory=list)
     rejects_counted_only: int = 0  # rejections not written to rejects_url (no usable key)
     rejects_why: str | None = None  # why they were counted only
+    # hash_identifiers: false: every digest arrived pre-hashed (its format checked, as it is)
+    prehashed: bool = False
+
+    @property
+    def prehashed_digests(self) -> int:
+        """How many of the digests taken in (added or removed) arrived pre-hashed."""
+        if not self.prehashed:
+            return 0
+        return sum(self.accepted.values()) + sum(self.removed.values())
 
     def reject(self, contract: str, reason: str) -> None:
         reasons = self.rejected.setdefault(contract, {})
@@ -171,6 +180,7 @@ class RunReport:
             "streams": [
                 {
                     **{k: v for k, v in asdict(s).items() if k != "audiences"},
+                    "prehashed_digests": s.prehashed_digests,
                     "audiences": [a.as_dict() for a in s.audiences],
                 }
                 for s in self.streams.values()
@@ -205,6 +215,13 @@ class RunReport:
                 f"{rejected:,}",
                 f" ({_reasons(stream.rejected)})" if rejected else "",
             )
+            if stream.prehashed:
+                logger.info(
+                    "Stream '%s': %s arrived pre-hashed (hash_identifiers: false): their format "
+                    "was checked, not what they were made from.",
+                    stream.stream,
+                    _n(stream.prehashed_digests, "digest"),
+                )
             for hint in stream.hints:
                 logger.warning("Stream '%s': %s", stream.stream, hint)
             if stream.rejects_counted_only:

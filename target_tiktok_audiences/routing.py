@@ -11,6 +11,7 @@ from singer_sdk.exceptions import ConfigValidationError
 from target_tiktok_audiences.client import AUDIENCE_NAME_MAX
 from target_tiktok_audiences.identifiers import (
     DETECTED_COLUMN_NAMES,
+    _column_key,
     detect_identifier_columns,
     identifier_like_columns,
 )
@@ -18,6 +19,8 @@ from target_tiktok_audiences.modes import AudienceType
 from target_tiktok_audiences.settings import AudienceMapping, Settings
 
 DETECTED_COLUMNS = ", ".join(n for names in DETECTED_COLUMN_NAMES.values() for n in names)
+# Names that say a detected column's twin holds its digests ("email_sha256", "hashed_email").
+_HASHED_FORMS = ("{}sha256", "{}md5", "{}hash", "{}hashed", "hashed{}")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ def route_stream(settings: Settings, stream: str, schema: Mapping[str, Any]) -> 
                 f"with any separators; its columns: {looked_at or 'none'}); map one with "
                 "audiences[].identifiers"
             )
+        _refuse_raw_and_hashed(settings, stream, found, columns)
     else:
         found = dict(mapping.identifiers)
     wanted = [(f"identifiers.{c}", col) for c, col in found.items()]
@@ -70,6 +74,29 @@ def route_stream(settings: Settings, stream: str, schema: Mapping[str, Any]) -> 
     used = set(found.values())
     lookalikes = tuple(c for c in identifier_like_columns(columns) if c not in used)
     return Route(mapping, found, lookalikes if mapping.identifiers is None else ())
+
+
+def _refuse_raw_and_hashed(
+    settings: Settings, stream: str, found: Mapping[str, str], columns: list[str]
+) -> None:
+    """A stream that offers a raw column and a pre-hashed one for one contract ("email" and
+    "email_sha256") must say which it means: detection would take the raw one, which with
+    hash_identifiers false is rejected value by value and matches nobody."""
+    keys = {_column_key(c): c for c in reversed(columns)}  # the first spelling wins
+    for contract, raw in found.items():
+        for name in DETECTED_COLUMN_NAMES[contract]:
+            for form in _HASHED_FORMS:
+                hashed = keys.get(form.format(_column_key(name)))
+                if hashed is None:
+                    continue
+                which = "pre-hashed" if not settings.rules.hash_identifiers else "raw"
+                message = (
+                    f"stream '{stream}' offers both a raw column '{raw}' and a pre-hashed column "
+                    f"'{hashed}' for {contract}: name the one to use in "
+                    "audiences[].identifiers (hash_identifiers is "
+                    f"{str(settings.rules.hash_identifiers).lower()}: the {which} one)"
+                )
+                raise ConfigValidationError(message, errors=[message])
 
 
 def _check_name_length(stream: str, mapping: AudienceMapping, contracts: list[str]) -> None:

@@ -177,7 +177,11 @@ class Run:
         mapping, found = route.mapping, route.columns
         stream_report = report.streams.get(stream)
         if stream_report is None:
-            stream_report = report.streams[stream] = StreamReport(stream, mapping.sync_mode.value)
+            stream_report = report.streams[stream] = StreamReport(
+                stream,
+                mapping.sync_mode.value,
+                prehashed=not self.settings.rules.hash_identifiers,
+            )
         for column in route.lookalikes:
             hint = (
                 f"column '{column}' looks like an identifier but is not used; map it in "

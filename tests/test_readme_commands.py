@@ -40,6 +40,7 @@ from target_tiktok_audiences.sandbox.store import Store
 
 from helpers import sandbox_windows
 from helpers.pg import PostgresCluster, pgcluster, throwaway_cluster
+from helpers.warehouse import docs_blocks
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -389,3 +390,45 @@ def test_links_between_the_readme_and_docs_resolve() -> None:
                 assert anchor in _anchors(linked.read_text(encoding="utf-8")), (
                     f"{path.name}: {target}"
                 )
+
+
+# -- docs/warehouse-hashing.md ----------------------------------------------------------------
+
+FUNCTIONS_FILE = "sql/postgres/tiktok_identifiers.sql"
+
+
+def test_warehouse_hashing_recipe(project: Project, local_plugins: Path, tmp_path: Path) -> None:
+    """The README's Meltano block, then the doc's recipe as written: a view of digests made by
+    the shipped functions, read alone with hash_identifiers false, gives an audience of the
+    very digests the target made from the raw table."""
+    blocks = docs_blocks()
+    readme = offline(readme_blocks()["meltano"], local_plugins)
+    (advertisers,) = re.findall(r"advertiser_ids '(\[[^']*\])'", readme)
+    advertiser_ids: list[str] = json.loads(advertisers)
+    view = blocks["warehouse-view"]
+    assert FUNCTIONS_FILE in view
+    # The file of a checkout of this repository, wherever it is.
+    view = view.replace(FUNCTIONS_FILE, str(REPO / FUNCTIONS_FILE))
+    token = f"readme-token-{uuid.uuid4().hex[:8]}"
+    with run_sandbox(tmp_path / "sandbox.db", tokens={token: advertiser_ids}) as sandbox:
+        env = {
+            "TIKTOK_ACCESS_TOKEN": token,
+            "TARGET_TIKTOK_AUDIENCES_API_BASE_URL": sandbox.base_url,
+        }
+        for block in (readme, view, blocks["warehouse-meltano"]):
+            code, output = project.run_block(block, env)
+            assert code == 0, output[-6000:]
+        audiences = {(a["advertiser_id"], a["name"]): a for a in sandbox.audiences()}
+
+    names = (STREAM, "CRM users")  # the README's run from the table, the recipe's from the view
+    assert sorted(audiences) == sorted((adv, name) for adv in advertiser_ids for name in names)
+    for audience in audiences.values():
+        assert audience["members"] == EXPECTED_MEMBERS
+    assert (
+        f"Stream 'public-tiktok_users': {USERS:,} digests arrived pre-hashed "
+        "(hash_identifiers: false)" in output
+    )
+    # Only the view was read: the table's stream never reached the target (which names every
+    # stream it gets, "ignored: it is not listed in the audiences setting" included).
+    assert "Stream 'public-tiktok_users'" in output
+    assert "Stream 'public-users'" not in output
