@@ -270,13 +270,15 @@ MODES = {
 }
 
 
+@pytest.mark.parametrize("answered", [False, True], ids=["unanswered", "answered"])
 @pytest.mark.parametrize("mode", MODES)
 def test_a_kill_while_tiktok_creates_never_makes_a_second_audience(
-    tmp_path: Path, mode: str
+    tmp_path: Path, mode: str, answered: bool
 ) -> None:
     """The probe's case, in every mode: TikTok takes seconds to make the audience, the run that
-    sent the create is killed meanwhile, and the next run starts before TikTok lists it. It
-    waits for it, adopts it and sends what it lacks: one audience, exactly the stream."""
+    sent the create is killed meanwhile (before its answer came, or just after it), and the
+    next run starts before TikTok lists it. It waits for it, adopts it and sends what it
+    lacks: one audience, exactly the stream."""
     extra, partner = MODES[mode]
     model = Mirror()  # its sandbox, its members() and check(): the model's oracle
     model.partner = partner
@@ -285,7 +287,8 @@ def test_a_kill_while_tiktok_creates_never_makes_a_second_audience(
         mapping["identifiers"] = {"EMAIL_SHA256": "email"}
         if partner:
             mapping["identifiers"]["PHONE_SHA256"] = "phone"
-        model.sandbox.inject("late_create", count=1, paths=[CREATE_PATHS[partner]], slow_seconds=6)
+        fault = "late_listed" if answered else "late_create"
+        model.sandbox.inject(fault, count=1, paths=[CREATE_PATHS[partner]], slow_seconds=6)
         users = set(range(10))
         messages = [
             schema_msg("users", ["email", "phone"]),
@@ -299,7 +302,7 @@ def test_a_kill_while_tiktok_creates_never_makes_a_second_audience(
             create_confirm_seconds=CONFIRM,
             max_retries=1,
         )
-        env = {FAULT: f"kill:during:{CREATE_CALLS[partner]}:1"}
+        env = {FAULT: f"kill:{'after' if answered else 'during'}:{CREATE_CALLS[partner]}:1"}
         killed = run_target(tmp_path, config, messages, name="killed", env=env)
         assert killed.returncode == -9 and killed.states == [], killed.stderr[-2000:]
         model.sandbox.clear_faults()
