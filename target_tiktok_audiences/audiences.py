@@ -71,6 +71,7 @@ class AudienceDirectory:
         # (advertiser, id) of audiences an earlier run's create made and this run adopted:
         # as new as a created one (a partner audience may still refuse mappings)
         self.adopted: set[tuple[str, str]] = set()
+        self._unsettled: set[tuple[str, str]] = set()  # (advertiser, name) created, recorded
         self._rows: dict[str, list[AudienceRow]] = {}
         self._listed_at: dict[str, float] = {}  # monotonic time of each advertiser's listing
         # (advertiser, name) -> the expired audience a fresh one replaces (ad groups must move)
@@ -217,8 +218,9 @@ class AudienceDirectory:
             if not api.offline:
                 self._pending.clear(advertiser_id, name)  # refused: nothing is being created
             raise
-        if not api.offline:
-            self._pending.clear(advertiser_id, name)
+        # Kept until the audience is delivered (settle): TikTok may answer a create before it
+        # lists the audience, and a run killed meanwhile leaves the next one to wait for it.
+        self._unsettled.add((advertiser_id, name))
         self.created += 1
         rows = self._rows.setdefault(advertiser_id, [])
         if all(r.audience_id != audience_id for r in rows):  # a lookup may have listed it
@@ -248,6 +250,12 @@ class AudienceDirectory:
                 audience_id,
             )
         return audience_id, True
+
+    def settle(self, advertiser_id: str, name: str) -> None:
+        """The audience this run created is delivered: its create record goes."""
+        if (advertiser_id, name) in self._unsettled:
+            self._unsettled.discard((advertiser_id, name))
+            self._pending.clear(advertiser_id, name)
 
     def await_pending(
         self, api: AudienceAPI, advertiser_id: str, name: str, kind: str

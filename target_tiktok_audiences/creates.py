@@ -3,8 +3,9 @@
 TikTok may take seconds to list an audience it is creating. A run killed (or whose answer was
 lost) while TikTok was still creating leaves the next run to look, not to create: before it
 sends a create, a run records it in the snapshot store (`<advertiser>/name-<hash>/AUDIENCE
-.creating`, an empty set whose header holds when); once the audience's id is known the record is
-dropped. A run that finds the record of a name waits for that audience to appear (up to
+.creating`, an empty set whose header holds when); the record is dropped once the audience is
+delivered (TikTok may answer a create before it lists the audience), or when TikTok refused the
+create. A run that finds the record of a name waits for that audience to appear (up to
 `create_confirm_seconds` after the create was sent) before it may create one: two audiences of
 one name are never made by this target.
 """
@@ -38,7 +39,7 @@ class StoredCreates:
             self._store.write(self._key(advertiser_id, name), (), kind=Kind.CREATING)
 
     def clear(self, advertiser_id: str, name: str) -> None:
-        """The audience's id is known (or TikTok refused the create): nothing is in flight."""
+        """The audience was delivered (or TikTok refused the create): nothing is in flight."""
         if self.recording:
             self._store.remove(self._key(advertiser_id, name), Kind.CREATING)
 

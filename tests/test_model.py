@@ -285,13 +285,15 @@ MODES = {
 }
 
 
+@pytest.mark.parametrize("answered", [False, True], ids=["unanswered", "answered"])
 @pytest.mark.parametrize("mode", MODES)
 def test_a_kill_while_tiktok_creates_never_makes_a_second_audience(
-    tmp_path: Path, mode: str
+    tmp_path: Path, mode: str, answered: bool
 ) -> None:
     """The probe's case, in every mode: TikTok takes seconds to make the audience, the run that
-    sent the create is killed meanwhile, and the next run starts before TikTok lists it. It
-    waits for it, adopts it and sends what it lacks: one audience, exactly the stream."""
+    sent the create is killed meanwhile (before its answer came, or just after it), and the
+    next run starts before TikTok lists it. It waits for it, adopts it and sends what it
+    lacks: one audience, exactly the stream."""
     extra, partner = MODES[mode]
     model = Mirror()  # its sandbox, its members() and check(): the model's oracle
     model.partner = partner
@@ -302,9 +304,8 @@ def test_a_kill_while_tiktok_creates_never_makes_a_second_audience(
             mapping["identifiers"]["PHONE_SHA256"] = "phone"
         # TikTok lists the audience 3 real seconds after the create (the sandbox's clock runs at
         # the suite's time scale): the next run, started within that, must wait for it.
-        model.sandbox.inject(
-            "late_create", count=1, paths=[CREATE_PATHS[partner]], slow_seconds=real(3)
-        )
+        fault = "late_listed" if answered else "late_create"
+        model.sandbox.inject(fault, count=1, paths=[CREATE_PATHS[partner]], slow_seconds=real(3))
         users = set(range(10))
         messages = [
             schema_msg("users", ["email", "phone"]),
@@ -318,7 +319,7 @@ def test_a_kill_while_tiktok_creates_never_makes_a_second_audience(
             create_confirm_seconds=int(real(10)),
             max_retries=1,
         )
-        env = {FAULT: f"kill:during:{CREATE_CALLS[partner]}:1"}
+        env = {FAULT: f"kill:{'after' if answered else 'during'}:{CREATE_CALLS[partner]}:1"}
         killed = run_target(tmp_path, config, messages, name="killed", env=env)
         assert killed.returncode == -9 and killed.states == [], killed.stderr[-2000:]
         model.sandbox.clear_faults()

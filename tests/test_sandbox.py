@@ -1165,6 +1165,20 @@ def test_fault_late_create(sb: SandboxServer, path: str) -> None:
     assert [c["fault"] for c in sb.calls(path)] == ["late_create"]
 
 
+@pytest.mark.parametrize("path", CREATE_PATHS)
+def test_fault_late_listed(sb: SandboxServer, path: str) -> None:
+    """The answer (with the id) comes, but the list shows the audience only later."""
+    sb.inject("late_listed", count=1, paths=[path], slow_seconds=600)
+    answer = post_create(sb, path).json()
+    assert answer["code"] == 0
+    (made,) = sb.audiences()
+    assert made["audience_id"] in json.dumps(answer["data"])
+    assert listed(sb) == {}
+    sb.advance_clock(601)
+    assert list(listed(sb)) == [made["audience_id"]]
+    assert [c["fault"] for c in sb.calls(path)] == ["late_listed"]
+
+
 def raw_http(sb: SandboxServer, path: str) -> bytes:
     """Send a GET over a bare socket and return every byte the server sent before closing."""
     with socket.create_connection(("127.0.0.1", sb.port), timeout=5) as sock:

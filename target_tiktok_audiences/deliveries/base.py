@@ -267,6 +267,8 @@ class Delivery(abc.ABC):
             raise
         else:
             self._expiry_notes(entry)
+            if entry.status == "delivered":
+                self.runtime.directory.settle(entry.advertiser_id, entry.audience_name)
         if not began:  # the lock was not taken: the caller's block must not run (deferred)
             raise staging.Skipped(entry.audience_name)
 

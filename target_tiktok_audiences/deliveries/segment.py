@@ -61,6 +61,7 @@ class SegmentDelivery(Delivery):
         for advertiser_id, partner in self._audiences.items():
             if partner.entry.status == "pending":
                 partner.entry.status = "delivered"
+                self.runtime.directory.settle(advertiser_id, partner.entry.audience_name)
                 api = self.runtime.client.with_stats(partner.entry.stats)
                 self.read_back(api, advertiser_id, partner.entry)
         return iter(())

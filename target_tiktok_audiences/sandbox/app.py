@@ -109,7 +109,7 @@ class SandboxApp(AccountEndpoints, CustomerFileEndpoints, SegmentEndpoints, Admi
             return self.fault_response(request, rule, call, request_id)
         kind = rule.kind if rule else None
         seconds = (rule.slow_seconds if rule else None) or self.config.slow_seconds
-        if kind == "late_create":
+        if kind in ("late_create", "late_listed"):
             request.environ[CREATE_DELAY] = seconds
         try:
             data = self.dispatch(request, path, call)

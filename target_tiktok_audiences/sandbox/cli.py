@@ -180,8 +180,8 @@ def _serve_parser() -> argparse.ArgumentParser:
         "--slow-seconds",
         type=float,
         default=5.0,
-        help="duration of the `slow` and `trickle` faults and the `late_create` listing delay "
-        "(default 5)",
+        help="duration of the `slow` and `trickle` faults and the `late_create` (`late_listed`) "
+        "listing delay (default 5)",
     )
     p.add_argument("--max-upload-bytes", type=int, default=50 * 1024 * 1024)
     p.add_argument(
@@ -203,9 +203,9 @@ def _serve_parser() -> argparse.ArgumentParser:
         f"except {', '.join(sorted(AFTER))}. code_NNNNN answers that TikTok code (any N: every "
         "code of the official table, or one never documented); redirect "
         "answers 307 to http://127.0.0.1:9; late_create creates but lists the audience only "
-        "--slow-seconds later and drops the answer; drop_mid_body cuts the body in half; "
-        "trickle sends it byte by byte over --slow-seconds; no_data answers code 0 "
-        "without data",
+        "--slow-seconds later and drops the answer (late_listed: answers it); drop_mid_body "
+        "cuts the body in half; trickle sends it byte by byte over --slow-seconds; no_data "
+        "answers code 0 without data",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for rate-based faults")
     return p

@@ -66,8 +66,11 @@ BEFORE = frozenset(
     {"rate_limit", "server_error", "http_503", "drop", "redirect", *PERMANENT, *TRANSIENT}
 )
 # late_create: the create is applied but listed only `slow_seconds` later, and the client gets
-# no answer; trickle: the answer takes `slow_seconds` in all, one byte at a time.
-AFTER = frozenset({"slow", "drop_after", "late_create", "drop_mid_body", "trickle", "no_data"})
+# no answer; late_listed: the same, but the client gets its answer (TikTok's id before TikTok's
+# list shows it); trickle: the answer takes `slow_seconds` in all, one byte at a time.
+AFTER = frozenset(
+    {"slow", "drop_after", "late_create", "late_listed", "drop_mid_body", "trickle", "no_data"}
+)
 KINDS = BEFORE | AFTER
 # Where `redirect` points by default: nothing listens on the discard port.
 DEFAULT_REDIRECT = "http://127.0.0.1:9"

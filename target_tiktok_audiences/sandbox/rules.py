@@ -43,7 +43,7 @@ REPLACE_UNFINISHED = (
     "This replace operation is rejected as there is an existing unfinished replace operation. "
     "Please try again later. Recommend no more than one replace operation per day."
 )
-# WSGI environ key: seconds a create made under the `late_create` fault stays unlisted.
+# WSGI environ key: seconds a create made under `late_create` or `late_listed` stays unlisted.
 CREATE_DELAY = "sandbox.create_delay"
 
 OK, NO_PERMISSION, PARAM_ERROR, RATE_LIMIT, BAD_TOKEN, SERVER_ERROR = (
