@@ -29,7 +29,7 @@ from target_tiktok_audiences.identifiers import (
 from target_tiktok_audiences.ledger import Ledger
 from target_tiktok_audiences.places import Place, probe, report_place, spool_place
 from target_tiktok_audiences.rejects import RejectsError, RejectsWriter
-from target_tiktok_audiences.report import RunReport, StreamReport
+from target_tiktok_audiences.report import AudienceReport, RunReport, StreamReport
 from target_tiktok_audiences.routing import Ignored, route_stream
 from target_tiktok_audiences.settings import Settings
 from target_tiktok_audiences.snapshot import LEASE_SECONDS, SnapshotStore, scope_for
@@ -261,14 +261,16 @@ class Run:
     def pending(self) -> bool:
         return bool(self.sealed) or any(d.pending for d in self.deliveries.values())
 
+    def _audiences(self, status: str) -> list[AudienceReport]:
+        """This run's audiences in `status`, in the order they came."""
+        return [a for s in self.report.streams.values() for a in s.audiences if a.status == status]
+
     @property
     def refused(self) -> list[str]:
         """Audiences TikTok refused this run, as 'name' in advertiser N."""
         return [
             f"'{a.audience_name}' in advertiser {a.advertiser_id} ({a.refusal})"
-            for s in self.report.streams.values()
-            for a in s.audiences
-            if a.status == "deferred"
+            for a in self._audiences("deferred")
         ]
 
     def undelivered(self) -> list[str]:
@@ -305,9 +307,7 @@ class Run:
         """Audiences TikTok applied in part (20001): re-sent by the next run, STATE held."""
         return [
             f"'{a.audience_name}' in advertiser {a.advertiser_id}"
-            for s in self.report.streams.values()
-            for a in s.audiences
-            if a.status == "partial"
+            for a in self._audiences("partial")
         ]
 
     @property
@@ -319,9 +319,7 @@ class Run:
     @property
     def delivered(self) -> int:
         """Audiences delivered this run (for the last line's wording)."""
-        return sum(
-            a.status == "delivered" for s in self.report.streams.values() for a in s.audiences
-        )
+        return len(self._audiences("delivered"))
 
     def state_line(self, state: Mapping[str, Any]) -> str | None:
         """The STATE line to emit now, or None while records before it are undelivered.
