@@ -232,7 +232,7 @@ class AudienceDirectory:
                 )
             )
         kind_shown = "partner" if kind == PARTNER else kind
-        if api.offline:  # a dry run's id is a placeholder: nothing was created
+        if not api.sends:  # a dry run's id is a placeholder: nothing was created
             log.info(
                 "Would create audience '%s' (%s) in advertiser %s (dry run).",
                 name,
@@ -256,7 +256,7 @@ class AudienceDirectory:
         its answer was lost): wait for that audience to appear, up to create_confirm_seconds
         after that create was sent, and adopt it. None: there is no such create, or its
         audience did not appear in time (a create may then be sent)."""
-        if api.offline or not self._pending.recording:
+        if api.offline:  # a dry run that reads TikTok awaits it too, as the real run would
             return None
         age = self._pending.age(advertiser_id, name)
         if age is None:
