@@ -30,6 +30,7 @@ from target_tiktok_audiences.testhooks import VARIABLE as FAULT
 
 from helpers import (
     ADV1,
+    Run,
     base_config,
     record_msg,
     run_target,
@@ -121,7 +122,7 @@ class Mirror(RuleBasedStateMachine):
             *(record_msg("users", {"id": i, "email": email(i), "phone": phone(i)}) for i in users),
             state_msg({"run": self.runs}),
         ]
-        done = run_target(self.tmp, self.config(**extra), messages, name=f"r{self.runs}", env=env)
+        done = self.send(self.config(**extra), messages, env)
         self.stream = users
         if done.returncode == 0:
             assert done.states == [{"run": self.runs}], done.stderr[-2000:]
@@ -131,6 +132,10 @@ class Mirror(RuleBasedStateMachine):
             assert done.states == [], "a failed run emitted STATE"
             assert "Traceback" not in done.stderr, done.stderr[-3000:]
         return done.returncode
+
+    def send(self, config: dict[str, Any], messages: list[dict], env: dict[str, str] | None) -> Run:
+        """One real run of the CLI (test_preview's model runs a dry run before it)."""
+        return run_target(self.tmp, config, messages, name=f"r{self.runs}", env=env)
 
     def members(self) -> dict[str, set[str]]:
         named = [a for a in self.sandbox.audiences(ADV1) if a["name"] == "Model"]
