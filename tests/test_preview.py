@@ -9,6 +9,7 @@ plan.json, one for one and in order.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -346,6 +347,20 @@ def test_a_partner_mirror_dry_run_plans_the_add_and_delete_batches(sandbox, tmp_
     plan, _, real = preview_then_run(sandbox, tmp_path, config, rows(range(5, 40)), "second")
     ok(real)
     assert [(c["action"], c["users"]) for c in plan["calls"]] == [("delete", 5), ("add", 10)]
+
+
+def test_the_documented_plan_is_what_a_dry_run_prints(sandbox, tmp_path: Path) -> None:
+    """docs/settings.md's example summary, from the run it describes."""
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "settings.md").read_text()
+    (block,) = re.findall(r"<!-- dry-run-example -->\n```text\n(.*?)\n```", docs, re.DOTALL)
+    config = config_for(sandbox)
+    ok(run_target(tmp_path, config, rows(range(4559)), name="first"))
+    sandbox.advance_clock(3600)
+    plan, preview, _ = preview_then_run(sandbox, tmp_path, config, rows(range(50, 4609)), "next")
+    messages = [ln.split(" | ", 3)[3] for ln in preview.stderr.splitlines() if ln.count(" | ") >= 3]
+    for line in block.splitlines():
+        assert line in messages, line
+    assert plan["operations"] == {ADV1: {"limit": 24, "used": 2, "by_this_run": 2, "left": 22}}
 
 
 # -- the model: random streams and faults, then a dry run and the real run ------------------
