@@ -366,6 +366,12 @@ class TargetTikTokAudiences(Target):
                 f"{', '.join(refused)}; {others} and no STATE was emitted; the summary above "
                 "says what to do"
             )
+            if self.run.settings.dry_run:  # nothing was sent: what a real run would hold back
+                message = (
+                    f"{len(refused)} audience{'s' if len(refused) > 1 else ''} would not be "
+                    f"delivered: {', '.join(refused)}; nothing was sent (dry run); the summary "
+                    "above says what to do"
+                )
             run.finish("failed", message)
             raise DeliveryIncomplete(message)
         partial = run.partial

@@ -319,6 +319,17 @@ def test_a_dry_run_plans_the_guards_budget_and_fan_out(sandbox, tmp_path: Path) 
     (bronze,) = plan["unchanged_audiences"]
     assert bronze["audience"].startswith("'Tier bronze' (id ")
     assert "would be deferred" in preview.stderr
+    assert (
+        preview.stderr.rstrip()
+        .splitlines()[-1]
+        .split(" | ")[-1]
+        .startswith(
+            f"2 audiences would not be delivered: 'Tier gold' in advertiser {ADV1} (this run "
+            "would remove 1,100 of its 1,200 users (92%), more than max_removal_percent (50%)), "
+            f"'Tier silver' in advertiser {ADV1} (the ad account's update operations of the last "
+            "24 h are spent (daily_update_operations)); nothing was sent (dry run)"
+        )
+    )
     assert "update operations of the last 24 h would be used (1 by this run)" in preview.stderr
 
 
@@ -361,6 +372,38 @@ def test_the_documented_plan_is_what_a_dry_run_prints(sandbox, tmp_path: Path) -
     for line in block.splitlines():
         assert line in messages, line
     assert plan["operations"] == {ADV1: {"limit": 24, "used": 2, "by_this_run": 2, "left": 22}}
+
+
+@pytest.mark.parametrize("mode", ["append", "incremental"])
+def test_append_and_incremental_dry_runs_plan_the_next_runs_calls(
+    sandbox, tmp_path: Path, mode: str
+) -> None:
+    mapping = {
+        "stream": "users",
+        "audience_name": "Changes",
+        "sync_mode": mode,
+        "identifiers": {"EMAIL_SHA256": "email"},
+        "remove_column": "gone",
+    }
+    config = base_config(sandbox, advertiser_ids=[ADV1], audiences=[mapping])
+    first = rows(range(1300), gone=lambda i: False)
+    plan, _, real = preview_then_run(sandbox, tmp_path, config, first, "first")
+    ok(real)
+    assert plan["audiences"][0]["created"] is True
+    sandbox.advance_clock(3600)
+    later = rows(range(1250, 1400), gone=lambda i: i < 1280)
+    plan, _, real = preview_then_run(sandbox, tmp_path, config, later, "later")
+    ok(real)
+    assert plan["audiences"][0]["created"] is False
+    if mode == "append":
+        assert [(c["call"], c.get("action")) for c in plan["calls"]] == [
+            ("upload", None),
+            ("update", "APPEND"),
+            ("upload", None),
+            ("update", "REMOVE"),
+        ]
+    else:
+        assert [(c["action"], c["users"]) for c in plan["calls"]] == [("delete", 30), ("add", 120)]
 
 
 # -- the model: random streams and faults, then a dry run and the real run ------------------
