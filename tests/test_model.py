@@ -266,8 +266,9 @@ MODEL_SETTINGS = settings(
 )
 
 
-@pytest.mark.parametrize("machine", [Mirror, PartnerMirror], ids=["file", "partner"])
-def test_any_sequence_of_runs_and_faults_converges(machine: type[Mirror]) -> None:
+def run_sequences(machine: type[Mirror], chosen: settings) -> None:
+    """The machine's sequences, each ended by one clean run that must converge."""
+
     class Checked(machine):  # type: ignore[valid-type,misc]
         def teardown(self) -> None:
             try:
@@ -276,8 +277,13 @@ def test_any_sequence_of_runs_and_faults_converges(machine: type[Mirror]) -> Non
             finally:
                 super().teardown()
 
-    Checked.TestCase.settings = MODEL_SETTINGS
+    Checked.TestCase.settings = chosen
     Checked.TestCase().runTest()
+
+
+@pytest.mark.parametrize("machine", [Mirror, PartnerMirror], ids=["file", "partner"])
+def test_any_sequence_of_runs_and_faults_converges(machine: type[Mirror]) -> None:
+    run_sequences(machine, MODEL_SETTINGS)
 
 
 # Every mode (issue 27): the mapping's settings, and whether its audience is a partner one.

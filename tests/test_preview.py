@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import test_model as model
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import initialize
 
@@ -439,19 +439,6 @@ class PreviewedPartner(Previewed):
 
 @pytest.mark.parametrize("machine", [Previewed, PreviewedPartner], ids=["file", "partner"])
 def test_a_dry_run_plans_what_the_next_run_sends(machine: type[Previewed]) -> None:
-    class Checked(machine):  # type: ignore[valid-type,misc]
-        def teardown(self) -> None:
-            try:
-                if not getattr(self, "_failed", False):
-                    self.final_clean_run_converges()
-            finally:
-                super().teardown()
-
-    Checked.TestCase.settings = settings(
-        max_examples=3,
-        stateful_step_count=4,
-        deadline=None,
-        derandomize=True,
-        suppress_health_check=[HealthCheck.too_slow],
+    model.run_sequences(
+        machine, settings(model.MODEL_SETTINGS, max_examples=3, stateful_step_count=4)
     )
-    Checked.TestCase().runTest()
