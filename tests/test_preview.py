@@ -374,6 +374,25 @@ def test_the_documented_plan_is_what_a_dry_run_prints(sandbox, tmp_path: Path) -
     assert plan["operations"] == {ADV1: {"limit": 24, "used": 2, "by_this_run": 2, "left": 22}}
 
 
+def test_a_due_resync_is_planned_as_the_replace_it_is(sandbox, tmp_path: Path) -> None:
+    config = config_for(sandbox, resync_days=1)
+    ok(run_target(tmp_path, config, rows(range(1200)), name="first"))
+    sandbox.advance_clock(2 * 86400)  # the resync is due, and TikTok allows a REPLACE
+    plan, preview, real = preview_then_run(sandbox, tmp_path, config, rows(range(1210)), "resync")
+    ok(real)
+    (entry,) = plan["audiences"]
+    assert (entry["action"], entry["mirror"], entry["mirror_reason"]) == (
+        "REPLACE",
+        "full",
+        "resync (resync_days)",
+    )
+    assert [(c["call"], c.get("action"), c.get("lines")) for c in plan["calls"]] == [
+        ("upload", None, 1210),
+        ("update", "REPLACE", None),
+    ]
+    assert "all 1,210 in full (resync (resync_days))" in planned_line(preview)[0]
+
+
 @pytest.mark.parametrize("mode", ["append", "incremental"])
 def test_append_and_incremental_dry_runs_plan_the_next_runs_calls(
     sandbox, tmp_path: Path, mode: str
