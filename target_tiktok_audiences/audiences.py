@@ -198,8 +198,8 @@ class AudienceDirectory:
                 "max_new_audiences.",
                 said=False,
             )
-        if not api.offline:
-            self._pending.mark(advertiser_id, name)  # a run killed from here on is awaited
+        # A run killed from here on is awaited (a dry run's store records nothing: creates.py).
+        self._pending.mark(advertiser_id, name)
         try:
             audience_id = create()
         except TransientError as exc:
@@ -214,11 +214,9 @@ class AudienceDirectory:
 
             audience_id = confirmed or api.retrying(again)
         except Exception:
-            if not api.offline:
-                self._pending.clear(advertiser_id, name)  # refused: nothing is being created
+            self._pending.clear(advertiser_id, name)  # refused: nothing is being created
             raise
-        if not api.offline:
-            self._pending.clear(advertiser_id, name)
+        self._pending.clear(advertiser_id, name)
         self.created += 1
         rows = self._rows.setdefault(advertiser_id, [])
         if all(r.audience_id != audience_id for r in rows):  # a lookup may have listed it
