@@ -199,8 +199,8 @@ class AudienceDirectory:
                 "max_new_audiences.",
                 said=False,
             )
-        if not api.offline:
-            self._pending.mark(advertiser_id, name)  # a run killed from here on is awaited
+        # A run killed from here on is awaited (a dry run's store records nothing: creates.py).
+        self._pending.mark(advertiser_id, name)
         try:
             audience_id = create()
         except TransientError as exc:
@@ -215,8 +215,7 @@ class AudienceDirectory:
 
             audience_id = confirmed or api.retrying(again)
         except Exception:
-            if not api.offline:
-                self._pending.clear(advertiser_id, name)  # refused: nothing is being created
+            self._pending.clear(advertiser_id, name)  # refused: nothing is being created
             raise
         # Kept until the audience is delivered (settle): TikTok may answer a create before it
         # lists the audience, and a run killed meanwhile leaves the next one to wait for it.
@@ -234,7 +233,7 @@ class AudienceDirectory:
                 )
             )
         kind_shown = "partner" if kind == PARTNER else kind
-        if api.offline:  # a dry run's id is a placeholder: nothing was created
+        if not api.sends:  # a dry run's id is a placeholder: nothing was created
             log.info(
                 "Would create audience '%s' (%s) in advertiser %s (dry run).",
                 name,
@@ -264,7 +263,7 @@ class AudienceDirectory:
         its answer was lost): wait for that audience to appear, up to create_confirm_seconds
         after that create was sent, and adopt it. None: there is no such create, or its
         audience did not appear in time (a create may then be sent)."""
-        if api.offline or not self._pending.recording:
+        if api.offline:  # a dry run that reads TikTok awaits it too, as the real run would
             return None
         age = self._pending.age(advertiser_id, name)
         if age is None:

@@ -1,5 +1,12 @@
 """dry_run: an AudienceAPI that sends nothing and writes down everything.
 
+With an access_token, `PreviewClient` is the real `TikTokClient` whose reads (the token check,
+list, get, TikTok's clock, the operations budget from the ledger and TikTok's history) go to
+TikTok, and whose writes (upload, create, update, mapping) are written down, never sent: the
+deliveries plan with the same code as a real run, from what TikTok and the snapshot store
+(read only) hold, so the plan is what the next real run would send. Without a token,
+`DryRunClient` reads nothing at all: every audience is planned as new.
+
 Each run writes into a new folder under output_dir (named by its start time), so a dry run
 never touches what it did not write: files/ holds the hashed files that would be uploaded,
 batches/ the Segment API batches, and plan.json the audiences, actions and counts. Everything
@@ -23,6 +30,7 @@ from target_tiktok_audiences.client import (
     AudienceStatus,
     CountedCalls,
     NewAudience,
+    TikTokClient,
     UserBatch,
     file_md5,
 )
@@ -69,14 +77,14 @@ class _Recorder:
         self.ids = 0
 
 
-class DryRunClient(CountedCalls):
-    """Same calls as TikTokClient; no network at all."""
+PLACEHOLDER = "dry-run-"  # the id a dry run gives an audience it would create
 
-    offline = True  # configured audience ids are trusted: there is no list to check them in
 
-    def __init__(self, output_dir: str | Path) -> None:
-        self._rec = _Recorder(output_dir)
-        super().__init__(self._rec.total)
+class _Recording(CountedCalls):
+    """The write calls of a dry run: written down under output_dir, never sent."""
+
+    sends = False
+    _rec: _Recorder
 
     @property
     def out(self) -> Path:
@@ -90,17 +98,8 @@ class DryRunClient(CountedCalls):
         self._rec.calls.append(call)
         self._count()
 
-    def retrying(self, func: Callable[[], T]) -> T:
-        return func()
-
-    def preflight(self, advertiser_ids: Sequence[str]) -> None:
-        log.info("dry_run: nothing is sent to TikTok; files and plan go to %s", self.out)
-
-    def list_audiences(self, advertiser_id: str) -> Iterator[AudienceRow]:
-        return iter(())  # offline, no audience is known: the plan says what would be created
-
-    def get_audience(self, advertiser_id: str, audience_id: str) -> AudienceStatus:
-        return AudienceStatus(None, None)
+    def _spend(self, advertiser_id: str, audience_id: str, action: str) -> None:
+        """An update operation the plan takes from the ad account's budget (none offline)."""
 
     def upload_file(self, advertiser_id: str, calculate_type: str, path: Path) -> str:
         rec = self._rec
@@ -127,7 +126,7 @@ class DryRunClient(CountedCalls):
 
     def _new_id(self) -> str:
         self._rec.ids += 1
-        return f"dry-run-{self._rec.ids}"
+        return f"{PLACEHOLDER}{self._rec.ids}"
 
     def create_customer_audience(self, audience: NewAudience) -> str:
         advertiser_id, name, calculate_type = audience.key
@@ -149,6 +148,7 @@ class DryRunClient(CountedCalls):
     def update_customer_audience(
         self, advertiser_id: str, audience_id: str, file_paths: Sequence[str], action: str
     ) -> None:
+        self._spend(advertiser_id, audience_id, action)
         self._record(
             {
                 "call": "update",
@@ -201,16 +201,87 @@ class DryRunClient(CountedCalls):
             }
         )
 
-    def finish(self, report: RunReport) -> None:
+    def write_plan(self, report: RunReport) -> None:
         """Nothing was sent: delivered audiences are only planned; write plan.json."""
         audiences = []
+        unchanged = []
         for stream in report.streams.values():
             for entry in stream.audiences:
                 if entry.status == "delivered":
                     entry.status = "planned"
                 audiences.append({"stream": stream.stream, **entry.as_dict()})
-        plan = self.out / "plan.json"
-        with _private_file(plan) as fh:
-            json.dump({"dry_run": True, "audiences": audiences, "calls": self.calls}, fh, indent=2)
+            unchanged += [
+                {"stream": stream.stream, "audience": a} for a in stream.unchanged_audiences
+            ]
+        plan = {
+            "dry_run": True,
+            "read_tiktok": not self.offline,
+            "audiences": audiences,
+            "unchanged_audiences": unchanged,  # audience_name_column: no records this run
+            "operations": report.operations,
+            "calls": self.calls,
+        }
+        path = self.out / "plan.json"
+        with _private_file(path) as fh:
+            json.dump(plan, fh, indent=2)
             fh.write("\n")
-        log.info("dry_run: plan written to %s", plan)
+        log.info("dry_run: plan written to %s", path)
+
+
+class DryRunClient(_Recording):
+    """No token: same calls as TikTokClient, no network at all; every audience is new."""
+
+    offline = True  # configured audience ids are trusted: there is no list to check them in
+
+    def __init__(self, output_dir: str | Path) -> None:
+        self._rec = _Recorder(output_dir)
+        super().__init__(self._rec.total)
+
+    def retrying(self, func: Callable[[], T]) -> T:
+        return func()
+
+    def preflight(self, advertiser_ids: Sequence[str]) -> None:
+        log.info("dry_run: nothing is sent to TikTok; files and plan go to %s", self.out)
+
+    def list_audiences(self, advertiser_id: str) -> Iterator[AudienceRow]:
+        return iter(())  # offline, no audience is known: the plan says what would be created
+
+    def get_audience(self, advertiser_id: str, audience_id: str) -> AudienceStatus:
+        return AudienceStatus(None, None)
+
+    def finish(self, report: RunReport) -> None:
+        self.write_plan(report)
+
+
+class PreviewClient(_Recording, TikTokClient):
+    """With a token: TikTokClient's reads, and its writes written down instead of sent.
+
+    The operations budget is counted as a real run counts it (the ledger, read only, and
+    TikTok's history) and each planned update takes its operation, so what the budget defers
+    is planned too; nothing is written to the ledger.
+    """
+
+    def __init__(self, output_dir: str | Path, base_url: str, token: str, **kwargs: Any) -> None:
+        super().__init__(base_url, token, **kwargs)
+        self._rec = _Recorder(output_dir)
+
+    def preflight(self, advertiser_ids: Sequence[str]) -> None:
+        super().preflight(advertiser_ids)
+        log.info(
+            "dry_run: TikTok and the snapshots are only read, nothing is sent or written; "
+            "files and plan go to %s",
+            self.out,
+        )
+
+    def get_audience(self, advertiser_id: str, audience_id: str) -> AudienceStatus:
+        if audience_id.startswith(PLACEHOLDER):  # would be created: TikTok has nothing to say
+            return AudienceStatus(None, None)
+        return super().get_audience(advertiser_id, audience_id)
+
+    def _spend(self, advertiser_id: str, audience_id: str, action: str) -> None:
+        # As TikTokClient.update_customer_audience takes it, without the ledger entry.
+        self._budget.take(advertiser_id, audience_id, action, f"{action} on audience {audience_id}")
+
+    def finish(self, report: RunReport) -> None:
+        super().finish(report)  # the operations per advertiser, as a real run reports them
+        self.write_plan(report)

@@ -24,6 +24,10 @@ MATCH_NOTE = (
     "TikTok matches uploaded users in 24-48 hours; an audience is usable for targeting from "
     "1,000 matched users."
 )
+NOT_READ = (
+    "dry_run without access_token: TikTok was not read, so every audience is planned as new "
+    "(set access_token to plan against what TikTok and the snapshots hold)."
+)
 GAP_SHARE = 0.05  # TikTok's size this far from the snapshot's is flagged (size_gap)
 
 
@@ -146,6 +150,7 @@ class RunReport:
     """The whole run."""
 
     dry_run: bool
+    read_tiktok: bool = True  # False: a dry run without a token, every audience planned as new
     started_at: str = field(default_factory=lambda: _now())
     finished_at: str | None = None
     status: str = "running"  # running | succeeded | failed | interrupted
@@ -169,6 +174,7 @@ class RunReport:
             "status": self.status,
             "error": self.error,
             "dry_run": self.dry_run,
+            "read_tiktok": self.read_tiktok,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "calls": asdict(self.calls),
@@ -201,6 +207,8 @@ class RunReport:
 
     def log_summary(self, logger: logging.Logger) -> None:
         """A few lines per audience, readable in `meltano run` output."""
+        if self.dry_run and not self.read_tiktok:
+            logger.warning(NOT_READ)
         for stream in self.streams.values():
             rejected = sum(sum(r.values()) for r in stream.rejected.values())
             logger.info(
@@ -239,6 +247,7 @@ class RunReport:
                     continue
                 if self.dry_run:
                     logger.info("%s", _planned_line(aud))
+                    _log_note(logger, aud)
                     continue
                 logger.info(
                     "Audience '%s' in advertiser %s: %s.",
@@ -249,11 +258,12 @@ class RunReport:
                 _log_note(logger, aud)
         for advertiser_id, ops in self.operations.items():
             logger.info(
-                "Advertiser %s: %s of its %s update operations of the last 24 h used (%s by "
+                "Advertiser %s: %s of its %s update operations of the last 24 h %s (%s by "
                 "this run), %s left (daily_update_operations).",
                 advertiser_id,
                 ops["used"],
                 ops["limit"],
+                "would be used" if self.dry_run else "used",
                 ops["by_this_run"],
                 ops["left"],
             )
@@ -325,6 +335,7 @@ def _log_fanout(logger: logging.Logger, stream: StreamReport, dry_run: bool) -> 
             continue
         if dry_run:
             logger.info("  %s", _planned_line(aud))
+            _log_note(logger, aud)
             continue
         logger.info("  '%s' in %s: %s.", aud.audience_name, aud.advertiser_id, _delivery_line(aud))
         _log_note(logger, aud)
@@ -386,14 +397,18 @@ def _gap(aud: AudienceReport) -> str | None:
 
 def _planned_line(aud: AudienceReport) -> str:
     """A dry run's audience: what would happen, never as if it had."""
+    where = f"Audience '{aud.audience_name}' in advertiser {aud.advertiser_id}"
+    if aud.status != "planned":
+        why = f" ({aud.refusal})" if aud.refusal else ""
+        return f"{where}: dry run, would be {aud.status}{why}; nothing was sent."
     does = "create it" if aud.created else f"update audience {aud.audience_id or '-'}"
+    if aud.action == "NONE":
+        return (
+            f"{where}: {change_line(aud)}; nothing to change in audience "
+            f"{aud.audience_id or '-'}; nothing would be sent (dry run)."
+        )
     if aud.action and aud.action != "CREATE":
         does += f" ({aud.action})"
-    if aud.status != "planned":
-        return (
-            f"Audience '{aud.audience_name}' in advertiser {aud.advertiser_id}: dry run, "
-            f"{aud.status}; nothing was sent."
-        )
     if aud.batches or aud.users_added or aud.users_removed:
         sent = (
             f"would add {_n(aud.users_added, 'user')} and remove {aud.users_removed:,} in "
@@ -409,10 +424,7 @@ def _planned_line(aud: AudienceReport) -> str:
         sent += f"; {aud.identifiers_unchanged:,} unchanged (by difference)"
     elif aud.mirror == "full":
         sent += f"; all {aud.identifiers_unique:,} in full ({aud.mirror_reason})"
-    return (
-        f"Audience '{aud.audience_name}' in advertiser {aud.advertiser_id}: {change_line(aud)}; "
-        f"would {does}; {sent}; {_n(aud.stats.calls, 'call')} planned, nothing sent (dry run)."
-    )
+    return f"{where}: {change_line(aud)}; would {does}; {sent}; nothing sent (dry run)."
 
 
 def _n(count: int, one: str, many: str | None = None) -> str:

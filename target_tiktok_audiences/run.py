@@ -19,7 +19,7 @@ from target_tiktok_audiences.client.endpoints import REFUSAL_RETRY_SECONDS
 from target_tiktok_audiences.creates import StoredCreates
 from target_tiktok_audiences.deliveries import Delivery, Runtime, delivery_class, staging
 from target_tiktok_audiences.deliveries.fanout import FanOutDelivery, fixed_claims
-from target_tiktok_audiences.dryrun import DryRunClient
+from target_tiktok_audiences.dryrun import DryRunClient, PreviewClient
 from target_tiktok_audiences.identifiers import (
     ColumnEncoder,
     Encoder,
@@ -63,20 +63,25 @@ class Binding:
 
 def make_client(settings: Settings, snapshots: SnapshotStore | None = None) -> AudienceAPI:
     """The run's client; with the snapshot store, each update operation is recorded in its
-    ledger before it is sent (the daily operations budget counts from it)."""
-    if settings.dry_run:
+    ledger before it is sent (the daily operations budget counts from it).
+
+    dry_run: with a token, TikTok is read and nothing sent (PreviewClient, the ledger read
+    only); without one, nothing is read either (DryRunClient)."""
+    if settings.dry_run and not settings.access_token:
         return DryRunClient(settings.output_dir)
-    return TikTokClient(
-        settings.api_base_url,
-        settings.access_token or "",
-        timeout=settings.request_timeout,
-        max_retries=settings.max_retries,
-        max_retry_seconds=settings.max_retry_seconds,
-        max_requests_per_second=settings.max_requests_per_second,
-        refusal_retry_seconds=min(settings.max_retry_seconds, REFUSAL_RETRY_SECONDS),
-        daily_update_operations=settings.daily_update_operations,
-        ledger=Ledger(snapshots) if snapshots is not None else None,
-    )
+    options: dict[str, Any] = {
+        "timeout": settings.request_timeout,
+        "max_retries": settings.max_retries,
+        "max_retry_seconds": settings.max_retry_seconds,
+        "max_requests_per_second": settings.max_requests_per_second,
+        "refusal_retry_seconds": min(settings.max_retry_seconds, REFUSAL_RETRY_SECONDS),
+        "daily_update_operations": settings.daily_update_operations,
+        "ledger": Ledger(snapshots) if snapshots is not None else None,
+    }
+    token = settings.access_token or ""
+    if settings.dry_run:
+        return PreviewClient(settings.output_dir, settings.api_base_url, token, **options)
+    return TikTokClient(settings.api_base_url, token, **options)
 
 
 def check_places(settings: Settings, snapshot_root: str) -> None:
@@ -128,7 +133,7 @@ class Run:
                 pending=StoredCreates(snapshots),
             ),
             workdir=private_workdir(),
-            report=RunReport(dry_run=settings.dry_run),
+            report=RunReport(dry_run=settings.dry_run, read_tiktok=not client.offline),
             logger=logger,
             claims=fixed_claims((settings.mappings or {}).values()),
             snapshots=snapshots,

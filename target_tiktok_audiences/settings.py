@@ -165,9 +165,11 @@ CONFIG_SCHEMA = th.PropertiesList(
         th.BooleanType,
         default=False,
         title="Dry Run",
-        description="No network at all: write the hashed files and a plan of what would be "
-        "sent into a new folder under output_dir. Emits no STATE, so a Meltano bookmark never "
-        "advances on a dry run.",
+        description="Send nothing and write nothing to TikTok or the snapshot store: write the "
+        "hashed files and a plan of what would be sent into a new folder under output_dir. "
+        "With access_token, TikTok and the snapshots are read (never written) and the plan is "
+        "what a real run would send now; without it, there is no network and every audience is "
+        "planned as new. Emits no STATE, so a Meltano bookmark never advances on a dry run.",
     ),
     th.Property(
         "output_dir",

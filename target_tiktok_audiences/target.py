@@ -355,16 +355,18 @@ class TargetTikTokAudiences(Target):
             run.finish("failed", no_access)
             raise DeliveryIncomplete(no_access)
         if refused:
-            delivered = run.delivered
             others = (
                 "the others were delivered"
-                if delivered
+                if run.delivered
                 else "no other audience was delivered in this run"
             )
+            # A dry run sent nothing: it says what a real run would hold back.
+            dry = run.settings.dry_run
+            outcome = "nothing was sent (dry run)" if dry else f"{others} and no STATE was emitted"
             message = (
-                f"{len(refused)} audience{'s' if len(refused) > 1 else ''} not delivered: "
-                f"{', '.join(refused)}; {others} and no STATE was emitted; the summary above "
-                "says what to do"
+                f"{len(refused)} audience{'s' if len(refused) > 1 else ''} "
+                f"{'would not be' if dry else 'not'} delivered: {', '.join(refused)}; {outcome}; "
+                "the summary above says what to do"
             )
             run.finish("failed", message)
             raise DeliveryIncomplete(message)

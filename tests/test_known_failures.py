@@ -570,8 +570,8 @@ def test_a_dry_run_says_what_it_would_do_never_that_it_did(tmp_path):
     )
     assert (
         f"Audience 'VIP' in advertiser {ADV1}: +3 \u22120 \u2192 3; would create it; would upload "
-        "3 identifiers and remove 0 in 1 file (195 bytes); all 3 in full (new audience); 2 "
-        "calls planned, nothing sent (dry run)."
+        "3 identifiers and remove 0 in 1 file (195 bytes); all 3 in full (new audience); "
+        "nothing sent (dry run)."
     ) in messages
     # Nothing was sent, so nothing is being matched: no 24-48 h line (issue 29).
     assert "24-48" not in run.stderr
@@ -585,7 +585,7 @@ def test_a_partner_dry_run_says_it_would_add(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert (
         f"Audience 'VIP' in advertiser {ADV1}: +3 \u22120; would create it; would add 3 users "
-        "and remove 0 in 1 batch; 2 calls planned, nothing sent (dry run)."
+        "and remove 0 in 1 batch; nothing sent (dry run)."
     ) in run.stderr
     assert f"Would create audience 'VIP' (partner) in advertiser {ADV1} (dry run)." in run.stderr
 

@@ -30,6 +30,7 @@ from target_tiktok_audiences.testhooks import VARIABLE as FAULT
 
 from helpers import (
     ADV1,
+    Run,
     base_config,
     real,
     record_msg,
@@ -122,7 +123,7 @@ class Mirror(RuleBasedStateMachine):
             *(record_msg("users", {"id": i, "email": email(i), "phone": phone(i)}) for i in users),
             state_msg({"run": self.runs}),
         ]
-        done = run_target(self.tmp, self.config(**extra), messages, name=f"r{self.runs}", env=env)
+        done = self.send(self.config(**extra), messages, env)
         self.stream = users
         if done.returncode == 0:
             assert done.states == [{"run": self.runs}], done.stderr[-2000:]
@@ -132,6 +133,10 @@ class Mirror(RuleBasedStateMachine):
             assert done.states == [], "a failed run emitted STATE"
             assert "Traceback" not in done.stderr, done.stderr[-3000:]
         return done.returncode
+
+    def send(self, config: dict[str, Any], messages: list[dict], env: dict[str, str] | None) -> Run:
+        """One real run of the CLI (test_preview's model runs a dry run before it)."""
+        return run_target(self.tmp, config, messages, name=f"r{self.runs}", env=env)
 
     def members(self) -> dict[str, set[str]]:
         named = [a for a in self.sandbox.audiences(ADV1) if a["name"] == "Model"]
@@ -262,8 +267,9 @@ MODEL_SETTINGS = settings(
 )
 
 
-@pytest.mark.parametrize("machine", [Mirror, PartnerMirror], ids=["file", "partner"])
-def test_any_sequence_of_runs_and_faults_converges(machine: type[Mirror]) -> None:
+def run_sequences(machine: type[Mirror], chosen: settings) -> None:
+    """The machine's sequences, each ended by one clean run that must converge."""
+
     class Checked(machine):  # type: ignore[valid-type,misc]
         def teardown(self) -> None:
             try:
@@ -272,8 +278,13 @@ def test_any_sequence_of_runs_and_faults_converges(machine: type[Mirror]) -> Non
             finally:
                 super().teardown()
 
-    Checked.TestCase.settings = MODEL_SETTINGS
+    Checked.TestCase.settings = chosen
     Checked.TestCase().runTest()
+
+
+@pytest.mark.parametrize("machine", [Mirror, PartnerMirror], ids=["file", "partner"])
+def test_any_sequence_of_runs_and_faults_converges(machine: type[Mirror]) -> None:
+    run_sequences(machine, MODEL_SETTINGS)
 
 
 # Every mode (issue 27): the mapping's settings, and whether its audience is a partner one.

@@ -669,11 +669,12 @@ def test_a_redirect_is_an_error_naming_the_host_and_the_token_stays(sandbox, tmp
     assert leaks(run.output, json.dumps(run.report)) == []
 
 
-def test_dry_run_files_are_private_and_hold_no_known_value(tmp_path):
+def test_dry_run_files_are_private_and_hold_no_known_value(sandbox, tmp_path):
     out = tmp_path / "out"
     config = {
         "advertiser_ids": [ADV1],
-        "access_token": TOKEN,
+        "access_token": TOKEN,  # with a token a dry run reads TikTok (the sandbox here)
+        "api_base_url": sandbox.base_url,
         "dry_run": True,
         "output_dir": str(out),
         "default_phone_region": "US",

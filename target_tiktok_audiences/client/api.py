@@ -1,7 +1,8 @@
 """What the rest of the target sees of TikTok: its limits, the `AudienceAPI` seam and its types.
 
 `AudienceAPI` is the seam every other module is typed with; `TikTokClient` (endpoints.py) talks
-to TikTok, `dryrun.DryRunClient` writes down what would be sent, and tests use an in-memory fake.
+to TikTok, the dry runs' clients (dryrun.py) write down what would be sent, and tests use an
+in-memory fake.
 """
 
 from __future__ import annotations
@@ -176,6 +177,10 @@ class AudienceAPI(Protocol):
         """True when nothing reaches TikTok (dry run): configured audience ids are trusted."""
 
     @property
+    def sends(self) -> bool:
+        """False in a dry run: write calls are written down, never sent (reads may be)."""
+
+    @property
     def total(self) -> CallStats:
         """Every call of the run, whichever view made it."""
 
@@ -242,6 +247,7 @@ class CountedCalls:
 
     _stats: tuple[CallStats, ...]
     offline = False
+    sends = True
 
     def __init__(self, total: CallStats) -> None:
         self._stats = (total,)
