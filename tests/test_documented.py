@@ -64,11 +64,13 @@ class Canned(BaseAdapter):
         pass
 
 
-def client_answering(answer: dict[str, Any]) -> tuple[TikTokClient, Canned]:
+def client_answering(
+    answer: dict[str, Any], token: str = "tok-canned-1234"
+) -> tuple[TikTokClient, Canned]:
     adapter = Canned(answer)
     session = requests.Session()
     session.mount("http://", adapter)
-    return TikTokClient(API, "token", session=session, max_retries=0), adapter
+    return TikTokClient(API, token, session=session, max_retries=0), adapter
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONTRACT.glob("*.json")))
@@ -282,3 +284,14 @@ def test_the_sandbox_answers_an_empty_account_without_list(plain_sandbox: Sandbo
     ).json()
     assert answer["code"] == 0 and "list" not in answer["data"]
     assert answer["data"]["page_info"]["total_number"] == 0
+
+
+def test_tiktoks_words_after_acceptance_never_carry_the_token() -> None:
+    answer = fixture("get_failed_match.json")["answer"]
+    row = answer["data"]["list"][0]
+    row["audience_details"]["error_msg"] = "token tok-planted-1234 is not allowed"
+    row["audience_history"][-1]["msg"] = "bad tok-planted-1234"
+    client, _ = client_answering(answer, token="tok-planted-1234")
+    status = client.get_audience(ADV1, "7100000001")
+    assert status.error_message == "token [redacted] is not allowed"
+    assert status.last is not None and status.last.msg == "bad [redacted]"

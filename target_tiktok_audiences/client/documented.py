@@ -18,11 +18,12 @@ Sources:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from target_tiktok_audiences.client.api import AudienceRow, AudienceStatus, Operation
+from target_tiktok_audiences.redact import scrub
 
 ENVELOPE = frozenset({"code", "message", "request_id", "data"})
 
@@ -132,8 +133,9 @@ def parse_time(value: object) -> datetime | None:
     return None
 
 
-def _text(value: object) -> str | None:
-    text = str(value).strip() if value is not None else ""
+def _text(value: object, secrets: Sequence[str] = ()) -> str | None:
+    """TikTok's words, stripped of the token (TikTok may quote what it was sent)."""
+    text = scrub(str(value).strip(), secrets) if value is not None else ""
     return text or None
 
 
@@ -164,16 +166,16 @@ def parse_audience_row(row: Mapping[str, Any]) -> AudienceRow:
     )
 
 
-def parse_history(entries: object) -> tuple[Operation, ...]:
+def parse_history(entries: object, secrets: Sequence[str] = ()) -> tuple[Operation, ...]:
     """audience_history, oldest first (TikTok documents no order; two of one second keep
     the order listed)."""
     ops = [
         Operation(
-            word=str(e.get("action") or ""),
+            word=_text(e.get("action"), secrets) or "",
             kind=operation_kind(e.get("action")),
             at=parse_time(e.get("opt_time")),
-            editor=_text(e.get("editor")),
-            msg=_text(e.get("msg")),
+            editor=_text(e.get("editor"), secrets),
+            msg=_text(e.get("msg"), secrets),
         )
         for e in (entries if isinstance(entries, list) else [])
         if isinstance(e, Mapping)
@@ -182,17 +184,18 @@ def parse_history(entries: object) -> tuple[Operation, ...]:
     return tuple(sorted(ops, key=lambda op: op.at or floor))
 
 
-def parse_audience_status(row: Mapping[str, Any]) -> AudienceStatus:
-    """One row of `dmp/custom_audience/get`: details and history."""
+def parse_audience_status(row: Mapping[str, Any], secrets: Sequence[str] = ()) -> AudienceStatus:
+    """One row of `dmp/custom_audience/get`: details and history; `secrets` (the token) are
+    stripped from TikTok's words."""
     details = row.get("audience_details")
     details = details if isinstance(details, Mapping) else {}
     valid = details.get("is_valid")
     return AudienceStatus(
         is_valid=valid if isinstance(valid, bool) else None,
         size=_count(details.get("cover_num")),
-        history=parse_history(row.get("audience_history")),
+        history=parse_history(row.get("audience_history"), secrets),
         expires=parse_time(details.get("expired_time")),
         expiring=details.get("is_expiring") is True,
-        message=_text(details.get("msg")),
-        error_message=_text(details.get("error_msg")),
+        message=_text(details.get("msg"), secrets),
+        error_message=_text(details.get("error_msg"), secrets),
     )

@@ -233,7 +233,7 @@ class TikTokClient(CountedCalls):
     def get_audience(self, advertiser_id: str, audience_id: str) -> AudienceStatus:
         rows = self._get_rows(advertiser_id, [audience_id], f"Reading audience {audience_id}")
         row = rows[0] if rows and isinstance(rows[0], dict) else {}
-        return parse_audience_status(row)
+        return parse_audience_status(row, self._transport.secrets)
 
     def _get_rows(self, advertiser_id: str, audience_ids: list[str], what: str) -> list[Any]:
         """The `dmp/custom_audience/get` rows of up to LIST_PAGE_SIZE audiences."""
