@@ -41,8 +41,8 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
         ("requests/", "urllib3/", "http/client", "client/", "socket.py", "ssl.py"),
     ),
     ("external sort: add, spill, merge (extsort.py)", ("extsort.py",)),
-    ("spooling, snapshot (spool.py, snapshot.py)", ("spool.py", "snapshot.py")),
-    ("our normalise/validate/hash (identifiers.py)", ("identifiers.py",)),
+    ("spooling, snapshot (spool.py, snapshot/)", ("spool.py", "snapshot/")),
+    ("our normalise/validate/hash (identifiers/)", ("identifiers/",)),
     ("delivery: Delivery.add (deliveries/)", ("deliveries/",)),
     ("AudienceSink.process_record + hooks (sink.py)", ("target_tiktok_audiences/sink.py",)),
     (
