@@ -1,6 +1,6 @@
 """target-tiktok-audiences: Singer target that keeps TikTok Custom Audiences in sync.
 
-A thin adapter: each SDK override hands over to settings.py (config), run.py (the run's
+A thin adapter: each SDK override hands over to settings/ (config), run.py (the run's
 lifecycle) or failures.py (how a known failure ends).
 """
 
