@@ -20,7 +20,7 @@ Writing is atomic: the snapshot is built in a private temp file and becomes visi
 (os.replace locally, one object put otherwise), only when the writer's block exits cleanly.
 
 Modules: keys.py (what a set is for), format.py (the bytes of one set), store.py (where sets
-live), locks.py (one run per audience), errors.py.
+live; filesystems.py opens an fsspec one), locks.py (one run per audience), errors.py.
 """
 
 from target_tiktok_audiences.snapshot.errors import LeaseLost, SnapshotCorrupt, SnapshotError

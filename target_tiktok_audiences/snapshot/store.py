@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import errno
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import platformdirs
 
 from target_tiktok_audiences import testhooks
 from target_tiktok_audiences.snapshot.errors import SnapshotError, oserror_text, write_error
+from target_tiktok_audiences.snapshot.filesystems import open_filesystem
 from target_tiktok_audiences.snapshot.format import HEADER_SIZE, Header, Snapshot, SnapshotWriter
 from target_tiktok_audiences.snapshot.keys import NAME_PART, Kind, SnapshotKey, snapshot_url_errors
 from target_tiktok_audiences.snapshot.locks import LEASE_SECONDS, LOCK_WAIT_SECONDS, Lease, Locks
@@ -27,17 +27,6 @@ if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
 APP_NAME = "target-tiktok-audiences"
-
-# Package to install per fsspec protocol; s3 has the project's own extra.
-_INSTALL = {
-    "s3": "target-tiktok-audiences[s3] (s3fs)",
-    "s3a": "target-tiktok-audiences[s3] (s3fs)",
-    "gs": "gcsfs",
-    "gcs": "gcsfs",
-    "az": "adlfs",
-    "abfs": "adlfs",
-    "abfss": "adlfs",
-}
 
 
 class Reason(enum.Enum):
@@ -111,7 +100,7 @@ class SnapshotStore:
             self.display = str(self._root)
         else:
             self.display = display_url(root)
-            self._fs, self._prefix = _filesystem(root, self.display, storage_options or {})
+            self._fs, self._prefix = open_filesystem(root, self.display, storage_options or {})
         self._locks = Locks(
             fs=self._fs,
             display=self.display,
@@ -473,48 +462,6 @@ class SnapshotStore:
                 (self._root / rel).unlink(missing_ok=True)
             else:
                 self._fs.rm_file(self._path(rel))
-
-
-def _filesystem(
-    url: str, shown: str, options: Mapping[str, object]
-) -> tuple[AbstractFileSystem, str]:
-    import fsspec
-
-    protocol = urlsplit(url).scheme
-    try:
-        fs, prefix = fsspec.core.url_to_fs(url, **options)
-    except ImportError:
-        package = _INSTALL.get(protocol, f"the fsspec implementation of {protocol}://")
-        raise SnapshotError(f"snapshot_url {shown}: install {package} to use it") from None
-    except Exception as exc:  # any library's refusal is one line, scrubbed of credentials
-        # The URL passed snapshot_url_errors: no credential of it can be in the text.
-        detail = str(exc) or type(exc).__name__
-        raise SnapshotError(f"snapshot_url {shown}: {detail}") from None
-    return cast("AbstractFileSystem", _Guarded(fs)), str(prefix)
-
-
-class _Guarded:
-    """A file system whose calls fail with OSError only: a storage library's own errors
-    (botocore's ParamValidationError, NoCredentialsError, …) are no OSError, would pass every
-    handler as a traceback, and their text may quote the request. Only their kind is kept."""
-
-    def __init__(self, fs: AbstractFileSystem) -> None:
-        self._fs = fs
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._fs, name)
-        if not callable(value):
-            return value
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return value(*args, **kwargs)
-            except OSError:
-                raise
-            except Exception as exc:
-                raise OSError(errno.EIO, f"storage error {type(exc).__name__}") from None
-
-        return call
 
 
 def _fsync_dir(path: Path) -> None:
