@@ -41,13 +41,13 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
         ("requests/", "urllib3/", "http/client", "client/", "socket.py", "ssl.py"),
     ),
     ("external sort: add, spill, merge (extsort.py)", ("extsort.py",)),
-    ("spooling, snapshot (spool.py, snapshot.py)", ("spool.py", "snapshot.py")),
-    ("our normalise/validate/hash (identifiers.py)", ("identifiers.py",)),
+    ("spooling, snapshot (spool.py, snapshot/)", ("spool.py", "snapshot/")),
+    ("our normalise/validate/hash (identifiers/)", ("identifiers/",)),
     ("delivery: Delivery.add (deliveries/)", ("deliveries/",)),
-    ("AudienceSink.process_record + hooks (sink.py)", ("target_tiktok_audiences/sink.py",)),
+    ("AudienceSink.process_record + hooks (sink.py)", ("target_tiktok_audiences/singer/sink.py",)),
     (
         "reader: line loop and JSON decoding (reader.py, msgspec)",
-        ("target_tiktok_audiences/reader.py", "simplejson/", "json/", "msgspec"),
+        ("target_tiktok_audiences/singer/reader.py", "simplejson/", "json/", "msgspec"),
     ),
     ("SDK reader: line loop, message dispatch", ("singerlib/encoding", "io_base.py")),
     ("SDK copy.copy(record)", ("copy.py",)),
@@ -55,7 +55,10 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("SDK metrics counter", ("metrics.py",)),
     ("SDK sink per-record hooks (sinks/core.py)", ("sinks/core.py", "sinks/batch.py")),
     ("SDK _process_record_message + target loop", ("target_base.py", "plugin_base.py")),
-    ("target.py: lean record path, drain", ("target_tiktok_audiences/target.py",)),
+    (
+        "singer/: lean record path, drain",
+        ("target_tiktok_audiences/singer/fastpath.py", "target_tiktok_audiences/singer/target.py"),
+    ),
     ("startup: imports", ("<frozen importlib", "importlib/")),
 ]
 

@@ -11,10 +11,10 @@ from singer_sdk.exceptions import ConfigValidationError
 from target_tiktok_audiences.client import AUDIENCE_NAME_MAX
 from target_tiktok_audiences.identifiers import (
     DETECTED_COLUMN_NAMES,
-    _column_key,
     detect_identifier_columns,
     identifier_like_columns,
 )
+from target_tiktok_audiences.identifiers.columns import _column_key
 from target_tiktok_audiences.modes import AudienceType
 from target_tiktok_audiences.settings import AudienceMapping, Settings
 

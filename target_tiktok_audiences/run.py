@@ -360,7 +360,7 @@ class Run:
         staging.deliver(deliveries, self.client)
 
     def send_held(self) -> None:
-        """The SDK's max record age passed (target.py): batches that wait to be full go now, so
+        """The SDK's max record age passed (fastpath.py): batches that wait to be full go now, so
         a trickle's STATE is not held to the end. Files still wait for the end of input: their
         update operations are few a day."""
         for delivery in self.deliveries.values():

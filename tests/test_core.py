@@ -89,10 +89,10 @@ PRIVATE_OVERRIDES = {
     "TargetTikTokAudiences._write_state_message": "STATE only after delivery",
     "TargetTikTokAudiences._handle_termination": "never deliver on a signal",
     "TargetTikTokAudiences._process_schema_message": "map failures never quote a record",
-    "TargetTikTokAudiences._process_record_message": "the SDK's record path without no-op hooks",
-    "TargetTikTokAudiences._reset_max_record_age": "restarts the record-age alarm (record_age.py)",
+    "RecordPath._process_record_message": "the SDK's record path without no-op hooks",
+    "RecordPath._reset_max_record_age": "restarts the record-age alarm (record_age.py)",
     "PrivateSingerReader._process_unknown_message": "one line, never the message",
-    "TargetTikTokAudiences._assert_sink_exists": "a RECORD before its SCHEMA is one line",
+    "RecordPath._assert_sink_exists": "a RECORD before its SCHEMA is one line",
     "AudienceSink._singer_validate_message": "a missing key property is one line",
 }
 
@@ -110,10 +110,14 @@ def _signature(method: object) -> list[tuple[str, object]]:
 
 
 def test_every_overridden_sdk_method_keeps_the_sdk_signature() -> None:
-    from target_tiktok_audiences.reader import PrivateSingerReader
-    from target_tiktok_audiences.sink import AudienceSink
+    from target_tiktok_audiences.singer.fastpath import RecordPath
+    from target_tiktok_audiences.singer.reader import PrivateSingerReader
+    from target_tiktok_audiences.singer.sink import AudienceSink
 
-    classes = {c.__name__: c for c in (AudienceSink, TargetTikTokAudiences, PrivateSingerReader)}
+    classes = {
+        c.__name__: c
+        for c in (AudienceSink, RecordPath, TargetTikTokAudiences, PrivateSingerReader)
+    }
     overridden = []
     for cls in classes.values():
         for name, method in vars(cls).items():
@@ -136,7 +140,7 @@ def test_the_lean_record_path_skips_only_hooks_that_do_nothing_for_audience_sink
     # while AudienceSink keeps the SDK's no-op versions (or its own, which returns the record).
     from singer_sdk.sinks import Sink
 
-    from target_tiktok_audiences.sink import AudienceSink
+    from target_tiktok_audiences.singer.sink import AudienceSink
 
     assert AudienceSink.preprocess_record is Sink.preprocess_record
     assert AudienceSink._after_process_record is Sink._after_process_record
@@ -171,7 +175,7 @@ def test_the_lean_record_path_skips_only_hooks_that_do_nothing_for_audience_sink
     assert same.transform(record) is record
     assert TargetTikTokAudiences.default_sink_class is AudienceSink
     # The fields it strips only when present are the ones the SDK's strip pops.
-    from target_tiktok_audiences.target import _SDC_FIELDS
+    from target_tiktok_audiences.singer.fastpath import SDC_FIELDS as _SDC_FIELDS
 
     popped = {"_sdc_extra": 1, **dict.fromkeys(_SDC_FIELDS, 1)}
     Sink._remove_sdc_metadata_from_record(None, popped)  # type: ignore[arg-type]

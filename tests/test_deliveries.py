@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from target_tiktok_audiences import snapshot, timescale
+from target_tiktok_audiences import timescale
 from target_tiktok_audiences.audiences import AudienceDirectory
 from target_tiktok_audiences.client import (
     AudienceAPI,
@@ -24,11 +24,13 @@ from target_tiktok_audiences.client import (
 )
 from target_tiktok_audiences.deliveries import Delivery, Runtime, delivery_class
 from target_tiktok_audiences.deliveries import mirror as mirror_module
+from target_tiktok_audiences.deliveries import sortedsets as sortedsets_module
 from target_tiktok_audiences.deliveries.mirror import MirrorDelivery
 from target_tiktok_audiences.deliveries.segment import SegmentDelivery
 from target_tiktok_audiences.report import AudienceReport, CallStats, RunReport, StreamReport
 from target_tiktok_audiences.settings import Settings
 from target_tiktok_audiences.snapshot import HEADER_SIZE, Header, Kind, SnapshotKey, SnapshotStore
+from target_tiktok_audiences.snapshot import format as snapshot
 
 from helpers.fake_api import FLOOR_MESSAGE, PARTNER, REPLACE_UNFINISHED, FakeAudienceAPI, FakeCall
 
@@ -331,6 +333,7 @@ def test_mirror_by_difference_records_its_sets_from_the_sorted_files(
     monkeypatch.setattr(SnapshotStore, "write", write)
     monkeypatch.setattr(SnapshotStore, "write_lines", write_lines)
     monkeypatch.setattr(mirror_module, "read_blocks", read_blocks)
+    monkeypatch.setattr(sortedsets_module, "read_blocks", read_blocks)
     fake = FakeAudienceAPI([ADV1, ADV2])
     reference = SnapshotStore(str(tmp_path / "reference"))
 

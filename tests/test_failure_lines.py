@@ -352,7 +352,7 @@ def test_full_spool_disk_in_process(sandbox, tmp_path, caplog, monkeypatch):
 
     monkeypatch.setattr(Spool, "write", full)
     monkeypatch.setattr(Spool, "write_block", full)
-    monkeypatch.setattr("target_tiktok_audiences.deliveries.mirror.write_sorted", full)
+    monkeypatch.setattr("target_tiktok_audiences.deliveries.sortedsets.write_sorted", full)
     report_path = tmp_path / "report.json"
     config = base_config(
         sandbox, advertiser_ids=[ADV1], audiences=[MIRROR], report_path=str(report_path)

@@ -35,6 +35,7 @@ from target_tiktok_audiences.identifiers import (
     Rules,
     algorithm_of,
     canonical_contract,
+    columns,
     detect_identifier_columns,
     digest,
     identifier_like_columns,
@@ -44,6 +45,7 @@ from target_tiktok_audiences.identifiers import (
     normalize_ad_id,
     normalize_email,
     normalize_phone,
+    phones,
     remove_flag,
 )
 
@@ -335,7 +337,7 @@ def test_phone_fast_path_skips_phonenumbers(monkeypatch: pytest.MonkeyPatch) -> 
     def boom(*_: object, **__: object) -> None:
         raise AssertionError("phonenumbers.parse must not be called for E.164 input")
 
-    monkeypatch.setattr(ids.phonenumbers, "parse", boom)
+    monkeypatch.setattr(phones.phonenumbers, "parse", boom)
     encoder = make_encoder("PHONE_SHA256", HASH_ON)
     assert encoder("+14155550134") == (sha256("+14155550134"), None)
     assert normalize_phone(" +14155550134 ", None) == "+14155550134"
@@ -607,10 +609,10 @@ def test_detect_identifier_columns(columns: list[str], expected: dict[str, str])
 
 def test_detected_names_are_distinct_after_normalising() -> None:
     # Two listed names that normalise alike would make the priority order ambiguous.
-    keys = [ids._column_key(n) for names in ids.DETECTED_COLUMN_NAMES.values() for n in names]
+    keys = [columns._column_key(n) for names in ids.DETECTED_COLUMN_NAMES.values() for n in names]
     assert len(keys) == len(set(keys))
-    assert ids._column_key("E-Mail Address") == "emailaddress"
-    assert ids._column_key("Phone (E.164)") == "phonee164"
+    assert columns._column_key("E-Mail Address") == "emailaddress"
+    assert columns._column_key("Phone (E.164)") == "phonee164"
 
 
 def test_detect_identifier_columns_skips_non_strings() -> None:
@@ -918,7 +920,7 @@ def test_nanp_shortcut_gives_what_phonenumbers_gives(value: str, region: str) ->
 
 # --- The international fast path agrees with phonenumbers ------------------------------------
 #
-# ids._international answers for "+<digits>" written with " ().-" separators and otherwise says
+# phones._international answers for "+<digits>" written with " ().-" separators and otherwise says
 # _UNSURE (phonenumbers decides). Wherever it answers it must give what phonenumbers gives
 # (parse, is_possible_number, format E.164), whatever the default region.
 
@@ -942,12 +944,12 @@ def _example_numbers() -> tuple[str, ...]:
 
 def _assert_fast_path_agrees(value: str) -> bool:
     """True when the fast path answered (and agreed with phonenumbers for every region)."""
-    fast = ids._international(value)
-    if fast is ids._UNSURE:
+    fast = phones._international(value)
+    if fast is phones._UNSURE:
         return False
     for region in _FAST_PATH_REGIONS:
         assert fast == _phonenumbers_only(value, region), (value, region)
-        if ids._E164_RE.fullmatch(value) is None:  # strict E.164 is taken as is, by design
+        if phones._E164_RE.fullmatch(value) is None:  # strict E.164 is taken as is, by design
             assert normalize_phone(value, region) == fast
     return True
 
@@ -1055,7 +1057,7 @@ def test_fast_path_answers_without_phonenumbers(
     def boom(*_: object, **__: object) -> None:
         raise AssertionError("phonenumbers.parse must not be called on the fast path")
 
-    monkeypatch.setattr(ids.phonenumbers, "parse", boom)
+    monkeypatch.setattr(phones.phonenumbers, "parse", boom)
     assert normalize_phone(value, "US") == expected
     want = (sha256(expected), None) if expected else (None, REASON_INVALID_PHONE)
     assert make_encoder("PHONE_SHA256", HASH_ON_US)(value) == want
@@ -1080,7 +1082,7 @@ def test_fast_path_answers_without_phonenumbers(
     ],
 )
 def test_fast_path_leaves_unsure_values_to_phonenumbers(value: str) -> None:
-    assert ids._international(value) is ids._UNSURE
+    assert phones._international(value) is phones._UNSURE
 
 
 # The shapes the phone fast paths accept, as patterns: _international and the NANP shortcut
@@ -1107,15 +1109,15 @@ def test_the_phone_fast_paths_take_exactly_their_shapes(value: str) -> None:
 
     with pytest.MonkeyPatch.context() as monkey:
         # Past the shape (and E.164's length) _international looks the calling code up.
-        monkey.setattr(ids, "_CALLING_CODES", CallingCodes(ids._CALLING_CODES))
-        monkey.setattr(ids, "_parsed_phone", lambda v, r: parsed.append(v))
-        international = ids._international(value)
-        nanp = ids._formatted_phone(value, "US") if value and value[0] != "+" else None
+        monkey.setattr(phones, "_CALLING_CODES", CallingCodes(phones._CALLING_CODES))
+        monkey.setattr(phones, "_parsed_phone", lambda v, r: parsed.append(v))
+        international = phones._international(value)
+        nanp = phones._formatted_phone(value, "US") if value and value[0] != "+" else None
     shape = _INTERNATIONAL_SHAPE.fullmatch(value) is not None
     e164 = "+" + re.sub(r"[ ().\-]", "", value[1:])
     assert bool(looked_up) == (shape and 9 <= len(e164) <= 16)
     if not shape:
-        assert international is ids._UNSURE
+        assert international is phones._UNSURE
     if value and value[0] != "+":
         want = _NANP_SHAPE.fullmatch(re.sub(r"[ ().\-]", "", value))
         if want is not None:

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from target_tiktok_audiences.record_age import AgeAlarm
 from target_tiktok_audiences.sandbox.server import run_sandbox
+from target_tiktok_audiences.singer.record_age import AgeAlarm
 from target_tiktok_audiences.target import TargetTikTokAudiences
 
 from helpers import (

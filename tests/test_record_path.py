@@ -24,9 +24,9 @@ from singer_sdk.singerlib.encoding.base import GenericSingerReader
 
 from target_tiktok_audiences.deliveries.files import FileDelivery
 from target_tiktok_audiences.deliveries.mirror import MirrorDelivery
-from target_tiktok_audiences.reader import PrivateSingerReader
 from target_tiktok_audiences.run import Binding
-from target_tiktok_audiences.sink import BLOCK_RECORDS, AudienceSink
+from target_tiktok_audiences.singer.reader import PrivateSingerReader
+from target_tiktok_audiences.singer.sink import BLOCK_RECORDS, AudienceSink
 from target_tiktok_audiences.target import TargetTikTokAudiences
 
 Path_ = Callable[[TargetTikTokAudiences, dict[str, Any]], None]

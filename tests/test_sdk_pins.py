@@ -30,7 +30,7 @@ from singer_sdk.sinks import BatchSink, Sink
 PACKAGE = Path(__file__).resolve().parent.parent / "target_tiktok_audiences"
 SDK = Path(singer_sdk.__file__).parent
 SDK_VERSION = version("singer-sdk")
-RECORD_PATH = "target.py (_process_record_message, _plan, _Lane)"
+RECORD_PATH = "singer/fastpath.py (_process_record_message, _plan, BlockLane)"
 
 
 def _fget(prop: Any) -> Callable[..., Any]:
@@ -56,17 +56,17 @@ PINNED: dict[str, tuple[Callable[..., Any], str, str]] = {
     ),
     "Target._max_record_age_in_minutes": (
         _fget(Target._max_record_age_in_minutes),
-        "target.py _arm_age_alarm: the age is the time since the last full drain",
+        "singer/fastpath.py _arm_age_alarm: the age is the time since the last full drain",
         "a31b250546161e1b4ab7dd72d883c2bfa7f89039cf1fc9c08063ad82540621ae",
     ),
     "Target._reset_max_record_age": (
         Target._reset_max_record_age,
-        "target.py _reset_max_record_age: the alarm restarts where the SDK resets the age",
+        "singer/fastpath.py _reset_max_record_age: the alarm restarts where the SDK resets the age",
         "37d69f04fba3e162ead61f2017169290957bc36ae006f38e51f4c03769c671c3",
     ),
     "Target.drain_all": (
         Target.drain_all,
-        "target.py: a full drain resets the age (_reset_max_record_age), and emits STATE",
+        "singer/fastpath.py: a full drain resets the age (_reset_max_record_age), and emits STATE",
         "1da0109210d345c4eb560910ef74e0b1eb34c605aef604f59d78986d4b130721",
     ),
     "BatchSink._get_context": (
@@ -106,7 +106,7 @@ PINNED: dict[str, tuple[Callable[..., Any], str, str]] = {
     ),
     "Sink._remove_sdc_metadata_from_record": (
         Sink._remove_sdc_metadata_from_record,
-        "target.py _SDC_FIELDS: the fields it pops, stripped only when a record has one",
+        "singer/fastpath.py SDC_FIELDS: the fields it pops, stripped only when a record has one",
         "7cd9e5fb192f13ec47940ea5d50cb2ac5080d60acd3a473ceeaf629753eb0f63",
     ),
     "Sink._singer_validate_message": (
@@ -146,7 +146,7 @@ PINNED: dict[str, tuple[Callable[..., Any], str, str]] = {
     ),
     "GenericSingerReader.assert_line_requires": (
         GenericSingerReader.assert_line_requires,
-        "reader.py PrivateSingerReader.assert_line_requires: the same check, other words",
+        "singer/reader.py PrivateSingerReader.assert_line_requires: the same check, other words",
         "91c2ae04d02f56c88c275c4649207bf6c9a0c60de17ec4eb3fd2309d837b1d27",
     ),
     "MsgSpecReader.deserialize_json": (
@@ -168,28 +168,28 @@ PINNED: dict[str, tuple[Callable[..., Any], str, str]] = {
 
 # Every private SDK member the package uses (read, called, replaced or overridden): where.
 PRIVATE_MEMBERS: dict[str, str] = {
-    "Sink._add_sdc_metadata_to_record": "target.py record path",
-    "Target._assert_line_requires": "target.py record path",
-    "Target._assert_sink_exists": "target.py record path",
-    "Sink._batch_records_read": "target.py record path and lanes",
-    "Sink._total_records_read": "target.py record path and lanes",
-    "BatchSink._pending_batch": "target.py record path and lanes",
-    "BatchSink._get_context": "target.py record path and lanes",
-    "Target._sinks_active": "target.py _plan",
-    "Target._handle_max_record_age": "target.py, the SDK path's drain",
-    "Target._MAX_RECORD_AGE_IN_MINUTES": "target.py, the alarm's limit",
-    "Target._last_full_drain_at": "target.py, the alarm counts from it",
-    "Target._latest_state": "target.py, the STATE written after an age drain",
-    "Target._reset_max_record_age": "target.py override: restarts the record-age alarm",
-    "Target._process_record_message": "target.py override: the lean record path",
-    "Target._process_schema_message": "target.py override: plans and map errors",
-    "Target._validate_config": "target.py override: our messages",
-    "Target._write_state_message": "target.py override: STATE after delivery",
-    "Target._handle_termination": "target.py override: never deliver on a signal",
-    "Sink._remove_sdc_metadata_from_record": "sink.py override and target.py record path",
-    "Sink._singer_validate_message": "target.py record path",
-    "Sink._validate_and_parse": "sink.py override: skipped",
-    "GenericSingerReader._process_unknown_message": "reader.py override: one line",
+    "Sink._add_sdc_metadata_to_record": "singer/fastpath.py record path",
+    "Target._assert_line_requires": "singer/fastpath.py record path",
+    "Target._assert_sink_exists": "singer/fastpath.py record path",
+    "Sink._batch_records_read": "singer/fastpath.py record path and lanes",
+    "Sink._total_records_read": "singer/fastpath.py record path and lanes",
+    "BatchSink._pending_batch": "singer/fastpath.py record path and lanes",
+    "BatchSink._get_context": "singer/fastpath.py record path and lanes",
+    "Target._sinks_active": "singer/fastpath.py _plan",
+    "Target._handle_max_record_age": "singer/fastpath.py, the SDK path's drain",
+    "Target._MAX_RECORD_AGE_IN_MINUTES": "singer/fastpath.py, the alarm's limit",
+    "Target._last_full_drain_at": "singer/fastpath.py, the alarm counts from it",
+    "Target._latest_state": "singer/fastpath.py, the STATE written after an age drain",
+    "Target._reset_max_record_age": "singer/fastpath.py override: restarts the record-age alarm",
+    "Target._process_record_message": "singer/fastpath.py override: the lean record path",
+    "Target._process_schema_message": "singer/target.py override: plans and map errors",
+    "Target._validate_config": "singer/target.py override: our messages",
+    "Target._write_state_message": "singer/target.py override: STATE after delivery",
+    "Target._handle_termination": "singer/target.py override: never deliver on a signal",
+    "Sink._remove_sdc_metadata_from_record": "sink.py override and fastpath.py record path",
+    "Sink._singer_validate_message": "singer/fastpath.py record path",
+    "Sink._validate_and_parse": "singer/sink.py override: skipped",
+    "GenericSingerReader._process_unknown_message": "singer/reader.py override: one line",
     "CustomStreamMap._eval": "failures.py: replaced on each map",
     "singer_sdk.configuration._dict_config": "status.py: parse_environment_config",
 }

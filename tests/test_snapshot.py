@@ -19,7 +19,6 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from target_tiktok_audiences import snapshot
 from target_tiktok_audiences.convergence import Tracker
 from target_tiktok_audiences.snapshot import (
     HEADER_SIZE,
@@ -34,6 +33,7 @@ from target_tiktok_audiences.snapshot import (
     display_url,
     scope_for,
 )
+from target_tiktok_audiences.snapshot import format as snapshot
 
 KEY = SnapshotKey("7000000000000000001", "123456", "EMAIL_SHA256")
 StoreFactory = Callable[..., SnapshotStore]

@@ -9,15 +9,6 @@
 """
 
 from target_tiktok_audiences.client.api import (
-    API_PATH_SUFFIX,
-    AUDIENCE_NAME_MAX,
-    LIST_PAGE_SIZE,
-    MAX_FILE_BYTES,
-    MAX_FILE_PATHS_PER_CALL,
-    MAX_USERS_PER_MAPPING,
-    MIN_AUDIENCE_SIZE,
-    PARTNER_NAME_MAX,
-    SEGMENT_ID_TYPES,
     AudienceAPI,
     AudienceRow,
     AudienceStatus,
@@ -53,6 +44,17 @@ from target_tiktok_audiences.client.documented import (
     parse_audience_status,
 )
 from target_tiktok_audiences.client.endpoints import TikTokClient
+from target_tiktok_audiences.client.limits import (
+    API_PATH_SUFFIX,
+    AUDIENCE_NAME_MAX,
+    LIST_PAGE_SIZE,
+    MAX_FILE_BYTES,
+    MAX_FILE_PATHS_PER_CALL,
+    MAX_USERS_PER_MAPPING,
+    MIN_AUDIENCE_SIZE,
+    PARTNER_NAME_MAX,
+    SEGMENT_ID_TYPES,
+)
 
 __all__ = [
     "API_PATH_SUFFIX",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from target_tiktok_audiences.client.api import API_PATH_SUFFIX
+from target_tiktok_audiences.client.limits import API_PATH_SUFFIX
 
 # The official SDK's code table (tiktok/tiktok-business-api-sdk, tiktok_code.py), by action.
 # Rate limits, failures inside TikTok, maintenance, write conflicts and tasks still running:

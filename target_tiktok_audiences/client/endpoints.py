@@ -14,8 +14,6 @@ import requests
 
 from target_tiktok_audiences import timescale
 from target_tiktok_audiences.client.api import (
-    LIST_PAGE_SIZE,
-    SEGMENT_ID_TYPES,
     AudienceRow,
     AudienceStatus,
     CountedCalls,
@@ -44,6 +42,7 @@ from target_tiktok_audiences.client.documented import (
     parse_audience_status,
 )
 from target_tiktok_audiences.client.files import KeptFiles
+from target_tiktok_audiences.client.limits import LIST_PAGE_SIZE, SEGMENT_ID_TYPES
 from target_tiktok_audiences.client.transport import Transport, require
 
 if TYPE_CHECKING:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from target_tiktok_audiences.deliveries.base import Delivery, Runtime
 from target_tiktok_audiences.deliveries.files import FileDelivery
-from target_tiktok_audiences.deliveries.mirror import MirrorDelivery, PartnerMirrorDelivery
+from target_tiktok_audiences.deliveries.mirror import MirrorDelivery
+from target_tiktok_audiences.deliveries.partner_mirror import PartnerMirrorDelivery
 from target_tiktok_audiences.deliveries.segment import SegmentDelivery
 from target_tiktok_audiences.modes import AudienceType, SyncMode
 

@@ -2,7 +2,7 @@
 
 The SDK drains every sink (and so emits STATE) on the first record that comes once its last
 full drain is older than Target._MAX_RECORD_AGE_IN_MINUTES: a clock read on every record. The
-lean path (target.py) reads a flag instead, which this alarm's timer thread raises when that
+lean path (fastpath.py) reads a flag instead, which this alarm's timer thread raises when that
 time has passed; a trickle of records is drained within the limit at no cost per record.
 """
 

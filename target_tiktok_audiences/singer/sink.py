@@ -49,7 +49,7 @@ class AudienceSink(BatchSink):
 
     def _singer_validate_message(self, record: dict[str, Any]) -> None:
         # The SDK's error is two lines listing the record's columns; ours is one (the lean
-        # record path in target.py raises the same).
+        # record path in fastpath.py raises the same).
         for key in self.key_properties:
             if key not in record:
                 raise missing_key(self.stream_name, key)
