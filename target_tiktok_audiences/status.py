@@ -32,6 +32,7 @@ from target_tiktok_audiences.client import (
     TikTokError,
 )
 from target_tiktok_audiences.deliveries.fanout import fixed_names, known_audiences
+from target_tiktok_audiences.ledger import Ledger
 from target_tiktok_audiences.modes import AudienceType, MirrorStrategy, SyncMode
 from target_tiktok_audiences.places import PlaceError, not_a_folder, shown
 from target_tiktok_audiences.report import size_gap
@@ -54,6 +55,7 @@ from target_tiktok_audiences.snapshot import (
 from target_tiktok_audiences.status_output import AudienceHealth, as_json, table
 
 EXPIRY_ALERT = timedelta(days=30)
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)  # every entry the ledger keeps (two days)
 ENV_PREFIX = "TARGET_TIKTOK_AUDIENCES_"
 EXIT_HEALTHY, EXIT_UNHEALTHY, EXIT_CONFIG = 0, 1, 2
 
@@ -141,7 +143,8 @@ class StatusCheck:
     """Reads the audiences of every advertiser; never writes to TikTok or storage.
 
     With `audiences`, the audiences its mappings name; without, every audience this target
-    has delivered, as the snapshot store knows them (`source` says which).
+    has delivered, as the snapshot store knows them: its snapshots and its operations ledger
+    (`source` says which).
     """
 
     def __init__(self, settings: Settings, api: AudienceAPI, store: SnapshotStore) -> None:
@@ -178,22 +181,26 @@ class StatusCheck:
                 yield from self._mapping(mapping, advertiser_id, fixed)
 
     def _delivered(self, advertiser_id: str) -> Iterator[AudienceHealth]:
-        """Without `audiences`: every audience with a snapshot in this advertiser."""
-        known = self.snapshot_contracts(advertiser_id)
+        """Without `audiences`: every audience of this advertiser with a snapshot, or with an
+        update operation in the ledger (append mode keeps no snapshots)."""
+        snapped = self.snapshot_contracts(advertiser_id)
+        ledger = Ledger(self.store).entries(advertiser_id, EPOCH)
+        known = set(snapped) | {entry.audience_id for entry in ledger}
         if not known:
             return
         by_id = {r.audience_id: r for r in self.rows(advertiser_id)}
         for audience_id in sorted(known):
             row = by_id.get(audience_id)
             if row is None:
+                where = (
+                    "has a snapshot" if audience_id in snapped else "has operations in the ledger"
+                )
                 yield AudienceHealth(
                     None,
                     "-",
                     advertiser_id,
                     audience_id=audience_id,
-                    problems=[
-                        f"missing: audience id {audience_id} has a snapshot but is not in TikTok"
-                    ],
+                    problems=[f"missing: audience id {audience_id} {where} but is not in TikTok"],
                 )
                 continue
             yield self._read(None, row, advertiser_id)
@@ -397,8 +404,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not healths:
         print(
             f"tiktok-audiences-status: no audience found in {check.source}: the target has not "
-            "delivered one there yet (append and incremental keep no snapshots: name their "
-            "streams in audiences to check them)",
+            "delivered one there yet (append and incremental keep no snapshots, and the "
+            "operations ledger holds two days of updates: name their streams in audiences to "
+            "check them)",
             file=sys.stderr,
         )
     unhealthy = [h for h in healths if h.problems]

@@ -263,8 +263,8 @@ def test_status_without_audiences_reads_what_the_target_delivered(
     }
     assert none_yet.stderr == (
         f"tiktok-audiences-status: no audience found in {source}: the target has not delivered "
-        "one there yet (append and incremental keep no snapshots: name their streams in "
-        "audiences to check them)\n"
+        "one there yet (append and incremental keep no snapshots, and the operations ledger "
+        "holds two days of updates: name their streams in audiences to check them)\n"
     )
     users = [m for m in messages(with_bronze=False) if m.get("stream") != "segments"]
     run = run_target(tmp_path, config, users, name="quick-start")
@@ -406,3 +406,30 @@ def test_help_documents_the_format(tmp_path: Path) -> None:
     )
     assert "type (customer_file | partner), contract, size" in result.stdout
     assert "expires_at and last_operation_at (ISO 8601, UTC)" in result.stdout
+
+
+def test_status_without_audiences_finds_append_audiences_in_the_ledger(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """Append keeps no snapshots: an audience it updated is known from the operations ledger
+    (issue 29: the snapshot store and the ledger say what this target delivered)."""
+    sandbox.app.config.match_rate = 1.0
+    config = base_config(sandbox, advertiser_ids=[ADV1], sync_mode="append")
+    users = [m for m in messages(with_bronze=False) if m.get("stream") != "segments"]
+    created = run_target(tmp_path, config, users, name="create")
+    assert created.returncode == 0, created.stderr[-2000:]
+    # Created only: no update operation yet, no snapshot either.
+    assert status(tmp_path, config, "--format", "json").returncode == 0
+    more = [
+        schema_msg("users", ["email"]),
+        *(record_msg("users", {"id": i, "email": f"u{i}@example.com"}) for i in range(1100, 1150)),
+        state_msg({"done": 2}),
+    ]
+    appended = run_target(tmp_path, config, more, name="append")
+    assert appended.returncode == 0, appended.stderr[-2000:]
+    result = status(tmp_path, config, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    audience_id = audiences_by_name(sandbox, ADV1)["users"]["audience_id"]
+    assert [
+        (a["name"], a["audience_id"], a["size"]) for a in json.loads(result.stdout)["audiences"]
+    ] == [("users", audience_id, 1150)]
