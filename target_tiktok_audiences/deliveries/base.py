@@ -278,7 +278,8 @@ class Delivery(abc.ABC):
         if not entry.audience_id:
             return None
         try:
-            status = self.runtime.client.get_audience(entry.advertiser_id, entry.audience_id)
+            api = self.runtime.client.with_stats(entry.stats)  # counted as the audience's
+            status = api.get_audience(entry.advertiser_id, entry.audience_id)
         except TikTokError:
             return None
         if status.size is None:
