@@ -22,7 +22,7 @@ after this run it holds S. Before sending, the new U' = add | remove is recorded
 nothing in flight is forgotten); after TikTok accepted everything, S becomes the held set and
 U' is dropped. A create that was not confirmed is recorded under the audience's name (held
 nothing, in flight the created set), so the run that finds the audience by name converges too.
-When the budget let only the REMOVE go (deliveries/staging.py) and TikTok accepted it, its
+When the budget let only the REMOVE go (budget.py: removals first) and TikTok accepted it, its
 digests are known gone: held becomes P - remove and in flight the unsent add, so the next run
 spends no operation on that REMOVE again.
 """

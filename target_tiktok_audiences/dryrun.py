@@ -1,7 +1,7 @@
 """dry_run: an AudienceAPI that sends nothing and writes down everything.
 
 With an access_token, `PreviewClient` is the real `TikTokClient` whose reads (the token check,
-list, get, TikTok's clock, the operations budget from the ledger and TikTok's history) go to
+list, get, TikTok's clock, the history the operations budget counts) go to
 TikTok, and whose writes (upload, create, update, mapping) are written down, never sent: the
 deliveries plan with the same code as a real run, from what TikTok and the snapshot store
 (read only) hold, so the plan is what the next real run would send. Without a token,
@@ -98,9 +98,6 @@ class _Recording(CountedCalls):
         self._rec.calls.append(call)
         self._count()
 
-    def _spend(self, advertiser_id: str, audience_id: str, action: str) -> None:
-        """An update operation the plan takes from the ad account's budget (none offline)."""
-
     def upload_file(self, advertiser_id: str, calculate_type: str, path: Path) -> str:
         rec = self._rec
         if path not in rec.copies:
@@ -148,7 +145,6 @@ class _Recording(CountedCalls):
     def update_customer_audience(
         self, advertiser_id: str, audience_id: str, file_paths: Sequence[str], action: str
     ) -> None:
-        self._spend(advertiser_id, audience_id, action)
         self._record(
             {
                 "call": "update",
@@ -256,7 +252,7 @@ class DryRunClient(_Recording):
 class PreviewClient(_Recording, TikTokClient):
     """With a token: TikTokClient's reads, and its writes written down instead of sent.
 
-    The operations budget is counted as a real run counts it (the ledger, read only, and
+    The operations budget (budget.py) counts as in a real run (the ledger, read only, and
     TikTok's history) and each planned update takes its operation, so what the budget defers
     is planned too; nothing is written to the ledger.
     """
@@ -278,10 +274,6 @@ class PreviewClient(_Recording, TikTokClient):
             return AudienceStatus(None, None)
         return super().get_audience(advertiser_id, audience_id)
 
-    def _spend(self, advertiser_id: str, audience_id: str, action: str) -> None:
-        # As TikTokClient.update_customer_audience takes it, without the ledger entry.
-        self._budget.take(advertiser_id, audience_id, action, f"{action} on audience {audience_id}")
-
     def finish(self, report: RunReport) -> None:
-        super().finish(report)  # the operations per advertiser, as a real run reports them
+        super().finish(report)
         self.write_plan(report)

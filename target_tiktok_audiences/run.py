@@ -14,6 +14,7 @@ from typing import Any
 
 from target_tiktok_audiences import redact, testhooks
 from target_tiktok_audiences.audiences import AudienceDirectory
+from target_tiktok_audiences.budget import Budget
 from target_tiktok_audiences.client import AudienceAPI, TikTokClient
 from target_tiktok_audiences.client.endpoints import REFUSAL_RETRY_SECONDS
 from target_tiktok_audiences.creates import StoredCreates
@@ -61,12 +62,9 @@ class Binding:
             self.report.rejects_counted_only += 1
 
 
-def make_client(settings: Settings, snapshots: SnapshotStore | None = None) -> AudienceAPI:
-    """The run's client; with the snapshot store, each update operation is recorded in its
-    ledger before it is sent (the daily operations budget counts from it).
-
-    dry_run: with a token, TikTok is read and nothing sent (PreviewClient, the ledger read
-    only); without one, nothing is read either (DryRunClient)."""
+def make_client(settings: Settings) -> AudienceAPI:
+    """The run's client. dry_run: with a token, TikTok is read and nothing sent
+    (PreviewClient); without one, nothing is read either (DryRunClient)."""
     if settings.dry_run and not settings.access_token:
         return DryRunClient(settings.output_dir)
     options: dict[str, Any] = {
@@ -75,13 +73,18 @@ def make_client(settings: Settings, snapshots: SnapshotStore | None = None) -> A
         "max_retry_seconds": settings.max_retry_seconds,
         "max_requests_per_second": settings.max_requests_per_second,
         "refusal_retry_seconds": min(settings.max_retry_seconds, REFUSAL_RETRY_SECONDS),
-        "daily_update_operations": settings.daily_update_operations,
-        "ledger": Ledger(snapshots) if snapshots is not None else None,
     }
     token = settings.access_token or ""
     if settings.dry_run:
         return PreviewClient(settings.output_dir, settings.api_base_url, token, **options)
     return TikTokClient(settings.api_base_url, token, **options)
+
+
+def make_budget(settings: Settings, client: AudienceAPI, snapshots: SnapshotStore) -> Budget:
+    """The daily update operations budget: counted from the snapshot store's ledger (read only
+    in a dry run) and TikTok's history; none where TikTok is not read (a dry run offline)."""
+    limit = 0 if client.offline else settings.daily_update_operations
+    return Budget(limit, client, Ledger(snapshots))
 
 
 def check_places(settings: Settings, snapshot_root: str) -> None:
@@ -122,11 +125,12 @@ class Run:
             lease_seconds=testhooks.lease_seconds(LEASE_SECONDS),
         )
         check_places(settings, snapshots.url)  # before the dry run's folder or the spool exist
-        client = testhooks.wrap(make_client(settings, snapshots))
+        client = testhooks.wrap(make_client(settings))
         self.client = client
         self.runtime = Runtime(
             settings=settings,
             client=client,
+            budget=make_budget(settings, client, snapshots),
             directory=AudienceDirectory(
                 confirm_seconds=settings.create_confirm_seconds,
                 max_new=settings.max_new_audiences,
@@ -357,7 +361,7 @@ class Run:
                 version.discard()  # records after the boundary: a newer version
                 version = None
             deliveries.append(version or delivery)
-        staging.deliver(deliveries, self.client)
+        staging.deliver(deliveries, self.runtime.budget)
 
     def send_held(self) -> None:
         """The SDK's max record age passed (fastpath.py): batches that wait to be full go now, so
@@ -468,6 +472,7 @@ class Run:
         self.add_hints()
         report.finish(status, report.error or error)
         report.calls = self.client.total
+        report.operations = self.runtime.budget.summary()
         self.client.finish(report)
         self._close_rejects()
         report.log_summary(self.logger)

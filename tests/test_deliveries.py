@@ -15,6 +15,7 @@ import pytest
 
 from target_tiktok_audiences import timescale
 from target_tiktok_audiences.audiences import AudienceDirectory
+from target_tiktok_audiences.budget import Budget
 from target_tiktok_audiences.client import (
     AudienceAPI,
     NewAudience,
@@ -27,6 +28,7 @@ from target_tiktok_audiences.deliveries import mirror as mirror_module
 from target_tiktok_audiences.deliveries import sortedsets as sortedsets_module
 from target_tiktok_audiences.deliveries.mirror import MirrorDelivery
 from target_tiktok_audiences.deliveries.segment import SegmentDelivery
+from target_tiktok_audiences.ledger import Ledger
 from target_tiktok_audiences.report import AudienceReport, CallStats, RunReport, StreamReport
 from target_tiktok_audiences.settings import Settings
 from target_tiktok_audiences.snapshot import HEADER_SIZE, Header, Kind, SnapshotKey, SnapshotStore
@@ -76,14 +78,16 @@ def make_runtime(
             **config,
         }
     )
+    snapshots = SnapshotStore(str(tmp_path / "snapshots"))
     return Runtime(
         settings=settings,
         client=fake,
+        budget=Budget(settings.daily_update_operations, fake, Ledger(snapshots)),
         directory=AudienceDirectory(confirm_seconds=0.2, max_new=max_new),
         workdir=Path(tempfile.mkdtemp(dir=tmp_path)),
         report=RunReport(dry_run=False),
         logger=LOG,
-        snapshots=SnapshotStore(str(tmp_path / "snapshots")),
+        snapshots=snapshots,
     )
 
 
@@ -142,7 +146,6 @@ def _resolved_hints(func: Any) -> dict[str, Any]:
 def test_fake_has_every_protocol_member_with_the_same_signature() -> None:
     members = sorted(n for n in vars(AudienceAPI) if not n.startswith("_"))
     assert members == [
-        "budget_refusal",
         "count_retry",
         "create_customer_audience",
         "create_partner_audience",
@@ -152,8 +155,7 @@ def test_fake_has_every_protocol_member_with_the_same_signature() -> None:
         "map_users",
         "now",
         "offline",
-        "operations_left",
-        "plan_operations",
+        "operation_history",
         "preflight",
         "retrying",
         "sends",
@@ -458,11 +460,11 @@ def test_append_appends_then_removes(tmp_path: Path) -> None:
         entry = entry_of(second, adv)
         assert (entry.status, entry.action, entry.created) == ("delivered", "APPEND+REMOVE", False)
         assert (entry.files, entry.identifiers_uploaded, entry.identifiers_removed) == (2, 2, 2)
-    assert calls_since(fake, start) == [
+    # Every audience asks before any sends (the daily operations budget plans them together).
+    assert calls_since(fake, start) == [("list_audiences", ADV1), ("list_audiences", ADV2)] + [
         (method, adv)
         for adv in (ADV1, ADV2)
         for method in (
-            "list_audiences",
             "upload_file",
             "update_customer_audience",
             "upload_file",

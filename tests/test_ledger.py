@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from target_tiktok_audiences.client.budget import OperationBudget, operation_times
+from target_tiktok_audiences.budget import Budget, operation_times
 from target_tiktok_audiences.client.codes import RefusedError
 from target_tiktok_audiences.ledger import Ledger, LedgerEntry
 from target_tiktok_audiences.snapshot import SnapshotStore
@@ -73,16 +73,42 @@ def test_others_operations_are_those_the_history_shows_beyond_ours() -> None:
     assert operation_times(ours, {"71": []}) == [T0, T0]
 
 
-def test_an_operation_is_recorded_before_it_is_sent_and_only_if_it_fits() -> None:
-    recorded: list[datetime] = []
-    budget = OperationBudget(2, lambda adv: [T0 - timedelta(hours=2)], lambda: T0)
-    budget.take(ADV, "71", "APPEND", "APPEND on audience 71", recorded.append)
-    assert recorded == [T0]
+class _TikTok:
+    """The client as the budget reads it: TikTok's clock and the operations its history shows."""
+
+    def __init__(self, shown: dict[str, list[datetime]]) -> None:
+        self.shown = shown
+
+    def now(self) -> datetime:
+        return T0
+
+    def operation_history(self, advertiser_id: str, since: datetime) -> dict[str, list[datetime]]:
+        return {a: [t for t in times if t > since] for a, times in self.shown.items()}
+
+
+def test_an_operation_is_recorded_before_it_is_sent_and_only_if_it_fits(tmp_path: Path) -> None:
+    ledger = ledger_in(tmp_path)
+    ledger.record(ADV, "71", "APPEND", T0 - timedelta(hours=3))  # ours, and shown by TikTok
+    shown = {
+        "71": [T0 - timedelta(hours=3), T0 - timedelta(hours=25)],  # the 2nd: over a day ago
+        "72": [T0 - timedelta(hours=2)],  # someone else's
+    }
+    budget = Budget(3, _TikTok(shown), ledger)
+    assert budget.left(ADV) == 1
+    budget.take(ADV, "71", "APPEND", "APPEND on audience 71")
+    assert [e.at for e in ledger.entries(ADV, T0 - timedelta(days=1))] == [
+        T0 - timedelta(hours=3),
+        T0,
+    ]
     with pytest.raises(RefusedError) as refused:
-        budget.take(ADV, "71", "REMOVE", "REMOVE on audience 71", recorded.append)
-    assert recorded == [T0]  # not sent, not recorded
-    assert "2 of the 2 update operations of the last 24 h are used" in str(refused.value)
+        budget.take(ADV, "71", "REMOVE", "REMOVE on audience 71")
+    assert len(ledger.entries(ADV, T0 - timedelta(days=1))) == 2  # not sent, not recorded
+    assert str(refused.value) == (
+        "REMOVE on audience 71 for advertiser 7000000000000000001 failed: 3 of the 3 update "
+        "operations of the last 24 h are used (daily_update_operations); the next fits after "
+        "2026-12-08 09:00 UTC"
+    )
     # No budget: still recorded (the ledger also tells the status what this target changed).
-    free = OperationBudget(0, lambda adv: [], lambda: T0)
-    free.take(ADV, "71", "APPEND", "APPEND on audience 71", recorded.append)
-    assert recorded == [T0, T0]
+    free = Budget(0, _TikTok({}), ledger)
+    free.take(ADV, "72", "APPEND", "APPEND on audience 72")
+    assert len(ledger.entries(ADV, T0 - timedelta(days=1))) == 3

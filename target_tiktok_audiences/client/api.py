@@ -15,7 +15,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from target_tiktok_audiences.client.codes import REFUSED_BUDGET, RefusedError
 from target_tiktok_audiences.client.limits import PARTNER_NAME_MAX
 from target_tiktok_audiences.report import CallStats
 
@@ -206,15 +205,9 @@ class AudienceAPI(Protocol):
     def now(self) -> datetime:
         """TikTok's time (UTC): what its 24 hours and the resync are measured on."""
 
-    def operations_left(self, advertiser_id: str) -> int | None:
-        """Update operations the ad account has left in the last 24 h, net of those this run
-        planned (daily_update_operations); None: no budget."""
-
-    def plan_operations(self, advertiser_id: str, count: int) -> None:
-        """This run will send `count` more update operations to the ad account."""
-
-    def budget_refusal(self, advertiser_id: str, what: str) -> RefusedError:
-        """The refusal of an update that did not fit the budget: used, planned, when it fits."""
+    def operation_history(self, advertiser_id: str, since: datetime) -> dict[str, list[datetime]]:
+        """Per audience of the ad account, when TikTok's history shows an update operation
+        after `since` (what budget.py counts beside its ledger)."""
 
 
 Self = TypeVar("Self", bound="CountedCalls")
@@ -235,15 +228,9 @@ class CountedCalls:
         """Ours, where there is no TikTok to ask (a dry run, a test double)."""
         return datetime.now(timezone.utc)
 
-    def operations_left(self, advertiser_id: str) -> int | None:
-        """No budget where nothing is counted (a dry run, a test double)."""
-        return None
-
-    def plan_operations(self, advertiser_id: str, count: int) -> None:
-        """Nothing to plan without a budget."""
-
-    def budget_refusal(self, advertiser_id: str, what: str) -> RefusedError:
-        return RefusedError(what, reason=REFUSED_BUDGET, advertiser_id=advertiser_id, said=False)
+    def operation_history(self, advertiser_id: str, since: datetime) -> dict[str, list[datetime]]:
+        """Nothing shown where TikTok is not read (a dry run offline)."""
+        return {}
 
     @property
     def total(self) -> CallStats:

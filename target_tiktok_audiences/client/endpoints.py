@@ -21,13 +21,6 @@ from target_tiktok_audiences.client.api import (
     UserBatch,
     file_md5,
 )
-from target_tiktok_audiences.client.budget import (
-    OPERATIONS,
-    WINDOW,
-    OperationBudget,
-    OperationLog,
-    operation_times,
-)
 from target_tiktok_audiences.client.codes import (
     REFUSED_OTHER,
     REFUSED_UPDATE_PROCESSING,
@@ -64,6 +57,7 @@ REFUSAL_RETRY_SECONDS = 120.0
 # Refusals whose words may mean "busy": retried. Words naming a lasting cause (the floor, the
 # daily limit, an expired or shared-in audience) only pick the hint, and retrying would not help.
 _RETRIED_REFUSALS = frozenset({REFUSED_UPDATE_PROCESSING, REFUSED_OTHER})
+UPDATE_ACTIONS = ("APPEND", "REMOVE", "REPLACE")  # the update operations TikTok counts a day
 
 log = logging.getLogger("target_tiktok_audiences.client")
 
@@ -82,12 +76,9 @@ class TikTokClient(CountedCalls):
         max_requests_per_second: float = 20,
         session: requests.Session | None = None,
         refusal_retry_seconds: float = REFUSAL_RETRY_SECONDS,
-        daily_update_operations: int = 24,
-        ledger: OperationLog | None = None,
     ) -> None:
         """refusal_retry_seconds: how long a refused APPEND or REMOVE is sent again (with
-        backoff) before that audience is deferred. ledger: where each update operation is
-        recorded before it is sent (the budget counts from it); None: TikTok's history only."""
+        backoff) before that audience is deferred."""
         self._transport = Transport(
             base_url,
             access_token,
@@ -98,10 +89,6 @@ class TikTokClient(CountedCalls):
             session=session,
         )
         self._kept = KeptFiles()  # shared by every view, like the transport
-        self._budget = OperationBudget(
-            daily_update_operations, self._operation_times, self._transport.now
-        )
-        self._ledger = ledger
         self._no_access: dict[str, NoAccessError] = {}  # shared by every view (a shallow copy)
         # 2, 4, 8, 16, 30, 30, ... s within the default two minutes; scaled with the total,
         # and in real seconds with the time scale (1 but in tests).
@@ -155,18 +142,8 @@ class TikTokClient(CountedCalls):
         result: T = self._transport.retry_policy(func)()
         return result
 
-    def operations_left(self, advertiser_id: str) -> int | None:
-        return self._budget.left(advertiser_id)
-
-    def plan_operations(self, advertiser_id: str, count: int) -> None:
-        self._budget.plan(advertiser_id, count)
-
-    def budget_refusal(self, advertiser_id: str, what: str) -> RefusedError:
-        return self._budget.refusal(advertiser_id, what)
-
     def finish(self, report: RunReport) -> None:
-        """The operations used and left per advertiser go into the report; kept files go."""
-        report.operations = self._budget.summary()
+        """The files kept for a re-upload go."""
         self._kept.clear()
 
     def _with_files(self, file_paths: Sequence[str], send: Callable[[list[str]], T]) -> T:
@@ -250,12 +227,10 @@ class TikTokClient(CountedCalls):
         rows: list[Any] = require(data, "list", what, advertiser_id).get("list") or []
         return rows
 
-    def _operation_times(self, advertiser_id: str) -> list[datetime]:
-        """When the ad account's update operations of the last 24 h were made: ours from the
-        ledger, and those the history of its own customer-file audiences shows beyond ours in
-        words it recognises (get, up to LIST_PAGE_SIZE audiences a call)."""
-        since = self.now() - WINDOW
-        ours = self._ledger.entries(advertiser_id, since) if self._ledger is not None else []
+    def operation_history(self, advertiser_id: str, since: datetime) -> dict[str, list[datetime]]:
+        """Per customer-file audience the ad account owns, when its history shows an update
+        operation after `since`, in words the client recognises (get, up to LIST_PAGE_SIZE
+        audiences a call); TikTok's words are undocumented, and one not recognised shows none."""
         ids = [
             r.audience_id
             for r in self.list_audiences(advertiser_id)
@@ -274,9 +249,9 @@ class TikTokClient(CountedCalls):
                 shown[audience_id] = [
                     op.at
                     for op in status.history
-                    if op.kind in OPERATIONS and op.at is not None and op.at > since
+                    if op.kind in UPDATE_ACTIONS and op.at is not None and op.at > since
                 ]
-        return operation_times(ours, shown)
+        return shown
 
     def upload_file(self, advertiser_id: str, calculate_type: str, path: Path) -> str:
         file_path = self._upload(advertiser_id, calculate_type, path, path.name)
@@ -355,13 +330,6 @@ class TikTokClient(CountedCalls):
                 audience_call=True,
             )
 
-        what = f"{action} on audience {audience_id}"
-
-        def record(at: datetime) -> None:
-            if self._ledger is not None:
-                self._ledger.record(advertiser_id, audience_id, action, at)
-
-        self._budget.take(advertiser_id, audience_id, action, what, record)
         if action == "REPLACE":
             # Never sent again here: TikTok refuses a REPLACE while one is unfinished, and the
             # caller falls back to the difference or defers the audience.

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from target_tiktok_audiences.audiences import PARTNER, AudienceDirectory
+from target_tiktok_audiences.budget import Ask, Budget, Call, Grant
 from target_tiktok_audiences.client import (
     MIN_AUDIENCE_SIZE,
     REFUSED_BELOW_MINIMUM,
@@ -31,7 +32,7 @@ from target_tiktok_audiences.client import (
     TikTokError,
 )
 from target_tiktok_audiences.deliveries import staging
-from target_tiktok_audiences.deliveries.staging import Ask, Routine
+from target_tiktok_audiences.deliveries.staging import Routine
 from target_tiktok_audiences.fencing import fenced
 from target_tiktok_audiences.report import AudienceReport, RunReport, StreamReport
 from target_tiktok_audiences.settings import AudienceMapping, Settings
@@ -114,6 +115,7 @@ class Runtime:
 
     settings: Settings
     client: AudienceAPI
+    budget: Budget  # the daily update operations: counted, planned, granted, taken
     directory: AudienceDirectory
     workdir: Path
     report: RunReport
@@ -170,7 +172,7 @@ class Delivery(abc.ABC):
     def commit(self) -> None:
         """Deliver everything spooled now, its update operations planned on their own (the run
         plans the deliveries of the end of input together: staging.deliver)."""
-        staging.deliver([self], self.runtime.client)
+        staging.deliver([self], self.runtime.budget)
 
     @abc.abstractmethod
     def stage(self) -> Iterator[Routine]:
@@ -180,21 +182,26 @@ class Delivery(abc.ABC):
     def close_stage(self) -> None:  # noqa: B027 - optional hook
         """Every routine of the stage has ended: drop what they shared."""
 
-    def ask(
-        self, entry: AudienceReport, calls: list[tuple[str, bool]]
-    ) -> Generator[Ask, None, Ask]:
+    def ask(self, entry: AudienceReport, calls: list[Call]) -> Generator[Ask, Grant, Grant]:
         """The update calls this audience needs (action, removes users); what was granted."""
-        ask = Ask(entry.advertiser_id, calls)
+        ask = Ask(entry.advertiser_id, tuple(calls))
         if calls:
-            yield ask
-        return ask
+            return (yield ask)
+        return self.runtime.budget.grant_all(ask)
 
-    def not_granted(self, api: AudienceAPI, ask: Ask, entry: AudienceReport) -> RefusedError:
+    @staticmethod
+    def update(
+        api: AudienceAPI, grant: Grant, audience_id: str, paths: Sequence[str], action: str
+    ) -> None:
+        """One granted update call: its operation taken from the budget (the ledger first),
+        then sent."""
+        grant.take(audience_id, action)
+        api.update_customer_audience(grant.ask.advertiser_id, audience_id, paths, action)
+
+    @staticmethod
+    def not_granted(grant: Grant, entry: AudienceReport) -> RefusedError:
         """The updates the budget had no room for: this audience's deferral."""
-        what = (
-            f"{' and '.join(ask.refused())} on audience {entry.audience_id or entry.audience_name}"
-        )
-        return api.budget_refusal(entry.advertiser_id, what)
+        return grant.refusal(entry.audience_id or entry.audience_name)
 
     @property
     @abc.abstractmethod

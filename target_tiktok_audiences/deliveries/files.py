@@ -8,13 +8,14 @@ from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from target_tiktok_audiences.budget import Ask, Grant
 from target_tiktok_audiences.client import (
     MAX_FILE_PATHS_PER_CALL,
     AudienceAPI,
     NewAudience,
 )
 from target_tiktok_audiences.deliveries.base import Delivery
-from target_tiktok_audiences.deliveries.staging import Ask, Routine
+from target_tiktok_audiences.deliveries.staging import Routine
 from target_tiktok_audiences.extsort import ExternalSorter
 from target_tiktok_audiences.report import AudienceReport
 from target_tiktok_audiences.spool import Chunk, Spool
@@ -125,7 +126,7 @@ class FileDelivery(Delivery):
         added: list[Chunk],
         removed: list[Chunk],
         entry: AudienceReport,
-    ) -> Generator[Ask, None, None]:
+    ) -> Generator[Ask, Grant, None]:
         runtime = self.runtime
         directory = runtime.directory
         audience_id = self.existing_audience(api, advertiser_id, name, contract)
@@ -133,11 +134,11 @@ class FileDelivery(Delivery):
         # and has nobody to remove.
         appends = _groups(added) - (audience_id is None and bool(added))
         removes = _groups(removed) if audience_id is not None else 0
-        ask = yield from self.ask(
+        grant = yield from self.ask(
             entry, [("APPEND", False)] * appends + [("REMOVE", True)] * removes
         )
-        if ask.allowed("APPEND") < appends:
-            added = []  # granted all or none (staging.grant)
+        if grant.allowed("APPEND") < appends:
+            added = []  # granted all or none (Budget.plan)
         if added:
             groups = self._upload(api, advertiser_id, contract, added, entry)
             entry.identifiers_uploaded = sum(c.lines for c in added)
@@ -160,22 +161,22 @@ class FileDelivery(Delivery):
                 entry.action = "CREATE"
             entry.audience_id = audience_id
             if not entry.created:
-                api.update_customer_audience(advertiser_id, audience_id, groups[0], "APPEND")
+                self.update(api, grant, audience_id, groups[0], "APPEND")
                 entry.action = "APPEND"
             for group in groups[1:]:
-                api.update_customer_audience(advertiser_id, audience_id, group, "APPEND")
+                self.update(api, grant, audience_id, group, "APPEND")
         entry.audience_id = audience_id
         if removed:
             if audience_id is None or entry.created:
                 # Users removed before the audience existed were never in it: no operation.
                 entry.note = "removals skipped: the audience did not exist before this run."
-            elif ask.allowed("REMOVE") == removes:
+            elif grant.allowed("REMOVE") == removes:
                 for group in self._upload(api, advertiser_id, contract, removed, entry):
-                    api.update_customer_audience(advertiser_id, audience_id, group, "REMOVE")
+                    self.update(api, grant, audience_id, group, "REMOVE")
                 entry.identifiers_removed = sum(c.lines for c in removed)
                 entry.action = f"{entry.action}+REMOVE" if entry.action else "REMOVE"
-        if not ask.complete:  # STATE is withheld: the next run reads these rows again
-            raise self.not_granted(api, ask, entry)
+        if not grant.complete:  # STATE is withheld: the next run reads these rows again
+            raise self.not_granted(grant, entry)
         entry.status = "delivered"
 
     def _upload(

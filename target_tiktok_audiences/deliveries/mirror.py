@@ -14,6 +14,7 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from target_tiktok_audiences.budget import Ask, Grant
 from target_tiktok_audiences.client import (
     MIN_AUDIENCE_SIZE,
     REFUSED_REPLACE_PROCESSING,
@@ -25,7 +26,7 @@ from target_tiktok_audiences.client import (
 from target_tiktok_audiences.convergence import Baseline, BlockSource, Tracker
 from target_tiktok_audiences.deliveries.base import HeldBack, small_set_note
 from target_tiktok_audiences.deliveries.sortedsets import Change, SortedSets, chunk_lines
-from target_tiktok_audiences.deliveries.staging import Ask, Routine
+from target_tiktok_audiences.deliveries.staging import Routine
 from target_tiktok_audiences.extsort import (
     read_blocks,
 )
@@ -97,7 +98,7 @@ class MirrorDelivery(SortedSets):
         contract: str,
         path: Path,
         entry: AudienceReport,
-    ) -> Generator[Ask, None, None]:
+    ) -> Generator[Ask, Grant, None]:
         def stream() -> Iterator[list[str]]:
             return read_blocks(path)
 
@@ -179,7 +180,7 @@ class MirrorDelivery(SortedSets):
         entry: AudienceReport,
         *,
         why: str | None,
-    ) -> Generator[Ask, None, None]:
+    ) -> Generator[Ask, Grant, None]:
         """No trusted snapshot (or mirror_strategy replace): the whole set, in one REPLACE."""
         advertiser_id, audience_id = entry.advertiser_id, entry.audience_id or ""
         entry.mirror, entry.mirror_reason = "full", why or "mirror_strategy is replace"
@@ -187,11 +188,11 @@ class MirrorDelivery(SortedSets):
         if status is not None and status.size:
             self.guard_shrink(status.size - entry.identifiers_unique, status.size)
         # Without a snapshot it is not known whether users left: counted as a removal.
-        ask = yield from self.ask(entry, [("REPLACE", True)])
-        if not ask.complete:
-            raise self.not_granted(api, ask, entry)
+        grant = yield from self.ask(entry, [("REPLACE", True)])
+        if not grant.complete:
+            raise self.not_granted(grant, entry)
         paths = self._upload_all(api, advertiser_id, tracker.key.contract, stream, entry)
-        api.update_customer_audience(advertiser_id, audience_id, paths, "REPLACE")
+        self.update(api, grant, audience_id, paths, "REPLACE")
         entry.action = "REPLACE"
         entry.identifiers_uploaded = entry.identifiers_unique
         if self.by_difference:
@@ -240,14 +241,14 @@ class MirrorDelivery(SortedSets):
         base: Baseline,
         change: Change,
         entry: AudienceReport,
-    ) -> Generator[Ask, None, bool]:
+    ) -> Generator[Ask, Grant, bool]:
         """resync_days: one full REPLACE corrects what was changed in TikTok; False: not now."""
         if self._replace_allowed(api, entry, required=False) is None:
             return False
-        ask = yield from self.ask(entry, [("REPLACE", change.counts.removed > 0)])
-        if not ask.complete:
+        grant = yield from self.ask(entry, [("REPLACE", change.counts.removed > 0)])
+        if not grant.complete:
             if change.added or change.removed:
-                raise self.not_granted(api, ask, entry)
+                raise self.not_granted(grant, entry)
             entry.mirror_reason = (
                 "resync postponed: the ad account's update operations are spent "
                 "(daily_update_operations)"
@@ -256,9 +257,7 @@ class MirrorDelivery(SortedSets):
         tracker.record_in_flight(change.digests())  # the same digests as the diff would send
         paths = self._upload_all(api, entry.advertiser_id, tracker.key.contract, stream, entry)
         try:
-            api.update_customer_audience(
-                entry.advertiser_id, entry.audience_id or "", paths, "REPLACE"
-            )
+            self.update(api, grant, entry.audience_id or "", paths, "REPLACE")
         except RefusedError as exc:  # TikTok allows about one REPLACE a day: the diff instead
             entry.mirror_reason = f"resync postponed: {exc.tiktok_message}"
             return False
@@ -279,7 +278,7 @@ class MirrorDelivery(SortedSets):
         base: Baseline,
         change: Change,
         entry: AudienceReport,
-    ) -> Generator[Ask, None, None]:
+    ) -> Generator[Ask, Grant, None]:
         advertiser_id, audience_id = entry.advertiser_id, entry.audience_id or ""
         if entry.mirror is None:
             entry.mirror = "diff"
@@ -288,24 +287,24 @@ class MirrorDelivery(SortedSets):
         # APPEND first: the audience never dips below what it will hold.
         calls = [("APPEND", False)] if change.added else []
         calls += [("REMOVE", True)] if change.removed else []
-        ask = yield from self.ask(entry, calls)
-        if any(ask.granted):
+        grant = yield from self.ask(entry, calls)
+        if grant.any:
             tracker.record_in_flight(change.digests())
         actions: list[str] = []
         for chunks, action in ((change.added, "APPEND"), (change.removed, "REMOVE")):
-            if chunks and ask.allowed(action):
+            if chunks and grant.allowed(action):
                 paths = self.upload(api, advertiser_id, tracker.key.contract, chunks, entry)
-                api.update_customer_audience(advertiser_id, audience_id, paths, action)
+                self.update(api, grant, audience_id, paths, action)
                 actions.append(action)
         entry.action = "+".join(actions) or "NONE"
         entry.identifiers_uploaded = change.counts.added if "APPEND" in actions else 0
         entry.identifiers_removed = change.counts.removed if "REMOVE" in actions else 0
-        if not ask.complete:  # the rest stays in flight: the next run sends it again
+        if not grant.complete:  # the rest stays in flight: the next run sends it again
             if actions == ["REMOVE"]:
                 tracker.confirm_removal(
                     base, lambda: chunk_lines(change.removed), lambda: chunk_lines(change.added)
                 )
-            raise self.not_granted(api, ask, entry)
+            raise self.not_granted(grant, entry)
         if actions or base.in_flight is not None or base.empty:
             tracker.confirm(stream, full=False, base=base, now=api.now())
         self.note_next_resync(api, base, entry, full=False)
