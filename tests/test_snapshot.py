@@ -20,6 +20,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from target_tiktok_audiences.convergence import Tracker
+from target_tiktok_audiences.creates import StoredCreates
 from target_tiktok_audiences.snapshot import (
     HEADER_SIZE,
     Kind,
@@ -625,3 +626,18 @@ def test_a_tracker_records_a_create_from_its_sorted_file(
     reference.write(KEY, [values], full_at=NOW)
     assert _get(store, KEY.name) == (tmp_path / "reference" / KEY.name).read_bytes()
     assert calls == []
+
+
+def test_a_create_record_is_aged_from_the_moment_it_was_written(tmp_path: Path) -> None:
+    """The next run waits create_confirm_seconds minus the record's age for the audience: a time
+    cut to the whole second would age it by up to a second (20 of TikTok's seconds at the
+    suite's time scale), and the wait would end before TikTok lists the audience."""
+    store = SnapshotStore(str(tmp_path / "store"))
+    before = dt.datetime.now(dt.timezone.utc)
+    StoredCreates(store).mark("7000000000000000001", "VIP")
+    after = dt.datetime.now(dt.timezone.utc)
+    record = store.read(
+        SnapshotKey.for_name("7000000000000000001", "VIP", "AUDIENCE"), Kind.CREATING
+    )
+    assert isinstance(record, Snapshot)
+    assert before <= dt.datetime.fromisoformat(record.header.created_at) <= after
