@@ -29,6 +29,7 @@ from helpers import (
     TOKEN,
     Run,
     base_config,
+    cli,
     dry_run_dir,
     record_msg,
     run_target,
@@ -102,17 +103,17 @@ def run_bytes(tmp_path: Path, config: dict[str, Any], data: bytes) -> Run:
     config = {"report_path": str(work / "report.json"), **config}
     (work / "config.json").write_text(json.dumps(config))
     env = {**os.environ, "TMPDIR": str(work), "XDG_DATA_HOME": str(tmp_path / "xdg-data")}
-    proc = subprocess.run(
-        [CLI, "--config", str(work / "config.json")],
+    proc = cli.run(
+        "target-tiktok-audiences",
+        ["--config", str(work / "config.json")],
         input=data,
-        capture_output=True,
         timeout=120,
         cwd=work,
         env=env,
     )
     report_path = Path(config["report_path"])
     report = json.loads(report_path.read_text()) if report_path.exists() else None
-    return Run(proc.returncode, proc.stdout.decode(), proc.stderr.decode(), report)
+    return Run(proc.returncode, proc.stdout, proc.stderr, report)
 
 
 # -- leaks -----------------------------------------------------------------------------------
@@ -604,25 +605,24 @@ def test_the_token_variable_needs_config_env_with_the_standalone_cli(sandbox, tm
     env["XDG_DATA_HOME"] = str(tmp_path / "xdg")
     data = singer_lines(vip_messages(3))
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [CLI, "--config", str(work / "config.json"), *args],
+    def target(*args: str) -> subprocess.CompletedProcess[str]:
+        return cli.run(
+            "target-tiktok-audiences",
+            ["--config", str(work / "config.json"), *args],
             input=data,
-            capture_output=True,
-            text=True,
             env=env,
             cwd=work,
             timeout=120,
         )
 
-    without = cli()
+    without = target()
     assert without.returncode == 1
     assert (
         without.stderr.rstrip()
         .splitlines()[-1]
         .endswith("Config validation failed: access_token: required unless dry_run is true")
     )
-    with_env = cli("--config", "ENV")
+    with_env = target("--config", "ENV")
     assert with_env.returncode == 0, with_env.stderr[-3000:]
     assert [a["name"] for a in sandbox.audiences(ADV1)] == ["VIP"]
 
@@ -676,11 +676,10 @@ def test_the_readme_settings_table_shows_load_method_as_the_plugin_file_does():
 def test_a_config_file_missing_or_not_json_ends_with_one_line(tmp_path, text, line):
     if text is not None:
         (tmp_path / "config.json").write_text(text)
-    done = subprocess.run(
-        [CLI, "--config", "config.json"],
+    done = cli.run(
+        "target-tiktok-audiences",
+        ["--config", "config.json"],
         input=singer_lines(vip_messages()),
-        capture_output=True,
-        text=True,
         cwd=tmp_path,
         timeout=60,
     )

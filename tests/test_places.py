@@ -8,7 +8,6 @@ were never tried. Object stores are probed too (moto in server mode, as test_sna
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,9 @@ from target_tiktok_audiences.sandbox.server import SandboxServer
 
 from helpers import (
     ADV1,
-    CLI,
     Run,
     base_config,
+    cli,
     record_msg,
     run_target,
     schema_msg,
@@ -44,11 +43,10 @@ def messages() -> list[dict[str, Any]]:
 def run_cli(tmp_path: Path, config: dict[str, Any]) -> Run:
     """The CLI without run_target, which reads report_path back (here it cannot be read)."""
     (tmp_path / "config.json").write_text(json.dumps(config))
-    proc = subprocess.run(
-        [CLI, "--config", str(tmp_path / "config.json")],
+    proc = cli.run(
+        "target-tiktok-audiences",
+        ["--config", str(tmp_path / "config.json")],
         input=singer_lines(messages()),
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     return Run(proc.returncode, proc.stdout, proc.stderr, None)

@@ -24,6 +24,7 @@ from helpers import (
     TOKEN,
     audiences_by_name,
     base_config,
+    cli,
     record_msg,
     run_target,
     schema_msg,
@@ -66,10 +67,9 @@ def status(
 ) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "status-config.json"
     path.write_text(json.dumps(config))
-    return subprocess.run(
-        [STATUS, "--config", str(path), *args],
-        capture_output=True,
-        text=True,
+    return cli.run(
+        "tiktok-audiences-status",
+        ["--config", str(path), *args],
         timeout=120,
         env={**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg-data"), **(env or {})},
     )

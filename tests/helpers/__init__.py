@@ -14,6 +14,8 @@ from typing import Any
 
 from target_tiktok_audiences.sandbox.server import SandboxServer
 
+from helpers import cli
+
 ADV1 = "7000000000000000001"
 ADV2 = "7000000000000000002"
 TOKEN = "sandbox-token"
@@ -118,7 +120,7 @@ def run_target(
     name: str = "run",
     env: dict[str, str] | None = None,
 ) -> Run:
-    """Run the real console script with a config file and the messages on stdin."""
+    """Run the console script (helpers.cli) with a config file and the messages on stdin."""
     work = tmp_path / name
     work.mkdir(parents=True, exist_ok=True)
     config = {"report_path": str(work / "report.json"), **config}
@@ -130,11 +132,10 @@ def run_target(
     # Snapshots go to the user data dir by default: one per test, shared by its runs.
     user_data = tmp_path / "xdg-data"
     env = {**os.environ, "TMPDIR": str(work), "XDG_DATA_HOME": str(user_data), **(env or {})}
-    proc = subprocess.run(
-        [CLI, "--config", str(config_path)],
+    proc = cli.run(
+        "target-tiktok-audiences",
+        ["--config", str(config_path)],
         input=data,
-        capture_output=True,
-        text=True,
         timeout=timeout,
         cwd=work,
         env=env,
