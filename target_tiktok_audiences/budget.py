@@ -88,7 +88,7 @@ class Ask:
     calls: tuple[Call, ...]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Grant:
     """What the plan allows one audience: the calls of its Ask that it may send, and the way
     each is taken from the budget (the ledger first)."""
@@ -125,6 +125,8 @@ class Grant:
 
     def take(self, audience_id: str, action: str) -> None:
         """Before `action` is sent to the audience: one operation, written to the ledger."""
+        if not self.allowed(action):  # a delivery's bug: never a call the plan did not grant
+            raise RuntimeError(f"{action} on audience {audience_id} was not granted")
         self.budget.take(
             self.ask.advertiser_id, audience_id, action, f"{action} on audience {audience_id}"
         )

@@ -185,3 +185,12 @@ def test_a_failure_that_stops_the_run_releases_every_waiting_audience() -> None:
         deliver([first, second], budget_with({ADV1: 24}))
     assert log == ["a asks", "b asks", "a unlocks", "b unlocks"]
     assert first.closed and second.closed
+
+
+def test_a_call_the_plan_did_not_grant_is_never_taken() -> None:
+    budget = budget_with({ADV1: 1})
+    (grant,) = budget.plan([ask(ADV1, [APPEND, REMOVE])])
+    assert grant.granted == (False, True)
+    with pytest.raises(RuntimeError, match="APPEND on audience 7100000001 was not granted"):
+        grant.take("7100000001", "APPEND")
+    assert budget.summary() == {ADV1: {"limit": 24, "used": 23, "by_this_run": 0, "left": 1}}
