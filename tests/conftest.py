@@ -19,10 +19,12 @@ os.environ[TIME_SCALE] = str(SCALE)
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n auto`: two workers per core. A test spends most of its time waiting on what it
-    started (the CLI's process, the sandbox's answers, PostgreSQL, the sandbox's windows), so
-    one worker per core would leave the cores idle half the time."""
-    return 2 * len(os.sched_getaffinity(0))
+    """`-n auto`: two workers per core, at most four more than the cores. A test spends most of
+    its time waiting on what it started (the CLI's process, the sandbox's answers, PostgreSQL,
+    the sandbox's windows), so one worker per core would leave the cores idle half the time;
+    each worker also makes its own PostgreSQL cluster and Meltano project, hence the cap."""
+    cores = len(os.sched_getaffinity(0))
+    return min(2 * cores, cores + 4)
 
 
 @pytest.fixture
