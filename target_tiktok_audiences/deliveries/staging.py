@@ -37,7 +37,8 @@ class Staged(Protocol):
 def deliver(deliveries: Iterable[Staged], budget: Budget) -> None:
     """Run every routine of the deliveries to its ask, plan the budget, then let them send."""
     staged = list(deliveries)
-    waiting: list[tuple[Routine, Ask]] = []
+    routines: list[Routine] = []  # asked and not ended: closed if the run stops
+    asks: list[Ask] = []
     try:
         for delivery in staged:
             for routine in delivery.stage():
@@ -48,18 +49,20 @@ def deliver(deliveries: Iterable[Staged], budget: Budget) -> None:
                 if ask is None:
                     continue
                 if budget.counted:
-                    waiting.append((routine, ask))
+                    routines.append(routine)
+                    asks.append(ask)
                 else:  # no budget: nothing waits
                     _finish(routine, budget.grant_all(ask), budget)
-        grants = budget.plan([ask for _, ask in waiting])
         # Audiences with removals granted send first.
-        order = sorted(zip(waiting, grants, strict=True), key=lambda wg: not wg[1].removes)
-        waiting = [w for w, _ in order]
-        for (routine, _), grant in order:
-            waiting.pop(0)
+        plan = sorted(
+            zip(routines, budget.plan(asks), strict=True), key=lambda rg: not rg[1].removes
+        )
+        routines = [routine for routine, _ in plan]
+        for routine, grant in plan:
+            routines.remove(routine)
             _finish(routine, grant, budget)
     finally:
-        for routine, _ in waiting:
+        for routine in routines:
             routine.close()  # a run-stopping failure: the locks of the others are released
         for delivery in staged:
             delivery.close_stage()
